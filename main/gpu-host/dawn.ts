@@ -1,0 +1,25 @@
+import { create, globals } from 'webgpu';
+
+/** What to install when dawn.node finds no adapter, per platform. */
+export const DRIVER_HINT =
+  process.platform === 'linux'
+    ? 'dawn.node needs a Vulkan driver. On Debian 12 add the bookworm-backports suite and run ' +
+      '`apt-get install -t bookworm-backports mesa-vulkan-drivers libvulkan1` (Mesa 25 lavapipe works; ' +
+      "Debian 12's own Mesa 22 is refused by Dawn), or install your GPU vendor's Vulkan driver."
+    : process.platform === 'win32'
+      ? 'dawn.node needs a Direct3D 12 capable GPU driver.'
+      : 'dawn.node needs Metal (macOS 11 or later).';
+
+let installed = false;
+
+/**
+ * The `navigator.gpu` of plain Node, from dawn.node. Also installs the WebGPU enums (GPUBufferUsage, ...) as
+ * globals, since the engine uses them as a browser page would.
+ */
+export function dawnGpu(flags: string[] = []): GPU {
+  if (!installed) {
+    Object.assign(globalThis, globals);
+    installed = true;
+  }
+  return create(flags);
+}
