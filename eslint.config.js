@@ -10,14 +10,4 @@ export default tseslint.config(
       '@typescript-eslint/consistent-type-imports': 'error',
     },
   },
-  {
-    // Electron lives only in the thin desktop shell under main/.
-    files: ['shared/**', 'gpu/**', 'coordinator/**', 'renderer/**'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        { paths: [{ name: 'electron', message: 'Electron may only be imported under main/.' }] },
-      ],
-    },
-  },
 );
