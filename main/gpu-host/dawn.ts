@@ -13,6 +13,12 @@ export const DRIVER_HINT =
 let installed = false;
 
 /**
+ * Every GPU object handed out, kept reachable for the life of the process: when dawn.node's GPU instance is
+ * garbage-collected while its devices still run, the process crashes (futex/mutex aborts, SIGSEGV).
+ */
+const instances: GPU[] = [];
+
+/**
  * The `navigator.gpu` of plain Node, from dawn.node. Also installs the WebGPU enums (GPUBufferUsage, ...) as
  * globals, since the engine uses them as a browser page would.
  */
@@ -21,5 +27,7 @@ export function dawnGpu(flags: string[] = []): GPU {
     Object.assign(globalThis, globals);
     installed = true;
   }
-  return create(flags);
+  const gpu = create(flags);
+  instances.push(gpu);
+  return gpu;
 }
