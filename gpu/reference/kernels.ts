@@ -186,6 +186,35 @@ export function matmulBackward(
   }
 }
 
+/** Offsets of one (batch, head, query position) of causal attention in the layouts both passes use. */
+interface AttentionRow {
+  t: number;
+  /** Head size. */
+  hs: number;
+  /** Offset of the query in inp (B, T, 3C). */
+  q: number;
+  /** Offset of the scores row in preatt/att (B, NH, T, T). */
+  row: number;
+  /** Offset of the output in out (B, T, C). */
+  o: number;
+  /** Offset in inp of the key at position t2; its value vector follows C channels later. */
+  key: (t2: number) => number;
+}
+
+function forEachAttentionRow(B: number, T: number, C: number, NH: number, visit: (r: AttentionRow) => void): void {
+  const hs = C / NH;
+  const C3 = 3 * C;
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < NH; h++) {
+      const keyBase = b * T * C3 + C + h * hs;
+      const key = (t2: number): number => keyBase + t2 * C3;
+      for (let t = 0; t < T; t++) {
+        visit({ t, hs, q: (b * T + t) * C3 + h * hs, row: ((b * NH + h) * T + t) * T, o: (b * T + t) * C + h * hs, key });
+      }
+    }
+  }
+}
+
 /**
  * Causal multi-head attention. inp is (B, T, 3C) holding q, k, v; head h uses channels [h*hs, (h+1)*hs) of
  * each. preatt holds the scaled scores and att their row softmax; entries above the diagonal (t2 > t) of
@@ -201,40 +230,31 @@ export function attentionForward(
   C: number,
   NH: number,
 ): void {
-  const hs = C / NH;
-  const scale = 1 / Math.sqrt(hs);
-  const C3 = 3 * C;
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < NH; h++) {
-      for (let t = 0; t < T; t++) {
-        const q = (b * T + t) * C3 + h * hs;
-        const row = ((b * NH + h) * T + t) * T;
-        let max = -Infinity;
-        for (let t2 = 0; t2 <= t; t2++) {
-          const k = (b * T + t2) * C3 + C + h * hs;
-          let dot = 0;
-          for (let i = 0; i < hs; i++) dot += inp[q + i]! * inp[k + i]!;
-          const score = dot * scale;
-          preatt[row + t2] = score;
-          if (score > max) max = score;
-        }
-        // Exponentiate the stored (rounded) scores so att is exactly the softmax of preatt.
-        let sum = 0;
-        for (let t2 = 0; t2 <= t; t2++) sum += Math.exp(preatt[row + t2]! - max);
-        for (let t2 = 0; t2 <= t; t2++) att[row + t2] = Math.exp(preatt[row + t2]! - max) / sum;
-        for (let t2 = t + 1; t2 < T; t2++) {
-          preatt[row + t2] = 0;
-          att[row + t2] = 0;
-        }
-        const o = (b * T + t) * C + h * hs;
-        for (let i = 0; i < hs; i++) {
-          let acc = 0;
-          for (let t2 = 0; t2 <= t; t2++) acc += att[row + t2]! * inp[(b * T + t2) * C3 + 2 * C + h * hs + i]!;
-          out[o + i] = acc;
-        }
-      }
+  const scale = 1 / Math.sqrt(C / NH);
+  forEachAttentionRow(B, T, C, NH, ({ t, hs, q, row, o, key }) => {
+    let max = -Infinity;
+    for (let t2 = 0; t2 <= t; t2++) {
+      const k = key(t2);
+      let dot = 0;
+      for (let i = 0; i < hs; i++) dot += inp[q + i]! * inp[k + i]!;
+      const score = dot * scale;
+      preatt[row + t2] = score;
+      if (score > max) max = score;
     }
-  }
+    // Exponentiate the stored (rounded) scores so att is exactly the softmax of preatt.
+    let sum = 0;
+    for (let t2 = 0; t2 <= t; t2++) sum += Math.exp(preatt[row + t2]! - max);
+    for (let t2 = 0; t2 <= t; t2++) att[row + t2] = Math.exp(preatt[row + t2]! - max) / sum;
+    for (let t2 = t + 1; t2 < T; t2++) {
+      preatt[row + t2] = 0;
+      att[row + t2] = 0;
+    }
+    for (let i = 0; i < hs; i++) {
+      let acc = 0;
+      for (let t2 = 0; t2 <= t; t2++) acc += att[row + t2]! * inp[key(t2) + C + i]!;
+      out[o + i] = acc;
+    }
+  });
 }
 
 /**
@@ -253,43 +273,34 @@ export function attentionBackward(
   C: number,
   NH: number,
 ): void {
-  const hs = C / NH;
-  const scale = 1 / Math.sqrt(hs);
-  const C3 = 3 * C;
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < NH; h++) {
-      for (let t = 0; t < T; t++) {
-        const q = (b * T + t) * C3 + h * hs;
-        const row = ((b * NH + h) * T + t) * T;
-        const o = (b * T + t) * C + h * hs;
-        // out = att · v
-        for (let t2 = 0; t2 <= t; t2++) {
-          const v = (b * T + t2) * C3 + 2 * C + h * hs;
-          const a = att[row + t2]!;
-          let acc = 0;
-          for (let i = 0; i < hs; i++) {
-            const d = dout[o + i]!;
-            acc += inp[v + i]! * d;
-            dinp[v + i]! += a * d;
-          }
-          datt[row + t2]! += acc;
-        }
-        // softmax: dpreatt_j = att_j * (datt_j - sum_k att_k datt_k)
-        let dot = 0;
-        for (let t2 = 0; t2 <= t; t2++) dot += att[row + t2]! * datt[row + t2]!;
-        for (let t2 = 0; t2 <= t; t2++) dpreatt[row + t2]! += att[row + t2]! * (datt[row + t2]! - dot);
-        // preatt = scale * q · k
-        for (let t2 = 0; t2 <= t; t2++) {
-          const k = (b * T + t2) * C3 + C + h * hs;
-          const d = dpreatt[row + t2]! * scale;
-          for (let i = 0; i < hs; i++) {
-            dinp[q + i]! += inp[k + i]! * d;
-            dinp[k + i]! += inp[q + i]! * d;
-          }
-        }
+  const scale = 1 / Math.sqrt(C / NH);
+  forEachAttentionRow(B, T, C, NH, ({ t, hs, q, row, o, key }) => {
+    // out = att · v
+    for (let t2 = 0; t2 <= t; t2++) {
+      const v = key(t2) + C;
+      const a = att[row + t2]!;
+      let acc = 0;
+      for (let i = 0; i < hs; i++) {
+        const d = dout[o + i]!;
+        acc += inp[v + i]! * d;
+        dinp[v + i]! += a * d;
+      }
+      datt[row + t2]! += acc;
+    }
+    // softmax: dpreatt_j = att_j * (datt_j - sum_k att_k datt_k)
+    let dot = 0;
+    for (let t2 = 0; t2 <= t; t2++) dot += att[row + t2]! * datt[row + t2]!;
+    for (let t2 = 0; t2 <= t; t2++) dpreatt[row + t2]! += att[row + t2]! * (datt[row + t2]! - dot);
+    // preatt = scale * q · k
+    for (let t2 = 0; t2 <= t; t2++) {
+      const k = key(t2);
+      const d = dpreatt[row + t2]! * scale;
+      for (let i = 0; i < hs; i++) {
+        dinp[q + i]! += inp[k + i]! * d;
+        dinp[k + i]! += inp[q + i]! * d;
       }
     }
-  }
+  });
 }
 
 /** GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
