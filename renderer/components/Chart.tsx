@@ -1,0 +1,96 @@
+import { useEffect, useRef, useState } from 'react';
+import uPlot from 'uplot';
+import 'uplot/dist/uPlot.min.css';
+
+export interface ChartProps {
+  /** Names the plot for screen readers; `summary` says in words what it shows. */
+  label: string;
+  summary: string;
+  xs: number[];
+  ys: number[];
+  /** 'time': xs are Unix seconds; 'number': xs are plain values such as steps. */
+  xKind: 'time' | 'number';
+  seriesLabel: string;
+  formatY: (value: number) => string;
+  style?: 'line' | 'bars';
+  height?: number;
+}
+
+function cssVar(name: string): string {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+}
+
+/** Re-reads the palette when the system switches between light and dark. */
+function useColorScheme(): string {
+  const [scheme, setScheme] = useState(() => (matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light'));
+  useEffect(() => {
+    const query = matchMedia('(prefers-color-scheme: dark)');
+    const onChange = (): void => setScheme(query.matches ? 'dark' : 'light');
+    query.addEventListener('change', onChange);
+    return () => query.removeEventListener('change', onChange);
+  }, []);
+  return scheme;
+}
+
+function buildOptions(props: ChartProps, width: number): uPlot.Options {
+  const text = cssVar('--text-muted');
+  const grid = cssVar('--chart-grid');
+  const stroke = cssVar('--accent');
+  const axis = { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
+  const bars = props.style === 'bars' ? uPlot.paths.bars?.({ size: [0.6, 48] }) : undefined;
+  return {
+    width,
+    height: props.height ?? 220,
+    legend: { show: false },
+    cursor: { drag: { x: false, y: false } },
+    scales: { x: { time: props.xKind === 'time' } },
+    axes: [axis, { ...axis, size: 64, values: (_u, values) => values.map((v) => props.formatY(v)) }],
+    series: [
+      {},
+      {
+        label: props.seriesLabel,
+        stroke,
+        width: 2,
+        fill: props.style === 'bars' ? stroke : undefined,
+        paths: bars,
+        points: { show: props.style !== 'bars' && props.xs.length < 40 },
+      },
+    ],
+  };
+}
+
+/** A uPlot line or bar chart that fills its container's width. */
+export function Chart(props: ChartProps) {
+  const host = useRef<HTMLDivElement>(null);
+  const plot = useRef<uPlot | null>(null);
+  const scheme = useColorScheme();
+  const { xs, ys } = props;
+  const optionsKey = `${scheme}|${props.style ?? 'line'}|${props.xKind}|${props.xs.length < 40}`;
+
+  useEffect(() => {
+    const element = host.current;
+    if (!element) return;
+    const chart = new uPlot(buildOptions(props, element.clientWidth || 300), [xs, ys], element);
+    plot.current = chart;
+    const observer = new ResizeObserver(() => chart.setSize({ width: element.clientWidth, height: props.height ?? 220 }));
+    observer.observe(element);
+    return () => {
+      observer.disconnect();
+      chart.destroy();
+      plot.current = null;
+    };
+    // The chart is rebuilt only when its look changes; data flows in through setData below.
+  }, [optionsKey]);
+
+  useEffect(() => {
+    plot.current?.setData([xs, ys]);
+  }, [xs, ys]);
+
+  return (
+    <figure className="chart" aria-label={props.label}>
+      {xs.length === 0 ? <p className="chart-empty">No data yet.</p> : null}
+      <div ref={host} className="chart-plot" role="img" aria-label={`${props.label}: ${props.summary}`} />
+      <figcaption className="chart-summary">{props.summary}</figcaption>
+    </figure>
+  );
+}

@@ -1,0 +1,138 @@
+import {
+  serverMessageSchema,
+  type AgentCommand,
+  type AgentSnapshot,
+  type ClientMessage,
+  type CommandResult,
+} from '../../shared/dashboard/contract.js';
+import { Listeners } from './listeners.js';
+import type { ConnectionState, UiBridge } from './types.js';
+
+/** The parts of the browser the bridge needs; tests may hand in their own. */
+export interface SocketEnvironment {
+  createSocket(url: string): WebSocket;
+  now(): number;
+  setTimeout(callback: () => void, ms: number): unknown;
+}
+
+const browserEnvironment: SocketEnvironment = {
+  createSocket: (url) => new WebSocket(url),
+  now: () => Date.now(),
+  setTimeout: (callback, ms) => window.setTimeout(callback, ms),
+};
+
+const COMMAND_TIMEOUT_MS = 15_000;
+const FIRST_RETRY_MS = 1_000;
+const MAX_RETRY_MS = 15_000;
+/** Close codes with which the dashboard server refuses a missing or wrong token. */
+const UNAUTHORIZED_CLOSE_CODES = new Set([1008, 4401, 4403]);
+
+interface Pending {
+  resolve: (result: CommandResult) => void;
+}
+
+/**
+ * The agent's bridge over the local dashboard server's WebSocket. Reconnects with backoff; a command sent while
+ * disconnected fails at once with a reason rather than queueing, so a click never acts minutes later.
+ */
+export function createWebSocketBridge(url: string, env: SocketEnvironment = browserEnvironment): UiBridge {
+  const snapshots = new Listeners<AgentSnapshot>();
+  const connections = new Listeners<ConnectionState>();
+  const pending = new Map<string, Pending>();
+  let latest: AgentSnapshot | null = null;
+  let waitingForFirst: ((snapshot: AgentSnapshot) => void)[] = [];
+  let state: ConnectionState = { kind: 'connecting' };
+  let socket: WebSocket | null = null;
+  let retryMs = FIRST_RETRY_MS;
+  let nextId = 1;
+
+  const setState = (next: ConnectionState): void => {
+    state = next;
+    connections.emit(next);
+  };
+
+  const settleAll = (reason: string): void => {
+    for (const { resolve } of pending.values()) resolve({ ok: false, errors: [reason] });
+    pending.clear();
+  };
+
+  const onMessage = (data: unknown): void => {
+    if (typeof data !== 'string') return;
+    let json: unknown;
+    try {
+      json = JSON.parse(data);
+    } catch {
+      return;
+    }
+    const parsed = serverMessageSchema.safeParse(json);
+    if (!parsed.success) {
+      console.warn('tributary: ignored a message that does not match the dashboard contract', parsed.error.issues);
+      return;
+    }
+    const message = parsed.data;
+    if (message.type === 'snapshot') {
+      latest = message.snapshot;
+      const waiters = waitingForFirst;
+      waitingForFirst = [];
+      for (const waiter of waiters) waiter(message.snapshot);
+      snapshots.emit(message.snapshot);
+    } else if (message.type === 'commandResult') {
+      const entry = pending.get(message.id);
+      pending.delete(message.id);
+      entry?.resolve(message.ok ? { ok: true } : { ok: false, errors: message.errors ?? ['the agent refused'] });
+    } else {
+      console.warn(`tributary: agent error: ${message.error}`);
+    }
+  };
+
+  const connect = (): void => {
+    setState({ kind: 'connecting' });
+    const ws = env.createSocket(url);
+    socket = ws;
+    ws.addEventListener('open', () => {
+      retryMs = FIRST_RETRY_MS;
+      setState({ kind: 'open' });
+    });
+    ws.addEventListener('message', (event) => onMessage(event.data));
+    ws.addEventListener('close', (event) => {
+      socket = null;
+      settleAll('Lost the connection to the agent before it answered.');
+      if (UNAUTHORIZED_CLOSE_CODES.has(event.code)) {
+        setState({
+          kind: 'unauthorized',
+          reason: 'The agent refused this page: open the dashboard with the link it printed (the link holds the token).',
+        });
+        return;
+      }
+      const delay = retryMs;
+      retryMs = Math.min(retryMs * 2, MAX_RETRY_MS);
+      setState({ kind: 'closed', reason: 'Cannot reach the Tributary agent.', retryAt: env.now() + delay });
+      env.setTimeout(connect, delay);
+    });
+  };
+
+  connect();
+
+  return {
+    snapshot: () =>
+      latest ? Promise.resolve(latest) : new Promise((resolve) => waitingForFirst.push(resolve)),
+    onSnapshot: (listener) => snapshots.add(listener),
+    connection: () => state,
+    onConnection: (listener) => connections.add(listener),
+    command(command: AgentCommand): Promise<CommandResult> {
+      if (!socket || state.kind !== 'open') {
+        return Promise.resolve({ ok: false, errors: ['Not connected to the agent; try again in a moment.'] });
+      }
+      const id = String(nextId++);
+      const message: ClientMessage = { type: 'command', id, command };
+      const ws = socket;
+      return new Promise((resolve) => {
+        pending.set(id, { resolve });
+        env.setTimeout(() => {
+          if (pending.delete(id)) resolve({ ok: false, errors: ['The agent did not answer in time.'] });
+        }, COMMAND_TIMEOUT_MS);
+        ws.send(JSON.stringify(message));
+      });
+    },
+  };
+}

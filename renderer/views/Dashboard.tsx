@@ -1,0 +1,135 @@
+import { useMemo } from 'react';
+import type { AgentCommand, AgentSnapshot, CommandResult } from '../../shared/dashboard/contract.js';
+import { Card } from '../components/Card.js';
+import { Chart } from '../components/Chart.js';
+import { Meter, type MeterProps } from '../components/Meter.js';
+import { PauseControl } from '../components/PauseControl.js';
+import { formatCelsius, formatInteger, formatPercent, formatStage, STATE_LABEL } from '../format.js';
+
+interface Props {
+  snapshot: AgentSnapshot;
+  send: (command: AgentCommand) => Promise<CommandResult>;
+}
+
+/** Warm within 10 °C of the limit, hot at or above it. */
+function temperatureMeter(snapshot: AgentSnapshot): MeterProps {
+  const limit = snapshot.settings.gpuTempLimitC;
+  const { gpuTempC, source, thermalState } = snapshot.telemetry;
+  // The bar spans 30 °C to 10 °C past the limit, so the limit mark sits near the right end.
+  const low = 30;
+  const high = limit + 10;
+  const limitText = `limit ${formatCelsius(limit)}`;
+  if (gpuTempC === null) {
+    const osState = thermalState === 'unknown' ? '' : ` The system reports its thermal state as ${thermalState}.`;
+    return {
+      label: 'GPU temperature',
+      fraction: 0,
+      valueText: `not available (${limitText})`,
+      detail: `No temperature reading from this GPU (source: ${source}).${osState}`,
+    };
+  }
+  return {
+    label: 'GPU temperature',
+    fraction: (gpuTempC - low) / (high - low),
+    valueText: `${formatCelsius(gpuTempC)} of ${limitText}`,
+    tone: gpuTempC >= limit ? 'bad' : gpuTempC >= limit - 10 ? 'warn' : 'ok',
+    markAt: (limit - low) / (high - low),
+    markLabel: limitText,
+    detail: gpuTempC >= limit ? 'At the limit: work slows down or stops until the GPU cools.' : undefined,
+  };
+}
+
+function loadMeter(snapshot: AgentSnapshot): MeterProps {
+  const util = snapshot.telemetry.gpuUtilPct;
+  const cap = snapshot.settings.dutyCyclePct;
+  const duty = snapshot.dutyCyclePct;
+  const dutyText = `Tributary uses the GPU ${formatPercent(duty)} of the time (your cap: ${formatPercent(cap)})`;
+  return {
+    label: 'GPU load',
+    fraction: (util ?? duty) / 100,
+    valueText: util === null ? `${formatPercent(duty)} duty cycle` : formatPercent(util),
+    detail: dutyText,
+    markAt: cap < 100 ? cap / 100 : undefined,
+    markLabel: `your cap: ${formatPercent(cap)}`,
+  };
+}
+
+export function Dashboard({ snapshot, send }: Props) {
+  const loss = useMemo(
+    () => ({ xs: snapshot.loss.map((p) => p.step), ys: snapshot.loss.map((p) => p.loss) }),
+    [snapshot.loss],
+  );
+  const lastLoss = snapshot.loss.at(-1);
+  const { progress, stage } = snapshot;
+
+  return (
+    <div className="view dashboard">
+      <Card title="Status" className={`status status-${snapshot.state}`}>
+        <p className="state-line">
+          <span className={`state-badge state-${snapshot.state}`} data-testid="state">
+            {STATE_LABEL[snapshot.state]}
+          </span>
+          <span className="reason" data-testid="reason">
+            {snapshot.reason}
+          </span>
+        </p>
+        <PauseControl snapshot={snapshot} send={send} />
+      </Card>
+
+      <Card title="GPU">
+        <Meter {...temperatureMeter(snapshot)} />
+        <Meter {...loadMeter(snapshot)} />
+      </Card>
+
+      <Card title="Training">
+        <p className="stage" data-testid="stage">
+          {stage ? formatStage(stage) : 'No stage assigned yet'}
+        </p>
+        {progress ? (
+          <>
+            <Meter
+              label={`Current step (${formatInteger(progress.step)})`}
+              fraction={progress.stepFraction}
+              valueText={formatPercent(progress.stepFraction * 100)}
+            />
+            {progress.totalSteps ? (
+              <Meter
+                label="Training run"
+                fraction={progress.step / progress.totalSteps}
+                valueText={`step ${formatInteger(progress.step)} of ${formatInteger(progress.totalSteps)}`}
+              />
+            ) : (
+              <p className="muted">The run has no fixed length.</p>
+            )}
+          </>
+        ) : (
+          <p className="muted">No step in progress.</p>
+        )}
+      </Card>
+
+      <Card title="Network loss" className="wide">
+        <Chart
+          label="Network loss by step"
+          summary={
+            lastLoss
+              ? `Loss ${lastLoss.loss.toFixed(3)} at step ${formatInteger(lastLoss.step)}${lossTrend(snapshot.loss)}`
+              : 'The network has not reported a loss yet.'
+          }
+          xs={loss.xs}
+          ys={loss.ys}
+          xKind="number"
+          seriesLabel="loss"
+          formatY={(v) => v.toFixed(2)}
+        />
+      </Card>
+    </div>
+  );
+}
+
+function lossTrend(points: AgentSnapshot['loss']): string {
+  const first = points[0];
+  const last = points.at(-1);
+  if (!first || !last || points.length < 2) return '.';
+  const direction = last.loss <= first.loss ? 'down' : 'up';
+  return `, ${direction} from ${first.loss.toFixed(3)} at step ${formatInteger(first.step)}.`;
+}
