@@ -13,7 +13,21 @@ export const maxHeaderBytes = 100_000_000;
 const metadataKey = '__metadata__';
 /** dtypes the format defines; any other is not a safetensors file we can read. */
 const knownDtypes = new Set([
-  'BOOL', 'U8', 'I8', 'F8_E5M2', 'F8_E4M3', 'I16', 'U16', 'F16', 'BF16', 'I32', 'U32', 'F32', 'F64', 'I64', 'U64',
+  'BOOL',
+  'U8',
+  'I8',
+  'F8_E5M2',
+  'F8_E4M3',
+  'I16',
+  'U16',
+  'F16',
+  'BF16',
+  'I32',
+  'U32',
+  'F32',
+  'F64',
+  'I64',
+  'U64',
 ]);
 
 // Tensor bytes are copied as they lie in memory, which is the file's byte order only on little-endian hosts
@@ -33,18 +47,22 @@ export function encodeSafetensors(tensors: NamedTensor[], metadata: Record<strin
   const metaEntries = Object.entries(metadata);
   if (metaEntries.length > 0) {
     for (const [k, v] of metaEntries) {
-      if (typeof v !== 'string') throw new Error(`safetensors: metadata ${JSON.stringify(k)} must be a string`);
+      if (typeof v !== 'string')
+        throw new Error(`safetensors: metadata ${JSON.stringify(k)} must be a string`);
     }
     entries.push(`${JSON.stringify(metadataKey)}:${JSON.stringify(Object.fromEntries(metaEntries))}`);
   }
   let offset = 0;
   for (const t of tensors) {
-    if (t.name === '' || t.name === metadataKey) throw new Error(`safetensors: invalid tensor name ${JSON.stringify(t.name)}`);
+    if (t.name === '' || t.name === metadataKey)
+      throw new Error(`safetensors: invalid tensor name ${JSON.stringify(t.name)}`);
     if (seen.has(t.name)) throw new Error(`safetensors: duplicate tensor name ${t.name}`);
     seen.add(t.name);
     const count = elementCount(t.name, t.shape);
     if (count !== t.data.length) {
-      throw new Error(`safetensors: ${t.name} has shape [${t.shape}] (${count} values) but ${t.data.length} values`);
+      throw new Error(
+        `safetensors: ${t.name} has shape [${t.shape}] (${count} values) but ${t.data.length} values`,
+      );
     }
     const info = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
     // Built as text, not as an object, so names like "__proto__" stay ordinary keys and the order is kept.
@@ -53,7 +71,8 @@ export function encodeSafetensors(tensors: NamedTensor[], metadata: Record<strin
   }
   const json = new TextEncoder().encode(`{${entries.join(',')}}`);
   const headerLength = Math.ceil(json.length / 8) * 8;
-  if (headerLength > maxHeaderBytes) throw new Error(`safetensors: header of ${headerLength} bytes exceeds the 100 MB limit`);
+  if (headerLength > maxHeaderBytes)
+    throw new Error(`safetensors: header of ${headerLength} bytes exceeds the 100 MB limit`);
   const out = new Uint8Array(8 + headerLength + offset);
   const view = new DataView(out.buffer);
   view.setUint32(0, headerLength, true);
@@ -76,7 +95,8 @@ interface TensorEntry {
 }
 
 export function decodeSafetensors(bytes: Uint8Array): Safetensors {
-  if (bytes.length < 8) throw new Error(`safetensors: truncated file (${bytes.length} bytes, the header length alone is 8)`);
+  if (bytes.length < 8)
+    throw new Error(`safetensors: truncated file (${bytes.length} bytes, the header length alone is 8)`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const low = view.getUint32(0, true);
   const high = view.getUint32(4, true);
@@ -85,7 +105,9 @@ export function decodeSafetensors(bytes: Uint8Array): Safetensors {
   }
   const headerLength = low;
   if (8 + headerLength > bytes.length) {
-    throw new Error(`safetensors: truncated file (header says ${headerLength} bytes, only ${bytes.length - 8} follow)`);
+    throw new Error(
+      `safetensors: truncated file (header says ${headerLength} bytes, only ${bytes.length - 8} follow)`,
+    );
   }
   const header = parseHeader(bytes.subarray(8, 8 + headerLength));
   const dataStart = 8 + headerLength;
@@ -140,7 +162,8 @@ function parseTensorInfo(name: string, value: unknown, dataLength: number): Tens
   const where = `safetensors: tensor ${JSON.stringify(name)}`;
   if (!isPlainObject(value)) throw new Error(`${where} is not described by an object`);
   const { dtype, shape, data_offsets: offsets } = value;
-  if (typeof dtype !== 'string' || !knownDtypes.has(dtype)) throw new Error(`${where} has unknown dtype ${JSON.stringify(dtype)}`);
+  if (typeof dtype !== 'string' || !knownDtypes.has(dtype))
+    throw new Error(`${where} has unknown dtype ${JSON.stringify(dtype)}`);
   if (dtype !== 'F32') throw new Error(`${where} has dtype ${dtype}; only F32 is supported`);
   if (!Array.isArray(shape) || !shape.every(isCount)) throw new Error(`${where} has an invalid shape`);
   if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
@@ -148,10 +171,13 @@ function parseTensorInfo(name: string, value: unknown, dataLength: number): Tens
   }
   const [begin, end] = offsets as [number, number];
   if (begin > end) throw new Error(`${where} has data_offsets [${begin}, ${end}] that run backwards`);
-  if (end > dataLength) throw new Error(`${where} ends at byte ${end}, past the ${dataLength} bytes of data (truncated file?)`);
+  if (end > dataLength)
+    throw new Error(`${where} ends at byte ${end}, past the ${dataLength} bytes of data (truncated file?)`);
   const count = elementCount(name, shape as number[]);
   if (count * 4 !== end - begin) {
-    throw new Error(`${where} has shape [${shape}] (${count * 4} bytes) but data_offsets span ${end - begin} bytes`);
+    throw new Error(
+      `${where} has shape [${shape}] (${count * 4} bytes) but data_offsets span ${end - begin} bytes`,
+    );
   }
   return { name, shape: [...(shape as number[])], begin, end };
 }
@@ -161,12 +187,16 @@ function checkLayout(entries: TensorEntry[], dataLength: number): void {
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let expected = 0;
   for (const e of entries) {
-    if (e.begin < expected) throw new Error(`safetensors: tensor ${JSON.stringify(e.name)} overlaps the tensor before it`);
-    if (e.begin > expected) throw new Error(`safetensors: gap in the data before tensor ${JSON.stringify(e.name)}`);
+    if (e.begin < expected)
+      throw new Error(`safetensors: tensor ${JSON.stringify(e.name)} overlaps the tensor before it`);
+    if (e.begin > expected)
+      throw new Error(`safetensors: gap in the data before tensor ${JSON.stringify(e.name)}`);
     expected = e.end;
   }
   if (expected !== dataLength) {
-    throw new Error(`safetensors: ${dataLength - expected} bytes of data after the last tensor are not described`);
+    throw new Error(
+      `safetensors: ${dataLength - expected} bytes of data after the last tensor are not described`,
+    );
   }
 }
 

@@ -26,10 +26,12 @@ const groups = [
 
 export function stageStateToSafetensors(state: StageState, meta: StageCheckpointMeta): Uint8Array {
   const specs = stageParams(meta.config, meta.range);
-  if (!Number.isInteger(state.step) || state.step < 0) throw new Error(`checkpoint: step must be a non-negative integer, got ${state.step}`);
+  if (!Number.isInteger(state.step) || state.step < 0)
+    throw new Error(`checkpoint: step must be a non-negative integer, got ${state.step}`);
   const extra = meta.extra ?? {};
   for (const k of reservedKeys) {
-    if (Object.hasOwn(extra, k)) throw new Error(`checkpoint: extra metadata may not use the reserved key ${k}`);
+    if (Object.hasOwn(extra, k))
+      throw new Error(`checkpoint: extra metadata may not use the reserved key ${k}`);
   }
   const tensors: NamedTensor[] = [];
   for (const g of groups) {
@@ -52,7 +54,9 @@ export function safetensorsToStageState(
 ): { state: StageState; meta: StageCheckpointMeta } {
   const { tensors, metadata } = decodeSafetensors(bytes);
   if (metadata.format !== stageCheckpointFormat) {
-    throw new Error(`checkpoint: format is ${JSON.stringify(metadata.format)}, expected ${stageCheckpointFormat}`);
+    throw new Error(
+      `checkpoint: format is ${JSON.stringify(metadata.format)}, expected ${stageCheckpointFormat}`,
+    );
   }
   const step = Number(metadata.step);
   if (metadata.step === undefined || !/^\d+$/.test(metadata.step) || !Number.isSafeInteger(step)) {
@@ -87,11 +91,13 @@ export function safetensorsToStageState(
 }
 
 function checkTensors(what: string, tensors: NamedTensor[], specs: ParamSpec[]): void {
-  if (tensors.length !== specs.length) throw new Error(`${what} has ${tensors.length} tensors, the stage has ${specs.length}`);
+  if (tensors.length !== specs.length)
+    throw new Error(`${what} has ${tensors.length} tensors, the stage has ${specs.length}`);
   specs.forEach((spec, i) => {
     const t = tensors[i]!;
     if (t.name !== spec.name) throw new Error(`${what}[${i}] is ${t.name}, expected ${spec.name}`);
-    if (t.shape.join(',') !== spec.shape.join(',')) throw new Error(`${what} ${t.name} has shape [${t.shape}], expected [${spec.shape}]`);
+    if (t.shape.join(',') !== spec.shape.join(','))
+      throw new Error(`${what} ${t.name} has shape [${t.shape}], expected [${spec.shape}]`);
   });
 }
 

@@ -2,7 +2,14 @@
  * A pipeline stage that trains on the CPU with the reference kernels: the numbers every GPU stage is held to,
  * and a trainer for machines without WebGPU. Follows llm.c's train_gpt2.c forward and backward, block by block.
  */
-import { isFirstStage, isLastStage, validateConfig, type GptConfig, type MicroBatchShape, type StageRange } from '../model/config.js';
+import {
+  isFirstStage,
+  isLastStage,
+  validateConfig,
+  type GptConfig,
+  type MicroBatchShape,
+  type StageRange,
+} from '../model/config.js';
 import { initStageParams, numel, stageParamCount, stageParams, type ParamSpec } from '../model/params.js';
 import type {
   AdamWSettings,
@@ -99,7 +106,8 @@ export class CpuStage implements StageTrainer {
   ) {
     validateConfig(config);
     validateRange(config, range);
-    if (!Number.isInteger(shape.batch) || shape.batch < 1) throw new Error(`batch must be a positive integer, got ${shape.batch}`);
+    if (!Number.isInteger(shape.batch) || shape.batch < 1)
+      throw new Error(`batch must be a positive integer, got ${shape.batch}`);
     if (!Number.isInteger(shape.seq) || shape.seq < 1 || shape.seq > config.contextLength) {
       throw new Error(`seq must be an integer in [1, ${config.contextLength}], got ${shape.seq}`);
     }
@@ -125,9 +133,12 @@ export class CpuStage implements StageTrainer {
       x = this.alloc(B * T * C);
       encoderForward(x, tokens, this.param('wte'), this.param('wpe'), B, T, C);
     } else {
-      if (input.kind !== 'activations') throw new Error(`stage ${this.range.index} takes activations, got tokens`);
+      if (input.kind !== 'activations')
+        throw new Error(`stage ${this.range.index} takes activations, got tokens`);
       if (input.data.length !== B * T * C) {
-        throw new Error(`activations must have ${B * T * C} values (batch*seq*width), got ${input.data.length}`);
+        throw new Error(
+          `activations must have ${B * T * C} values (batch*seq*width), got ${input.data.length}`,
+        );
       }
       x = this.copyIn(input.data);
     }
@@ -164,7 +175,8 @@ export class CpuStage implements StageTrainer {
       }
       dx = this.copyIn(gradOut);
     }
-    for (let i = tape.blocks.length - 1; i >= 0; i--) dx = this.blockBackward(this.range.firstBlock + i, tape.blocks[i]!, dx);
+    for (let i = tape.blocks.length - 1; i >= 0; i--)
+      dx = this.blockBackward(this.range.firstBlock + i, tape.blocks[i]!, dx);
     if (tape.tokens !== null) {
       encoderBackward(this.grad('wte'), this.grad('wpe'), dx, tape.tokens, B, T, C);
       return null;
@@ -205,18 +217,32 @@ export class CpuStage implements StageTrainer {
     if (!Number.isFinite(clipScale)) throw new Error(`clipScale must be finite, got ${clipScale}`);
     this.stepCount++;
     this.specs.forEach((spec, i) => {
-      adamwUpdate(this.params[i]!, this.grads[i]!, this.m[i]!, this.v[i]!, this.stepCount, settings, spec.decay, clipScale);
+      adamwUpdate(
+        this.params[i]!,
+        this.grads[i]!,
+        this.m[i]!,
+        this.v[i]!,
+        this.stepCount,
+        settings,
+        spec.decay,
+        clipScale,
+      );
     });
   }
 
   async exportState(): Promise<StageState> {
     const named = (tensors: Floats[]): NamedTensor[] =>
-      this.specs.map((spec, i) => ({ name: spec.name, shape: [...spec.shape], data: Float32Array.from(tensors[i]!) }));
+      this.specs.map((spec, i) => ({
+        name: spec.name,
+        shape: [...spec.shape],
+        data: Float32Array.from(tensors[i]!),
+      }));
     return { step: this.stepCount, params: named(this.params), m: named(this.m), v: named(this.v) };
   }
 
   async importState(state: StageState): Promise<void> {
-    if (!Number.isInteger(state.step) || state.step < 0) throw new Error(`state.step must be a non-negative integer, got ${state.step}`);
+    if (!Number.isInteger(state.step) || state.step < 0)
+      throw new Error(`state.step must be a non-negative integer, got ${state.step}`);
     const params = this.readNamed('params', state.params);
     const m = this.readNamed('m', state.m);
     const v = this.readNamed('v', state.v);
@@ -280,7 +306,18 @@ export class CpuStage implements StageTrainer {
     const dfcproj = this.alloc(BTC);
     residualBackward(dres2, dfcproj, dres3, BTC);
     const dfchGelu = this.alloc(B * T * H);
-    matmulBackward(dfchGelu, g('mlp.proj.w'), g('mlp.proj.b'), dfcproj, a.fchGelu, p('mlp.proj.w'), B, T, H, C);
+    matmulBackward(
+      dfchGelu,
+      g('mlp.proj.w'),
+      g('mlp.proj.b'),
+      dfcproj,
+      a.fchGelu,
+      p('mlp.proj.w'),
+      B,
+      T,
+      H,
+      C,
+    );
     const dfch = this.alloc(B * T * H);
     geluBackward(dfch, a.fch, dfchGelu, B * T * H);
     const dln2 = this.alloc(BTC);
@@ -296,7 +333,19 @@ export class CpuStage implements StageTrainer {
     attentionBackward(dqkv, this.alloc(scores), this.alloc(scores), datty, a.qkv, a.att, B, T, C, NH);
     const dln1 = this.alloc(BTC);
     matmulBackward(dln1, g('attn.qkv.w'), g('attn.qkv.b'), dqkv, a.ln1, p('attn.qkv.w'), B, T, C, 3 * C);
-    layernormBackward(dinput, g('ln1.w'), g('ln1.b'), dln1, a.input, p('ln1.w'), a.ln1Mean, a.ln1Rstd, B, T, C);
+    layernormBackward(
+      dinput,
+      g('ln1.w'),
+      g('ln1.b'),
+      dln1,
+      a.input,
+      p('ln1.w'),
+      a.ln1Mean,
+      a.ln1Rstd,
+      B,
+      T,
+      C,
+    );
     return dinput;
   }
 
@@ -311,7 +360,17 @@ export class CpuStage implements StageTrainer {
       probs: this.alloc(B * T * V),
       targets,
     };
-    layernormForward(acts.lnf, acts.lnfMean, acts.lnfRstd, input, this.param('lnf.w'), this.param('lnf.b'), B, T, C);
+    layernormForward(
+      acts.lnf,
+      acts.lnfMean,
+      acts.lnfRstd,
+      input,
+      this.param('lnf.w'),
+      this.param('lnf.b'),
+      B,
+      T,
+      C,
+    );
     const logits = this.alloc(B * T * V);
     matmulForward(logits, acts.lnf, this.param('head.w'), null, B, T, C, V);
     softmaxForward(acts.probs, logits, B, T, V);
@@ -333,7 +392,19 @@ export class CpuStage implements StageTrainer {
     matmulBackward(dlnf, this.grad('head.w'), null, dlogits, acts.lnf, this.param('head.w'), B, T, C, V);
     const dx = this.alloc(B * T * C);
     const { lnfMean, lnfRstd } = acts;
-    layernormBackward(dx, this.grad('lnf.w'), this.grad('lnf.b'), dlnf, acts.input, this.param('lnf.w'), lnfMean, lnfRstd, B, T, C);
+    layernormBackward(
+      dx,
+      this.grad('lnf.w'),
+      this.grad('lnf.b'),
+      dlnf,
+      acts.input,
+      this.param('lnf.w'),
+      lnfMean,
+      lnfRstd,
+      B,
+      T,
+      C,
+    );
     return dx;
   }
 
@@ -360,13 +431,17 @@ export class CpuStage implements StageTrainer {
   /** Checks that imported tensors are exactly this stage's parameters, in order, and copies them in. */
   private readNamed(what: string, tensors: NamedTensor[]): Floats[] {
     if (tensors.length !== this.specs.length) {
-      throw new Error(`state.${what} has ${tensors.length} tensors, stage ${this.range.index} has ${this.specs.length}`);
+      throw new Error(
+        `state.${what} has ${tensors.length} tensors, stage ${this.range.index} has ${this.specs.length}`,
+      );
     }
     return this.specs.map((spec, i) => {
       const t = tensors[i]!;
       if (t.name !== spec.name) throw new Error(`state.${what}[${i}] is ${t.name}, expected ${spec.name}`);
       if (t.shape.join(',') !== spec.shape.join(',') || t.data.length !== numel(spec.shape)) {
-        throw new Error(`state.${what} ${t.name} has shape [${t.shape}] and ${t.data.length} values, expected [${spec.shape}]`);
+        throw new Error(
+          `state.${what} ${t.name} has shape [${t.shape}] and ${t.data.length} values, expected [${spec.shape}]`,
+        );
       }
       return this.copyIn(t.data);
     });
@@ -392,7 +467,8 @@ function checkTokens(what: string, ids: Int32Array, n: number, vocab: number): I
   if (ids.length !== n) throw new Error(`${what} must have ${n} ids (batch*seq), got ${ids.length}`);
   for (let i = 0; i < n; i++) {
     const id = ids[i]!;
-    if (id < 0 || id >= vocab) throw new Error(`${what}[${i}] = ${id} is outside the vocabulary [0, ${vocab})`);
+    if (id < 0 || id >= vocab)
+      throw new Error(`${what}[${i}] = ${id} is outside the vocabulary [0, ${vocab})`);
   }
   return ids;
 }

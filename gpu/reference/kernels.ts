@@ -201,7 +201,13 @@ interface AttentionRow {
   key: (t2: number) => number;
 }
 
-function forEachAttentionRow(B: number, T: number, C: number, NH: number, visit: (r: AttentionRow) => void): void {
+function forEachAttentionRow(
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+  visit: (r: AttentionRow) => void,
+): void {
   const hs = C / NH;
   const C3 = 3 * C;
   for (let b = 0; b < B; b++) {
@@ -209,7 +215,14 @@ function forEachAttentionRow(B: number, T: number, C: number, NH: number, visit:
       const keyBase = b * T * C3 + C + h * hs;
       const key = (t2: number): number => keyBase + t2 * C3;
       for (let t = 0; t < T; t++) {
-        visit({ t, hs, q: (b * T + t) * C3 + h * hs, row: ((b * NH + h) * T + t) * T, o: (b * T + t) * C + h * hs, key });
+        visit({
+          t,
+          hs,
+          q: (b * T + t) * C3 + h * hs,
+          row: ((b * NH + h) * T + t) * T,
+          o: (b * T + t) * C + h * hs,
+          key,
+        });
       }
     }
   }

@@ -10,7 +10,10 @@ import { encode } from '../../shared/tokenizer.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const corpus = encode(
-  readFileSync(path.resolve(repoRoot, '..', 'shared', 'data', 'tinyshakespeare.txt'), 'utf8').slice(0, 20_000),
+  readFileSync(path.resolve(repoRoot, '..', 'shared', 'data', 'tinyshakespeare.txt'), 'utf8').slice(
+    0,
+    20_000,
+  ),
 );
 
 const config: GptConfig = { vocabSize: 256, contextLength: 32, width: 32, heads: 4, layers: 2, mlpRatio: 4 };

@@ -50,7 +50,7 @@ describe('CpuStage whole model', () => {
     for (let k = 0; k < base.params.length; k++) {
       const t = base.params[k]!;
       for (let s = 0; s < 4; s++) {
-        const i = Math.floor(((s * 7919 + k * 104729) % 1000003) / 1000003 * t.data.length);
+        const i = Math.floor((((s * 7919 + k * 104729) % 1000003) / 1000003) * t.data.length);
         const p = t.data[i]!;
         const up = Math.fround(p + h);
         const down = Math.fround(p - h);
@@ -90,10 +90,16 @@ describe('CpuStage whole model', () => {
   it('rejects malformed input with a clear error', async () => {
     const stage = new CpuStage(config, wholeModel(config), shape, seed);
     await expect(stage.backward(null, 1)).rejects.toThrow(/forward/);
-    await expect(stage.forward({ kind: 'tokens', tokens: new Int32Array(3) }, targets)).rejects.toThrow(/16 ids/);
-    await expect(stage.forward({ kind: 'tokens', tokens: new Int32Array(16).fill(32) }, targets)).rejects.toThrow(/vocabulary/);
+    await expect(stage.forward({ kind: 'tokens', tokens: new Int32Array(3) }, targets)).rejects.toThrow(
+      /16 ids/,
+    );
+    await expect(
+      stage.forward({ kind: 'tokens', tokens: new Int32Array(16).fill(32) }, targets),
+    ).rejects.toThrow(/vocabulary/);
     await expect(stage.forward({ kind: 'tokens', tokens })).rejects.toThrow(/targets/);
-    await expect(stage.forward({ kind: 'activations', data: new Float32Array(256) }, targets)).rejects.toThrow(/tokens/);
+    await expect(
+      stage.forward({ kind: 'activations', data: new Float32Array(256) }, targets),
+    ).rejects.toThrow(/tokens/);
     await expect(stage.importGrads(new Float32Array(5))).rejects.toThrow(/values/);
     expect(() => new CpuStage(config, wholeModel(config), { batch: 1, seq: 9 }, seed)).toThrow(/seq/);
   });
@@ -128,7 +134,10 @@ describe('CpuStage pipeline', () => {
     let worst = 0;
     for (let i = 0; i < split.length; i++) worst = Math.max(worst, Math.abs(split[i]! - wholeGrads[i]!));
     expect(worst).toBeLessThanOrEqual(1e-5);
-    expect((await s0.gradSquaredNorm()) + (await s1.gradSquaredNorm())).toBeCloseTo(await whole.gradSquaredNorm(), 8);
+    expect((await s0.gradSquaredNorm()) + (await s1.gradSquaredNorm())).toBeCloseTo(
+      await whole.gradSquaredNorm(),
+      8,
+    );
   });
 
   it('a middle stage requires activations and the gradient of its output', async () => {

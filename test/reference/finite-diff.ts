@@ -53,7 +53,9 @@ export function expectGradMatches(
     const err = Math.abs(analytic[i]! - numeric) - (tol.atol + tol.rtol * Math.abs(numeric));
     worst = Math.max(worst, err);
     if (err > 0) {
-      expect.fail(`${label}[${i}]: analytic ${analytic[i]} vs numeric ${numeric} (atol ${tol.atol}, rtol ${tol.rtol})`);
+      expect.fail(
+        `${label}[${i}]: analytic ${analytic[i]} vs numeric ${numeric} (atol ${tol.atol}, rtol ${tol.rtol})`,
+      );
     }
   }
   expect(worst).toBeLessThanOrEqual(0);

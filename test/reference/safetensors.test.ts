@@ -13,7 +13,8 @@ function randomBits(n: number, seed: number): Float32Array {
   return new Float32Array(bits.buffer);
 }
 
-const bitsOf = (t: NamedTensor): number[] => Array.from(new Uint32Array(t.data.buffer, t.data.byteOffset, t.data.length));
+const bitsOf = (t: NamedTensor): number[] =>
+  Array.from(new Uint32Array(t.data.buffer, t.data.byteOffset, t.data.length));
 
 /** A file built by hand from the format description, with an unpadded header. */
 function rawFile(header: string, data: Uint8Array = new Uint8Array(0)): Uint8Array {
@@ -38,7 +39,7 @@ describe('safetensors encode/decode', () => {
       { name: '__proto__', shape: [1], data: Float32Array.of(1.5) },
       { name: '10', shape: [2], data: randomBits(2, 3) },
     ];
-    const metadata = { step: '12', 'ünïcode': 'välue', __proto__x: 'y' };
+    const metadata = { step: '12', ünïcode: 'välue', __proto__x: 'y' };
     const bytes = encodeSafetensors(tensors, metadata);
     const back = decodeSafetensors(bytes);
     expect(back.metadata).toEqual(metadata);
@@ -84,7 +85,15 @@ describe('safetensors encode/decode', () => {
   it('rejects bad tensors when encoding', () => {
     const d = new Float32Array(2);
     expect(() => encodeSafetensors([{ name: 'a', shape: [3], data: d }], {})).toThrow(/3 values/);
-    expect(() => encodeSafetensors([{ name: 'a', shape: [2], data: d }, { name: 'a', shape: [2], data: d }], {})).toThrow(/duplicate/);
+    expect(() =>
+      encodeSafetensors(
+        [
+          { name: 'a', shape: [2], data: d },
+          { name: 'a', shape: [2], data: d },
+        ],
+        {},
+      ),
+    ).toThrow(/duplicate/);
     expect(() => encodeSafetensors([{ name: '__metadata__', shape: [2], data: d }], {})).toThrow(/name/);
     expect(() => encodeSafetensors([{ name: 'a', shape: [-2], data: d }], {})).toThrow(/dimension/);
   });
@@ -117,7 +126,11 @@ describe('safetensors malformed input', () => {
       /overlaps/,
     ],
     ['gap', rawFile(`{${tensorHeader('a', [1], 4, 8)}}`, new Uint8Array(8)), /gap/],
-    ['trailing bytes', rawFile(`{${tensorHeader('a', [1], 0, 4)}}`, new Uint8Array(8)), /after the last tensor/],
+    [
+      'trailing bytes',
+      rawFile(`{${tensorHeader('a', [1], 0, 4)}}`, new Uint8Array(8)),
+      /after the last tensor/,
+    ],
     ['metadata not strings', rawFile('{"__metadata__":{"a":1}}'), /not a string/],
     ['huge shape', rawFile(`{${tensorHeader('a', [2 ** 40, 2 ** 40], 0, 4)}}`, four), /too large/],
   ];
@@ -129,7 +142,8 @@ describe('safetensors malformed input', () => {
 
   it('every strict truncation of a valid file is rejected', () => {
     const file = encodeSafetensors([{ name: 'w', shape: [4], data: randomBits(4, 4) }], { a: 'b' });
-    for (let n = 0; n < file.length; n++) expect(() => decodeSafetensors(file.subarray(0, n))).toThrow(/safetensors/);
+    for (let n = 0; n < file.length; n++)
+      expect(() => decodeSafetensors(file.subarray(0, n))).toThrow(/safetensors/);
   });
 
   it('random bytes and random corruptions give a result or a safetensors Error, nothing else', () => {
@@ -152,7 +166,10 @@ describe('safetensors malformed input', () => {
     fc.assert(fc.property(fc.uint8Array({ maxLength: 64 }), decodeOrExplain), { numRuns: 300 });
     fc.assert(
       fc.property(
-        fc.array(fc.tuple(fc.nat({ max: valid.length - 1 }), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }),
+        fc.array(fc.tuple(fc.nat({ max: valid.length - 1 }), fc.integer({ min: 0, max: 255 })), {
+          minLength: 1,
+          maxLength: 4,
+        }),
         fc.nat({ max: valid.length }),
         (edits, keep) => {
           const bytes = valid.slice(0, keep);

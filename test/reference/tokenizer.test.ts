@@ -10,13 +10,18 @@ describe('byte tokenizer', () => {
   });
 
   it('round-trips any string made of whole code points', () => {
-    fc.assert(fc.property(fc.string({ unit: 'grapheme' }), (s) => decode(encode(s)) === s), { numRuns: 300 });
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme' }), (s) => decode(encode(s)) === s),
+      { numRuns: 300 },
+    );
   });
 
   it('replaces invalid sequences and out-of-range ids instead of throwing', () => {
     expect(decode([0xc3])).toBe('\ufffd');
     expect(decode([72, 0xff, 105])).toBe('H\ufffdi');
     expect(decode([72, 256, -1, 1.5, 105])).toBe('H\ufffd\ufffd\ufffdi');
-    fc.assert(fc.property(fc.array(fc.integer({ min: -5, max: 300 })), (ids) => typeof decode(ids) === 'string'));
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: -5, max: 300 })), (ids) => typeof decode(ids) === 'string'),
+    );
   });
 });
