@@ -162,27 +162,30 @@ export function matmulBackward(
   OC: number,
 ): void {
   const BT = B * T;
+  // Each sum runs in an f64 row accumulator so the inner loops walk memory contiguously.
+  const acc = new Float64Array(C);
   for (let bt = 0; bt < BT; bt++) {
-    const x = bt * C;
-    const y = bt * OC;
-    for (let i = 0; i < C; i++) {
-      let acc = 0;
-      for (let o = 0; o < OC; o++) acc += dout[y + o]! * weight[o * C + i]!;
-      dinp[x + i]! += acc;
+    acc.fill(0);
+    for (let o = 0; o < OC; o++) {
+      const d = dout[bt * OC + o]!;
+      const w = o * C;
+      for (let i = 0; i < C; i++) acc[i]! += d * weight[w + i]!;
     }
+    const x = bt * C;
+    for (let i = 0; i < C; i++) dinp[x + i]! += acc[i]!;
   }
   for (let o = 0; o < OC; o++) {
+    acc.fill(0);
+    let biasAcc = 0;
+    for (let bt = 0; bt < BT; bt++) {
+      const d = dout[bt * OC + o]!;
+      biasAcc += d;
+      const x = bt * C;
+      for (let i = 0; i < C; i++) acc[i]! += d * inp[x + i]!;
+    }
     const w = o * C;
-    for (let i = 0; i < C; i++) {
-      let acc = 0;
-      for (let bt = 0; bt < BT; bt++) acc += dout[bt * OC + o]! * inp[bt * C + i]!;
-      dweight[w + i]! += acc;
-    }
-    if (dbias !== null) {
-      let acc = 0;
-      for (let bt = 0; bt < BT; bt++) acc += dout[bt * OC + o]!;
-      dbias[o]! += acc;
-    }
+    for (let i = 0; i < C; i++) dweight[w + i]! += acc[i]!;
+    if (dbias !== null) dbias[o]! += biasAcc;
   }
 }
 
