@@ -1,0 +1,159 @@
+import { z } from 'zod';
+import { agentSettingsSchema, settingsPatchSchema } from './settings.js';
+
+/**
+ * The one contract between the agent and any UI: the Electron preload (IPC) and the local web dashboard
+ * (WebSocket) carry exactly these messages. Everything arriving from the other side is validated.
+ */
+
+export const agentStateSchema = z.enum(['running', 'waiting', 'paused']);
+export type AgentState = z.infer<typeof agentStateSchema>;
+
+/** Why the agent is (not) running; the UI may pick an icon per code, the text is in `reason`. */
+export const reasonCodeSchema = z.enum([
+  'running',
+  'throttled',
+  'user-paused',
+  'schedule',
+  'not-idle',
+  'on-battery',
+  'program-running',
+  'os-thermal',
+  'gpu-hot',
+  'vram-cap',
+  'no-work',
+]);
+export type ReasonCode = z.infer<typeof reasonCodeSchema>;
+
+export const thermalStateSchema = z.enum(['unknown', 'nominal', 'fair', 'serious', 'critical']);
+export type ThermalState = z.infer<typeof thermalStateSchema>;
+
+const nullableNumber = z.number().finite().nullable();
+
+export const telemetrySnapshotSchema = z
+  .object({
+    gpuTempC: nullableNumber,
+    gpuUtilPct: nullableNumber,
+    gpuPowerW: nullableNumber,
+    vramUsedMb: nullableNumber,
+    vramTotalMb: nullableNumber,
+    cpuTempC: nullableNumber,
+    thermalState: thermalStateSchema,
+    /** Where the GPU readings come from: "nvidia-smi", "amd-sysfs", "simulated", or "none". */
+    source: z.string(),
+  })
+  .strict();
+export type TelemetrySnapshot = z.infer<typeof telemetrySnapshotSchema>;
+
+export const stageInfoSchema = z
+  .object({
+    index: z.number().int().min(0),
+    count: z.number().int().min(1),
+    firstBlock: z.number().int().min(0),
+    lastBlock: z.number().int().min(0),
+  })
+  .strict();
+
+export const progressSchema = z
+  .object({
+    step: z.number().int().min(0),
+    /** 0..1 of the current global step done on this node. */
+    stepFraction: z.number().min(0).max(1),
+    totalSteps: z.number().int().min(0).nullable(),
+  })
+  .strict();
+
+export const receiptStatusSchema = z.enum(['pending', 'confirmed', 'revoked']);
+export type ReceiptStatus = z.infer<typeof receiptStatusSchema>;
+
+export const receiptRowSchema = z
+  .object({
+    receiptId: z.string(),
+    runId: z.string(),
+    issuedAt: z.string(),
+    stage: z.number().int(),
+    step: z.number().int(),
+    tokens: z.number().int(),
+    flops: z.number(),
+    status: receiptStatusSchema,
+  })
+  .strict();
+export type ReceiptRow = z.infer<typeof receiptRowSchema>;
+
+export const walletSnapshotSchema = z
+  .object({
+    confirmedFlops: z.number(),
+    pendingFlops: z.number(),
+    revokedFlops: z.number(),
+    paidOutFlops: z.number(),
+    payoutAddress: z.string().nullable(),
+    /** Credited FLOPs per local day (YYYY-MM-DD), oldest first. */
+    earnings: z.array(z.object({ day: z.string(), flops: z.number() }).strict()),
+    recentReceipts: z.array(receiptRowSchema),
+  })
+  .strict();
+export type WalletSnapshot = z.infer<typeof walletSnapshotSchema>;
+
+export const agentSnapshotSchema = z
+  .object({
+    version: z.literal(1),
+    at: z.iso.datetime(),
+    state: agentStateSchema,
+    reasonCode: reasonCodeSchema,
+    /** A sentence a person can read: "Waiting: you used the computer 40 s ago; contributes after 3 min idle". */
+    reason: z.string(),
+    /** When a user pause ends; null when not paused by the user or paused indefinitely. */
+    resumeAt: z.iso.datetime().nullable(),
+    /** Effective GPU duty cycle now (policy cap x temperature controller), 0..100. */
+    dutyCyclePct: z.number().min(0).max(100),
+    telemetry: telemetrySnapshotSchema,
+    stage: stageInfoSchema.nullable(),
+    progress: progressSchema.nullable(),
+    /** The network's loss curve, as the coordinator reports it. */
+    loss: z.array(z.object({ step: z.number().int(), loss: z.number() }).strict()),
+    wallet: walletSnapshotSchema,
+    settings: agentSettingsSchema,
+  })
+  .strict();
+export type AgentSnapshot = z.infer<typeof agentSnapshotSchema>;
+
+export const pauseDurationSchema = z.enum(['1h', 'tomorrow', 'indefinitely']);
+export type PauseDuration = z.infer<typeof pauseDurationSchema>;
+
+export const agentCommandSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('pause'), duration: pauseDurationSchema }).strict(),
+  z.object({ type: z.literal('resume') }).strict(),
+  z.object({ type: z.literal('updateSettings'), patch: settingsPatchSchema }).strict(),
+  z.object({ type: z.literal('setPayoutAddress'), address: z.string().max(100) }).strict(),
+]);
+export type AgentCommand = z.infer<typeof agentCommandSchema>;
+
+export type CommandResult = { ok: true } | { ok: false; errors: string[] };
+
+/** UI -> agent. `id` pairs the command with its result. */
+export const clientMessageSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('command'), id: z.string().min(1).max(64), command: agentCommandSchema }).strict(),
+]);
+export type ClientMessage = z.infer<typeof clientMessageSchema>;
+
+/** Agent -> UI. */
+export const serverMessageSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('snapshot'), snapshot: agentSnapshotSchema }).strict(),
+  z
+    .object({
+      type: z.literal('commandResult'),
+      id: z.string(),
+      ok: z.boolean(),
+      errors: z.array(z.string()).optional(),
+    })
+    .strict(),
+  z.object({ type: z.literal('error'), error: z.string() }).strict(),
+]);
+export type ServerMessage = z.infer<typeof serverMessageSchema>;
+
+/** The API the Electron preload exposes to the renderer (window.tributary); the web dashboard mirrors it. */
+export interface AgentBridge {
+  snapshot(): Promise<AgentSnapshot>;
+  onSnapshot(listener: (snapshot: AgentSnapshot) => void): () => void;
+  command(command: AgentCommand): Promise<CommandResult>;
+}
