@@ -1,0 +1,410 @@
+import { DeviceWatch } from '../device/lost.js';
+import type { AdamW } from '../kernels/adamw.js';
+import type { ScaledOp } from '../kernels/crossentropy.js';
+import type { EncodedOp, TensorRef } from '../kernels/types.js';
+import { isFirstStage, isLastStage, validateConfig, type GptConfig, type MicroBatchShape, type StageRange } from '../model/config.js';
+import { initStageParams, numel, stageParamCount } from '../model/params.js';
+import {
+  NonFiniteError,
+  checkFinite,
+  checkLength,
+  checkNamedTensors,
+  checkRange,
+  checkShape,
+  checkTokenIds,
+} from '../stage/checks.js';
+import type { AdamWSettings, NamedTensor, StageForwardResult, StageInput, StageState, StageTrainer } from '../stage/types.js';
+import { Arena, type Slot } from './arena.js';
+import { KernelSet } from './kernel-set.js';
+import { Readback } from './readback.js';
+import { estimateStageMemoryBytes, planStage, type BlockSlots, type StageLayout } from './stage-layout.js';
+
+export interface GpuStageOptions {
+  /** Run seed: initial weights come from initStageParams(config, range, seed), as on the CPU. */
+  seed: number;
+  /** Kernels already compiled on this device (shared between stages); built when absent. */
+  kernels?: KernelSet;
+  /** Refuse to allocate more than this many bytes (a VRAM cap); checked before any allocation. */
+  maxBytes?: number;
+}
+
+/** The ops of one stage, built once for its shape and replayed every micro-batch. */
+interface Program {
+  forward: EncodedOp[];
+  backward: EncodedOp[];
+  lossBackward: ScaledOp | null;
+  norm: EncodedOp;
+  adamw: EncodedOp[];
+}
+
+/**
+ * A pipeline stage training on WebGPU, with the maths of the CPU reference (gpu/reference/cpu-stage.ts).
+ * Every buffer is allocated once in {@link GpuStage.create}; a step only records launches of prebuilt ops and
+ * writes inputs with queue.writeBuffer. NaN or Inf in the loss, the gradients, the outgoing activations or the
+ * input gradient throws a {@link NonFiniteError}; a lost device throws a DeviceLostError (gpu/device/lost.ts),
+ * after which the host builds a new stage on a new device and imports the last exported state.
+ */
+export class GpuStage implements StageTrainer {
+  readonly paramCount: number;
+  private readonly arena: Arena;
+  private readonly program: Program;
+  private readonly adam: AdamW;
+  private readonly readback: Readback;
+  private readonly small: Readback;
+  private readonly watch: DeviceWatch;
+  private stepCount = 0;
+  private hasForward = false;
+  private tail: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    readonly device: GPUDevice,
+    readonly config: GptConfig,
+    readonly range: StageRange,
+    readonly shape: MicroBatchShape,
+    private readonly layout: StageLayout,
+    kernels: KernelSet,
+  ) {
+    this.paramCount = stageParamCount(config, range);
+    this.watch = new DeviceWatch(device);
+    this.arena = new Arena(device, layout.plan, `stage ${range.index}`);
+    this.adam = kernels.adamw();
+    this.program = buildProgram(kernels, this.adam, layout, config, range, shape, (slot) => this.arena.ref(slot));
+    this.readback = new Readback(device, this.watch, layout.stagingBytes, `stage ${range.index}`);
+    this.small = new Readback(device, this.watch, 256, `stage ${range.index} scalars`);
+  }
+
+  /** Checks the shapes and the memory cap, allocates everything and uploads the seeded initial weights. */
+  static async create(
+    device: GPUDevice,
+    config: GptConfig,
+    range: StageRange,
+    shape: MicroBatchShape,
+    options: GpuStageOptions,
+  ): Promise<GpuStage> {
+    validateConfig(config);
+    checkRange(config, range);
+    checkShape(config, shape);
+    const limits = { maxBufferSize: device.limits.maxBufferSize, maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize };
+    const needed = estimateStageMemoryBytes(config, range, shape, limits);
+    if (options.maxBytes !== undefined && needed > options.maxBytes) {
+      throw new Error(`stage ${range.index} needs ${mib(needed)} of GPU memory, over the ${mib(options.maxBytes)} cap`);
+    }
+    device.pushErrorScope('out-of-memory');
+    device.pushErrorScope('validation');
+    const stage = new GpuStage(device, config, range, shape, planStage(config, range, shape, limits), options.kernels ?? new KernelSet(device));
+    const validation = await device.popErrorScope();
+    const oom = await device.popErrorScope();
+    if (validation || oom) {
+      stage.destroy();
+      throw new Error(`could not build stage ${range.index} on this device: ${(oom ?? validation)!.message}`);
+    }
+    stage.writeParams('params', initStageParams(config, range, options.seed));
+    await stage.watch.guard(device.queue.onSubmittedWorkDone());
+    return stage;
+  }
+
+  forward(input: StageInput, targets?: Int32Array): Promise<StageForwardResult> {
+    return this.exclusive(async () => {
+      const { batch: B, seq: T } = this.shape;
+      const { width: C, vocabSize: V } = this.config;
+      const BT = B * T;
+      if (isFirstStage(this.range)) {
+        if (input.kind !== 'tokens') throw new Error('the first stage takes tokens, got activations');
+        checkTokenIds('tokens', input.tokens, BT, V);
+        this.write(this.layout.tokens!, input.tokens);
+      } else {
+        if (input.kind !== 'activations') throw new Error(`stage ${this.range.index} takes activations, got tokens`);
+        checkLength('activations', input.data, BT * C, 'batch*seq*width');
+        this.write(this.layout.x0, input.data);
+      }
+      const head = this.layout.head;
+      if (head) {
+        if (targets === undefined) throw new Error('the last stage needs targets');
+        checkTokenIds('targets', targets, BT, V);
+        this.write(head.targets, targets);
+      }
+      this.hasForward = false;
+      const out = head ? this.layout.lossResult : this.layout.blocks.at(-1)?.res3 ?? this.layout.x0;
+      const reader = head ? this.small : this.readback;
+      const data = await reader.read([this.ref(out)], (enc) => record(enc, this.program.forward));
+      this.hasForward = true;
+      if (!head) {
+        checkFinite(`stage ${this.range.index} output activations`, data);
+        return { kind: 'activations', data };
+      }
+      const [loss, flag] = scalarWithFlag(data);
+      if (flag !== 0 || !Number.isFinite(loss)) throw new NonFiniteError(`the loss of stage ${this.range.index} is ${loss}`);
+      return { kind: 'loss', loss };
+    });
+  }
+
+  backward(gradOut: Float32Array | null, lossScale: number): Promise<Float32Array | null> {
+    return this.exclusive(async () => {
+      if (!this.hasForward) throw new Error('backward() needs a forward() first');
+      const { batch: B, seq: T } = this.shape;
+      const C = this.config.width;
+      if (this.program.lossBackward) {
+        if (gradOut !== null) throw new Error('the last stage differentiates its loss: pass gradOut = null');
+        if (!Number.isFinite(lossScale)) throw new Error(`lossScale must be finite, got ${lossScale}`);
+        this.program.lossBackward.setScale(lossScale / (B * T));
+      } else {
+        if (gradOut === null) throw new Error(`stage ${this.range.index} needs the gradient of its output`);
+        checkLength('gradOut', gradOut, B * T * C, 'batch*seq*width');
+        this.write(this.layout.scratch.dres, gradOut);
+      }
+      const record_ = (enc: GPUCommandEncoder): void => record(enc, this.program.backward);
+      if (isFirstStage(this.range)) {
+        await this.readback.read([], record_);
+        await this.watch.guard(this.device.queue.onSubmittedWorkDone());
+        return null;
+      }
+      const dinput = await this.readback.read([this.ref(this.layout.scratch.dres)], record_);
+      checkFinite(`stage ${this.range.index} input gradient`, dinput);
+      return dinput;
+    });
+  }
+
+  zeroGrad(): void {
+    this.watch.check();
+    const encoder = this.device.createCommandEncoder();
+    for (const slot of this.layout.grads) {
+      const r = this.ref(slot);
+      encoder.clearBuffer(r.buffer, r.offset, alignTo4(r.size));
+    }
+    this.device.queue.submit([encoder.finish()]);
+  }
+
+  gradSquaredNorm(): Promise<number> {
+    return this.exclusive(async () => {
+      const data = await this.small.read([this.ref(this.layout.normResult)], (enc) => record(enc, [this.program.norm]));
+      const [value, flag] = scalarWithFlag(data);
+      if (flag !== 0 || !Number.isFinite(value)) throw new NonFiniteError(`the gradients of stage ${this.range.index} hold NaN or Inf`);
+      return value;
+    });
+  }
+
+  exportGrads(): Promise<Float32Array> {
+    return this.exclusive(() => this.readback.read(this.layout.grads.map((s) => this.ref(s))));
+  }
+
+  importGrads(grads: Float32Array): Promise<void> {
+    return this.exclusive(async () => {
+      checkLength('gradient vector', grads, this.paramCount, 'the stage parameter count');
+      let offset = 0;
+      this.writeParams(
+        'grads',
+        this.layout.specs.map((s) => {
+          const n = numel(s.shape);
+          offset += n;
+          return grads.subarray(offset - n, offset);
+        }),
+      );
+      await this.watch.guard(this.device.queue.onSubmittedWorkDone());
+    });
+  }
+
+  step(settings: AdamWSettings, clipScale: number): Promise<void> {
+    return this.exclusive(async () => {
+      if (!Number.isFinite(clipScale)) throw new Error(`clipScale must be finite, got ${clipScale}`);
+      this.adam.setStep(settings, this.stepCount + 1, clipScale);
+      await this.readback.read([], (enc) => record(enc, this.program.adamw));
+      await this.watch.guard(this.device.queue.onSubmittedWorkDone());
+      this.stepCount++;
+    });
+  }
+
+  exportState(): Promise<StageState> {
+    return this.exclusive(async () => {
+      const named = async (slots: Slot[]): Promise<NamedTensor[]> => {
+        const flat = await this.readback.read(slots.map((s) => this.ref(s)));
+        let offset = 0;
+        return this.layout.specs.map((spec) => {
+          const n = numel(spec.shape);
+          offset += n;
+          return { name: spec.name, shape: [...spec.shape], data: flat.slice(offset - n, offset) };
+        });
+      };
+      return { step: this.stepCount, params: await named(this.layout.params), m: await named(this.layout.m), v: await named(this.layout.v) };
+    });
+  }
+
+  importState(state: StageState): Promise<void> {
+    return this.exclusive(async () => {
+      if (!Number.isInteger(state.step) || state.step < 0) throw new Error(`state.step must be a non-negative integer, got ${state.step}`);
+      checkNamedTensors('params', state.params, this.layout.specs);
+      checkNamedTensors('m', state.m, this.layout.specs);
+      checkNamedTensors('v', state.v, this.layout.specs);
+      this.writeParams('params', state.params.map((t) => t.data));
+      this.writeParams('m', state.m.map((t) => t.data));
+      this.writeParams('v', state.v.map((t) => t.data));
+      await this.watch.guard(this.device.queue.onSubmittedWorkDone());
+      this.stepCount = state.step;
+    });
+  }
+
+  /** True once the device is known lost; the stage is then unusable and must be rebuilt. */
+  get deviceLost(): boolean {
+    return this.watch.isLost;
+  }
+
+  destroy(): void {
+    this.arena.destroy();
+    this.readback.destroy();
+    this.small.destroy();
+  }
+
+  /** Runs GPU work one call at a time: calls share the staging buffers. */
+  private exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(() => {
+      this.watch.check();
+      return work();
+    });
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  private ref(slot: Slot): TensorRef {
+    return this.arena.ref(slot);
+  }
+
+  private write(slot: Slot, data: Float32Array | Int32Array): void {
+    const r = this.ref(slot);
+    this.device.queue.writeBuffer(r.buffer, r.offset, data.buffer, data.byteOffset, data.byteLength);
+  }
+
+  private writeParams(role: 'params' | 'grads' | 'm' | 'v', tensors: readonly Float32Array[]): void {
+    this.watch.check();
+    this.layout[role].forEach((slot, i) => this.write(slot, tensors[i]!));
+  }
+}
+
+function alignTo4(bytes: number): number {
+  return Math.ceil(bytes / 4) * 4;
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+}
+
+/** A reduction result: the f32 value and the nonfinite flag. */
+function scalarWithFlag(data: Float32Array): [number, number] {
+  return [data[0]!, new Uint32Array(data.buffer, data.byteOffset, 2)[1]!];
+}
+
+function record(encoder: GPUCommandEncoder, ops: readonly EncodedOp[]): void {
+  const pass = encoder.beginComputePass();
+  for (const op of ops) op.encode(pass);
+  pass.end();
+}
+
+/** Builds every launch of the stage once: forward, backward (llm.c's order), the gradient norm and AdamW. */
+function buildProgram(
+  k: KernelSet,
+  adam: AdamW,
+  layout: StageLayout,
+  config: GptConfig,
+  range: StageRange,
+  shape: MicroBatchShape,
+  ref: (slot: Slot) => TensorRef,
+): Program {
+  const { batch: B, seq: T } = shape;
+  const { width: C, heads: NH, vocabSize: V } = config;
+  const H = config.mlpRatio * C;
+  const BT = B * T;
+  const index = new Map(layout.specs.map((s, i) => [s.name, i]));
+  const slotOf = (slots: StageLayout['params'], name: string): TensorRef => {
+    const i = index.get(name);
+    if (i === undefined) throw new Error(`stage has no parameter ${name}`);
+    return ref(slots[i]!);
+  };
+  const param = (name: string): TensorRef => slotOf(layout.params, name);
+  const grad = (name: string): TensorRef => slotOf(layout.grads, name);
+  const s = layout.scratch;
+  const zero = (slot: Slot, n: number): EncodedOp => k.elementwise.zero({ out: ref(slot), n });
+  const dims = (inDim: number, outDim: number) => ({ rows: BT, inDim, outDim });
+
+  const forward: EncodedOp[] = [];
+  const backward: EncodedOp[] = [];
+  if (layout.tokens) {
+    forward.push(k.encoder.forward({ out: ref(layout.x0), tokens: ref(layout.tokens), wte: param('wte'), wpe: param('wpe'), dims: { B, T, C, vocab: V } }));
+  }
+  const blockOps = layout.blocks.map((a: BlockSlots, i) => {
+    const p = `blocks.${range.firstBlock + i}.`;
+    const fwd: EncodedOp[] = [
+      k.layernorm.forward({ out: ref(a.ln1), mean: ref(a.ln1Mean), rstd: ref(a.ln1Rstd), inp: ref(a.input), weight: param(p + 'ln1.w'), bias: param(p + 'ln1.b'), rows: BT, C }),
+      k.matmul.forward({ out: ref(a.qkv), inp: ref(a.ln1), weight: param(p + 'attn.qkv.w'), bias: param(p + 'attn.qkv.b'), dims: dims(C, 3 * C) }),
+      k.attention.forward({ out: ref(a.atty), att: ref(a.att), qkv: ref(a.qkv), dims: { B, T, C, NH } }),
+      k.matmul.forward({ out: ref(a.attproj), inp: ref(a.atty), weight: param(p + 'attn.proj.w'), bias: param(p + 'attn.proj.b'), dims: dims(C, C) }),
+      k.elementwise.residual({ out: ref(a.res2), a: ref(a.input), b: ref(a.attproj), n: BT * C }),
+      k.layernorm.forward({ out: ref(a.ln2), mean: ref(a.ln2Mean), rstd: ref(a.ln2Rstd), inp: ref(a.res2), weight: param(p + 'ln2.w'), bias: param(p + 'ln2.b'), rows: BT, C }),
+      k.matmul.forward({ out: ref(a.fch), inp: ref(a.ln2), weight: param(p + 'mlp.fc.w'), bias: param(p + 'mlp.fc.b'), dims: dims(C, H) }),
+      k.elementwise.gelu({ out: ref(a.fchGelu), inp: ref(a.fch), n: BT * H }),
+      k.matmul.forward({ out: ref(a.fcproj), inp: ref(a.fchGelu), weight: param(p + 'mlp.proj.w'), bias: param(p + 'mlp.proj.b'), dims: dims(H, C) }),
+      k.elementwise.residual({ out: ref(a.res3), a: ref(a.res2), b: ref(a.fcproj), n: BT * C }),
+    ];
+    // dres holds the gradient of res3; the residual adds pass it unchanged to res2 and to the block input,
+    // so both layernorm backwards accumulate into it in place.
+    const dres = ref(s.dres);
+    const bwd: EncodedOp[] = [
+      zero(s.dfchGelu, BT * H),
+      k.matmul.backwardInput({ dinp: ref(s.dfchGelu), dout: dres, weight: param(p + 'mlp.proj.w'), dims: dims(H, C) }),
+      k.matmul.backwardWeight({ dweight: grad(p + 'mlp.proj.w'), dbias: grad(p + 'mlp.proj.b'), dout: dres, inp: ref(a.fchGelu), dims: dims(H, C) }),
+      zero(s.dfch, BT * H),
+      k.elementwise.geluBackward({ dinp: ref(s.dfch), inp: ref(a.fch), dout: ref(s.dfchGelu), n: BT * H }),
+      zero(s.dln, BT * C),
+      k.matmul.backwardInput({ dinp: ref(s.dln), dout: ref(s.dfch), weight: param(p + 'mlp.fc.w'), dims: dims(C, H) }),
+      k.matmul.backwardWeight({ dweight: grad(p + 'mlp.fc.w'), dbias: grad(p + 'mlp.fc.b'), dout: ref(s.dfch), inp: ref(a.ln2), dims: dims(C, H) }),
+      k.layernorm.backward({ dinp: dres, dweight: grad(p + 'ln2.w'), dbias: grad(p + 'ln2.b'), dout: ref(s.dln), inp: ref(a.res2), weight: param(p + 'ln2.w'), mean: ref(a.ln2Mean), rstd: ref(a.ln2Rstd), rows: BT, C }),
+      zero(s.datty, BT * C),
+      k.matmul.backwardInput({ dinp: ref(s.datty), dout: dres, weight: param(p + 'attn.proj.w'), dims: dims(C, C) }),
+      k.matmul.backwardWeight({ dweight: grad(p + 'attn.proj.w'), dbias: grad(p + 'attn.proj.b'), dout: dres, inp: ref(a.atty), dims: dims(C, C) }),
+      zero(s.dqkv, BT * 3 * C),
+      k.attention.backward({ dqkv: ref(s.dqkv), dpreatt: ref(s.dpreatt), dout: ref(s.datty), qkv: ref(a.qkv), att: ref(a.att), dims: { B, T, C, NH } }),
+      zero(s.dln, BT * C),
+      k.matmul.backwardInput({ dinp: ref(s.dln), dout: ref(s.dqkv), weight: param(p + 'attn.qkv.w'), dims: dims(C, 3 * C) }),
+      k.matmul.backwardWeight({ dweight: grad(p + 'attn.qkv.w'), dbias: grad(p + 'attn.qkv.b'), dout: ref(s.dqkv), inp: ref(a.ln1), dims: dims(C, 3 * C) }),
+      k.layernorm.backward({ dinp: dres, dweight: grad(p + 'ln1.w'), dbias: grad(p + 'ln1.b'), dout: ref(s.dln), inp: ref(a.input), weight: param(p + 'ln1.w'), mean: ref(a.ln1Mean), rstd: ref(a.ln1Rstd), rows: BT, C }),
+    ];
+    return { fwd, bwd };
+  });
+  for (const b of blockOps) forward.push(...b.fwd);
+
+  let lossBackward: ScaledOp | null = null;
+  const h = layout.head;
+  if (h) {
+    const x = ref(layout.blocks.at(-1)?.res3 ?? layout.x0);
+    forward.push(
+      k.layernorm.forward({ out: ref(h.lnf), mean: ref(h.lnfMean), rstd: ref(h.lnfRstd), inp: x, weight: param('lnf.w'), bias: param('lnf.b'), rows: BT, C }),
+      k.matmul.forward({ out: ref(h.logits), inp: ref(h.lnf), weight: param('head.w'), bias: null, dims: dims(C, V) }),
+      k.crossentropy.forward({ probs: ref(h.probs), losses: ref(h.losses), logits: ref(h.logits), targets: ref(h.targets), rows: BT, V }),
+      k.reduce.sum({ result: ref(layout.lossResult), partials: ref(layout.partials), flags: ref(layout.flags), inputs: [{ ref: ref(h.losses), n: BT }], square: false, scale: 1 / BT }),
+    );
+    lossBackward = k.crossentropy.backward({ dlogits: ref(h.dlogits), probs: ref(h.probs), targets: ref(h.targets), rows: BT, V });
+    backward.push(
+      zero(h.dlogits, BT * V),
+      lossBackward,
+      zero(s.dln, BT * C),
+      k.matmul.backwardInput({ dinp: ref(s.dln), dout: ref(h.dlogits), weight: param('head.w'), dims: dims(C, V) }),
+      k.matmul.backwardWeight({ dweight: grad('head.w'), dbias: null, dout: ref(h.dlogits), inp: ref(h.lnf), dims: dims(C, V) }),
+      zero(s.dres, BT * C),
+      k.layernorm.backward({ dinp: ref(s.dres), dweight: grad('lnf.w'), dbias: grad('lnf.b'), dout: ref(s.dln), inp: x, weight: param('lnf.w'), mean: ref(h.lnfMean), rstd: ref(h.lnfRstd), rows: BT, C }),
+    );
+  }
+  for (let i = blockOps.length - 1; i >= 0; i--) backward.push(...blockOps[i]!.bwd);
+  if (layout.tokens) {
+    backward.push(k.encoder.backward({ dwte: grad('wte'), dwpe: grad('wpe'), dout: ref(s.dres), tokens: ref(layout.tokens), dims: { B, T, C, vocab: V } }));
+  }
+  const sizes = layout.specs.map((sp) => numel(sp.shape));
+  const norm = k.reduce.sum({
+    result: ref(layout.normResult),
+    partials: ref(layout.partials),
+    flags: ref(layout.flags),
+    inputs: layout.grads.map((g, i) => ({ ref: ref(g), n: sizes[i]! })),
+    square: true,
+    scale: 1,
+  });
+  const adamw = layout.specs.map((sp, i) =>
+    adam.update({ param: ref(layout.params[i]!), grad: ref(layout.grads[i]!), m: ref(layout.m[i]!), v: ref(layout.v[i]!), n: sizes[i]!, decay: sp.decay }),
+  );
+  return { forward, backward, lossBackward, norm, adamw };
+}

@@ -1,0 +1,53 @@
+import type { DeviceWatch } from '../device/lost.js';
+import type { TensorRef } from '../kernels/types.js';
+
+/**
+ * Reads tensors back through one MAP_READ buffer created up front, in as few map round-trips as its size
+ * allows. Work recorded by `before` goes in the same submission as the first copy.
+ */
+export class Readback {
+  private readonly staging: GPUBuffer;
+
+  constructor(
+    private readonly device: GPUDevice,
+    private readonly watch: DeviceWatch,
+    readonly bytes: number,
+    label: string,
+  ) {
+    this.staging = device.createBuffer({ label: `${label} staging`, size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  }
+
+  /** The tensors' bytes, concatenated in order, as f32. */
+  async read(refs: readonly TensorRef[], before?: (encoder: GPUCommandEncoder) => void): Promise<Float32Array> {
+    const total = refs.reduce((n, r) => n + r.size, 0);
+    const out = new Uint8Array(total);
+    let next = 0;
+    let written = 0;
+    let pending = before;
+    do {
+      this.watch.check();
+      const encoder = this.device.createCommandEncoder();
+      pending?.(encoder);
+      pending = undefined;
+      let used = 0;
+      while (next < refs.length && used + refs[next]!.size <= this.bytes) {
+        const r = refs[next]!;
+        encoder.copyBufferToBuffer(r.buffer, r.offset, this.staging, used, r.size);
+        used += r.size;
+        next++;
+      }
+      if (used === 0 && next < refs.length) throw new Error(`a ${refs[next]!.size}-byte tensor does not fit the ${this.bytes}-byte staging buffer`);
+      this.device.queue.submit([encoder.finish()]);
+      if (used === 0) break;
+      await this.watch.guard(this.staging.mapAsync(GPUMapMode.READ, 0, used));
+      out.set(new Uint8Array(this.staging.getMappedRange(0, used)), written);
+      this.staging.unmap();
+      written += used;
+    } while (next < refs.length);
+    return new Float32Array(out.buffer);
+  }
+
+  destroy(): void {
+    this.staging.destroy();
+  }
+}
