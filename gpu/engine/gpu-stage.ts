@@ -2,7 +2,7 @@ import { DeviceWatch } from '../device/lost.js';
 import type { AdamW } from '../kernels/adamw.js';
 import type { ScaledOp } from '../kernels/crossentropy.js';
 import type { EncodedOp, TensorRef } from '../kernels/types.js';
-import { isFirstStage, isLastStage, validateConfig, type GptConfig, type MicroBatchShape, type StageRange } from '../model/config.js';
+import { isFirstStage, validateConfig, type GptConfig, type MicroBatchShape, type StageRange } from '../model/config.js';
 import { initStageParams, numel, stageParamCount } from '../model/params.js';
 import {
   NonFiniteError,
