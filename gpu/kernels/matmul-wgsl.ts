@@ -1,0 +1,222 @@
+/**
+ * WGSL for one tiled matrix product C(M,N) (+)= A(M,K) · B(K,N) (+ bias(N)), with A and B read from either
+ * storage order. The three matmul passes of a linear layer are this product with different layouts:
+ * forward reads the weight as (N,K), backward-input reads it as (K,N), backward-weight reads dout as (K,M).
+ */
+
+/** How an operand sits in memory: `mk` means row-major (M,K) for A; `nk` means row-major (N,K) for B. */
+export type ALayout = 'mk' | 'km';
+export type BLayout = 'nk' | 'kn';
+
+/** Workgroup tile BM x BN, stepped through K by BK; each thread owns a TM x TN block of C in registers. */
+export interface TileShape {
+  bm: number;
+  bn: number;
+  bk: number;
+  tm: number;
+  tn: number;
+}
+
+export interface MatmulVariant {
+  a: ALayout;
+  b: BLayout;
+  bias: boolean;
+  /** C += product instead of C = product. */
+  accumulate: boolean;
+  /** Global loads and stores as vec4; needs the contiguous extent of every operand to be a multiple of 4. */
+  vec4: boolean;
+  /**
+   * Inputs declared read_write, for when an input shares a GPUBuffer with the output: WebGPU forbids a
+   * buffer bound both read-only and writable in one dispatch, but allows several writable bindings.
+   */
+  inputsWritable: boolean;
+  tile: TileShape;
+}
+
+export function threadsPerWorkgroup(tile: TileShape): number {
+  return (tile.bm / tile.tm) * (tile.bn / tile.tn);
+}
+
+export function checkTile(tile: TileShape): void {
+  const { bm, bn, bk, tm, tn } = tile;
+  const threads = threadsPerWorkgroup(tile);
+  const ok =
+    bm % tm === 0 &&
+    bn % tn === 0 &&
+    tm % 4 === 0 &&
+    tn % 4 === 0 &&
+    bk % 4 === 0 &&
+    ((bm * bk) / 4) % threads === 0 &&
+    ((bn * bk) / 4) % threads === 0;
+  if (!ok) throw new Error(`matmul tile ${JSON.stringify(tile)} does not divide evenly among its threads`);
+}
+
+/** WGSL expression for one element of an operand, zero outside the matrix. */
+function scalarLoad(buf: string, row: string, col: string, rows: string, cols: string): string {
+  return `select(0.0, ${buf}[(${row}) * ${cols} + (${col})], (${row}) < ${rows} && (${col}) < ${cols})`;
+}
+
+/**
+ * Statements that stage one BK slice of an operand into workgroup memory as `tileVar[k * (span/4) + i/4]`,
+ * k-major so the inner loop reads 4 consecutive rows (or columns) of C's block as one vec4.
+ * `kMajor` says the operand is stored (K, span) in memory; otherwise (span, K) and the slice is transposed.
+ */
+function stageTile(o: {
+  buf: string;
+  tileVar: string;
+  span: number;
+  spanExtent: string;
+  spanStart: string;
+  kMajor: boolean;
+  bk: number;
+  threads: number;
+  vec4: boolean;
+}): string {
+  const { buf, tileVar, span, spanExtent, spanStart, kMajor, bk, threads, vec4 } = o;
+  const perThread = (span * bk) / 4 / threads;
+  const lines: string[] = [];
+  for (let t = 0; t < perThread; t++) {
+    const idx = `(li + ${t * threads}u)`;
+    if (kMajor) {
+      // Row k of the slice is contiguous in memory along the span: copy vec4s straight across.
+      const kk = `${idx} / ${span / 4}u`;
+      const sv = `${idx} % ${span / 4}u`;
+      const gk = `(k0 + ${kk})`;
+      const gs = `(${spanStart} + ${sv} * 4u)`;
+      const value = vec4
+        ? `select(vec4<f32>(0.0), ${buf}[(${gk} * ${spanExtent} + ${gs}) / 4u], ${gk} < dims.K && ${gs} < ${spanExtent})`
+        : `vec4<f32>(${[0, 1, 2, 3].map((c) => scalarLoad(buf, gk, `${gs} + ${c}u`, 'dims.K', spanExtent)).join(', ')})`;
+      lines.push(`${tileVar}[${idx}] = ${value};`);
+    } else {
+      // Memory runs along K: read 4 consecutive k of one span row and scatter them down the tile's k axis.
+      const sRow = `${idx} / ${bk / 4}u`;
+      const kv = `${idx} % ${bk / 4}u`;
+      const gs = `(${spanStart} + ${sRow})`;
+      const gk = `(k0 + ${kv} * 4u)`;
+      const value = vec4
+        ? `select(vec4<f32>(0.0), ${buf}[(${gs} * dims.K + ${gk}) / 4u], ${gs} < ${spanExtent} && ${gk} < dims.K)`
+        : `vec4<f32>(${[0, 1, 2, 3].map((c) => scalarLoad(buf, gs, `${gk} + ${c}u`, spanExtent, 'dims.K')).join(', ')})`;
+      lines.push(`{`);
+      lines.push(`  let v = ${value};`);
+      lines.push(`  let s = ${sRow};`);
+      lines.push(`  let base = ${kv} * 4u * ${span / 4}u + s / 4u;`);
+      for (let c = 0; c < 4; c++) lines.push(`  ${tileVar}[base + ${c * (span / 4)}u][s % 4u] = v[${c}];`);
+      lines.push(`}`);
+    }
+  }
+  return lines.join('\n    ');
+}
+
+function storeBlock(v: MatmulVariant): string {
+  const { tm, tn } = v.tile;
+  const lines: string[] = [];
+  for (let i = 0; i < tm; i++) {
+    lines.push(`if (rowBase + ${i}u < dims.M) {`);
+    lines.push(`  let row = rowBase + ${i}u;`);
+    for (let j = 0; j < tn / 4; j++) {
+      const acc = `acc[${i * (tn / 4) + j}]`;
+      const col = `(colBase + ${j * 4}u)`;
+      if (v.vec4) {
+        lines.push(`  if (${col} < dims.N) {`);
+        lines.push(`    let at = (row * dims.N + ${col}) / 4u;`);
+        let value = acc;
+        if (v.bias) value += ` + bias[${col} / 4u]`;
+        if (v.accumulate) value += ` + c[at]`;
+        lines.push(`    c[at] = ${value};`);
+        lines.push(`  }`);
+      } else {
+        for (let e = 0; e < 4; e++) {
+          const ce = `${col} + ${e}u`;
+          lines.push(`  if (${ce} < dims.N) {`);
+          lines.push(`    let at = row * dims.N + ${ce};`);
+          let value = `${acc}[${e}]`;
+          if (v.bias) value += ` + bias[${ce}]`;
+          if (v.accumulate) value += ` + c[at]`;
+          lines.push(`    c[at] = ${value};`);
+          lines.push(`  }`);
+        }
+      }
+    }
+    lines.push(`}`);
+  }
+  return lines.join('\n  ');
+}
+
+function innerProduct(tile: TileShape): string {
+  const { bm, bn, tm, tn } = tile;
+  const lines: string[] = [];
+  for (let i = 0; i < tm / 4; i++) lines.push(`let a${i} = As[k * ${bm / 4}u + ty * ${tm / 4}u + ${i}u];`);
+  for (let j = 0; j < tn / 4; j++) lines.push(`let b${j} = Bs[k * ${bn / 4}u + tx * ${tn / 4}u + ${j}u];`);
+  for (let i = 0; i < tm; i++) {
+    for (let j = 0; j < tn / 4; j++) {
+      const acc = `acc[${i * (tn / 4) + j}]`;
+      lines.push(`${acc} = fma(vec4<f32>(a${Math.floor(i / 4)}[${i % 4}]), b${j}, ${acc});`);
+    }
+  }
+  return lines.join('\n      ');
+}
+
+/** The compute shader for one variant; entry point `main`, workgroup size (BN/TN, BM/TM). */
+export function matmulShader(v: MatmulVariant): string {
+  checkTile(v.tile);
+  const { bm, bn, bk, tm, tn } = v.tile;
+  const threads = threadsPerWorkgroup(v.tile);
+  const el = v.vec4 ? 'vec4<f32>' : 'f32';
+  const inAccess = v.inputsWritable ? 'read_write' : 'read';
+  const biasDecl = v.bias ? `@group(0) @binding(4) var<storage, ${inAccess}> bias: array<${el}>;` : '';
+  return /* wgsl */ `
+struct Dims { M: u32, N: u32, K: u32, mOffset: u32, nOffset: u32 }
+@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(1) var<storage, ${inAccess}> a: array<${el}>;
+@group(0) @binding(2) var<storage, ${inAccess}> b: array<${el}>;
+@group(0) @binding(3) var<storage, read_write> c: array<${el}>;
+${biasDecl}
+
+var<workgroup> As: array<vec4<f32>, ${(bk * bm) / 4}>;
+var<workgroup> Bs: array<vec4<f32>, ${(bk * bn) / 4}>;
+
+@compute @workgroup_size(${bn / tn}, ${bm / tm})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
+        @builtin(local_invocation_index) li: u32) {
+  let tx = lid.x;
+  let ty = lid.y;
+  let m0 = dims.mOffset + wid.y * ${bm}u;
+  let n0 = dims.nOffset + wid.x * ${bn}u;
+  var acc: array<vec4<f32>, ${(tm * tn) / 4}>;
+  for (var k0 = 0u; k0 < dims.K; k0 += ${bk}u) {
+    ${stageTile({ buf: 'a', tileVar: 'As', span: bm, spanExtent: 'dims.M', spanStart: 'm0', kMajor: v.a === 'km', bk, threads, vec4: v.vec4 })}
+    ${stageTile({ buf: 'b', tileVar: 'Bs', span: bn, spanExtent: 'dims.N', spanStart: 'n0', kMajor: v.b === 'kn', bk, threads, vec4: v.vec4 })}
+    workgroupBarrier();
+    for (var k = 0u; k < ${bk}u; k++) {
+      ${innerProduct(v.tile)}
+    }
+    workgroupBarrier();
+  }
+  let rowBase = m0 + ty * ${tm}u;
+  let colBase = n0 + tx * ${tn}u;
+  ${storeBlock(v)}
+}
+`;
+}
+
+/**
+ * dbias(N) += column sums of dout(R,N). One thread per column walks the rows in order, so the sum is
+ * deterministic and coalesced across neighbouring threads.
+ */
+export function columnSumShader(inputsWritable: boolean): string {
+  return /* wgsl */ `
+struct Dims { rows: u32, cols: u32 }
+@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(1) var<storage, ${inputsWritable ? 'read_write' : 'read'}> dout: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dbias: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let col = gid.x;
+  if (col >= dims.cols) { return; }
+  var sum = 0.0;
+  for (var r = 0u; r < dims.rows; r++) { sum += dout[r * dims.cols + col]; }
+  dbias[col] += sum;
+}
+`;
+}
