@@ -19,48 +19,65 @@ export const timeWindowSchema = z
   .refine((w) => w.start !== w.end, { message: 'a window needs different start and end times' });
 export type TimeWindow = z.infer<typeof timeWindowSchema>;
 
-/** Every limit a contributor can set. Defaults are what a new install runs with. */
-export const agentSettingsSchema = z
+/** Every limit a contributor can set. */
+const settingsFieldsSchema = z
   .object({
     /** 'idle': only after `idleAfterSeconds` without input (or while locked); 'always': headless boxes. */
-    runWhen: z.enum(['idle', 'always']).default('idle'),
+    runWhen: z.enum(['idle', 'always']),
     idleAfterSeconds: z
       .number()
       .int()
       .min(10, 'idle time must be at least 10 seconds')
-      .max(86_400, 'idle time must be at most a day (86400 seconds)')
-      .default(180),
-    pauseOnBattery: z.boolean().default(true),
+      .max(86_400, 'idle time must be at most a day (86400 seconds)'),
+    pauseOnBattery: z.boolean(),
     gpuTempLimitC: z
       .number()
       .min(40, 'the GPU temperature limit must be at least 40 °C')
-      .max(100, 'the GPU temperature limit must be at most 100 °C')
-      .default(80),
+      .max(100, 'the GPU temperature limit must be at most 100 °C'),
     /** Work stops once the GPU is this far above the limit, and resumes only below the limit. */
-    tempStopMarginC: z.number().min(1).max(15).default(3),
+    tempStopMarginC: z.number().min(1).max(15),
     /** After a stop, work resumes once the GPU is this far below the limit (hysteresis). */
-    tempResumeBelowC: z.number().min(1).max(20).default(3),
+    tempResumeBelowC: z.number().min(1).max(20),
     dutyCyclePct: z
       .number()
       .int()
       .min(5, 'the GPU load cap must be at least 5%')
-      .max(100, 'the GPU load cap is a percentage: at most 100')
-      .default(100),
+      .max(100, 'the GPU load cap is a percentage: at most 100'),
     /** When contribution is allowed; empty means any time. */
-    schedule: z.array(timeWindowSchema).max(24, 'at most 24 time windows').default([]),
+    schedule: z.array(timeWindowSchema).max(24, 'at most 24 time windows'),
     /** Process names (as the OS lists them, e.g. "steam", "Code.exe"); contribution pauses while one runs. */
-    pausePrograms: z.array(z.string().trim().min(1).max(260)).max(200).default([]),
+    pausePrograms: z.array(z.string().trim().min(1).max(260)).max(200),
     /** Most device memory the stage may use; null means no cap. */
-    vramCapMb: z.number().int().min(128, 'the GPU memory cap must be at least 128 MB').nullable().default(null),
-    dashboardPort: z.number().int().min(0).max(65_535).default(7733),
+    vramCapMb: z.number().int().min(128, 'the GPU memory cap must be at least 128 MB').nullable(),
+    dashboardPort: z.number().int().min(0).max(65_535),
   })
   .strict();
-export type AgentSettings = z.infer<typeof agentSettingsSchema>;
+export type AgentSettings = z.infer<typeof settingsFieldsSchema>;
 
-export const settingsPatchSchema = agentSettingsSchema.partial();
+/** What a new install runs with. */
+export const defaultSettings: AgentSettings = {
+  runWhen: 'idle',
+  idleAfterSeconds: 180,
+  pauseOnBattery: true,
+  gpuTempLimitC: 80,
+  tempStopMarginC: 3,
+  tempResumeBelowC: 3,
+  dutyCyclePct: 100,
+  schedule: [],
+  pausePrograms: [],
+  vramCapMb: null,
+  dashboardPort: 7733,
+};
+
+/** Complete settings; keys left out take their defaults, so older settings files keep working. */
+export const agentSettingsSchema = z.preprocess(
+  (value) => (value !== null && typeof value === 'object' && !Array.isArray(value) ? { ...defaultSettings, ...value } : value),
+  settingsFieldsSchema,
+);
+
+/** A change to some settings; unlike agentSettingsSchema it fills in nothing. */
+export const settingsPatchSchema = settingsFieldsSchema.partial();
 export type SettingsPatch = z.infer<typeof settingsPatchSchema>;
-
-export const defaultSettings: AgentSettings = agentSettingsSchema.parse({});
 
 export type SettingsResult = { ok: true; settings: AgentSettings } | { ok: false; errors: string[] };
 

@@ -1,0 +1,119 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Ledger, ReceiptRejected } from '../../main/agent/ledger/ledger.js';
+import { NODE_ID, testCoordinator, testReceipt } from './signing.js';
+
+describe('ledger', () => {
+  let dir: string;
+  let path: string;
+  const coordinator = testCoordinator();
+  const open = (): Ledger => new Ledger(path, { trustedCoordinatorKeys: [coordinator.keyHex], nodeId: NODE_ID });
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'tributary-ledger-'));
+    path = join(dir, 'ledger.sqlite');
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  function filled(): Ledger {
+    const ledger = open();
+    ledger.recordEvent('start', { version: '0.1.0' });
+    for (let i = 1; i <= 5; i++) ledger.acceptReceipt(coordinator.sign(testReceipt(i)));
+    ledger.recordWorkUnit({ runId: 'run-1', stage: 1, step: 1, microBatch: 0, tokens: 512, busyMs: 12.5 });
+    ledger.confirmCredit('r-1');
+    ledger.confirmCredit('r-2');
+    ledger.revokeCredit('r-3', 'outputs disagreed with a replica');
+    ledger.recordPayout({ payoutId: 'p-1', flops: 1e12, address: '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed', reference: 'tx1' });
+    return ledger;
+  }
+
+  it('uses WAL and records its schema version', () => {
+    const ledger = open();
+    expect(ledger.db.pragma('journal_mode', { simple: true })).toBe('wal');
+    expect(ledger.db.prepare('SELECT MAX(version) AS v FROM migrations').get()).toEqual({ v: 1 });
+    ledger.close();
+  });
+
+  it('stores verified receipts as pending credit and tracks confirmed, revoked and paid out', () => {
+    const ledger = filled();
+    const b = ledger.balance();
+    expect(b.confirmedFlops).toBe(testReceipt(1).flops + testReceipt(2).flops);
+    expect(b.revokedFlops).toBe(testReceipt(3).flops);
+    expect(b.pendingFlops).toBe(testReceipt(4).flops + testReceipt(5).flops);
+    expect(b.paidOutFlops).toBe(1e12);
+    expect(ledger.receipts().map((r) => [r.receiptId, r.status])).toEqual([
+      ['r-5', 'pending'],
+      ['r-4', 'pending'],
+      ['r-3', 'revoked'],
+      ['r-2', 'confirmed'],
+      ['r-1', 'confirmed'],
+    ]);
+    expect(() => ledger.confirmCredit('r-3')).toThrow(/revoked; cannot become confirmed/);
+    expect(ledger.verify()).toEqual({ ok: true, entries: 16, problems: [] });
+    ledger.close();
+  });
+
+  it('refuses receipts whose signature, signer, node or shape is wrong, and ignores duplicates', () => {
+    const ledger = open();
+    const good = coordinator.sign(testReceipt(1));
+    expect(ledger.acceptReceipt(good)).toBe('stored');
+    expect(ledger.acceptReceipt(good)).toBe('duplicate');
+    const tampered = { ...coordinator.sign(testReceipt(2)), receipt: { ...testReceipt(2), flops: 9e15 } };
+    expect(() => ledger.acceptReceipt(tampered)).toThrow(/signature that does not verify/);
+    expect(() => ledger.acceptReceipt(testCoordinator().sign(testReceipt(3)))).toThrow(/unknown coordinator key/);
+    expect(() => ledger.acceptReceipt(coordinator.sign(testReceipt(4, { nodeId: 'cd'.repeat(32) })))).toThrow(/another node/);
+    expect(() => ledger.acceptReceipt({ receipt: {} })).toThrow(ReceiptRejected);
+    expect(ledger.receipts()).toHaveLength(1);
+    ledger.close();
+  });
+
+  function tamper(sql: string): ReturnType<Ledger['verify']> {
+    for (const suffix of ['', '-wal', '-shm']) rmSync(path + suffix, { force: true });
+    filled().close();
+    const raw = new Database(path);
+    raw.exec(sql);
+    raw.close();
+    const ledger = open();
+    const result = ledger.verify();
+    ledger.close();
+    return result;
+  }
+
+  it('finds an edited row and says which', () => {
+    const result = tamper("UPDATE receipts SET flops = 9e15 WHERE receipt_id = 'r-4'");
+    expect(result.ok).toBe(false);
+    expect(result.problems.map((p) => p.message)).toEqual(['receipts entry #8 (receipt r-4) was edited: its contents no longer match its hash']);
+  });
+
+  it('finds a deleted row in the middle and at the end', () => {
+    expect(tamper("DELETE FROM credits WHERE receipt_id = 'r-2' AND status = 'confirmed'").problems.map((p) => p.message)).toEqual([
+      'entry #14 is missing (deleted)',
+    ]);
+    expect(tamper("DELETE FROM payouts").problems.map((p) => p.message)).toEqual(['entry #16 is missing (deleted)']);
+  });
+
+  it('finds a row whose hash was recomputed after editing (the next row no longer links to it)', () => {
+    const result = tamper("UPDATE events SET detail = '{}', hash = 'f' || substr(hash, 2) WHERE seq = 1");
+    expect(result.problems.map((p) => p.message)).toEqual([
+      'events entry #1 (start) was edited: its contents no longer match its hash',
+      'receipts entry #2 (receipt r-1) does not link to the entry before it (an earlier entry was replaced)',
+    ]);
+  });
+
+  it('exports CSV with the receipts and their credit state', () => {
+    const ledger = filled();
+    const csv = ledger.exportCsv('receipts').split('\r\n');
+    expect(csv[0]).toBe('seq,receipt_id,run_id,node_id,stage,step,micro_batch,tokens,flops,issued_at,status,signature,coordinator_key,hash');
+    expect(csv).toHaveLength(7);
+    expect(csv[3]).toContain(',r-3,run-1,');
+    expect(csv[3]).toContain(',revoked,');
+    const events = ledger.exportCsv('events');
+    expect(events.split('\r\n')[0]).toBe('seq,at,kind,detail,prev_hash,hash');
+    expect(events).toContain('"{""version"":""0.1.0""}"');
+    ledger.close();
+    expect(readFileSync(path).length).toBeGreaterThan(0);
+  });
+});
