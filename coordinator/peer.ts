@@ -1,0 +1,105 @@
+import type { Channel } from '../shared/protocol/channel.js';
+import type { Tensor } from '../shared/protocol/frame.js';
+import type { CoordinatorMessage, NodeMessage, Outgoing, TaskKind } from '../shared/protocol/messages.js';
+import type { Received, TensorSpec } from '../shared/protocol/wire.js';
+
+export interface SentTask {
+  taskId: number;
+  kind: TaskKind;
+  step: number;
+  attempt: number;
+  microBatch: number;
+  sentAt: number;
+  /** What the result must carry. */
+  result: TensorSpec[];
+}
+
+/** A reply the coordinator waits for besides task results; `attempt`/`step`/`requestId` must match. */
+export interface Awaiting {
+  kind: 'grads' | 'applied' | 'state' | 'loaded';
+  key: number;
+  spec: TensorSpec[];
+  since: number;
+  resolve(received: Received<NodeMessage>): void;
+  reject(error: Error): void;
+}
+
+/** Smoothing of the per-task time estimate (SWARM's throughput EMA). */
+const EMA_WEIGHT = 0.3;
+
+/** One connected node as the coordinator sees it. */
+export class Peer {
+  nodeId = '';
+  engine = '';
+  authenticated = false;
+  nonce = '';
+  receiptCursor = 0;
+  /** The node asked for work. */
+  wantsWork = false;
+  /** Stage whose weights the node holds and trains, or null while unassigned. */
+  stage: number | null = null;
+  /** Milliseconds per task, smoothed; null until the first task. */
+  emaMs: number | null = null;
+  /** Tasks sent and not yet answered, including ones from an aborted attempt. */
+  readonly tasks = new Map<number, SentTask>();
+  /** The micro-batch whose activations this peer holds (between its forward and its backward). */
+  resident: number | null = null;
+  /** Tasks routed to this peer, waiting for it to become free. */
+  readonly queue: Array<() => void> = [];
+  awaiting: Awaiting | null = null;
+  lastHeard = Date.now();
+
+  constructor(
+    readonly connectionId: number,
+    readonly channel: Channel<NodeMessage, CoordinatorMessage>,
+  ) {}
+
+  observeTaskTime(ms: number): void {
+    this.emaMs = this.emaMs === null ? ms : EMA_WEIGHT * ms + (1 - EMA_WEIGHT) * this.emaMs;
+  }
+
+  get busy(): boolean {
+    return this.resident !== null;
+  }
+
+  /** Expected ms until a new task given now would finish: what is running, what is queued, then the task. */
+  expectedCompletionMs(now: number, fallbackMs: number): number {
+    const per = this.emaMs ?? fallbackMs;
+    let running = 0;
+    if (this.busy) {
+      const oldest = Math.min(...[...this.tasks.values()].map((t) => t.sentAt), now);
+      running = Math.max(per - (now - oldest), per * 0.1);
+    }
+    return running + per * (this.queue.length + 1);
+  }
+
+  /** Tasks per second this peer sustains (for placing joiners where throughput is lowest). */
+  throughput(fallbackMs: number): number {
+    return 1000 / (this.emaMs ?? fallbackMs);
+  }
+
+  send(message: Outgoing<CoordinatorMessage>, tensors?: Tensor[]): void {
+    this.channel.send(message, tensors);
+  }
+
+  get shortId(): string {
+    return this.nodeId.slice(0, 8) || `conn${this.connectionId}`;
+  }
+}
+
+/**
+ * SWARM's stochastic wiring, made deterministic: the peer with the least expected completion time, ties to
+ * the lower node id so that a run replays the same way.
+ */
+export function pickPeer(peers: readonly Peer[], now: number, fallbackMs: number): Peer | null {
+  let best: Peer | null = null;
+  let bestCost = Infinity;
+  for (const peer of peers) {
+    const cost = peer.expectedCompletionMs(now, fallbackMs);
+    if (cost < bestCost || (cost === bestCost && best !== null && peer.nodeId < best.nodeId)) {
+      best = peer;
+      bestCost = cost;
+    }
+  }
+  return best;
+}

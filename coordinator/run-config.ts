@@ -1,0 +1,72 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { splitBlocks, validateConfig, type GptConfig, type MicroBatchShape, type StageRange } from '../gpu/model/config.js';
+import type { AdamWSettings } from '../gpu/stage/types.js';
+import { adamWSchema, gptConfigSchema, microBatchShapeSchema } from '../shared/protocol/messages.js';
+import { byteVocabSize } from '../shared/tokenizer.js';
+
+/** A training run as the operator describes it in run.json. Every field has a default for a tiny model. */
+export const runConfigSchema = z
+  .object({
+    runId: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/).default('tributary-tiny'),
+    model: gptConfigSchema.default({ vocabSize: byteVocabSize, contextLength: 32, width: 32, heads: 2, layers: 2, mlpRatio: 4 }),
+    stages: z.number().int().min(1).max(64).default(2),
+    microBatch: microBatchShapeSchema.default({ batch: 2, seq: 32 }),
+    microBatchesPerStep: z.number().int().min(1).max(4096).default(4),
+    /** Steps to train; the run stops there. */
+    steps: z.number().int().min(1).default(50),
+    adamw: adamWSchema.default({ learningRate: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.0 }),
+    /** Global gradient-norm clip; 0 turns clipping off. */
+    gradClip: z.number().nonnegative().default(1),
+    seed: z.number().int().min(0).max(0xffffffff).default(1337),
+    /** Write a checkpoint of every stage after every this many steps. */
+    checkpointEvery: z.number().int().min(1).default(5),
+    /** A task not answered within max(this, 10 x the peer's usual time) drops the peer. */
+    taskTimeoutMs: z.number().int().min(100).default(30_000),
+    /** How long a dropped peer may not rejoin. */
+    banMs: z.number().int().min(0).default(30_000),
+  })
+  .strict();
+
+export type RunConfig = z.infer<typeof runConfigSchema>;
+
+/** Parses and checks a run config; throws an Error that says which field is wrong. */
+export function parseRunConfig(raw: unknown): RunConfig {
+  const parsed = runConfigSchema.safeParse(raw ?? {});
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new Error(`run config: ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+  }
+  const config = parsed.data;
+  validateConfig(config.model);
+  splitBlocks(config.model, config.stages);
+  if (config.microBatch.seq > config.model.contextLength) {
+    throw new Error(`run config: microBatch.seq (${config.microBatch.seq}) exceeds model.contextLength (${config.model.contextLength})`);
+  }
+  if (config.model.vocabSize < byteVocabSize) {
+    throw new Error(`run config: model.vocabSize must be at least ${byteVocabSize} for the byte tokenizer`);
+  }
+  return config;
+}
+
+export function loadRunConfig(path: string | undefined): RunConfig {
+  if (path === undefined) return parseRunConfig({});
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new Error(`cannot read run config ${path}: ${(err as Error).message}`);
+  }
+  return parseRunConfig(raw);
+}
+
+export interface RunShape {
+  model: GptConfig;
+  shape: MicroBatchShape;
+  ranges: StageRange[];
+  adamw: AdamWSettings;
+}
+
+export function runShape(config: RunConfig): RunShape {
+  return { model: config.model, shape: config.microBatch, ranges: splitBlocks(config.model, config.stages), adamw: config.adamw };
+}

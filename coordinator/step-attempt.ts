@@ -1,0 +1,174 @@
+import type { Tensor } from '../shared/protocol/frame.js';
+import type { TaskKind } from '../shared/protocol/messages.js';
+import type { TensorSpec } from '../shared/protocol/wire.js';
+import type { MicroBatch } from './data.js';
+import { pickPeer, type Peer, type SentTask } from './peer.js';
+import type { RunShape } from './run-config.js';
+
+/** One stage's forward + backward of one micro-batch by one peer: the unit that earns a receipt. */
+export interface WorkUnit {
+  peer: Peer;
+  stage: number;
+  microBatch: number;
+}
+
+export interface AttemptResult {
+  /** Loss of each micro-batch, in micro-batch order. */
+  losses: number[];
+  units: WorkUnit[];
+}
+
+export class AttemptFailed extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'AttemptFailed';
+  }
+}
+
+interface AttemptContext {
+  run: RunShape;
+  step: number;
+  attempt: number;
+  /** Live replicas of each stage, in node-id order. */
+  members: Peer[][];
+  microBatch(index: number): MicroBatch;
+  nextTaskId(): number;
+  /** Fallback per-task time for peers without a measurement yet. */
+  fallbackMs: number;
+  onRelay(bytes: number): void;
+}
+
+interface MicroBatchState {
+  /** The peer that ran the forward at each stage; it runs the backward too. */
+  path: Array<Peer | null>;
+  loss: number | null;
+}
+
+/**
+ * The micro-batches of one attempt at a global step, moved through the pipeline: forward stage by stage
+ * (routed to the replica with the least expected completion time), the last stage's loss and gradient, then
+ * backward along the same peers. Activations and gradients are relayed through the coordinator. Resolves
+ * when every micro-batch is back at stage 0; fails as soon as a peer it depends on is lost.
+ */
+export class StepAttempt {
+  readonly done: Promise<AttemptResult>;
+  private resolve!: (r: AttemptResult) => void;
+  private reject!: (e: Error) => void;
+  private readonly states: MicroBatchState[];
+  private readonly units: WorkUnit[] = [];
+  private remaining: number;
+  private settled = false;
+
+  constructor(
+    private readonly ctx: AttemptContext,
+    microBatches: number,
+  ) {
+    this.done = new Promise((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    this.done.catch(() => {});
+    this.states = Array.from({ length: microBatches }, () => ({ path: ctx.members.map(() => null), loss: null }));
+    this.remaining = microBatches;
+  }
+
+  start(): void {
+    for (let mb = 0; mb < this.states.length; mb++) this.routeForward(0, mb, null);
+  }
+
+  /** True when losing `peer` loses work of this attempt (its activations, gradients or queued tasks). */
+  involves(peer: Peer): boolean {
+    return peer.queue.length > 0 || peer.busy || this.units.some((u) => u.peer === peer) || this.states.some((s) => s.path.includes(peer));
+  }
+
+  fail(reason: string): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.reject(new AttemptFailed(reason));
+  }
+
+  get isSettled(): boolean {
+    return this.settled;
+  }
+
+  /** Handles a task result that belongs to this attempt. */
+  onResult(peer: Peer, task: SentTask, loss: number | undefined, tensors: Tensor[]): void {
+    if (this.settled) return;
+    const stage = peer.stage!;
+    const mb = task.microBatch;
+    const state = this.states[mb]!;
+    if (task.kind === 'forward') {
+      this.routeForward(stage + 1, mb, tensors[0]!);
+      return;
+    }
+    if (task.kind === 'forwardBackward') {
+      if (loss === undefined || !Number.isFinite(loss)) {
+        this.fail(`stage ${stage} returned no finite loss for micro-batch ${mb}`);
+        return;
+      }
+      state.loss = loss;
+    }
+    this.release(peer, stage, mb);
+    if (stage === 0) {
+      if (--this.remaining === 0) this.finish();
+      return;
+    }
+    const previous = state.path[stage - 1]!;
+    this.ctx.onRelay(tensors[0]!.data.byteLength);
+    this.send(previous, 'backward', mb, [tensors[0]!], this.activationSpec(stage - 1, 'backward'));
+  }
+
+  private finish(): void {
+    this.settled = true;
+    this.resolve({ losses: this.states.map((s) => s.loss!), units: this.units });
+  }
+
+  private release(peer: Peer, stage: number, mb: number): void {
+    this.units.push({ peer, stage, microBatch: mb });
+    peer.resident = null;
+    const next = peer.queue.shift();
+    if (next) next();
+  }
+
+  /** Sends micro-batch `mb` into `stage`, with the previous stage's activations (null at stage 0). */
+  private routeForward(stage: number, mb: number, activations: Tensor | null): void {
+    const S = this.ctx.members.length;
+    const candidates = this.ctx.members[stage]!.filter((p) => !p.channel.isClosed);
+    const peer = pickPeer(candidates, Date.now(), this.ctx.fallbackMs);
+    if (!peer) {
+      this.fail(`no live node on stage ${stage}`);
+      return;
+    }
+    if (activations) this.ctx.onRelay(activations.data.byteLength);
+    const run = (): void => {
+      if (this.settled) return;
+      peer.resident = mb;
+      this.states[mb]!.path[stage] = peer;
+      const batch = this.ctx.microBatch(mb);
+      const { batch: B, seq: T } = this.ctx.run.shape;
+      const input: Tensor = activations ?? { dtype: 'i32', shape: [B, T], data: batch.tokens };
+      const last = stage === S - 1;
+      const tensors = last ? [input, { dtype: 'i32' as const, shape: [B, T], data: batch.targets }] : [input];
+      const kind: TaskKind = last ? 'forwardBackward' : 'forward';
+      this.send(peer, kind, mb, tensors, this.activationSpec(stage, kind));
+    };
+    if (peer.busy) peer.queue.push(run);
+    else run();
+  }
+
+  /** What the result of a task on `stage` carries: activations out, gradients in, or nothing. */
+  private activationSpec(stage: number, kind: TaskKind): TensorSpec[] {
+    const { batch: B, seq: T } = this.ctx.run.shape;
+    const C = this.ctx.run.model.width;
+    const S = this.ctx.members.length;
+    const hasTensor = kind === 'forward' ? stage < S - 1 : stage > 0;
+    return hasTensor ? [{ dtype: 'f32', shape: [B, T, C] }] : [];
+  }
+
+  private send(peer: Peer, kind: TaskKind, mb: number, tensors: Tensor[], result: TensorSpec[]): void {
+    const taskId = this.ctx.nextTaskId();
+    const lossScale = 1 / this.states.length;
+    peer.tasks.set(taskId, { taskId, kind, step: this.ctx.step, attempt: this.ctx.attempt, microBatch: mb, sentAt: Date.now(), result });
+    peer.send({ type: 'task', taskId, kind, step: this.ctx.step, attempt: this.ctx.attempt, microBatch: mb, lossScale }, tensors);
+  }
+}

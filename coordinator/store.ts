@@ -1,0 +1,139 @@
+import Database from 'better-sqlite3';
+import type { SignedReceipt } from '../shared/protocol/receipt.js';
+
+export interface Progress {
+  /** Global steps committed so far; the next step to run has this index. */
+  step: number;
+  tokens: number;
+  loss: number | null;
+}
+
+export interface CheckpointRow {
+  step: number;
+  dir: string;
+}
+
+export interface Balance {
+  nodeId: string;
+  flops: number;
+  units: number;
+}
+
+export interface StoredReceipt {
+  seq: number;
+  signed: SignedReceipt;
+}
+
+/**
+ * The coordinator's durable state in SQLite (WAL): nodes, every receipt ever issued, balances, run progress
+ * and the checkpoint index. A step's receipts, balances and progress are written in one transaction, so a
+ * kill at any instant leaves either all of a step or none of it.
+ */
+export class CoordinatorStore {
+  private readonly db: Database.Database;
+
+  constructor(path: string) {
+    this.db = new Database(path);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = FULL');
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS nodes (node_id TEXT PRIMARY KEY, engine TEXT, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS receipts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        receipt_id TEXT NOT NULL UNIQUE,
+        node_id TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        stage INTEGER NOT NULL,
+        micro_batch INTEGER NOT NULL,
+        tokens INTEGER NOT NULL,
+        flops REAL NOT NULL,
+        signed TEXT NOT NULL
+      );
+      CREATE INDEX IF NOT EXISTS receipts_node ON receipts (node_id, seq);
+      CREATE TABLE IF NOT EXISTS balances (node_id TEXT PRIMARY KEY, flops REAL NOT NULL, units INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS steps (step INTEGER PRIMARY KEY, loss REAL NOT NULL, tokens INTEGER NOT NULL, finished_at TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS checkpoints (step INTEGER PRIMARY KEY, dir TEXT NOT NULL, created_at TEXT NOT NULL);
+    `);
+  }
+
+  /** Binds the database to one run; a database of another run is refused rather than mixed. */
+  claimRun(runId: string): void {
+    const row = this.db.prepare('SELECT value FROM meta WHERE key = ?').get('runId') as { value: string } | undefined;
+    if (row && row.value !== runId) throw new Error(`database belongs to run "${row.value}", not "${runId}"`);
+    if (!row) this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('runId', runId);
+  }
+
+  progress(): Progress {
+    const last = this.db.prepare('SELECT step, loss FROM steps ORDER BY step DESC LIMIT 1').get() as { step: number; loss: number } | undefined;
+    const tokens = (this.db.prepare('SELECT COALESCE(SUM(tokens), 0) AS t FROM steps').get() as { t: number }).t;
+    return { step: last ? last.step + 1 : 0, tokens, loss: last?.loss ?? null };
+  }
+
+  losses(): Array<{ step: number; loss: number }> {
+    return this.db.prepare('SELECT step, loss FROM steps ORDER BY step').all() as Array<{ step: number; loss: number }>;
+  }
+
+  touchNode(nodeId: string, engine: string): void {
+    const now = new Date().toISOString();
+    this.db
+      .prepare('INSERT INTO nodes (node_id, engine, first_seen, last_seen) VALUES (?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET engine = excluded.engine, last_seen = excluded.last_seen')
+      .run(nodeId, engine, now, now);
+  }
+
+  /**
+   * Records a finished step with its receipts. A receipt whose id was issued before (a step redone after a
+   * rollback) is skipped and credits nothing, so no unit of work is counted twice. Returns the new receipts.
+   */
+  commitStep(step: number, loss: number, tokens: number, receipts: SignedReceipt[]): StoredReceipt[] {
+    const insertReceipt = this.db.prepare(
+      'INSERT OR IGNORE INTO receipts (receipt_id, node_id, step, stage, micro_batch, tokens, flops, signed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+    );
+    const credit = this.db.prepare(
+      'INSERT INTO balances (node_id, flops, units) VALUES (?, ?, 1) ON CONFLICT(node_id) DO UPDATE SET flops = flops + excluded.flops, units = units + 1',
+    );
+    const run = this.db.transaction(() => {
+      const stored: StoredReceipt[] = [];
+      for (const signed of receipts) {
+        const r = signed.receipt;
+        const info = insertReceipt.run(r.receiptId, r.nodeId, r.step, r.stage, r.microBatch, r.tokens, r.flops, JSON.stringify(signed));
+        if (info.changes === 0) continue;
+        credit.run(r.nodeId, r.flops);
+        stored.push({ seq: Number(info.lastInsertRowid), signed });
+      }
+      this.db.prepare('INSERT OR REPLACE INTO steps (step, loss, tokens, finished_at) VALUES (?, ?, ?, ?)').run(step, loss, tokens, new Date().toISOString());
+      return stored;
+    });
+    return run();
+  }
+
+  receiptsSince(nodeId: string, afterSeq: number): StoredReceipt[] {
+    const rows = this.db.prepare('SELECT seq, signed FROM receipts WHERE node_id = ? AND seq > ? ORDER BY seq').all(nodeId, afterSeq) as Array<{ seq: number; signed: string }>;
+    return rows.map((row) => ({ seq: row.seq, signed: JSON.parse(row.signed) as SignedReceipt }));
+  }
+
+  balances(): Balance[] {
+    return this.db.prepare('SELECT node_id AS nodeId, flops, units FROM balances ORDER BY node_id').all() as Balance[];
+  }
+
+  receiptCount(): number {
+    return (this.db.prepare('SELECT COUNT(*) AS n FROM receipts').get() as { n: number }).n;
+  }
+
+  addCheckpoint(step: number, dir: string): void {
+    this.db.prepare('INSERT OR REPLACE INTO checkpoints (step, dir, created_at) VALUES (?, ?, ?)').run(step, dir, new Date().toISOString());
+  }
+
+  latestCheckpoint(): CheckpointRow | null {
+    return (this.db.prepare('SELECT step, dir FROM checkpoints ORDER BY step DESC LIMIT 1').get() as CheckpointRow | undefined) ?? null;
+  }
+
+  /** Forgets steps after a rollback point, so progress and the loss curve match the weights again. */
+  truncateSteps(fromStep: number): void {
+    this.db.prepare('DELETE FROM steps WHERE step >= ?').run(fromStep);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

@@ -1,0 +1,113 @@
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { GptConfig, MicroBatchShape, StageRange } from '../../gpu/model/config.js';
+import type { AdamWSettings, StageForwardResult, StageInput, StageState, StageTrainer } from '../../gpu/stage/types.js';
+import type { EngineKind } from '../../shared/protocol/messages.js';
+import type { EngineCall, EngineMethod, EngineReply } from './engine-rpc.js';
+import type { StageSpec } from './stage-factory.js';
+
+/**
+ * Starts the worker entry next to this file: engine-worker.js in the build; engine-worker.ts when running
+ * from sources (node --import tsx, vitest), where a small bootstrap registers tsx in the thread first.
+ */
+function startWorker(workerData: unknown): Worker {
+  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./engine-worker.js', import.meta.url), { workerData });
+  const entry = new URL('./engine-worker.ts', import.meta.url).href;
+  // require.resolve finds the CommonJS build of tsx's API; its ES module twin sits next to it.
+  const tsxApi = pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href;
+  const bootstrap = `import(${JSON.stringify(tsxApi)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); })`;
+  return new Worker(bootstrap, { eval: true, workerData });
+}
+
+/** A StageTrainer whose engine runs in a worker thread, so the node's event loop never waits on the GPU. */
+export class WorkerStage implements StageTrainer {
+  private nextId = 0;
+  private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  private failure: Error | null = null;
+  paramCount = 0;
+
+  private constructor(
+    private readonly worker: Worker,
+    readonly config: GptConfig,
+    readonly range: StageRange,
+    readonly shape: MicroBatchShape,
+  ) {
+    worker.on('message', (reply: EngineReply) => {
+      const p = this.pending.get(reply.id);
+      this.pending.delete(reply.id);
+      if (reply.ok) p?.resolve(reply.result);
+      else p?.reject(new Error(reply.error));
+    });
+    const fail = (err: Error): void => {
+      this.failure = err;
+      for (const p of this.pending.values()) p.reject(err);
+      this.pending.clear();
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`engine thread exited with code ${code}`)));
+  }
+
+  static async create(engine: EngineKind, spec: StageSpec): Promise<WorkerStage> {
+    const worker = startWorker({ engine });
+    const stage = new WorkerStage(worker, spec.config, spec.range, spec.shape);
+    try {
+      stage.paramCount = (await stage.call('create', spec)) as number;
+    } catch (err) {
+      await worker.terminate();
+      throw err;
+    }
+    return stage;
+  }
+
+  private call(method: EngineMethod, args?: unknown): Promise<unknown> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = ++this.nextId;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, method, args } satisfies EngineCall);
+    });
+  }
+
+  forward(input: StageInput, targets?: Int32Array): Promise<StageForwardResult> {
+    return this.call('forward', [input, targets]) as Promise<StageForwardResult>;
+  }
+
+  backward(gradOut: Float32Array | null, lossScale: number): Promise<Float32Array | null> {
+    return this.call('backward', [gradOut, lossScale]) as Promise<Float32Array | null>;
+  }
+
+  zeroGrad(): void {
+    this.call('zeroGrad').catch(() => {});
+  }
+
+  gradSquaredNorm(): Promise<number> {
+    return this.call('gradSquaredNorm') as Promise<number>;
+  }
+
+  exportGrads(): Promise<Float32Array> {
+    return this.call('exportGrads') as Promise<Float32Array>;
+  }
+
+  async importGrads(grads: Float32Array): Promise<void> {
+    await this.call('importGrads', grads);
+  }
+
+  async step(settings: AdamWSettings, clipScale: number): Promise<void> {
+    await this.call('step', [settings, clipScale]);
+  }
+
+  exportState(): Promise<StageState> {
+    return this.call('exportState') as Promise<StageState>;
+  }
+
+  async importState(state: StageState): Promise<void> {
+    await this.call('importState', state);
+  }
+
+  destroy(): void {
+    this.call('destroy')
+      .catch(() => {})
+      .finally(() => void this.worker.terminate());
+  }
+}

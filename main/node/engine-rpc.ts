@@ -1,0 +1,21 @@
+/** Calls from the node runtime to its engine thread, and the replies. */
+export type EngineMethod =
+  | 'create'
+  | 'forward'
+  | 'backward'
+  | 'zeroGrad'
+  | 'gradSquaredNorm'
+  | 'exportGrads'
+  | 'importGrads'
+  | 'step'
+  | 'exportState'
+  | 'importState'
+  | 'destroy';
+
+export interface EngineCall {
+  id: number;
+  method: EngineMethod;
+  args: unknown;
+}
+
+export type EngineReply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string };

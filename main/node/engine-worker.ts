@@ -1,0 +1,70 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import type { StageTrainer } from '../../gpu/stage/types.js';
+import type { EngineKind } from '../../shared/protocol/messages.js';
+import { createStage, type StageSpec } from './stage-factory.js';
+import type { EngineCall, EngineReply } from './engine-rpc.js';
+
+/**
+ * The engine's thread: owns one StageTrainer (on dawn.node or the CPU) and runs calls strictly in arrival
+ * order, so the host may fire zeroGrad() without waiting. Replies are copied, not transferred: results may
+ * be views of buffers the stage keeps for its backward pass.
+ */
+const engine = (workerData as { engine: EngineKind }).engine;
+let stage: StageTrainer | null = null;
+let queue: Promise<void> = Promise.resolve();
+
+function need(): StageTrainer {
+  if (!stage) throw new Error('no stage is loaded');
+  return stage;
+}
+
+async function handle(call: EngineCall): Promise<unknown> {
+  switch (call.method) {
+    case 'create':
+      stage?.destroy();
+      stage = null;
+      stage = await createStage(engine, call.args as StageSpec);
+      return need().paramCount;
+    case 'forward': {
+      const [input, targets] = call.args as Parameters<StageTrainer['forward']>;
+      return need().forward(input, targets);
+    }
+    case 'backward': {
+      const [gradOut, lossScale] = call.args as Parameters<StageTrainer['backward']>;
+      return need().backward(gradOut, lossScale);
+    }
+    case 'zeroGrad':
+      return need().zeroGrad();
+    case 'gradSquaredNorm':
+      return need().gradSquaredNorm();
+    case 'exportGrads':
+      return need().exportGrads();
+    case 'importGrads':
+      return need().importGrads(call.args as Float32Array);
+    case 'step': {
+      const [settings, clipScale] = call.args as Parameters<StageTrainer['step']>;
+      return need().step(settings, clipScale);
+    }
+    case 'exportState':
+      return need().exportState();
+    case 'importState':
+      return need().importState(call.args as Parameters<StageTrainer['importState']>[0]);
+    case 'destroy':
+      stage?.destroy();
+      stage = null;
+      return undefined;
+  }
+}
+
+parentPort!.on('message', (call: EngineCall) => {
+  queue = queue.then(async () => {
+    let reply: EngineReply;
+    try {
+      const result = await handle(call);
+      reply = { id: call.id, ok: true, result };
+    } catch (err) {
+      reply = { id: call.id, ok: false, error: (err as Error).message };
+    }
+    parentPort!.postMessage(reply);
+  });
+});

@@ -1,0 +1,355 @@
+import { EventEmitter } from 'node:events';
+import { pino, type Logger } from 'pino';
+import { WebSocket } from 'ws';
+import { unflatten, flatten } from '../../gpu/model/flat-state.js';
+import { splitBlocks, isFirstStage, isLastStage, type GptConfig, type MicroBatchShape, type StageRange } from '../../gpu/model/config.js';
+import { stageParamCount } from '../../gpu/model/params.js';
+import type { StageTrainer } from '../../gpu/stage/types.js';
+import { authChallengeBytes } from '../../shared/protocol/auth.js';
+import { Channel } from '../../shared/protocol/channel.js';
+import type { Tensor } from '../../shared/protocol/frame.js';
+import { coordinatorMessageSchema, type CoordinatorMessage, type EngineKind, type NodeMessage } from '../../shared/protocol/messages.js';
+import type { SignedReceipt } from '../../shared/protocol/receipt.js';
+import { stateFromTensors, stateSpec, stateTensors } from '../../shared/protocol/stage-state.js';
+import { ProtocolError, WireReader, defaultWireLimits, type Received, type TensorSpec } from '../../shared/protocol/wire.js';
+import { verifyReceipt } from '../identity/receipts.js';
+import { alwaysOpen, type ReceiptSink, type WorkGate } from './hooks.js';
+import type { StageSpec } from './stage-factory.js';
+import { WorkerStage } from './engine-host.js';
+
+export interface NodeKeys {
+  readonly publicKeyHex: string;
+  sign(data: Uint8Array): Uint8Array;
+}
+
+export interface NodeRuntimeOptions {
+  /** ws:// or wss:// URL of the coordinator. */
+  coordinatorUrl: string;
+  keys: NodeKeys;
+  engine: EngineKind;
+  gate?: WorkGate;
+  sink?: ReceiptSink;
+  /** Refuse coordinators whose key is not this one (hex). */
+  coordinatorKey?: string;
+  /** Builds the stage; defaults to the engine in a worker thread. */
+  createStage?: (engine: EngineKind, spec: StageSpec) => Promise<StageTrainer>;
+  logger?: Logger;
+  /** First reconnect delay; doubles up to maxBackoffMs. */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  /** Extra TLS options for wss:// (e.g. a private CA). */
+  ca?: string;
+}
+
+export interface NodeStatus {
+  connected: boolean;
+  stage: StageRange | null;
+  step: number;
+  receipts: number;
+  creditedFlops: number;
+  reason: string;
+}
+
+interface Session {
+  model: GptConfig;
+  shape: MicroBatchShape;
+  stages: number;
+  seed: number;
+  coordinatorKey: string;
+}
+
+/**
+ * A contributor node: connects to the coordinator, proves its identity, trains the stage it is given on a
+ * micro-batch at a time, and keeps going through disconnects (exponential backoff). The WorkGate is asked
+ * before each micro-batch and told how long it ran; verified receipts go to the ReceiptSink.
+ */
+export class NodeRuntime extends EventEmitter {
+  private readonly log: Logger;
+  private readonly gate: WorkGate;
+  private socket: WebSocket | null = null;
+  private channel: Channel<CoordinatorMessage, NodeMessage> | null = null;
+  private session: Session | null = null;
+  private stage: StageTrainer | null = null;
+  private range: StageRange | null = null;
+  /** The micro-batch whose activations the stage holds for its backward pass. */
+  private resident: { step: number; attempt: number; microBatch: number } | null = null;
+  private work: Promise<void> = Promise.resolve();
+  private stopped = false;
+  private backoff: number;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private readonly abort = new AbortController();
+  private receiptCursor = 0;
+  private readonly seenReceipts = new Set<string>();
+  readonly status: NodeStatus = { connected: false, stage: null, step: 0, receipts: 0, creditedFlops: 0, reason: 'starting' };
+
+  constructor(private readonly options: NodeRuntimeOptions) {
+    super();
+    this.log = options.logger ?? pino({ name: 'node' });
+    this.gate = options.gate ?? alwaysOpen;
+    this.backoff = options.backoffMs ?? 250;
+  }
+
+  get nodeId(): string {
+    return this.options.keys.publicKeyHex;
+  }
+
+  start(): void {
+    this.connect();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.abort.abort();
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.channel?.close(1000, 'node stopping');
+    this.socket?.terminate();
+    await this.work.catch(() => {});
+    this.stage?.destroy();
+    this.stage = null;
+  }
+
+  private setReason(reason: string): void {
+    this.status.reason = reason;
+    this.emit('status', { ...this.status });
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    this.setReason(`connecting to ${this.options.coordinatorUrl}`);
+    const socket = new WebSocket(this.options.coordinatorUrl, { maxPayload: defaultWireLimits.maxBytes, ca: this.options.ca });
+    this.socket = socket;
+    const reader = new WireReader<CoordinatorMessage>(coordinatorMessageSchema, (m): TensorSpec[] => this.expect(m), defaultWireLimits);
+    const channel = new Channel<CoordinatorMessage, NodeMessage>(
+      socket,
+      reader,
+      (received): void => this.onMessage(received),
+      (error): void => this.log.warn({ err: error.message }, 'coordinator sent an invalid message'),
+    );
+    this.channel = channel;
+    socket.on('open', () => {
+      this.status.connected = true;
+      channel.send({ type: 'hello', nodeId: this.nodeId, client: 'tributary-node/0.1', engine: this.options.engine, receiptCursor: this.receiptCursor });
+    });
+    socket.on('message', (data: Buffer, isBinary: boolean) =>
+      channel.receive(isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : data.toString('utf8')),
+    );
+    socket.on('error', (err) => this.log.debug({ err: err.message }, 'connection error'));
+    socket.on('close', (code, reason) => {
+      channel.markClosed();
+      if (this.socket !== socket) return;
+      this.status.connected = false;
+      this.resident = null;
+      this.emit('disconnected', { code, reason: reason.toString() });
+      if (this.stopped) return;
+      const delay = Math.round(this.backoff * (0.75 + Math.random() * 0.5));
+      this.backoff = Math.min(this.backoff * 2, this.options.maxBackoffMs ?? 10_000);
+      this.setReason(`disconnected (${code}${reason.length ? `: ${reason.toString()}` : ''}); reconnecting in ${delay} ms`);
+      this.reconnectTimer = setTimeout(() => this.connect(), delay);
+    });
+  }
+
+  private activationSpec(): TensorSpec {
+    const { model, shape } = this.need();
+    return { dtype: 'f32', shape: [shape.batch, shape.seq, model.width] };
+  }
+
+  private need(): Session {
+    if (!this.session) throw new ProtocolError('unexpected', 'work sent before welcome');
+    return this.session;
+  }
+
+  /** The tensors each coordinator message must carry, given the run and our stage. */
+  private expect(m: CoordinatorMessage): TensorSpec[] {
+    switch (m.type) {
+      case 'assign': {
+        const { model, stages } = this.need();
+        const want = stages === m.range.count ? splitBlocks(model, stages)[m.range.index] : undefined;
+        if (!want || want.firstBlock !== m.range.firstBlock || want.endBlock !== m.range.endBlock) {
+          throw new ProtocolError('bad-message', 'assigned stage range does not match the run');
+        }
+        return stateSpec(stageParamCount(model, m.range));
+      }
+      case 'task': {
+        const range = this.range;
+        if (!range) throw new ProtocolError('unexpected', 'task before a stage was assigned');
+        const { shape } = this.need();
+        const tokens: TensorSpec = { dtype: 'i32', shape: [shape.batch, shape.seq] };
+        const input = isFirstStage(range) ? tokens : this.activationSpec();
+        if (m.kind === 'forward') return [input];
+        if (m.kind === 'forwardBackward') return [input, tokens];
+        return [this.activationSpec()];
+      }
+      case 'apply':
+        if (!this.range) throw new ProtocolError('unexpected', 'apply before a stage was assigned');
+        return [{ dtype: 'f32', shape: [stageParamCount(this.need().model, this.range)] }];
+      default:
+        return [];
+    }
+  }
+
+  private onMessage({ message, tensors }: Received<CoordinatorMessage>): void {
+    switch (message.type) {
+      case 'challenge':
+        return this.onChallenge(message.nonce, message.coordinatorKey);
+      case 'welcome':
+        this.session = { model: message.model, shape: message.shape, stages: message.stages, seed: message.seed, coordinatorKey: this.session?.coordinatorKey ?? '' };
+        this.backoff = this.options.backoffMs ?? 250;
+        this.emit('connected', { runId: message.runId });
+        this.setReason('connected; waiting for a stage');
+        void this.gate.waitUntilAllowed(this.abort.signal).then(
+          () => this.channel?.send({ type: 'join' }),
+          () => {},
+        );
+        return;
+      case 'receipt':
+        return this.onReceipt(message.seq, message.signed);
+      case 'wait':
+        return this.setReason(message.reason);
+      case 'error':
+        this.log.warn({ code: message.code, error: message.message }, 'coordinator refused a message');
+        return;
+      case 'pong':
+        return;
+      default:
+        this.enqueue(message, tensors);
+    }
+  }
+
+  private onChallenge(nonce: string, coordinatorKey: string): void {
+    if (this.options.coordinatorKey && this.options.coordinatorKey !== coordinatorKey) {
+      this.log.error({ coordinatorKey }, 'coordinator key does not match the pinned key; disconnecting');
+      this.stopped = true;
+      this.channel?.close(4002, 'unexpected coordinator key');
+      return;
+    }
+    this.session = this.session ? { ...this.session, coordinatorKey } : ({ coordinatorKey } as Session);
+    const signature = Buffer.from(this.options.keys.sign(authChallengeBytes(nonce, coordinatorKey, this.nodeId))).toString('base64');
+    this.channel?.send({ type: 'auth', signature });
+  }
+
+  private onReceipt(seq: number, signed: SignedReceipt): void {
+    const key = this.session?.coordinatorKey;
+    if (signed.receipt.nodeId !== this.nodeId || !verifyReceipt(signed, key)) {
+      this.log.error({ seq }, 'receipt failed verification; ignored');
+      return;
+    }
+    this.receiptCursor = Math.max(this.receiptCursor, seq);
+    if (this.seenReceipts.has(signed.receipt.receiptId)) return;
+    this.seenReceipts.add(signed.receipt.receiptId);
+    this.status.receipts++;
+    this.status.creditedFlops += signed.receipt.flops;
+    this.options.sink?.accept(signed);
+    this.emit('receipt', signed);
+  }
+
+  /** Work runs one message at a time, in order, so the engine sees exactly the sequence the coordinator sent. */
+  private enqueue(message: CoordinatorMessage, tensors: Tensor[]): void {
+    const channel = this.channel!;
+    this.work = this.work.then(async () => {
+      if (channel.isClosed) return;
+      try {
+        await this.handle(channel, message, tensors);
+      } catch (err) {
+        this.log.error({ err: (err as Error).message, type: message.type }, 'work failed');
+        channel.send({ type: 'error', code: 'work-failed', message: (err as Error).message.slice(0, 1000) });
+      }
+    });
+  }
+
+  private async handle(channel: Channel<CoordinatorMessage, NodeMessage>, message: CoordinatorMessage, tensors: Tensor[]): Promise<void> {
+    switch (message.type) {
+      case 'assign':
+        return this.load(channel, message.range, message.step, stateFromTensors(message.optimizerStep, tensors));
+      case 'task':
+        return this.runTask(channel, message, tensors);
+      case 'abort':
+        this.resident = null;
+        this.stage?.zeroGrad();
+        return;
+      case 'gradsRequest': {
+        const grads = await this.needStage().exportGrads();
+        channel.send({ type: 'grads', step: message.step, attempt: message.attempt }, [{ dtype: 'f32', shape: [grads.length], data: grads }]);
+        return;
+      }
+      case 'apply': {
+        const stage = this.needStage();
+        await stage.importGrads(tensors[0]!.data as Float32Array);
+        await stage.step(message.adamw, message.clipScale);
+        stage.zeroGrad();
+        this.status.step = message.step + 1;
+        const state = message.sendState ? flatten(await stage.exportState(), stage.paramCount) : null;
+        channel.send({ type: 'applied', step: message.step, optimizerStep: state?.optimizerStep ?? 0 }, state ? stateTensors(state) : []);
+        return;
+      }
+      case 'stateRequest': {
+        const stage = this.needStage();
+        const state = flatten(await stage.exportState(), stage.paramCount);
+        channel.send({ type: 'state', requestId: message.requestId, optimizerStep: state.optimizerStep }, stateTensors(state));
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  private needStage(): StageTrainer {
+    if (!this.stage) throw new Error('no stage is loaded');
+    return this.stage;
+  }
+
+  private async load(channel: Channel<CoordinatorMessage, NodeMessage>, range: StageRange, step: number, state: ReturnType<typeof stateFromTensors>): Promise<void> {
+    const { model, shape, seed } = this.need();
+    const same = this.range && this.range.index === range.index && this.range.count === range.count;
+    if (!same || !this.stage) {
+      this.stage?.destroy();
+      this.stage = null;
+      this.setReason(`loading stage ${range.index + 1} of ${range.count} (blocks ${range.firstBlock}-${range.endBlock - 1})`);
+      const create = this.options.createStage ?? ((engine, spec) => WorkerStage.create(engine, spec));
+      this.stage = await create(this.options.engine, { config: model, range, shape, seed });
+    }
+    await this.stage.importState(unflatten(model, range, state));
+    this.stage.zeroGrad();
+    this.range = range;
+    this.resident = null;
+    this.status.stage = range;
+    this.status.step = step;
+    this.emit('assigned', range);
+    this.setReason(`training stage ${range.index + 1} of ${range.count} (blocks ${range.firstBlock}-${range.endBlock - 1})`);
+    channel.send({ type: 'loaded', step });
+  }
+
+  private async runTask(channel: Channel<CoordinatorMessage, NodeMessage>, task: Extract<CoordinatorMessage, { type: 'task' }>, tensors: Tensor[]): Promise<void> {
+    const stage = this.needStage();
+    const range = this.range!;
+    await this.gate.waitUntilAllowed(this.abort.signal);
+    const started = performance.now();
+    const unit = { step: task.step, attempt: task.attempt, microBatch: task.microBatch };
+    const input = tensors[0]!;
+    const stageInput = isFirstStage(range) ? { kind: 'tokens' as const, tokens: input.data as Int32Array } : { kind: 'activations' as const, data: input.data as Float32Array };
+    let loss: number | undefined;
+    let out: Float32Array | null = null;
+    if (task.kind === 'forward') {
+      const result = await stage.forward(stageInput);
+      if (result.kind !== 'activations') throw new Error('a forward task reached the last stage');
+      out = result.data;
+      this.resident = unit;
+    } else if (task.kind === 'forwardBackward') {
+      if (!isLastStage(range)) throw new Error('forwardBackward sent to a stage that is not the last');
+      const result = await stage.forward(stageInput, tensors[1]!.data as Int32Array);
+      if (result.kind !== 'loss') throw new Error('the last stage returned no loss');
+      loss = result.loss;
+      out = await stage.backward(null, task.lossScale);
+    } else {
+      const r = this.resident;
+      if (!r || r.step !== unit.step || r.attempt !== unit.attempt || r.microBatch !== unit.microBatch) {
+        throw new Error(`backward of micro-batch ${unit.microBatch} without its forward`);
+      }
+      out = await stage.backward(input.data as Float32Array, task.lossScale);
+      this.resident = null;
+    }
+    const busyMs = performance.now() - started;
+    const sendOut = out !== null && (task.kind === 'forward' || !isFirstStage(range));
+    channel.send({ type: 'result', taskId: task.taskId, loss, busyMs }, sendOut ? [{ ...this.activationSpec(), data: out! }] : []);
+    await this.gate.afterWork(busyMs);
+  }
+}

@@ -1,0 +1,153 @@
+import { z } from 'zod';
+import { signedReceiptSchema } from './receipt.js';
+
+/**
+ * The control messages of the coordinator <-> node protocol. Every message is one JSON text frame; messages
+ * that carry tensors announce how many (`tensors`) and are followed by exactly that many binary tensor frames
+ * (frame.ts) with the same `id`.
+ */
+export const PROTOCOL_VERSION = 1;
+
+const hex32 = z.string().regex(/^[0-9a-f]{64}$/);
+const base64 = z.string().regex(/^[A-Za-z0-9+/]+={0,2}$/);
+const count = z.number().int().min(0).max(2 ** 31);
+const positive = z.number().int().min(1).max(1 << 20);
+const finite = z.number().finite();
+
+export const engineKindSchema = z.enum(['gpu', 'cpu']);
+export type EngineKind = z.infer<typeof engineKindSchema>;
+
+export const gptConfigSchema = z
+  .object({
+    vocabSize: positive,
+    contextLength: positive,
+    width: positive,
+    heads: positive,
+    layers: positive,
+    mlpRatio: positive,
+  })
+  .strict();
+
+export const stageRangeSchema = z
+  .object({ index: count, count: positive, firstBlock: count, endBlock: count })
+  .strict()
+  .refine((r) => r.index < r.count && r.firstBlock < r.endBlock, 'stage range is empty or out of order');
+
+export const microBatchShapeSchema = z.object({ batch: positive, seq: positive }).strict();
+
+export const adamWSchema = z
+  .object({
+    learningRate: finite.nonnegative(),
+    beta1: finite.min(0).max(1),
+    beta2: finite.min(0).max(1),
+    eps: finite.positive(),
+    weightDecay: finite.nonnegative(),
+  })
+  .strict();
+
+/** Fields every message has: protocol version, a sender-chosen id (ties tensor frames to it), tensor count. */
+const envelope = {
+  v: z.literal(PROTOCOL_VERSION),
+  id: z.number().int().min(0).max(0xffffffff),
+  tensors: z.number().int().min(0).max(8),
+};
+
+const msg = <T extends string, S extends z.ZodRawShape>(type: T, shape: S) =>
+  z.object({ ...envelope, type: z.literal(type), ...shape }).strict();
+
+/** Task kinds: `forwardBackward` is the last stage, which computes the loss and its gradient at once. */
+export const taskKindSchema = z.enum(['forward', 'forwardBackward', 'backward']);
+export type TaskKind = z.infer<typeof taskKindSchema>;
+
+// --- node -> coordinator -------------------------------------------------------------------------------
+export const helloSchema = msg('hello', {
+  nodeId: hex32,
+  client: z.string().min(1).max(64),
+  engine: engineKindSchema,
+  /** Receipts with a sequence number above this are (re)sent after authentication. */
+  receiptCursor: count,
+});
+export const authSchema = msg('auth', { signature: base64.max(128) });
+/** Ask for a stage; lightweight clients (dashboards, probes) never send it and never get work. */
+export const joinSchema = msg('join', {});
+export const resultSchema = msg('result', { taskId: count, loss: finite.optional(), busyMs: finite.nonnegative() });
+export const gradsSchema = msg('grads', { step: count, attempt: count });
+export const appliedSchema = msg('applied', { step: count, optimizerStep: count });
+/** The assigned stage is loaded and ready for tasks. */
+export const loadedSchema = msg('loaded', { step: count });
+export const stateSchema = msg('state', { requestId: count, optimizerStep: count });
+export const pingSchema = msg('ping', { sentAt: finite });
+
+// --- coordinator -> node -------------------------------------------------------------------------------
+export const challengeSchema = msg('challenge', { nonce: base64.max(64), coordinatorKey: hex32, runId: z.string().max(128) });
+export const welcomeSchema = msg('welcome', {
+  runId: z.string().max(128),
+  model: gptConfigSchema,
+  shape: microBatchShapeSchema,
+  stages: positive,
+  seed: z.number().int(),
+});
+/** Load this stage with the attached state (params, m, v, flattened in parameter order). */
+export const assignSchema = msg('assign', {
+  range: stageRangeSchema,
+  optimizerStep: count,
+  step: count,
+});
+export const taskSchema = msg('task', {
+  taskId: count,
+  kind: taskKindSchema,
+  step: count,
+  attempt: count,
+  microBatch: count,
+  lossScale: finite,
+});
+/** The current attempt of `step` failed (a peer left): drop its pending work and zero the gradients. */
+export const abortSchema = msg('abort', { step: count, attempt: count });
+export const gradsRequestSchema = msg('gradsRequest', { step: count, attempt: count });
+/** Replace the gradients with the attached sum over replicas, then take an AdamW step. */
+export const applySchema = msg('apply', {
+  step: count,
+  clipScale: finite.nonnegative(),
+  adamw: adamWSchema,
+  sendState: z.boolean(),
+});
+export const stateRequestSchema = msg('stateRequest', { requestId: count });
+export const receiptMessageSchema = msg('receipt', { seq: count, signed: signedReceiptSchema });
+export const pongSchema = msg('pong', { sentAt: finite });
+export const waitSchema = msg('wait', { reason: z.string().max(500) });
+
+// --- both ways ---------------------------------------------------------------------------------------------
+export const errorSchema = msg('error', { code: z.string().max(64), message: z.string().max(2000) });
+
+export const nodeMessageSchema = z.discriminatedUnion('type', [
+  helloSchema,
+  authSchema,
+  joinSchema,
+  resultSchema,
+  gradsSchema,
+  appliedSchema,
+  loadedSchema,
+  stateSchema,
+  pingSchema,
+  errorSchema,
+]);
+export type NodeMessage = z.infer<typeof nodeMessageSchema>;
+
+export const coordinatorMessageSchema = z.discriminatedUnion('type', [
+  challengeSchema,
+  welcomeSchema,
+  assignSchema,
+  taskSchema,
+  abortSchema,
+  gradsRequestSchema,
+  applySchema,
+  stateRequestSchema,
+  receiptMessageSchema,
+  pongSchema,
+  waitSchema,
+  errorSchema,
+]);
+export type CoordinatorMessage = z.infer<typeof coordinatorMessageSchema>;
+
+/** A message as a sender writes it: the envelope (v, id, tensors) is filled in by the encoder. */
+export type Outgoing<M> = M extends unknown ? Omit<M, 'v' | 'id' | 'tensors'> : never;
