@@ -40,3 +40,54 @@ export async function requestAdapter(gpu: GPU, hint: string): Promise<GPUAdapter
   if (!adapter) throw new NoAdapterError(hint);
   return adapter;
 }
+
+/** Limits a workload needs beyond WebGPU's defaults, in bytes. */
+export interface DeviceNeeds {
+  /** The largest single tensor binding. */
+  maxStorageBufferBindingSize: number;
+  /** The largest buffer. */
+  maxBufferSize: number;
+}
+
+/** The limits the engine asks for: everything the adapter offers on the axes that bound model size. */
+const requestedLimits = [
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxStorageBuffersPerShaderStage',
+] as const;
+
+export interface AcquiredDevice {
+  adapter: GPUAdapter;
+  device: GPUDevice;
+  summary: AdapterSummary;
+  /** The device's granted limits, by name. */
+  limits: Record<string, number>;
+  /** Features enabled on the device. */
+  features: string[];
+}
+
+/**
+ * A device from the injected GPU (dawn.node's in Node, navigator.gpu in a page) with the limits `needs`
+ * asks for. A need the adapter cannot meet fails here, with the numbers, before any model is built.
+ */
+export async function acquireDevice(gpu: GPU, hint: string, needs?: DeviceNeeds): Promise<AcquiredDevice> {
+  const adapter = await requestAdapter(gpu, hint);
+  for (const key of ['maxStorageBufferBindingSize', 'maxBufferSize'] as const) {
+    const need = needs?.[key] ?? 0;
+    if (need > adapter.limits[key]) {
+      throw new Error(`this model needs ${key} >= ${need} bytes; the adapter offers ${adapter.limits[key]} (${adapterName(summarizeAdapter(adapter))})`);
+    }
+  }
+  const requiredLimits: Record<string, number> = {};
+  for (const key of requestedLimits) requiredLimits[key] = adapter.limits[key];
+  const device = await adapter.requestDevice({ label: 'tributary engine', requiredLimits });
+  const limits: Record<string, number> = {};
+  for (const key in device.limits) {
+    const value = device.limits[key as keyof GPUSupportedLimits];
+    if (typeof value === 'number') limits[key] = value;
+  }
+  return { adapter, device, summary: summarizeAdapter(adapter), limits, features: [...device.features].sort() };
+}

@@ -22,6 +22,7 @@ export interface Slot {
  */
 export class ArenaPlan {
   private readonly sizes = new Map<string, number[]>();
+  private largest = 0;
 
   constructor(
     private readonly maxBufferBytes: number,
@@ -33,6 +34,7 @@ export class ArenaPlan {
     if (bytes > this.maxBindingBytes) {
       throw new Error(`${what} needs ${bytes} bytes, over the device's ${this.maxBindingBytes}-byte storage binding limit`);
     }
+    this.largest = Math.max(this.largest, bytes);
     const buffers = this.sizes.get(role) ?? [0];
     this.sizes.set(role, buffers);
     let last = buffers.length - 1;
@@ -48,6 +50,10 @@ export class ArenaPlan {
   /** Every planned buffer's size, by role. */
   buffers(): { role: string; sizes: number[] }[] {
     return [...this.sizes].map(([role, sizes]) => ({ role, sizes: [...sizes] }));
+  }
+
+  largestTensorBytes(): number {
+    return this.largest;
   }
 
   totalBytes(): number {

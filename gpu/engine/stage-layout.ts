@@ -177,3 +177,10 @@ export function estimateStageMemoryBytes(config: GptConfig, range: StageRange, s
   const uniforms = UNIFORM_BYTES_FIXED + UNIFORM_BYTES_PER_BLOCK * layout.blocks.length + UNIFORM_BYTES_PER_TENSOR * layout.specs.length;
   return layout.plan.totalBytes() + layout.stagingBytes + SMALL_STAGING_BYTES + uniforms;
 }
+
+/** What a stage of this shape needs from a device: its largest tensor must fit one binding and one buffer. */
+export function stageDeviceNeeds(config: GptConfig, range: StageRange, shape: MicroBatchShape): { maxStorageBufferBindingSize: number; maxBufferSize: number } {
+  const unlimited = { maxBufferSize: Number.MAX_SAFE_INTEGER, maxStorageBufferBindingSize: Number.MAX_SAFE_INTEGER };
+  const largest = planStage(config, range, shape, unlimited).plan.largestTensorBytes();
+  return { maxStorageBufferBindingSize: largest, maxBufferSize: largest };
+}
