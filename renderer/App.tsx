@@ -61,7 +61,7 @@ export function App({ bridge }: { bridge: UiBridge }) {
             Waiting for the agent’s first report…
           </p>
         ) : view === 'wallet' ? (
-          <Wallet snapshot={snapshot} send={bridge.command} />
+          <Wallet snapshot={snapshot} send={bridge.command} ledgerCsvUrl={bridge.ledgerCsvUrl} />
         ) : view === 'settings' ? (
           <Settings settings={snapshot.settings} send={bridge.command} />
         ) : (

@@ -6,14 +6,15 @@ export interface ChartProps {
   /** Names the plot for screen readers; `summary` says in words what it shows. */
   label: string;
   summary: string;
-  xs: number[];
   ys: number[];
-  /** 'time': xs are Unix seconds; 'number': xs are plain values such as steps. */
-  xKind: 'time' | 'number';
+  /** Plain values such as steps, or one named category (a day) per point. */
+  x: { kind: 'number'; values: number[] } | { kind: 'category'; labels: string[] };
   seriesLabel: string;
   formatY: (value: number) => string;
   style?: 'line' | 'bars';
   height?: number;
+  /** Room for the y labels, in px; wide units ("12.4 PFLOP") need more than plain numbers. */
+  yAxisSize?: number;
 }
 
 function cssVar(name: string): string {
@@ -32,6 +33,16 @@ function useColorScheme(): string {
   return scheme;
 }
 
+function xValues(x: ChartProps['x']): number[] {
+  return x.kind === 'number' ? x.values : x.labels.map((_, i) => i);
+}
+
+function xAxis(x: ChartProps['x']): Partial<uPlot.Axis> {
+  if (x.kind === 'number') return {};
+  const labels = x.labels;
+  return { incrs: [1], values: (_u, splits) => splits.map((i) => (Number.isInteger(i) ? (labels[i] ?? '') : '')) };
+}
+
 function buildOptions(props: ChartProps, width: number): uPlot.Options {
   const text = cssVar('--text-muted');
   const grid = cssVar('--chart-grid');
@@ -43,8 +54,19 @@ function buildOptions(props: ChartProps, width: number): uPlot.Options {
     height: props.height ?? 220,
     legend: { show: false },
     cursor: { drag: { x: false, y: false } },
-    scales: { x: { time: props.xKind === 'time' } },
-    axes: [axis, { ...axis, size: 64, values: (_u, values) => values.map((v) => props.formatY(v)) }],
+    scales: {
+      x: {
+        time: false,
+        // Categories sit in the middle of their slot, so the first and last bar are not cut in half.
+        range: props.x.kind === 'category' ? (_u, min, max) => [min - 0.5, max + 0.5] : undefined,
+      },
+      // Bars measure from zero; a line (loss) uses the room it needs.
+      y: props.style === 'bars' ? { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } : {},
+    },
+    axes: [
+      { ...axis, ...xAxis(props.x) },
+      { ...axis, size: props.yAxisSize ?? 64, values: (_u, values) => values.map((v) => props.formatY(v)) },
+    ],
     series: [
       {},
       {
@@ -53,7 +75,7 @@ function buildOptions(props: ChartProps, width: number): uPlot.Options {
         width: 2,
         fill: props.style === 'bars' ? stroke : undefined,
         paths: bars,
-        points: { show: props.style !== 'bars' && props.xs.length < 40 },
+        points: { show: props.style !== 'bars' && props.ys.length < 40 },
       },
     ],
   };
@@ -64,8 +86,10 @@ export function Chart(props: ChartProps) {
   const host = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const scheme = useColorScheme();
-  const { xs, ys } = props;
-  const optionsKey = `${scheme}|${props.style ?? 'line'}|${props.xKind}|${props.xs.length < 40}`;
+  const { ys } = props;
+  const xs = xValues(props.x);
+  const xKey = props.x.kind === 'category' ? props.x.labels.join(',') : 'number';
+  const optionsKey = `${scheme}|${props.style ?? 'line'}|${xKey}|${ys.length < 40}`;
 
   useEffect(() => {
     const element = host.current;
@@ -84,7 +108,8 @@ export function Chart(props: ChartProps) {
 
   useEffect(() => {
     plot.current?.setData([xs, ys]);
-  }, [xs, ys]);
+    // xs is derived from props.x on every render; ys changes exactly when the data does.
+  }, [ys]);
 
   return (
     <figure className="chart" aria-label={props.label}>

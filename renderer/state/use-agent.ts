@@ -16,6 +16,8 @@ export function useAgent(bridge: UiBridge): AgentView {
     let live = true;
     const offSnapshot = bridge.onSnapshot(setSnapshot);
     const offConnection = bridge.onConnection(setConnection);
+    // The connection may have opened between the first render and this subscription.
+    setConnection(bridge.connection());
     void bridge.snapshot().then((first) => {
       if (live) setSnapshot((current) => current ?? first);
     });

@@ -11,5 +11,6 @@ export function fromPreloadBridge(bridge: AgentBridge): UiBridge {
     command: (command) => bridge.command(command),
     connection: () => OPEN,
     onConnection: () => () => undefined,
+    ledgerCsvUrl: null,
   };
 }

@@ -11,4 +11,6 @@ export type ConnectionState =
 export interface UiBridge extends AgentBridge {
   connection(): ConnectionState;
   onConnection(listener: (state: ConnectionState) => void): () => void;
+  /** Where the whole ledger downloads as CSV; null where only the receipts in the snapshot can be exported. */
+  ledgerCsvUrl: string | null;
 }

@@ -13,19 +13,29 @@ export interface SocketEnvironment {
   createSocket(url: string): WebSocket;
   now(): number;
   setTimeout(callback: () => void, ms: number): unknown;
+  /**
+   * Whether the server refuses us for want of a token. A refused WebSocket upgrade looks to the page like a
+   * server that is down (close code 1006), so the bridge asks over HTTP, where the status is visible.
+   */
+  isUnauthorized(): Promise<boolean>;
 }
 
-const browserEnvironment: SocketEnvironment = {
-  createSocket: (url) => new WebSocket(url),
-  now: () => Date.now(),
-  setTimeout: (callback, ms) => window.setTimeout(callback, ms),
-};
+export function browserSocketEnvironment(location: Location): SocketEnvironment {
+  return {
+    createSocket: (url) => new WebSocket(url),
+    now: () => Date.now(),
+    setTimeout: (callback, ms) => window.setTimeout(callback, ms),
+    isUnauthorized: () =>
+      fetch(new URL('api/snapshot', location.href), { credentials: 'same-origin', cache: 'no-store' }).then(
+        (response) => response.status === 401,
+        () => false,
+      ),
+  };
+}
 
 const COMMAND_TIMEOUT_MS = 15_000;
 const FIRST_RETRY_MS = 1_000;
 const MAX_RETRY_MS = 15_000;
-/** Close codes with which the dashboard server refuses a missing or wrong token. */
-const UNAUTHORIZED_CLOSE_CODES = new Set([1008, 4401, 4403]);
 
 interface Pending {
   resolve: (result: CommandResult) => void;
@@ -35,7 +45,7 @@ interface Pending {
  * The agent's bridge over the local dashboard server's WebSocket. Reconnects with backoff; a command sent while
  * disconnected fails at once with a reason rather than queueing, so a click never acts minutes later.
  */
-export function createWebSocketBridge(url: string, env: SocketEnvironment = browserEnvironment): UiBridge {
+export function createWebSocketBridge(url: string, env: SocketEnvironment, ledgerCsvUrl: string | null): UiBridge {
   const snapshots = new Listeners<AgentSnapshot>();
   const connections = new Listeners<ConnectionState>();
   const pending = new Map<string, Pending>();
@@ -89,25 +99,30 @@ export function createWebSocketBridge(url: string, env: SocketEnvironment = brow
     setState({ kind: 'connecting' });
     const ws = env.createSocket(url);
     socket = ws;
+    let opened = false;
     ws.addEventListener('open', () => {
       retryMs = FIRST_RETRY_MS;
+      opened = true;
       setState({ kind: 'open' });
     });
     ws.addEventListener('message', (event) => onMessage(event.data));
-    ws.addEventListener('close', (event) => {
+    ws.addEventListener('close', () => {
       socket = null;
       settleAll('Lost the connection to the agent before it answered.');
-      if (UNAUTHORIZED_CLOSE_CODES.has(event.code)) {
-        setState({
-          kind: 'unauthorized',
-          reason: 'The agent refused this page: open the dashboard with the link it printed (the link holds the token).',
-        });
-        return;
-      }
-      const delay = retryMs;
-      retryMs = Math.min(retryMs * 2, MAX_RETRY_MS);
-      setState({ kind: 'closed', reason: 'Cannot reach the Tributary agent.', retryAt: env.now() + delay });
-      env.setTimeout(connect, delay);
+      void (opened ? Promise.resolve(false) : env.isUnauthorized()).then((unauthorized) => {
+        if (unauthorized) {
+          setState({
+            kind: 'unauthorized',
+            reason:
+              'The agent refused this page: open the dashboard with the link it printed (the link holds the token).',
+          });
+          return;
+        }
+        const delay = retryMs;
+        retryMs = Math.min(retryMs * 2, MAX_RETRY_MS);
+        setState({ kind: 'closed', reason: 'Cannot reach the Tributary agent.', retryAt: env.now() + delay });
+        env.setTimeout(connect, delay);
+      });
     });
   };
 
@@ -118,6 +133,7 @@ export function createWebSocketBridge(url: string, env: SocketEnvironment = brow
       latest ? Promise.resolve(latest) : new Promise((resolve) => waitingForFirst.push(resolve)),
     onSnapshot: (listener) => snapshots.add(listener),
     connection: () => state,
+    ledgerCsvUrl,
     onConnection: (listener) => connections.add(listener),
     command(command: AgentCommand): Promise<CommandResult> {
       if (!socket || state.kind !== 'open') {

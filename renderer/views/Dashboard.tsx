@@ -115,9 +115,8 @@ export function Dashboard({ snapshot, send }: Props) {
               ? `Loss ${lastLoss.loss.toFixed(3)} at step ${formatInteger(lastLoss.step)}${lossTrend(snapshot.loss)}`
               : 'The network has not reported a loss yet.'
           }
-          xs={loss.xs}
+          x={{ kind: 'number', values: loss.xs }}
           ys={loss.ys}
-          xKind="number"
           seriesLabel="loss"
           formatY={(v) => v.toFixed(2)}
         />

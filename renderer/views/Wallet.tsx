@@ -8,6 +8,8 @@ import { formatDateTime, formatFlops, formatInteger, RECEIPT_STATUS_LABEL } from
 interface Props {
   snapshot: AgentSnapshot;
   send: (command: AgentCommand) => Promise<CommandResult>;
+  /** The agent's full-ledger export; without it the receipts in the snapshot are exported. */
+  ledgerCsvUrl: string | null;
 }
 
 /** A quick check before asking the agent, which has the final word (checksums included). */
@@ -17,14 +19,18 @@ export function payoutAddressProblem(address: string): string | null {
   return null;
 }
 
-function dayToUnixSeconds(day: string): number {
-  return Date.parse(`${day}T12:00:00Z`) / 1000;
+/** "Nov 22" for "2026-11-22", whatever the viewer's time zone. */
+function dayLabel(day: string): string {
+  const date = new Date(`${day}T12:00:00Z`);
+  return Number.isNaN(date.getTime())
+    ? day
+    : date.toLocaleDateString('en-US', { month: 'short', day: 'numeric', timeZone: 'UTC' });
 }
 
-export function Wallet({ snapshot, send }: Props) {
+export function Wallet({ snapshot, send, ledgerCsvUrl }: Props) {
   const { wallet } = snapshot;
   const earnings = useMemo(
-    () => ({ xs: wallet.earnings.map((e) => dayToUnixSeconds(e.day)), ys: wallet.earnings.map((e) => e.flops) }),
+    () => ({ labels: wallet.earnings.map((e) => dayLabel(e.day)), ys: wallet.earnings.map((e) => e.flops) }),
     [wallet.earnings],
   );
   const total = wallet.earnings.reduce((sum, e) => sum + e.flops, 0);
@@ -63,9 +69,9 @@ export function Wallet({ snapshot, send }: Props) {
               ? `${formatFlops(total)} credited over ${wallet.earnings.length} day${wallet.earnings.length === 1 ? '' : 's'}.`
               : 'Nothing credited yet.'
           }
-          xs={earnings.xs}
+          x={{ kind: 'category', labels: earnings.labels }}
           ys={earnings.ys}
-          xKind="time"
+          yAxisSize={96}
           seriesLabel="credited work"
           formatY={formatFlops}
           style="bars"
@@ -79,19 +85,25 @@ export function Wallet({ snapshot, send }: Props) {
               ? 'No receipts yet.'
               : `The ${wallet.recentReceipts.length} most recent signed receipts.`}
           </span>
-          <button
-            type="button"
-            disabled={wallet.recentReceipts.length === 0}
-            onClick={() =>
-              downloadText(
-                `tributary-receipts-${new Date().toISOString().slice(0, 10)}.csv`,
-                receiptsCsv(wallet.recentReceipts),
-                'text/csv',
-              )
-            }
-          >
-            Export CSV
-          </button>
+          {ledgerCsvUrl ? (
+            <a className="button" href={ledgerCsvUrl} download>
+              Export CSV
+            </a>
+          ) : (
+            <button
+              type="button"
+              disabled={wallet.recentReceipts.length === 0}
+              onClick={() =>
+                downloadText(
+                  `tributary-receipts-${new Date().toISOString().slice(0, 10)}.csv`,
+                  receiptsCsv(wallet.recentReceipts),
+                  'text/csv',
+                )
+              }
+            >
+              Export CSV
+            </button>
+          )}
         </div>
         {wallet.recentReceipts.length > 0 ? (
           <div className="table-scroll">

@@ -48,16 +48,19 @@ function addError(errors: FieldErrors, key: string, message: string): void {
  */
 export function draftToPatch(current: AgentSettings, draft: SettingsDraft): DraftResult {
   const errors: FieldErrors = {};
-  const number = (key: string, text: string, label: string): number => {
+  // An unreadable number is reported here and left out of the patch, so the schema still checks the rest and
+  // the form shows every problem at once.
+  const number = (key: string, text: string, label: string): number | undefined => {
     const trimmed = text.trim();
     const value = trimmed === '' ? Number.NaN : Number(trimmed);
-    if (!Number.isFinite(value)) addError(errors, key, `${label}: enter a number`);
-    return value;
+    if (Number.isFinite(value)) return value;
+    addError(errors, key, `${label}: enter a number`);
+    return undefined;
   };
   const idleMinutes = number('idleAfterSeconds', draft.idleMinutes, 'Idle time');
   const patch: SettingsPatch = {
     runWhen: draft.runWhen,
-    idleAfterSeconds: Math.round(idleMinutes * 60),
+    idleAfterSeconds: idleMinutes === undefined ? undefined : Math.round(idleMinutes * 60),
     pauseOnBattery: draft.pauseOnBattery,
     gpuTempLimitC: number('gpuTempLimitC', draft.gpuTempLimitC, 'Temperature limit'),
     tempStopMarginC: number('tempStopMarginC', draft.tempStopMarginC, 'Stop margin'),
@@ -71,11 +74,13 @@ export function draftToPatch(current: AgentSettings, draft: SettingsDraft): Draf
     vramCapMb: draft.vramCapMb.trim() === '' ? null : number('vramCapMb', draft.vramCapMb, 'GPU memory cap'),
     dashboardPort: number('dashboardPort', draft.dashboardPort, 'Dashboard port'),
   };
-  if (Object.keys(errors).length > 0) return { ok: false, errors };
-
   const checked = applySettingsPatch(current, patch);
-  if (checked.ok) return { ok: true, patch };
-  return { ok: false, errors: fieldErrorsFromMessages(checked.errors) };
+  if (!checked.ok) {
+    for (const [key, messages] of Object.entries(fieldErrorsFromMessages(checked.errors))) {
+      for (const message of messages) addError(errors, key, message);
+    }
+  }
+  return Object.keys(errors).length === 0 ? { ok: true, patch } : { ok: false, errors };
 }
 
 /** The messages for one field, including those of its parts ("schedule.0" gathers "schedule.0.start"). */

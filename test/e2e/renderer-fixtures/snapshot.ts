@@ -1,0 +1,57 @@
+import type { AgentSnapshot, ReceiptRow } from '../../../shared/dashboard/contract.js';
+import { defaultSettings } from '../../../shared/dashboard/settings.js';
+
+const DAY_MS = 86_400_000;
+
+function receipts(now: number): ReceiptRow[] {
+  const statuses: ReceiptRow['status'][] = ['pending', 'pending', 'confirmed', 'confirmed', 'confirmed', 'revoked'];
+  return statuses.map((status, i) => ({
+    receiptId: `r-${1000 - i}`,
+    runId: 'shakespeare-run-1',
+    issuedAt: new Date(now - i * 7 * 60_000).toISOString(),
+    stage: 2,
+    step: 412 - i,
+    tokens: 8192,
+    flops: 3.1e12 + i * 1e10,
+    status,
+  }));
+}
+
+/** A contributor four days in: running stage 3 of 8 with a falling loss curve and a few receipts. */
+export function sampleSnapshot(now = Date.parse('2026-11-25T15:30:00Z')): AgentSnapshot {
+  return {
+    version: 1,
+    at: new Date(now).toISOString(),
+    state: 'running',
+    reasonCode: 'running',
+    reason: 'Contributing: you have been away for 12 min; the GPU is within its limits.',
+    resumeAt: null,
+    dutyCyclePct: 85,
+    telemetry: {
+      gpuTempC: 71,
+      gpuUtilPct: 83,
+      gpuPowerW: 182,
+      vramUsedMb: 5_400,
+      vramTotalMb: 12_288,
+      cpuTempC: 55,
+      thermalState: 'nominal',
+      source: 'simulated',
+    },
+    stage: { index: 2, count: 8, firstBlock: 5, lastBlock: 7 },
+    progress: { step: 412, stepFraction: 0.62, totalSteps: 2000 },
+    loss: Array.from({ length: 42 }, (_, i) => ({ step: i * 10, loss: 1.55 + 2.9 * Math.exp(-i / 9) + 0.04 * Math.sin(i) })),
+    wallet: {
+      confirmedFlops: 8.46e15,
+      pendingFlops: 6.2e12,
+      revokedFlops: 3.1e12,
+      paidOutFlops: 2e15,
+      payoutAddress: null,
+      earnings: [3.1e15, 2.2e15, 0.9e15, 2.3e15].map((flops, i) => ({
+        day: new Date(now - (3 - i) * DAY_MS).toISOString().slice(0, 10),
+        flops,
+      })),
+      recentReceipts: receipts(now),
+    },
+    settings: { ...defaultSettings, dutyCyclePct: 85, pausePrograms: ['steam', 'Code.exe'] },
+  };
+}

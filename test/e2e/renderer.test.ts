@@ -1,0 +1,227 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { build } from 'vite';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { startDashboardServer, type DashboardServer } from '../../main/agent/dashboard/server.js';
+import { launchChromium } from '../helpers/chromium.js';
+import { repoRoot } from '../helpers/page-server.js';
+import { FakeAgent } from './renderer-fixtures/fake-agent.js';
+import { sampleSnapshot } from './renderer-fixtures/snapshot.js';
+
+const SCREENSHOT_DIR = process.env.RENDERER_SCREENSHOTS ?? tmpdir();
+
+/** Builds the renderer exactly as `npm run build:web` does, into a temp dir the test owns. */
+async function buildRenderer(outDir: string): Promise<void> {
+  await build({
+    configFile: false,
+    root: resolve(repoRoot, 'renderer'),
+    base: './',
+    logLevel: 'error',
+    build: { outDir, emptyOutDir: true },
+  });
+}
+
+describe('renderer in Chromium, served by the real dashboard server', () => {
+  let browser: Browser;
+  let bundle: string;
+  let agent: FakeAgent;
+  let server: DashboardServer;
+  let page: Page;
+  const errors: string[] = [];
+  /** Set by the test that stops the server: the browser then logs the refused connections, as it should. */
+  let networkErrorsExpected = false;
+
+  beforeAll(async () => {
+    bundle = await mkdtemp(join(tmpdir(), 'tributary-renderer-'));
+    await buildRenderer(bundle);
+    browser = await launchChromium();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    if (bundle) await rm(bundle, { recursive: true, force: true });
+  });
+
+  beforeEach(async () => {
+    await server?.close();
+    agent = new FakeAgent(sampleSnapshot());
+    server = await startDashboardServer({ host: agent, token: 'x'.repeat(43), staticDir: bundle, port: 0 });
+    const context = await browser.newContext({ viewport: { width: 1180, height: 900 } });
+    page = await context.newPage();
+    page.setDefaultTimeout(10_000);
+    errors.length = 0;
+    // A CSP violation or an uncaught error is a failure, not a warning.
+    page.on('pageerror', (error) => errors.push(error.message));
+    networkErrorsExpected = false;
+    page.on('console', (message) => {
+      const refused = /ERR_CONNECTION_REFUSED|WebSocket connection to .* failed/.test(message.text());
+      if (message.type() === 'error' && !(networkErrorsExpected && refused)) errors.push(message.text());
+    });
+    await page.goto(server.url);
+    return async () => {
+      await context.close();
+      expect(errors).toEqual([]);
+    };
+  });
+  afterAll(async () => server?.close());
+
+  it('shows the state and its reason, GPU limits, stage and progress, and a loss plot', async () => {
+    await expect.poll(() => page.getByTestId('state').textContent()).toBe('Contributing');
+    expect(await page.getByTestId('reason').textContent()).toContain('you have been away for 12 min');
+    expect(page.url()).not.toContain('token=');
+    const text = await page.locator('main').innerText();
+    expect(text).toContain('71 °C of limit 80 °C');
+    expect(text).toContain('Stage 3 of 8, blocks 6–8');
+    expect(text).toContain('step 412 of 2,000');
+    expect(text).toContain('62%');
+    expect(text).toMatch(/Loss 1\.\d{3} at step 410, down from 4\.450 at step 0\./);
+    expect(await page.locator('.chart-plot canvas').count()).toBe(1);
+    await page.screenshot({ path: join(SCREENSHOT_DIR, 'tributary-dashboard.png'), fullPage: true });
+  });
+
+  it('sends "pause for 1 hour" to the agent and then offers to resume', async () => {
+    await page.getByRole('button', { name: 'Pause for 1 hour' }).click();
+    await expect.poll(() => page.getByTestId('state').textContent()).toBe('Paused');
+    expect(agent.commands).toEqual([{ type: 'pause', duration: '1h' }]);
+    expect(await page.locator('.pause-until').textContent()).toMatch(/^Paused until /);
+
+    await page.getByRole('button', { name: 'Resume now' }).click();
+    await expect.poll(() => page.getByTestId('state').textContent()).toBe('Contributing');
+    expect(agent.commands.at(-1)).toEqual({ type: 'resume' });
+  });
+
+  it('follows snapshots the agent pushes', async () => {
+    await expect.poll(() => page.getByTestId('state').textContent()).toBe('Contributing');
+    agent.push({ state: 'waiting', reasonCode: 'gpu-hot', reason: 'Waiting: the GPU is at 84 °C, above your 80 °C limit.' });
+    await expect.poll(() => page.getByTestId('reason').textContent()).toContain('above your 80 °C limit');
+    expect(await page.getByTestId('state').textContent()).toBe('Waiting');
+  });
+
+  it('shows validation errors next to the settings they concern and sends nothing invalid', async () => {
+    await page.goto(`${server.url.replace(/\?.*$/, '')}#/settings`);
+    await page.getByLabel('GPU temperature limit').fill('120');
+    await page.getByLabel('Start after no keyboard or mouse input for').fill('soon');
+    await page.getByRole('button', { name: 'Add a time window' }).click();
+    await page.locator('.window input[type=time]').nth(1).fill('22:00');
+    await page.getByRole('button', { name: 'Save settings' }).click();
+
+    await expect.poll(() => page.locator('#gpuTempLimitC-error').textContent()).toContain('at most 100 °C');
+    expect(await page.locator('#idleMinutes-error').textContent()).toContain('enter a number');
+    expect(await page.getByLabel('GPU temperature limit').getAttribute('aria-invalid')).toBe('true');
+    expect(await page.getByRole('status').filter({ hasText: 'Not saved' }).textContent()).toMatch(/Not saved: \d+ problems? to fix/);
+    expect(agent.commands).toEqual([]);
+
+    await page.getByLabel('Start after no keyboard or mouse input for').fill('5');
+    // The idle field is fixed; the others still hold, so the schema errors remain.
+    await page.getByRole('button', { name: 'Save settings' }).click();
+    await expect.poll(() => page.locator('#idleMinutes-error').count()).toBe(0);
+    expect(await page.locator('.window .error').textContent()).toContain('different start and end');
+    await page.screenshot({ path: join(SCREENSHOT_DIR, 'tributary-settings-errors.png'), fullPage: true });
+
+    await page.getByLabel('GPU temperature limit').fill('75');
+    await page.locator('.window input[type=time]').nth(1).fill('07:00');
+    await page.getByRole('button', { name: 'Save settings' }).click();
+    await expect.poll(() => agent.commands.length).toBe(1);
+    const sent = agent.commands[0];
+    expect(sent?.type).toBe('updateSettings');
+    if (sent?.type !== 'updateSettings') return;
+    expect(sent.patch).toMatchObject({
+      gpuTempLimitC: 75,
+      idleAfterSeconds: 300,
+      schedule: [{ days: [1, 2, 3, 4, 5], start: '22:00', end: '07:00' }],
+    });
+    expect(agent.snapshot().settings.gpuTempLimitC).toBe(75);
+  });
+
+  it('shows balances, earnings and receipts with their verification state, and checks the payout address', async () => {
+    await page.goto(`${server.url.replace(/\?.*$/, '')}#/wallet`);
+    await expect.poll(() => page.getByTestId('balance-confirmed').textContent()).toBe('8.46 PFLOP');
+    expect(await page.getByTestId('balance-pending').textContent()).toBe('6.20 TFLOP');
+    const rows = page.locator('tbody tr');
+    expect(await rows.count()).toBe(6);
+    expect(await page.locator('tbody .receipt-confirmed').count()).toBe(3);
+    expect(await page.locator('tbody .receipt-pending').first().textContent()).toBe('Awaiting verification');
+    expect(await page.locator('tbody .receipt-revoked').textContent()).toBe('Rejected');
+    expect(await page.locator('.chart-plot canvas').count()).toBe(1);
+
+    const address = page.getByLabel('Where payouts go');
+    await address.fill('0x1234');
+    await page.getByRole('button', { name: 'Save', exact: true }).click();
+    expect(await page.locator('#payout-address-error').textContent()).toContain('40 hexadecimal characters');
+    expect(agent.commands).toEqual([]);
+
+    await address.fill('0x52908400098527886E0F7030069857D2E4169EE7');
+    await page.getByRole('button', { name: 'Save', exact: true }).click();
+    await expect.poll(() => page.locator('#payout-address-error').textContent()).toContain('checksum');
+    await page.screenshot({ path: join(SCREENSHOT_DIR, 'tributary-wallet.png'), fullPage: true });
+
+    await address.fill('0x52908400098527886e0f7030069857d2e4169ee7');
+    await page.getByRole('button', { name: 'Save', exact: true }).click();
+    await expect.poll(() => agent.snapshot().wallet.payoutAddress).toBe('0x52908400098527886e0f7030069857d2e4169ee7');
+
+    const download = page.waitForEvent('download');
+    await page.getByRole('link', { name: 'Export CSV' }).click();
+    expect((await download).suggestedFilename()).toBe('tributary-receipts.csv');
+  });
+
+  it('reads well in dark mode', async () => {
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await expect.poll(() => page.getByTestId('state').textContent()).toBe('Contributing');
+    const background = await page.evaluate(() => getComputedStyle(document.documentElement).backgroundColor);
+    expect(background).toBe('rgb(17, 22, 28)');
+    await page.screenshot({ path: join(SCREENSHOT_DIR, 'tributary-dashboard-dark.png'), fullPage: true });
+  });
+
+  it('says so when the agent goes away, and reconnects when it is back', async () => {
+    await expect.poll(() => page.getByTestId('state').textContent()).toBe('Contributing');
+    const port = server.port;
+    networkErrorsExpected = true;
+    await server.close();
+    await expect.poll(() => page.getByRole('status').first().textContent()).toContain('Cannot reach the Tributary agent');
+    server = await startDashboardServer({ host: agent, token: 'x'.repeat(43), staticDir: bundle, port });
+    agent.push({ reason: 'Contributing: back after a restart.' });
+    await expect.poll(() => page.getByTestId('reason').textContent(), { timeout: 20_000 }).toContain('back after a restart');
+  });
+});
+
+describe('renderer in Chromium with the Electron preload bridge', () => {
+  it('uses window.tributary instead of a WebSocket when the preload provides it', async () => {
+    const bundle = await mkdtemp(join(tmpdir(), 'tributary-renderer-'));
+    await buildRenderer(bundle);
+    const agent = new FakeAgent(sampleSnapshot());
+    const server = await startDashboardServer({ host: agent, token: 'y'.repeat(43), staticDir: bundle, port: 0 });
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage();
+      const snapshot = { ...sampleSnapshot(), reason: 'Reported over IPC.' };
+      // Stands in for the preload: the same three calls contextBridge exposes, recording commands.
+      await page.addInitScript((initial) => {
+        const sent: unknown[] = [];
+        Object.assign(window, {
+          __sent: sent,
+          tributary: {
+            snapshot: async () => initial,
+            onSnapshot: () => () => undefined,
+            command: async (command: unknown) => {
+              sent.push(command);
+              return { ok: true };
+            },
+          },
+        });
+      }, snapshot);
+      let sockets = 0;
+      page.on('websocket', () => (sockets += 1));
+      await page.goto(server.url);
+      await expect.poll(() => page.getByTestId('reason').textContent()).toBe('Reported over IPC.');
+      await page.getByRole('button', { name: 'Pause until tomorrow' }).click();
+      await expect.poll(() => page.evaluate('window.__sent')).toEqual([{ type: 'pause', duration: 'tomorrow' }]);
+      expect(sockets).toBe(0);
+      expect(agent.commands).toEqual([]);
+    } finally {
+      await browser.close();
+      await server.close();
+      await rm(bundle, { recursive: true, force: true });
+    }
+  });
+});
