@@ -25,7 +25,7 @@ export class TensorPack {
     });
     for (const { name, at, n, data } of placed) {
       this.refs.set(name, { buffer: this.buffer, offset: at, size: n * 4 });
-      if (data) device.queue.writeBuffer(this.buffer, at, data);
+      if (data) device.queue.writeBuffer(this.buffer, at, data.buffer, data.byteOffset, data.byteLength);
     }
   }
 

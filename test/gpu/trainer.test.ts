@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { safetensorsToStageState, stageStateToSafetensors } from '../../gpu/checkpoint/stage-checkpoint.js';
-import { DeviceLostError } from '../../gpu/device/lost.js';
+import type { DeviceLostError } from '../../gpu/device/lost.js';
 import { GpuStage } from '../../gpu/engine/gpu-stage.js';
 import { KernelSet } from '../../gpu/engine/kernel-set.js';
 import type { GptConfig, MicroBatchShape, StageRange } from '../../gpu/model/config.js';
