@@ -74,6 +74,7 @@ class PeerLost extends Error {}
 
 /** Until a peer has been measured, a task is assumed to take this long (only ratios matter for routing). */
 const FALLBACK_TASK_MS = 1000;
+const LOAD_TIMEOUT_MS = 300_000;
 
 /**
  * The network coordinator of one training run: WebSocket server, authentication, stage placement, SWARM
@@ -105,6 +106,7 @@ export class Coordinator extends EventEmitter {
   private tokens = 0;
   private tokensThisProcess = 0;
   private trainingMs = 0;
+  private stepStarted = 0;
   private relayed = 0;
   private state: CoordinatorStatus['state'] = 'waiting';
   private reason = 'starting';
@@ -389,8 +391,10 @@ export class Coordinator extends EventEmitter {
     for (const peer of this.peers) {
       const limit = Math.max(this.config.taskTimeoutMs, 10 * (peer.emaMs ?? 0));
       const late = [...peer.tasks.values()].some((t) => t.attempt === this.attemptNo && now - t.sentAt > limit);
+      // Loading a stage starts an engine and compiles its kernels: far slower than a task.
+      const replyLimit = peer.awaiting?.kind === 'loaded' ? Math.max(limit, LOAD_TIMEOUT_MS) : limit;
       if (late) this.drop(peer, `no result within ${limit} ms`);
-      else if (peer.awaiting && now - peer.awaiting.since > limit) this.drop(peer, `no ${peer.awaiting.kind} reply within ${limit} ms`);
+      else if (peer.awaiting && now - peer.awaiting.since > replyLimit) this.drop(peer, `no ${peer.awaiting.kind} reply within ${replyLimit} ms`);
     }
   }
 
@@ -430,10 +434,9 @@ export class Coordinator extends EventEmitter {
     while (!this.stopping && this.step < this.config.steps) {
       try {
         await this.prepareStep();
-        const started = Date.now();
+        this.stepStarted = Date.now();
         const result = await this.runAttempt();
         await this.commit(result);
-        this.trainingMs += Date.now() - started;
       } catch (err) {
         if (this.stopping) break;
         const reason = err instanceof AttemptFailed || err instanceof PeerLost ? err.message : `internal error: ${(err as Error).stack}`;
@@ -688,6 +691,7 @@ export class Coordinator extends EventEmitter {
     this.step = step + 1;
     this.tokens += tokens;
     this.tokensThisProcess += tokens;
+    this.trainingMs += Date.now() - this.stepStarted;
     this.lastLoss = loss;
     this.stateCache.clear();
     this.metrics.step.set(this.step);

@@ -1,7 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { StageTrainer } from '../../gpu/stage/types.js';
 import type { EngineKind } from '../../shared/protocol/messages.js';
-import { createStage, type StageSpec } from './stage-factory.js';
+import { openEngine, type StageEngine, type StageSpec } from './stage-factory.js';
 import type { EngineCall, EngineReply } from './engine-rpc.js';
 
 /**
@@ -9,7 +9,8 @@ import type { EngineCall, EngineReply } from './engine-rpc.js';
  * order, so the host may fire zeroGrad() without waiting. Replies are copied, not transferred: results may
  * be views of buffers the stage keeps for its backward pass.
  */
-const engine = (workerData as { engine: EngineKind }).engine;
+const engineKind = (workerData as { engine: EngineKind }).engine;
+let engine: StageEngine | null = null;
 let stage: StageTrainer | null = null;
 let queue: Promise<void> = Promise.resolve();
 
@@ -23,7 +24,8 @@ async function handle(call: EngineCall): Promise<unknown> {
     case 'create':
       stage?.destroy();
       stage = null;
-      stage = await createStage(engine, call.args as StageSpec);
+      engine ??= await openEngine(engineKind);
+      stage = await engine.create(call.args as StageSpec);
       return need().paramCount;
     case 'forward': {
       const [input, targets] = call.args as Parameters<StageTrainer['forward']>;
@@ -52,6 +54,8 @@ async function handle(call: EngineCall): Promise<unknown> {
     case 'destroy':
       stage?.destroy();
       stage = null;
+      engine?.close();
+      engine = null;
       return undefined;
   }
 }

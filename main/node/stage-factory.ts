@@ -1,7 +1,10 @@
+import { acquireDevice } from '../../gpu/device/acquire.js';
+import { GpuStage } from '../../gpu/engine/gpu-stage.js';
 import type { GptConfig, MicroBatchShape, StageRange } from '../../gpu/model/config.js';
 import { CpuStage } from '../../gpu/reference/cpu-stage.js';
 import type { StageTrainer } from '../../gpu/stage/types.js';
 import type { EngineKind } from '../../shared/protocol/messages.js';
+import { DRIVER_HINT, dawnGpu } from '../gpu-host/dawn.js';
 
 export interface StageSpec {
   config: GptConfig;
@@ -10,8 +13,19 @@ export interface StageSpec {
   seed: number;
 }
 
-/** Builds a stage on the chosen engine, in the calling thread. */
-export async function createStage(engine: EngineKind, spec: StageSpec): Promise<StageTrainer> {
-  if (engine === 'cpu') return new CpuStage(spec.config, spec.range, spec.shape, spec.seed);
-  throw new Error('the GPU engine is not part of this build yet; run with --engine cpu');
+/** Builds stages on one engine; the GPU engine holds one dawn.node device for all of them. */
+export interface StageEngine {
+  create(spec: StageSpec): Promise<StageTrainer>;
+  close(): void;
+}
+
+export async function openEngine(engine: EngineKind): Promise<StageEngine> {
+  if (engine === 'cpu') {
+    return { create: async (s) => new CpuStage(s.config, s.range, s.shape, s.seed), close: () => {} };
+  }
+  const { device } = await acquireDevice(dawnGpu(), DRIVER_HINT);
+  return {
+    create: (s) => GpuStage.create(device, s.config, s.range, s.shape, { seed: s.seed }),
+    close: () => device.destroy(),
+  };
 }

@@ -1,0 +1,63 @@
+import type { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { pino } from 'pino';
+import { Coordinator } from '../../coordinator/coordinator.js';
+import { Corpus, defaultCorpusPath } from '../../coordinator/data.js';
+import { loadRunConfig } from '../../coordinator/run-config.js';
+import { verifyEd25519 } from '../identity/ed25519.js';
+import { FileKeyStore, loadOrCreateKeys } from '../identity/key-store.js';
+import { integer, logLevel } from './options.js';
+
+interface CoordinatorFlags {
+  port: number;
+  host: string;
+  db: string;
+  config?: string;
+  corpus?: string;
+  cert?: string;
+  key?: string;
+  identity?: string;
+  logLevel: string;
+}
+
+export function registerCoordinatorCommand(program: Command): void {
+  program
+    .command('coordinator')
+    .description('run the network coordinator of a training run')
+    .option('--port <n>', 'port for WebSocket, /status and /metrics', integer(0, 65535), 7700)
+    .option('--host <addr>', 'address to listen on', '127.0.0.1')
+    .option('--db <file>', 'SQLite database; checkpoints go next to it', 'tributary-coordinator/coordinator.db')
+    .option('--config <run.json>', 'run config (model, stages, micro-batches, AdamW, seed); defaults to a tiny model')
+    .option('--corpus <file>', 'training text (byte-level tokens)')
+    .option('--cert <pem>', 'TLS certificate: serve wss:// (needs --key)')
+    .option('--key <pem>', 'TLS private key')
+    .option('--identity <file>', 'coordinator signing key (created when missing)', undefined)
+    .option('--log-level <level>', 'pino log level', logLevel, 'info')
+    .action(async (flags: CoordinatorFlags) => {
+      if (Boolean(flags.cert) !== Boolean(flags.key)) throw new Error('--cert and --key go together');
+      const log = pino({ name: 'coordinator', level: flags.logLevel });
+      const config = loadRunConfig(flags.config);
+      const dataDir = dirname(resolve(flags.db));
+      const corpusPath = flags.corpus ?? defaultCorpusPath();
+      const coordinator = await Coordinator.start({
+        config,
+        corpus: Corpus.fromFile(corpusPath),
+        dataDir,
+        dbPath: resolve(flags.db),
+        keys: loadOrCreateKeys(new FileKeyStore(flags.identity ?? resolve(dataDir, 'coordinator.key'))),
+        verify: verifyEd25519,
+        host: flags.host,
+        port: flags.port,
+        tls: flags.cert && flags.key ? { cert: readFileSync(flags.cert, 'utf8'), key: readFileSync(flags.key, 'utf8') } : undefined,
+        logger: log,
+      });
+      log.info({ url: coordinator.url, corpus: corpusPath, publicKey: coordinator.publicKey }, 'ready; nodes connect with: tributary node --coordinator <url>');
+      const stop = (): void => void coordinator.close().then(() => process.exit(0));
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      await coordinator.finished;
+      log.info(coordinator.status(), 'run finished; still serving status and receipts (Ctrl-C to stop)');
+    });
+}
+

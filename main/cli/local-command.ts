@@ -1,0 +1,84 @@
+import type { Command } from 'commander';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { pino } from 'pino';
+import { Coordinator, type StepEvent } from '../../coordinator/coordinator.js';
+import { Corpus, defaultCorpusPath } from '../../coordinator/data.js';
+import { loadRunConfig, parseRunConfig } from '../../coordinator/run-config.js';
+import { Ed25519Keys, verifyEd25519 } from '../identity/ed25519.js';
+import { NodeRuntime } from '../node/runtime.js';
+import { engineKind, integer, logLevel } from './options.js';
+
+interface LocalFlags {
+  nodes: number;
+  stages: number;
+  steps: number;
+  corpus?: string;
+  config?: string;
+  engine: 'gpu' | 'cpu';
+  dataDir?: string;
+  logLevel: string;
+}
+
+function progressLine(e: StepEvent, steps: number): string {
+  return `step ${String(e.step).padStart(String(steps).length)}/${steps}  loss ${e.loss.toFixed(4)}  ${e.tokensPerSecond.toFixed(0)} tok/s  nodes per stage [${e.stageNodes.join(', ')}]${e.attempts > 1 ? `  (replayed ${e.attempts - 1}x)` : ''}`;
+}
+
+export function registerLocalCommand(program: Command): void {
+  program
+    .command('local')
+    .description('train a small model with a coordinator and nodes on this machine (the embedded default)')
+    .option('--nodes <n>', 'contributor nodes to start', integer(1, 64), 4)
+    .option('--stages <n>', 'pipeline stages', integer(1, 64), 2)
+    .option('--steps <n>', 'global steps to train', integer(1), 30)
+    .option('--corpus <file>', 'training text (default: tinyshakespeare next to the repo, else a built-in text)')
+    .option('--config <run.json>', 'run config; --stages and --steps override it')
+    .option('--engine <kind>', 'gpu (WebGPU on dawn.node) or cpu', engineKind, 'gpu')
+    .option('--data-dir <dir>', 'where the database and checkpoints go (default: a new temp dir)')
+    .option('--log-level <level>', 'pino log level for coordinator and nodes', logLevel, 'warn')
+    .action(async (flags: LocalFlags) => {
+      const log = pino({ level: flags.logLevel });
+      const base = loadRunConfig(flags.config);
+      const config = parseRunConfig({ ...base, stages: flags.stages, steps: flags.steps, runId: base.runId === 'tributary-tiny' ? 'local' : base.runId });
+      const corpusPath = flags.corpus ?? defaultCorpusPath();
+      const dataDir = resolve(flags.dataDir ?? mkdtempSync(join(tmpdir(), 'tributary-local-')));
+      const coordinator = await Coordinator.start({
+        config,
+        corpus: Corpus.fromFile(corpusPath),
+        dataDir,
+        keys: Ed25519Keys.generate(),
+        verify: verifyEd25519,
+        logger: log.child({ name: 'coordinator' }),
+      });
+      const m = config.model;
+      console.log(`tributary local: ${flags.nodes} nodes, ${config.stages} stages, ${config.steps} steps on ${flags.engine}`);
+      console.log(`model: ${m.layers} layers, width ${m.width}, ${m.heads} heads, context ${m.contextLength}; micro-batch ${config.microBatch.batch}x${config.microBatch.seq}, ${config.microBatchesPerStep} per step`);
+      console.log(`corpus: ${corpusPath}\ndata:   ${dataDir}\nstatus: ${coordinator.url.replace(/^ws/, 'http')}/status`);
+      const nodes = Array.from({ length: flags.nodes }, (_, i) => {
+        const node = new NodeRuntime({ coordinatorUrl: coordinator.url, keys: Ed25519Keys.generate(), engine: flags.engine, logger: log.child({ name: `node${i}` }) });
+        node.start();
+        return node;
+      });
+      let waiting = '';
+      const poll = setInterval(() => {
+        const s = coordinator.status();
+        if (s.state === 'waiting' && s.reason !== waiting) console.log(`waiting: ${s.reason}`);
+        waiting = s.state === 'waiting' ? s.reason : '';
+      }, 1000);
+      coordinator.on('step', (e: StepEvent) => console.log(progressLine(e, config.steps)));
+      const started = Date.now();
+      const interrupted = new Promise<void>((resolveInterrupt) => process.once('SIGINT', () => resolveInterrupt()));
+      await Promise.race([coordinator.finished, interrupted]);
+      clearInterval(poll);
+      const status = coordinator.status();
+      const balances = coordinator.store.balances();
+      const losses = coordinator.store.losses();
+      await Promise.all(nodes.map((n) => n.stop()));
+      await coordinator.close();
+      const first = losses[0]?.loss;
+      console.log(`\nsummary: ${status.step} steps in ${((Date.now() - started) / 1000).toFixed(1)} s, loss ${first?.toFixed(4) ?? '-'} -> ${status.loss?.toFixed(4) ?? '-'}, ${status.tokens} tokens, ${status.tokensPerSecond.toFixed(0)} tok/s`);
+      console.log(`relayed ${(status.relayedBytes / 1e6).toFixed(2)} MB between stages; ${status.receipts} receipts signed`);
+      for (const b of balances) console.log(`  node ${b.nodeId.slice(0, 12)}  ${b.units} units  ${(b.flops / 1e9).toFixed(3)} GFLOP`);
+    });
+}
