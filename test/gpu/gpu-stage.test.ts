@@ -1,13 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { GpuStage } from '../../gpu/engine/gpu-stage.js';
-import { KernelSet } from '../../gpu/engine/kernel-set.js';
 import { estimateStageMemoryBytes } from '../../gpu/engine/stage-layout.js';
 import { splitBlocks, wholeModel, type GptConfig, type MicroBatchShape } from '../../gpu/model/config.js';
 import { CpuStage } from '../../gpu/reference/cpu-stage.js';
 import { NonFiniteError } from '../../gpu/stage/checks.js';
 import type { StageState, StageTrainer } from '../../gpu/stage/types.js';
-import { testDevice } from '../helpers/gpu.js';
-import { maxAbsDiff, randomTokens } from './harness.js';
+import { fileDevice, maxAbsDiff, randomTokens } from './harness.js';
 
 const config: GptConfig = { vocabSize: 64, contextLength: 16, width: 32, heads: 4, layers: 2, mlpRatio: 4 };
 const shape: MicroBatchShape = { batch: 2, seq: 16 };
@@ -15,13 +13,7 @@ const adamw = { learningRate: 3e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDe
 const SEED = 7;
 const BT = shape.batch * shape.seq;
 
-let device: GPUDevice;
-let kernels: KernelSet;
-beforeAll(async () => {
-  ({ device } = await testDevice());
-  kernels = new KernelSet(device);
-});
-afterAll(() => device?.destroy());
+const dev = fileDevice();
 
 function batch(i: number): { tokens: Int32Array; targets: Int32Array } {
   return { tokens: randomTokens(BT, config.vocabSize, 100 + i), targets: randomTokens(BT, config.vocabSize, 200 + i) };
@@ -71,7 +63,7 @@ function named(flat: Float32Array, like: StageState['params']): StageState['para
 
 describe('GpuStage against CpuStage', () => {
   it('starts from the same weights and tracks losses, gradients and weights over 3 steps (whole model)', async () => {
-    const gpu = await GpuStage.create(device, config, wholeModel(config), shape, { seed: SEED, kernels });
+    const gpu = await GpuStage.create(dev.device, config, wholeModel(config), shape, { seed: SEED, kernels: dev.kernels });
     const cpu = new CpuStage(config, wholeModel(config), shape, SEED);
     try {
       const start = await gpu.exportState();
@@ -97,7 +89,7 @@ describe('GpuStage against CpuStage', () => {
 
   it('splits into two stages that pass activations and input gradients like the CPU', async () => {
     const ranges = splitBlocks(config, 2);
-    const gpus = await Promise.all(ranges.map((r) => GpuStage.create(device, config, r, shape, { seed: SEED, kernels })));
+    const gpus = await Promise.all(ranges.map((r) => GpuStage.create(dev.device, config, r, shape, { seed: SEED, kernels: dev.kernels })));
     const cpus = ranges.map((r) => new CpuStage(config, r, shape, SEED));
     try {
       const mb = batch(9);
@@ -122,7 +114,7 @@ describe('GpuStage against CpuStage', () => {
   });
 
   it('reports NaN in the weights as a NonFiniteError instead of training on it', async () => {
-    const gpu = await GpuStage.create(device, config, wholeModel(config), shape, { seed: SEED, kernels });
+    const gpu = await GpuStage.create(dev.device, config, wholeModel(config), shape, { seed: SEED, kernels: dev.kernels });
     try {
       const state = await gpu.exportState();
       state.params.find((t) => t.name === 'blocks.1.mlp.fc.w')!.data[3] = NaN;
@@ -138,6 +130,6 @@ describe('GpuStage against CpuStage', () => {
     const bytes = estimateStageMemoryBytes(config, wholeModel(config), shape);
     const params = 4 * (await new CpuStage(config, wholeModel(config), shape, 1).exportGrads()).length;
     expect(bytes).toBeGreaterThan(4 * params);
-    await expect(GpuStage.create(device, config, wholeModel(config), shape, { seed: 1, kernels, maxBytes: bytes - 1 })).rejects.toThrow(/over the .* cap/);
+    await expect(GpuStage.create(dev.device, config, wholeModel(config), shape, { seed: 1, kernels: dev.kernels, maxBytes: bytes - 1 })).rejects.toThrow(/over the .* cap/);
   });
 });

@@ -1,4 +1,7 @@
+import { afterAll, beforeAll } from 'vitest';
+import { KernelSet } from '../../gpu/engine/kernel-set.js';
 import type { EncodedOp, TensorRef } from '../../gpu/kernels/types.js';
+import { testDevice } from '../helpers/gpu.js';
 
 /**
  * Packs test tensors into one GPU buffer at 256-byte aligned offsets (as the engine does), runs ops and reads
@@ -90,4 +93,22 @@ export function randomArray(n: number, seed: number, scale = 1): Float32Array {
 
 export function randomTokens(n: number, vocab: number, seed: number): Int32Array {
   return Int32Array.from(randomArray(n, seed), (x) => Math.min(vocab - 1, Math.floor(((x + 1) / 2) * vocab)));
+}
+
+/** One dawn.node device and compiled kernel set for a whole test file, destroyed after it. */
+export function fileDevice(): { readonly device: GPUDevice; readonly kernels: KernelSet } {
+  const held: { device?: GPUDevice; kernels?: KernelSet } = {};
+  beforeAll(async () => {
+    held.device = (await testDevice()).device;
+    held.kernels = new KernelSet(held.device);
+  });
+  afterAll(() => held.device?.destroy());
+  return {
+    get device() {
+      return held.device!;
+    },
+    get kernels() {
+      return held.kernels!;
+    },
+  };
 }

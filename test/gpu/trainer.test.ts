@@ -1,14 +1,13 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { safetensorsToStageState, stageStateToSafetensors } from '../../gpu/checkpoint/stage-checkpoint.js';
 import type { DeviceLostError } from '../../gpu/device/lost.js';
 import { GpuStage } from '../../gpu/engine/gpu-stage.js';
-import { KernelSet } from '../../gpu/engine/kernel-set.js';
 import type { GptConfig, MicroBatchShape, StageRange } from '../../gpu/model/config.js';
 import { CpuStage } from '../../gpu/reference/cpu-stage.js';
 import type { StageState, StageTrainer } from '../../gpu/stage/types.js';
 import { Trainer, type MicroBatch, type TrainerOptions } from '../../gpu/train/trainer.js';
 import { testDevice } from '../helpers/gpu.js';
-import { randomTokens } from './harness.js';
+import { fileDevice, randomTokens } from './harness.js';
 
 const config: GptConfig = { vocabSize: 64, contextLength: 16, width: 32, heads: 4, layers: 3, mlpRatio: 4 };
 const shape: MicroBatchShape = { batch: 2, seq: 16 };
@@ -22,15 +21,9 @@ const base = {
   gradClip: 1,
 };
 
-let device: GPUDevice;
-let kernels: KernelSet;
-beforeAll(async () => {
-  ({ device } = await testDevice());
-  kernels = new KernelSet(device);
-});
-afterAll(() => device?.destroy());
+const dev = fileDevice();
 
-const gpuStage = (range: StageRange): Promise<GpuStage> => GpuStage.create(device, config, range, shape, { seed: SEED, kernels });
+const gpuStage = (range: StageRange): Promise<GpuStage> => GpuStage.create(dev.device, config, range, shape, { seed: SEED, kernels: dev.kernels });
 
 function batches(step: number): MicroBatch[] {
   const BT = shape.batch * shape.seq;
