@@ -132,4 +132,44 @@ describe('GpuStage against CpuStage', () => {
     expect(bytes).toBeGreaterThan(4 * params);
     await expect(GpuStage.create(dev.device, config, wholeModel(config), shape, { seed: 1, kernels: dev.kernels, maxBytes: bytes - 1 })).rejects.toThrow(/over the .* cap/);
   });
+
+  it('allocates everything in create(): the estimate covers it, and steps create no buffers or bind groups', async () => {
+    const device = dev.device;
+    const created: number[] = [];
+    let bindGroups = 0;
+    const createBuffer = device.createBuffer.bind(device);
+    const createBindGroup = device.createBindGroup.bind(device);
+    device.createBuffer = (d) => {
+      created.push(d.size);
+      return createBuffer(d);
+    };
+    device.createBindGroup = (d) => {
+      bindGroups++;
+      return createBindGroup(d);
+    };
+    try {
+      const range = splitBlocks(config, 2)[1]!;
+      const stage = await GpuStage.create(device, config, range, shape, { seed: SEED, kernels: dev.kernels });
+      const allocated = created.reduce((a, b) => a + b, 0);
+      const estimate = estimateStageMemoryBytes(config, range, shape, device.limits);
+      console.log(`stage 1 of 2: allocated ${allocated} bytes in ${created.length} buffers; estimate ${estimate}`);
+      expect(estimate).toBeGreaterThanOrEqual(allocated);
+      expect(estimate).toBeLessThan(1.5 * allocated);
+      created.length = 0;
+      bindGroups = 0;
+      const mb = batch(3);
+      for (let i = 0; i < 2; i++) {
+        stage.zeroGrad();
+        await stage.forward({ kind: 'activations', data: new Float32Array(BT * config.width).fill(0.5) }, mb.targets);
+        await stage.backward(null, 1);
+        await stage.gradSquaredNorm();
+        await stage.step(adamw, 1);
+      }
+      expect({ buffers: created.length, bindGroups }).toEqual({ buffers: 0, bindGroups: 0 });
+      stage.destroy();
+    } finally {
+      device.createBuffer = createBuffer;
+      device.createBindGroup = createBindGroup;
+    }
+  });
 });
