@@ -11,6 +11,15 @@ import {
   type StageRange,
 } from '../model/config.js';
 import { initStageParams, numel, stageParamCount, stageParams, type ParamSpec } from '../model/params.js';
+import {
+  checkFinite,
+  checkLength,
+  checkNamedTensors,
+  checkRange,
+  checkShape,
+  checkTokenIds,
+  NonFiniteError,
+} from '../stage/checks.js';
 import type {
   AdamWSettings,
   NamedTensor,
@@ -105,12 +114,8 @@ export class CpuStage implements StageTrainer {
     options: CpuStageOptions = {},
   ) {
     validateConfig(config);
-    validateRange(config, range);
-    if (!Number.isInteger(shape.batch) || shape.batch < 1)
-      throw new Error(`batch must be a positive integer, got ${shape.batch}`);
-    if (!Number.isInteger(shape.seq) || shape.seq < 1 || shape.seq > config.contextLength) {
-      throw new Error(`seq must be an integer in [1, ${config.contextLength}], got ${shape.seq}`);
-    }
+    checkRange(config, range);
+    checkShape(config, shape);
     this.alloc = options.precision === 'f64' ? (n) => new Float64Array(n) : (n) => new Float32Array(n);
     this.specs = stageParams(config, range);
     this.specs.forEach((spec, i) => this.index.set(spec.name, i));
@@ -124,22 +129,21 @@ export class CpuStage implements StageTrainer {
   async forward(input: StageInput, targets?: Int32Array): Promise<StageForwardResult> {
     const { batch: B, seq: T } = this.shape;
     const { width: C, vocabSize: V } = this.config;
+    // A failed forward must not leave an older micro-batch for backward() to differentiate.
+    this.tape = null;
     const first = isFirstStage(this.range);
     let x: Floats;
     let tokens: Int32Array | null = null;
     if (first) {
       if (input.kind !== 'tokens') throw new Error('the first stage takes tokens, got activations');
-      tokens = Int32Array.from(checkTokens('tokens', input.tokens, B * T, V));
+      checkTokenIds('tokens', input.tokens, B * T, V);
+      tokens = Int32Array.from(input.tokens);
       x = this.alloc(B * T * C);
       encoderForward(x, tokens, this.param('wte'), this.param('wpe'), B, T, C);
     } else {
       if (input.kind !== 'activations')
         throw new Error(`stage ${this.range.index} takes activations, got tokens`);
-      if (input.data.length !== B * T * C) {
-        throw new Error(
-          `activations must have ${B * T * C} values (batch*seq*width), got ${input.data.length}`,
-        );
-      }
+      checkLength('activations', input.data, B * T * C, 'batch*seq*width');
       x = this.copyIn(input.data);
     }
     const blocks: BlockActs[] = [];
@@ -149,11 +153,16 @@ export class CpuStage implements StageTrainer {
       x = acts.res3;
     }
     if (!isLastStage(this.range)) {
+      const data = Float32Array.from(x);
+      checkFinite(`stage ${this.range.index} output activations`, data);
       this.tape = { tokens, blocks, head: null };
-      return { kind: 'activations', data: Float32Array.from(x) };
+      return { kind: 'activations', data };
     }
     if (targets === undefined) throw new Error('the last stage needs targets');
-    const head = this.headForward(x, Int32Array.from(checkTokens('targets', targets, B * T, V)));
+    checkTokenIds('targets', targets, B * T, V);
+    const head = this.headForward(x, Int32Array.from(targets));
+    if (!Number.isFinite(head.loss))
+      throw new NonFiniteError(`the loss of stage ${this.range.index} is ${head.loss}`);
     this.tape = { tokens, blocks, head: head.acts };
     return { kind: 'loss', loss: head.loss };
   }
@@ -170,9 +179,7 @@ export class CpuStage implements StageTrainer {
       dx = this.headBackward(tape.head, lossScale);
     } else {
       if (gradOut === null) throw new Error(`stage ${this.range.index} needs the gradient of its output`);
-      if (gradOut.length !== B * T * C) {
-        throw new Error(`gradOut must have ${B * T * C} values (batch*seq*width), got ${gradOut.length}`);
-      }
+      checkLength('gradOut', gradOut, B * T * C, 'batch*seq*width');
       dx = this.copyIn(gradOut);
     }
     for (let i = tape.blocks.length - 1; i >= 0; i--)
@@ -181,7 +188,9 @@ export class CpuStage implements StageTrainer {
       encoderBackward(this.grad('wte'), this.grad('wpe'), dx, tape.tokens, B, T, C);
       return null;
     }
-    return Float32Array.from(dx);
+    const dinput = Float32Array.from(dx);
+    checkFinite(`stage ${this.range.index} input gradient`, dinput);
+    return dinput;
   }
 
   zeroGrad(): void {
@@ -189,7 +198,10 @@ export class CpuStage implements StageTrainer {
   }
 
   async gradSquaredNorm(): Promise<number> {
-    return this.grads.reduce((acc, g) => acc + squaredNorm(g), 0);
+    const norm = this.grads.reduce((acc, g) => acc + squaredNorm(g), 0);
+    if (!Number.isFinite(norm))
+      throw new NonFiniteError(`the gradients of stage ${this.range.index} hold NaN or Inf`);
+    return norm;
   }
 
   async exportGrads(): Promise<Float32Array> {
@@ -203,9 +215,7 @@ export class CpuStage implements StageTrainer {
   }
 
   async importGrads(grads: Float32Array): Promise<void> {
-    if (grads.length !== this.paramCount) {
-      throw new Error(`gradient vector must have ${this.paramCount} values, got ${grads.length}`);
-    }
+    checkLength('gradient vector', grads, this.paramCount, 'the stage parameter count');
     let offset = 0;
     for (const g of this.grads) {
       g.set(grads.subarray(offset, offset + g.length));
@@ -243,12 +253,12 @@ export class CpuStage implements StageTrainer {
   async importState(state: StageState): Promise<void> {
     if (!Number.isInteger(state.step) || state.step < 0)
       throw new Error(`state.step must be a non-negative integer, got ${state.step}`);
-    const params = this.readNamed('params', state.params);
-    const m = this.readNamed('m', state.m);
-    const v = this.readNamed('v', state.v);
-    this.params = params;
-    this.m = m;
-    this.v = v;
+    checkNamedTensors('params', state.params, this.specs);
+    checkNamedTensors('m', state.m, this.specs);
+    checkNamedTensors('v', state.v, this.specs);
+    this.params = state.params.map((t) => this.copyIn(t.data));
+    this.m = state.m.map((t) => this.copyIn(t.data));
+    this.v = state.v.map((t) => this.copyIn(t.data));
     this.stepCount = state.step;
   }
 
@@ -427,48 +437,4 @@ export class CpuStage implements StageTrainer {
     out.set(data);
     return out;
   }
-
-  /** Checks that imported tensors are exactly this stage's parameters, in order, and copies them in. */
-  private readNamed(what: string, tensors: NamedTensor[]): Floats[] {
-    if (tensors.length !== this.specs.length) {
-      throw new Error(
-        `state.${what} has ${tensors.length} tensors, stage ${this.range.index} has ${this.specs.length}`,
-      );
-    }
-    return this.specs.map((spec, i) => {
-      const t = tensors[i]!;
-      if (t.name !== spec.name) throw new Error(`state.${what}[${i}] is ${t.name}, expected ${spec.name}`);
-      if (t.shape.join(',') !== spec.shape.join(',') || t.data.length !== numel(spec.shape)) {
-        throw new Error(
-          `state.${what} ${t.name} has shape [${t.shape}] and ${t.data.length} values, expected [${spec.shape}]`,
-        );
-      }
-      return this.copyIn(t.data);
-    });
-  }
-}
-
-function validateRange(config: GptConfig, range: StageRange): void {
-  const ok =
-    Number.isInteger(range.count) &&
-    range.count >= 1 &&
-    Number.isInteger(range.index) &&
-    range.index >= 0 &&
-    range.index < range.count &&
-    Number.isInteger(range.firstBlock) &&
-    Number.isInteger(range.endBlock) &&
-    range.firstBlock >= 0 &&
-    range.firstBlock <= range.endBlock &&
-    range.endBlock <= config.layers;
-  if (!ok) throw new Error(`invalid stage range ${JSON.stringify(range)} for a ${config.layers}-block model`);
-}
-
-function checkTokens(what: string, ids: Int32Array, n: number, vocab: number): Int32Array {
-  if (ids.length !== n) throw new Error(`${what} must have ${n} ids (batch*seq), got ${ids.length}`);
-  for (let i = 0; i < n; i++) {
-    const id = ids[i]!;
-    if (id < 0 || id >= vocab)
-      throw new Error(`${what}[${i}] = ${id} is outside the vocabulary [0, ${vocab})`);
-  }
-  return ids;
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { splitBlocks, wholeModel, type GptConfig } from '../../gpu/model/config.js';
 import { CpuStage } from '../../gpu/reference/cpu-stage.js';
+import { NonFiniteError } from '../../gpu/stage/checks.js';
 import type { StageState } from '../../gpu/stage/types.js';
 import { randomTokens } from './finite-diff.js';
 
@@ -102,6 +103,23 @@ describe('CpuStage whole model', () => {
     ).rejects.toThrow(/tokens/);
     await expect(stage.importGrads(new Float32Array(5))).rejects.toThrow(/values/);
     expect(() => new CpuStage(config, wholeModel(config), { batch: 1, seq: 9 }, seed)).toThrow(/seq/);
+  });
+  it('reports NaN/Inf as NonFiniteError, like the GPU stage', async () => {
+    const stage = new CpuStage(config, wholeModel(config), shape, seed);
+    const state = await stage.exportState();
+    const head = state.params.length - 1;
+    await stage.importState(withParam(state, head, 0, Number.NaN));
+    await expect(lossOf(stage)).rejects.toThrow(NonFiniteError);
+    await expect(stage.backward(null, 1)).rejects.toThrow(/forward/);
+    const grads = new Float32Array(stage.paramCount);
+    grads[3] = Number.POSITIVE_INFINITY;
+    await stage.importGrads(grads);
+    await expect(stage.gradSquaredNorm()).rejects.toThrow(NonFiniteError);
+
+    const [r0] = splitBlocks(config, 2);
+    const s0 = new CpuStage(config, r0!, shape, seed);
+    await s0.importState(withParam(await s0.exportState(), 0, tokens[0]! * 16, Number.NaN));
+    await expect(s0.forward({ kind: 'tokens', tokens })).rejects.toThrow(/diverged/);
   });
 });
 
