@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { pino } from 'pino';
+import type { SignedReceipt } from '../../shared/protocol/receipt.js';
 import { FileKeyStore, loadOrCreateKeys } from '../identity/key-store.js';
 import { NodeRuntime } from '../node/runtime.js';
 import { defaultNodeKeyPath, engineKind, logLevel } from './options.js';
@@ -30,7 +31,9 @@ export function registerNodeCommand(program: Command): void {
         if (s.reason !== lastReason) log.info({ reason: s.reason }, 'status');
         lastReason = s.reason;
       });
-      node.on('receipt', () => log.debug({ receipts: node.status.receipts, flops: node.status.creditedFlops }, 'receipt'));
+      node.on('receipt', (signed: SignedReceipt) =>
+        log.debug({ receiptId: signed.receipt.receiptId, flops: signed.receipt.flops, total: node.status.creditedFlops }, 'receipt'),
+      );
       log.info({ nodeId: keys.publicKeyHex, engine: flags.engine }, 'starting node');
       node.start();
       await new Promise<void>((resolve) => {

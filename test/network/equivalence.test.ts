@@ -1,0 +1,89 @@
+import { afterAll, describe, expect, test } from 'vitest';
+import { GpuStage } from '../../gpu/engine/gpu-stage.js';
+import { Trainer } from '../../gpu/train/trainer.js';
+import type { StageTrainer } from '../../gpu/stage/types.js';
+import { Corpus } from '../../coordinator/data.js';
+import type { StepEvent } from '../../coordinator/coordinator.js';
+import { WorkerStage } from '../../main/node/engine-host.js';
+import { testDevice } from '../helpers/gpu.js';
+import { corpusPath, startCoordinator, startNode, tempDir, tinyConfig } from './helpers.js';
+
+/**
+ * The correctness bar of the network: 2 stages x 2 replicas over real WebSockets, GpuStages on lavapipe in
+ * node worker threads, give the same loss at every step as the single-process trainer on the same
+ * micro-batches.
+ *
+ * Tolerance 1e-4 relative. The two runs do the same arithmetic except the order of a few additions: each
+ * replica accumulates only its own micro-batches and the coordinator adds the replicas' sums (single
+ * process: one running sum), the global norm is summed in f64 on the CPU instead of on the GPU, and the
+ * step loss is a sum divided by M instead of a sum of loss/M. Each differs by a few f32 ulps (~1e-7
+ * relative) per step; AdamW normalises gradients, so such differences stay that size for 20 steps, and
+ * 1e-4 leaves a wide margin while still catching any real mistake (a micro-batch dropped, doubled or
+ * mis-scaled moves the loss by >1e-3 within a few steps).
+ */
+const STEPS = 20;
+const config = tinyConfig({ steps: STEPS, checkpointEvery: 10 });
+
+describe('pipeline-parallel training equals single-process training', () => {
+  const { dir, cleanup } = tempDir();
+  afterAll(cleanup);
+
+  test('2 stages x 2 replicas, 20 steps, GPU engine', { timeout: 180_000 }, async () => {
+    const coordinator = await startCoordinator(config, dir);
+    const stages: StageTrainer[] = [];
+    const nodes = [0, 1, 2, 3].map(() =>
+      startNode(coordinator.url, 'gpu', {
+        createStage: async (engine, spec) => {
+          const stage = await WorkerStage.create(engine, spec);
+          stages.push(stage);
+          return stage;
+        },
+      }),
+    );
+    const events: StepEvent[] = [];
+    coordinator.on('step', (e: StepEvent) => events.push(e));
+    await coordinator.finished;
+
+    // Replicas of a stage must hold the same bits after every step, or they would drift apart.
+    const states = await Promise.all(stages.map(async (s) => ({ index: s.range.index, state: await s.exportState() })));
+    for (const stage of [0, 1]) {
+      const replicas = states.filter((s) => s.index === stage);
+      expect(replicas).toHaveLength(2);
+      const [a, b] = replicas.map((r) => r.state);
+      expect(a!.step).toBe(STEPS);
+      a!.params.forEach((t, i) => expect(Buffer.from(t.data.buffer).equals(Buffer.from(b!.params[i]!.data.buffer))).toBe(true));
+    }
+    await Promise.all(nodes.map((n) => n.stop()));
+    expect(coordinator.status().stages.map((s) => s.nodes.length)).toEqual([2, 2]);
+    // Routing spread the micro-batches over both replicas of each stage.
+    expect(coordinator.store.balances().filter((b) => b.units > 0)).toHaveLength(4);
+    await coordinator.close();
+
+    const { device } = await testDevice();
+    try {
+      const corpus = Corpus.fromFile(corpusPath);
+      const trainer = await Trainer.create({
+        config: config.model,
+        stageCount: config.stages,
+        shape: config.microBatch,
+        microBatches: config.microBatchesPerStep,
+        adamw: config.adamw,
+        gradClip: config.gradClip,
+        makeStage: (range) => GpuStage.create(device, config.model, range, config.microBatch, { seed: config.seed }),
+      });
+      const single: number[] = [];
+      for (let step = 0; step < STEPS; step++) {
+        const batches = Array.from({ length: config.microBatchesPerStep }, (_, i) => corpus.microBatch(config.seed, step, i, config.microBatch));
+        single.push((await trainer.step(batches)).loss);
+      }
+      trainer.destroy();
+      expect(events.map((e) => e.step)).toEqual(Array.from({ length: STEPS }, (_, i) => i + 1));
+      const worst = Math.max(...events.map((e, i) => Math.abs(e.loss - single[i]!) / Math.abs(single[i]!)));
+      console.log(`loss ${single[0]!.toFixed(5)} -> ${single[STEPS - 1]!.toFixed(5)}; worst relative difference ${worst.toExponential(2)}`);
+      events.forEach((e, i) => expect(Math.abs(e.loss - single[i]!) / Math.abs(single[i]!)).toBeLessThan(1e-4));
+      expect(single[STEPS - 1]!).toBeLessThan(single[0]!);
+    } finally {
+      device.destroy();
+    }
+  });
+});
