@@ -2,7 +2,8 @@ import type { AdapterSummary } from '../../gpu/device/acquire.js';
 
 /**
  * Messages between Electron main and the hidden GPU worker page, over a MessagePort. Tensors travel as
- * Float32Array/Int32Array whose buffers are transferred, never copied.
+ * Float32Array/Int32Array; the page transfers their buffers, while main's MessagePortMain (which can transfer
+ * only ports) has them copied.
  */
 
 /** The window message with which the worker's preload hands the page its end of the port. */

@@ -1,0 +1,45 @@
+import type { BrowserWindowConstructorOptions, WebPreferences } from 'electron';
+
+/** Electron's security checklist, in one place, for every window we open. */
+export const HARDENED_WEB_PREFERENCES: WebPreferences = {
+  contextIsolation: true,
+  sandbox: true,
+  nodeIntegration: false,
+  nodeIntegrationInWorker: false,
+  nodeIntegrationInSubFrames: false,
+  webSecurity: true,
+  allowRunningInsecureContent: false,
+  experimentalFeatures: false,
+  webviewTag: false,
+  navigateOnDragDrop: false,
+  spellcheck: false,
+};
+
+export function mainWindowOptions(preload: string, icon: string): BrowserWindowConstructorOptions {
+  return {
+    title: 'Tributary',
+    width: 1120,
+    height: 820,
+    minWidth: 520,
+    minHeight: 480,
+    show: false,
+    icon,
+    autoHideMenuBar: true,
+    webPreferences: { ...HARDENED_WEB_PREFERENCES, preload },
+  };
+}
+
+/**
+ * The hidden window the engine runs in. Never shown; kept running in the background, since Chromium
+ * throttles timers (and so the training loop) of hidden pages otherwise.
+ */
+export function gpuWorkerWindowOptions(preload: string): BrowserWindowConstructorOptions {
+  return {
+    show: false,
+    width: 320,
+    height: 240,
+    skipTaskbar: true,
+    focusable: false,
+    webPreferences: { ...HARDENED_WEB_PREFERENCES, preload, backgroundThrottling: false },
+  };
+}
