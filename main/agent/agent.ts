@@ -177,7 +177,7 @@ export class Agent {
 
   private status(): { state: AgentState; reasonCode: ReasonCode; reason: string } {
     const d = this.decision!;
-    if (d.state !== 'running' || this.thermal.factor >= 0.995) return d;
+    if (d.state !== 'running' || this.thermal.factor >= 0.995) return { state: d.state, reasonCode: d.reasonCode, reason: d.reason };
     const temp = Math.round(this.telemetry.snapshot().gpuTempC ?? 0);
     const limit = this.settings.gpuTempLimitC;
     if (this.effectiveDuty <= 0) {

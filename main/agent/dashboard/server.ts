@@ -140,13 +140,19 @@ export async function startDashboardServer(options: DashboardServerOptions): Pro
     const unsubscribe = host.onSnapshot((snapshot) => send({ type: 'snapshot', snapshot }));
     ws.on('close', unsubscribe);
     ws.on('message', (data, isBinary) => {
-      let parsed;
+      let json: unknown = null;
       try {
-        parsed = isBinary ? null : clientMessageSchema.safeParse(JSON.parse(String(data)));
+        json = isBinary ? null : JSON.parse(String(data));
       } catch {
-        parsed = null;
+        json = null;
       }
-      if (!parsed?.success) return send({ type: 'error', error: 'unrecognized message' });
+      const parsed = clientMessageSchema.safeParse(json);
+      if (!parsed.success) {
+        const id = (json as { id?: unknown } | null)?.id;
+        if (typeof id !== 'string') return send({ type: 'error', error: 'unrecognized message' });
+        const errors = parsed.error.issues.map((i) => `${i.path.filter((p) => p !== 'command' && p !== 'patch').join('.') || 'command'}: ${i.message}`);
+        return send({ type: 'commandResult', id, ok: false, errors });
+      }
       const { id, command } = parsed.data;
       void host.command(command).then(
         (result) => send({ type: 'commandResult', id, ok: result.ok, ...(result.ok ? {} : { errors: result.errors }) }),
