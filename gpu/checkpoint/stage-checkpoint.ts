@@ -4,7 +4,8 @@
  * metadata so a checkpoint cannot be loaded into a stage it does not fit.
  */
 import type { GptConfig, StageRange } from '../model/config.js';
-import { stageParams, type ParamSpec } from '../model/params.js';
+import { stageParams } from '../model/params.js';
+import { checkNamedTensors } from '../stage/checks.js';
 import type { NamedTensor, StageState } from '../stage/types.js';
 import { decodeSafetensors, encodeSafetensors } from './safetensors.js';
 
@@ -35,7 +36,7 @@ export function stageStateToSafetensors(state: StageState, meta: StageCheckpoint
   }
   const tensors: NamedTensor[] = [];
   for (const g of groups) {
-    checkTensors(`state.${g.key}`, state[g.key], specs);
+    checkNamedTensors(g.key, state[g.key], specs);
     for (const t of state[g.key]) tensors.push({ name: g.prefix + t.name, shape: t.shape, data: t.data });
   }
   return encodeSafetensors(tensors, {
@@ -84,21 +85,10 @@ export function safetensorsToStageState(
     });
   const state: StageState = { step, params: read('param/'), m: read('adam_m/'), v: read('adam_v/') };
   if (byName.size > 0) throw new Error(`checkpoint: unexpected tensor ${[...byName.keys()][0]}`);
-  for (const g of groups) checkTensors(`checkpoint ${g.prefix}`, state[g.key], specs);
+  for (const g of groups) checkNamedTensors(g.key, state[g.key], specs);
 
   const extra = Object.fromEntries(Object.entries(metadata).filter(([k]) => !reservedKeys.includes(k)));
   return { state, meta: { config: expected.config, range: expected.range, extra } };
-}
-
-function checkTensors(what: string, tensors: NamedTensor[], specs: ParamSpec[]): void {
-  if (tensors.length !== specs.length)
-    throw new Error(`${what} has ${tensors.length} tensors, the stage has ${specs.length}`);
-  specs.forEach((spec, i) => {
-    const t = tensors[i]!;
-    if (t.name !== spec.name) throw new Error(`${what}[${i}] is ${t.name}, expected ${spec.name}`);
-    if (t.shape.join(',') !== spec.shape.join(','))
-      throw new Error(`${what} ${t.name} has shape [${t.shape}], expected [${spec.shape}]`);
-  });
 }
 
 function parseJson(key: string, text: string | undefined): unknown {
