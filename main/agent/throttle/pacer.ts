@@ -11,8 +11,16 @@ export class DutyCyclePacer implements WorkGate {
   private waiters = new Set<() => void>();
   /** When the gate last let a unit start (after its rest), to count overhead outside the GPU as rest. */
   private lastRelease: number | null = null;
+  /**
+   * Rest taken beyond what was owed (timers oversleep, overhead outside the GPU), carried to the next units
+   * so the cap holds over a window rather than per unit. Bounded, so a long gap never buys a long burst.
+   */
+  private restBalanceMs = 0;
 
-  constructor(private readonly clock: Clock) {}
+  constructor(
+    private readonly clock: Clock,
+    private readonly maxCarryMs = 250,
+  ) {}
 
   /** 0 closes the gate; anything in (0, 1] opens it at that duty cycle. */
   setDutyCycle(dutyCycle: number): void {
@@ -44,6 +52,7 @@ export class DutyCyclePacer implements WorkGate {
       });
       // A pause resets pacing: the GPU rested throughout it.
       this.lastRelease = null;
+      this.restBalanceMs = 0;
     }
     this.lastRelease ??= this.clock.now();
   }
@@ -54,8 +63,17 @@ export class DutyCyclePacer implements WorkGate {
     // Time spent outside the GPU since the unit started (feeding, encoding, the network) already counts as rest.
     const sinceRelease = this.lastRelease === null ? busyMs : now - this.lastRelease;
     const restedMs = Math.max(0, sinceRelease - busyMs);
-    const restMs = d > 0 && d < 1 ? (busyMs * (1 - d)) / d - restedMs : 0;
+    if (d <= 0 || d >= 1) {
+      this.restBalanceMs = 0;
+      this.lastRelease = now;
+      return;
+    }
+    const owedMs = (busyMs * (1 - d)) / d;
+    const restMs = owedMs - restedMs - this.restBalanceMs;
     if (restMs > 0) await this.clock.sleep(restMs);
-    this.lastRelease = this.clock.now();
+    const released = this.clock.now();
+    const balance = this.restBalanceMs + restedMs + (released - now) - owedMs;
+    this.restBalanceMs = Math.max(-this.maxCarryMs, Math.min(this.maxCarryMs, balance));
+    this.lastRelease = released;
   }
 }
