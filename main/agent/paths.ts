@@ -1,12 +1,12 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
-/** Where the agent keeps its ledger, settings and dashboard token; TRIBUTARY_HOME overrides. */
+/**
+ * Where the agent keeps its ledger, settings and dashboard token: TRIBUTARY_HOME, else ~/.tributary (beside
+ * the CLI's node key). The desktop shell passes its own per-user app-data folder instead.
+ */
 export function defaultDataDir(): string {
-  if (process.env.TRIBUTARY_HOME) return process.env.TRIBUTARY_HOME;
-  if (process.platform === 'win32') return join(process.env.APPDATA ?? join(homedir(), 'AppData', 'Roaming'), 'Tributary');
-  if (process.platform === 'darwin') return join(homedir(), 'Library', 'Application Support', 'Tributary');
-  return join(process.env.XDG_DATA_HOME ?? join(homedir(), '.local', 'share'), 'tributary');
+  return process.env.TRIBUTARY_HOME ?? join(homedir(), '.tributary');
 }
 
 export function agentPaths(dataDir: string): { ledger: string; settings: string; dashboardToken: string } {

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { registerCoordinatorCommand } from './coordinator-command.js';
+import { registerLedgerCommand } from './ledger-command.js';
 import { registerLocalCommand } from './local-command.js';
 import { registerNodeCommand } from './node-command.js';
 
@@ -13,6 +14,7 @@ const program = new Command()
 registerCoordinatorCommand(program);
 registerNodeCommand(program);
 registerLocalCommand(program);
+registerLedgerCommand(program);
 
 program.parseAsync(process.argv).catch((err: Error) => {
   console.error(`tributary: ${err.message}`);

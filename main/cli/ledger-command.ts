@@ -1,0 +1,65 @@
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { InvalidArgumentError, type Command } from 'commander';
+import { EXPORT_TABLES, Ledger, type ExportTable } from '../agent/ledger/ledger.js';
+import { agentPaths, defaultDataDir } from '../agent/paths.js';
+
+function exportTable(value: string): ExportTable {
+  if (!(EXPORT_TABLES as readonly string[]).includes(value)) {
+    throw new InvalidArgumentError(`expected one of ${EXPORT_TABLES.join(', ')}`);
+  }
+  return value as ExportTable;
+}
+
+function openExisting(path: string): Ledger {
+  if (!existsSync(path)) throw new Error(`no ledger at ${path} (use --db to point at one)`);
+  return new Ledger(path);
+}
+
+/** `tributary ledger verify|export`: check the hash chain, or write a table as CSV. */
+export function registerLedgerCommand(program: Command): void {
+  const ledger = program.command('ledger').description('Check or export your local ledger of work and credits');
+  const dbOption = ['--db <path>', 'ledger file', agentPaths(defaultDataDir()).ledger] as const;
+
+  ledger
+    .command('verify')
+    .description('Check every entry against the hash chain and every receipt against its signature')
+    .option(...dbOption)
+    .option('--json', 'print the result as JSON')
+    .action((options: { db: string; json?: boolean }) => {
+      const db = openExisting(options.db);
+      try {
+        const result = db.verify();
+        if (options.json) console.log(JSON.stringify(result));
+        else if (result.ok) console.log(`Ledger intact: ${result.entries} entries, hash chain and receipt signatures verified (${options.db})`);
+        else {
+          console.log(`Ledger TAMPERED (${options.db}): ${result.problems.length} problem(s) in ${result.entries} entries`);
+          for (const p of result.problems) console.log(`  - ${p.message}`);
+        }
+        if (!result.ok) process.exitCode = 1;
+      } finally {
+        db.close();
+      }
+    });
+
+  ledger
+    .command('export')
+    .description('Write a ledger table as CSV (receipts include their credit state)')
+    .option(...dbOption)
+    .option('--table <name>', `one of ${EXPORT_TABLES.join(', ')}`, exportTable, 'receipts' as ExportTable)
+    .option('--out <file>', 'write here instead of standard output')
+    .action(async (options: { db: string; table: ExportTable; out?: string }) => {
+      const db = openExisting(options.db);
+      try {
+        const csv = db.exportCsv(options.table);
+        if (options.out === undefined) process.stdout.write(csv);
+        else {
+          await writeFile(options.out, csv);
+          const rows = csv.split('\r\n').length - 2;
+          console.error(`Wrote ${rows} ${options.table} row(s) to ${options.out}`);
+        }
+      } finally {
+        db.close();
+      }
+    });
+}
