@@ -389,12 +389,12 @@ export class Coordinator extends EventEmitter {
   private checkSilentPeers(): void {
     const now = Date.now();
     for (const peer of this.peers) {
-      const limit = Math.max(this.config.taskTimeoutMs, 10 * (peer.emaMs ?? 0));
+      // Loading a stage and its first task start an engine and compile kernels: far slower than a task.
+      const warmingUp = peer.emaMs === null || peer.awaiting?.kind === 'loaded';
+      const limit = Math.max(this.config.taskTimeoutMs, 10 * (peer.emaMs ?? 0), warmingUp ? LOAD_TIMEOUT_MS : 0);
       const late = [...peer.tasks.values()].some((t) => t.attempt === this.attemptNo && now - t.sentAt > limit);
-      // Loading a stage starts an engine and compiles its kernels: far slower than a task.
-      const replyLimit = peer.awaiting?.kind === 'loaded' ? Math.max(limit, LOAD_TIMEOUT_MS) : limit;
       if (late) this.drop(peer, `no result within ${limit} ms`);
-      else if (peer.awaiting && now - peer.awaiting.since > replyLimit) this.drop(peer, `no ${peer.awaiting.kind} reply within ${replyLimit} ms`);
+      else if (peer.awaiting && now - peer.awaiting.since > limit) this.drop(peer, `no ${peer.awaiting.kind} reply within ${limit} ms`);
     }
   }
 

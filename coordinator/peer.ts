@@ -27,6 +27,10 @@ export interface Awaiting {
 /** Smoothing of the per-task time estimate (SWARM's throughput EMA). */
 const EMA_WEIGHT = 0.3;
 
+function smooth(previous: number | null, sample: number): number {
+  return previous === null ? sample : EMA_WEIGHT * sample + (1 - EMA_WEIGHT) * previous;
+}
+
 /** One connected node as the coordinator sees it. */
 export class Peer {
   nodeId = '';
@@ -38,8 +42,11 @@ export class Peer {
   wantsWork = false;
   /** Stage whose weights the node holds and trains, or null while unassigned. */
   stage: number | null = null;
-  /** Milliseconds per task, smoothed; null until the first task. */
+  /** Milliseconds per task, smoothed; null until the first task. Drives routing. */
   emaMs: number | null = null;
+  /** Busy milliseconds per work unit (a micro-batch's forward and backward here), smoothed. Drives placement. */
+  unitEmaMs: number | null = null;
+  private unitBusyMs = 0;
   /** Tasks sent and not yet answered, including ones from an aborted attempt. */
   readonly tasks = new Map<number, SentTask>();
   /** The micro-batch whose activations this peer holds (between its forward and its backward). */
@@ -55,7 +62,14 @@ export class Peer {
   ) {}
 
   observeTaskTime(ms: number): void {
-    this.emaMs = this.emaMs === null ? ms : EMA_WEIGHT * ms + (1 - EMA_WEIGHT) * this.emaMs;
+    this.emaMs = smooth(this.emaMs, ms);
+    this.unitBusyMs += ms;
+  }
+
+  /** Called when the unit the peer held is finished: its tasks' busy time becomes one sample. */
+  finishUnit(): void {
+    this.unitEmaMs = smooth(this.unitEmaMs, this.unitBusyMs);
+    this.unitBusyMs = 0;
   }
 
   get busy(): boolean {
@@ -73,9 +87,9 @@ export class Peer {
     return running + per * (this.queue.length + 1);
   }
 
-  /** Tasks per second this peer sustains (for placing joiners where throughput is lowest). */
+  /** Micro-batches per second this peer sustains on its stage (for placing joiners where throughput is lowest). */
   throughput(fallbackMs: number): number {
-    return 1000 / (this.emaMs ?? fallbackMs);
+    return 1000 / (this.unitEmaMs ?? fallbackMs);
   }
 
   send(message: Outgoing<CoordinatorMessage>, tensors?: Tensor[]): void {

@@ -125,6 +125,7 @@ export class StepAttempt {
 
   private release(peer: Peer, stage: number, mb: number): void {
     this.units.push({ peer, stage, microBatch: mb });
+    peer.finishUnit();
     peer.resident = null;
     const next = peer.queue.shift();
     if (next) next();
