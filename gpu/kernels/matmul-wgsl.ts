@@ -115,7 +115,7 @@ function storeBlock(v: MatmulVariant): string {
     lines.push(`  let row = rowBase + ${i}u;`);
     for (let j = 0; j < tn / 4; j++) {
       const acc = `acc[${i * (tn / 4) + j}]`;
-      const col = `(colBase + ${j * 4}u)`;
+      const col = `(n0 + ${vecCol(v.tile, j)} * 4u)`;
       if (v.vec4) {
         lines.push(`  if (${col} < dims.N) {`);
         lines.push(`    let at = (row * dims.N + ${col}) / 4u;`);
@@ -142,11 +142,19 @@ function storeBlock(v: MatmulVariant): string {
   return lines.join('\n  ');
 }
 
+/**
+ * Index of thread tx's j-th vec4 column within the tile. Columns interleave (x, x + BN/TN, ...) rather than
+ * run contiguously, so neighbouring threads read neighbouring vec4s of Bs and write neighbouring vec4s of C.
+ */
+function vecCol(tile: TileShape, j: number): string {
+  return `(${j * (tile.bn / tile.tn)}u + tx)`;
+}
+
 function innerProduct(tile: TileShape): string {
   const { bm, bn, tm, tn } = tile;
   const lines: string[] = [];
   for (let i = 0; i < tm / 4; i++) lines.push(`let a${i} = As[k * ${bm / 4}u + ty * ${tm / 4}u + ${i}u];`);
-  for (let j = 0; j < tn / 4; j++) lines.push(`let b${j} = Bs[k * ${bn / 4}u + tx * ${tn / 4}u + ${j}u];`);
+  for (let j = 0; j < tn / 4; j++) lines.push(`let b${j} = Bs[k * ${bn / 4}u + ${vecCol(tile, j)}];`);
   for (let i = 0; i < tm; i++) {
     for (let j = 0; j < tn / 4; j++) {
       const acc = `acc[${i * (tn / 4) + j}]`;
@@ -193,7 +201,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     workgroupBarrier();
   }
   let rowBase = m0 + ty * ${tm}u;
-  let colBase = n0 + tx * ${tn}u;
   ${storeBlock(v)}
 }
 `;

@@ -17,7 +17,7 @@ export interface MatmulDims {
 }
 
 /** The tile every matmul uses; chosen by the ladder in gpu/README.md ("Optimisations"). */
-export const MATMUL_TILE: TileShape = { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 };
+export const MATMUL_TILE: TileShape = { bm: 64, bn: 128, bk: 8, tm: 8, tn: 16 };
 
 /**
  * Upper bound on the multiply-adds (x2) of one dispatch. Windows resets a GPU whose work runs past ~2 s; at
