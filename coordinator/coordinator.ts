@@ -249,6 +249,8 @@ export class Coordinator extends EventEmitter {
         const code = error instanceof ProtocolError ? error.code : 'error';
         this.metrics.rejected.inc({ code });
         this.log.warn({ node: peer.shortId, code, error: error.message }, 'refused a message');
+        // An authenticated node that sends malformed work is not trusted again for a while.
+        if (peer.authenticated) this.bans.set(peer.nodeId, Date.now() + this.config.banMs);
         this.lose(peer, `protocol violation: ${error.message}`);
       },
     );
