@@ -4,6 +4,7 @@ import type {
   AgentCommand,
   AgentSnapshot,
   CommandResult,
+  Inventory,
   ReasonCode,
   AgentState,
   WalletSnapshot,
@@ -15,11 +16,13 @@ import { systemClock, type Clock } from './clock.js';
 import { startDashboardServer, type DashboardServer } from './dashboard/server.js';
 import { loadOrCreateToken } from './dashboard/token.js';
 import { EXPORT_TABLES, Ledger, ReceiptRejected, type ExportTable, type WorkUnit } from './ledger/ledger.js';
+import { listProcessNames, readOnBattery } from './host-signals.js';
 import { agentPaths } from './paths.js';
 import { neutralInputs, Policy, type PolicyDecision, type PolicyInputs } from './policy.js';
 import { loadSettings, saveSettings } from './settings-store.js';
 import { DutyCyclePacer } from './throttle/pacer.js';
 import { TemperatureController } from './throttle/temperature.js';
+import { readInventory } from './telemetry/inventory.js';
 import { Telemetry } from './telemetry/telemetry.js';
 import type { TelemetrySource } from './telemetry/types.js';
 import { validatePayoutAddress } from './wallet.js';
@@ -35,6 +38,11 @@ export interface AgentOptions {
   hostSensors?: boolean;
   trustedCoordinatorKeys?: string[];
   nodeId?: string;
+  /**
+   * Poll battery state and running programs from plain Node (off where the host pushes them with
+   * setInputs, as the Electron shell does from powerMonitor, and in tests).
+   */
+  pollHost?: boolean;
   /** How often the policy is re-evaluated and a snapshot published; 0 leaves ticking to the caller. */
   tickMs?: number;
   logger?: Logger;
@@ -66,7 +74,8 @@ export class Agent {
   private loss: { step: number; loss: number }[] = [];
   private wallet: { revision: number; value: WalletSnapshot } | null = null;
   private readonly listeners = new Set<(snapshot: AgentSnapshot) => void>();
-  private timer: NodeJS.Timeout | null = null;
+  private timers: NodeJS.Timeout[] = [];
+  private inventory: Inventory | undefined;
   private dashboard: DashboardServer | null = null;
 
   private constructor(
@@ -120,18 +129,42 @@ export class Agent {
 
   start(): void {
     this.telemetry.start();
-    const tickMs = this.options.tickMs ?? 1000;
-    if (tickMs > 0) {
-      this.timer = setInterval(() => this.tick(), tickMs);
-      this.timer.unref();
+    if (this.options.hostSensors ?? true) {
+      readInventory().then(
+        (inventory) => {
+          this.inventory = inventory;
+          this.logger.info({ inventory }, 'hardware inventory');
+        },
+        (err: unknown) => this.logger.warn(`could not read the hardware inventory: ${(err as Error).message}`),
+      );
     }
+    const tickMs = this.options.tickMs ?? 1000;
+    if (tickMs > 0) this.every(tickMs, () => this.tick());
+    if (this.options.pollHost ?? true) {
+      const pollBattery = async (): Promise<void> => {
+        if (this.settings.pauseOnBattery) this.setInputs({ onBattery: await readOnBattery() });
+      };
+      const pollPrograms = async (): Promise<void> => {
+        if (this.settings.pausePrograms.length > 0) this.setInputs({ runningPrograms: await listProcessNames() });
+      };
+      void pollBattery();
+      void pollPrograms();
+      this.every(30_000, () => void pollBattery());
+      this.every(10_000, () => void pollPrograms());
+    }
+  }
+
+  private every(ms: number, fn: () => void): void {
+    const timer = setInterval(fn, ms);
+    timer.unref();
+    this.timers.push(timer);
   }
 
   /** Closes the gate (work in flight finishes; nothing new starts), stops polling and closes the ledger. */
   async stop(): Promise<void> {
     this.pacer.setDutyCycle(0);
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
+    for (const timer of this.timers) clearInterval(timer);
+    this.timers = [];
     this.telemetry.stop();
     await this.dashboard?.close();
     this.dashboard = null;
@@ -207,6 +240,7 @@ export class Agent {
       loss: this.loss,
       wallet: this.wallet.value,
       settings: this.settings,
+      ...(this.inventory ? { inventory: this.inventory } : {}),
     };
   }
 

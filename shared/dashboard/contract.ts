@@ -94,6 +94,17 @@ export const walletSnapshotSchema = z
   .strict();
 export type WalletSnapshot = z.infer<typeof walletSnapshotSchema>;
 
+/** What the machine has, read once when the agent starts. */
+export const inventorySchema = z
+  .object({
+    gpus: z.array(z.object({ vendor: z.string(), model: z.string(), vramMb: z.number().nullable() }).strict()),
+    cpu: z.string(),
+    cores: z.number().int(),
+    memoryMb: z.number(),
+  })
+  .strict();
+export type Inventory = z.infer<typeof inventorySchema>;
+
 export const agentSnapshotSchema = z
   .object({
     version: z.literal(1),
@@ -113,6 +124,8 @@ export const agentSnapshotSchema = z
     loss: z.array(z.object({ step: z.number().int(), loss: z.number() }).strict()),
     wallet: walletSnapshotSchema,
     settings: agentSettingsSchema,
+    /** Absent until the one-off hardware inventory has been read. */
+    inventory: inventorySchema.optional(),
   })
   .strict();
 export type AgentSnapshot = z.infer<typeof agentSnapshotSchema>;

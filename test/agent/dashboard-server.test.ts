@@ -28,7 +28,7 @@ describe('local dashboard server on 127.0.0.1', () => {
     writeFileSync(join(web, 'index.html'), '<!doctype html><title>Tributary</title><script src="/app.js"></script>');
     writeFileSync(join(web, 'app.js'), 'console.log("hi")');
     writeFileSync(join(dir, 'secret.txt'), 'do not serve');
-    agent = await Agent.open({ dataDir: join(dir, 'data'), settings: { ...defaultSettings, runWhen: 'always' }, telemetrySources: [], hostSensors: false, tickMs: 0 });
+    agent = await Agent.open({ dataDir: join(dir, 'data'), settings: { ...defaultSettings, runWhen: 'always' }, telemetrySources: [], hostSensors: false, tickMs: 0, pollHost: false });
     server = await agent.startDashboard({ staticDir: web, port: 0 });
     token = new URL(server.url).searchParams.get('token')!;
     host = `127.0.0.1:${server.port}`;

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { rowHash, type RowValue } from '../../main/agent/ledger/chain.js';
 import { Ledger, ReceiptRejected } from '../../main/agent/ledger/ledger.js';
 import { NODE_ID, testCoordinator, testReceipt } from './signing.js';
 
@@ -96,11 +97,17 @@ describe('ledger', () => {
   });
 
   it('finds a row whose hash was recomputed after editing (the next row no longer links to it)', () => {
-    const result = tamper("UPDATE events SET detail = '{}', hash = 'f' || substr(hash, 2) WHERE seq = 1");
-    expect(result.problems.map((p) => p.message)).toEqual([
-      'events entry #1 (start) was edited: its contents no longer match its hash',
+    filled().close();
+    const raw = new Database(path);
+    const row = raw.prepare('SELECT * FROM events WHERE seq = 1').get() as Record<string, RowValue>;
+    const forged = { ...row, detail: '{"version":"9.9.9"}' };
+    raw.prepare('UPDATE events SET detail = ?, hash = ? WHERE seq = 1').run(forged.detail, rowHash('events', forged));
+    raw.close();
+    const ledger = open();
+    expect(ledger.verify().problems.map((p) => p.message)).toEqual([
       'receipts entry #2 (receipt r-1) does not link to the entry before it (an earlier entry was replaced)',
     ]);
+    ledger.close();
   });
 
   it('exports CSV with the receipts and their credit state', () => {

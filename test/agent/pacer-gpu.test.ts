@@ -43,7 +43,7 @@ describe('duty-cycle pacing of real GPU work (dawn.node)', () => {
   });
 
   it('a paused agent holds the next unit until resumed, and the unit in flight completes', async () => {
-    const agent = await Agent.open({ dataDir: dir, settings: { ...defaultSettings, runWhen: 'always' }, telemetrySources: [], hostSensors: false, tickMs: 0 });
+    const agent = await Agent.open({ dataDir: dir, settings: { ...defaultSettings, runWhen: 'always' }, telemetrySources: [], hostSensors: false, tickMs: 0, pollHost: false });
     await agent.gate.waitUntilAllowed();
     const inFlight = work.unit();
     await agent.command({ type: 'pause', duration: 'indefinitely' });

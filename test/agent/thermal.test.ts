@@ -20,7 +20,7 @@ describe('temperature control with a simulated GPU', () => {
     startC?: number,
   ): Promise<{ temps: number[]; states: string[]; duty: number[]; agent: Agent; sensor: SimulatedGpuSensor; clock: FakeClock }> {
     const clock = new FakeClock();
-    const agent = await Agent.open({ dataDir: dir, clock, settings: { ...settings, runWhen: 'always' }, telemetrySources: [], hostSensors: false, tickMs: 0 });
+    const agent = await Agent.open({ dataDir: dir, clock, settings: { ...settings, runWhen: 'always' }, telemetrySources: [], hostSensors: false, tickMs: 0, pollHost: false });
     const sensor = new SimulatedGpuSensor(sensorOptions);
     if (startC !== undefined) sensor.advance(1e6, (startC - (sensorOptions.ambientC ?? 35)) / (sensorOptions.fullLoadRiseC ?? 60));
     const temps: number[] = [];

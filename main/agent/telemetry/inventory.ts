@@ -1,11 +1,5 @@
 import si from 'systeminformation';
-
-export interface Inventory {
-  gpus: { vendor: string; model: string; vramMb: number | null }[];
-  cpu: string;
-  cores: number;
-  memoryMb: number;
-}
+import type { Inventory } from '../../../shared/dashboard/contract.js';
 
 /**
  * What the machine has, read once at start. systeminformation shells out synchronously for some GPU data,
