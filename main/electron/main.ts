@@ -29,7 +29,7 @@ import { isTrustedRendererFrame } from './sender-check.js';
 import { trayMenuTemplate } from './tray-menu.js';
 import { trayIconFile, trayStateFor, type TrayState } from './tray-state.js';
 import { wireUpdater } from './updater.js';
-import { mainWindowOptions } from './window-options.js';
+import { mainWindowOptions, webGpuSwitches } from './window-options.js';
 
 /**
  * The desktop shell: lifecycle, single instance, tray, window, IPC, power signals, updates, login item.
@@ -50,6 +50,7 @@ const POLL_SIGNALS_MS = 1_000;
 const POLL_PROGRAMS_MS = 15_000;
 const linuxAutostartFile = join(process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), 'autostart', 'tributary.desktop');
 
+for (const [name, value] of webGpuSwitches(process.platform)) app.commandLine.appendSwitch(name, value);
 protocol.registerSchemesAsPrivileged([
   { scheme: APP_SCHEME, privileges: { standard: true, secure: true, supportFetchAPI: true } },
 ]);

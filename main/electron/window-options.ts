@@ -43,3 +43,11 @@ export function gpuWorkerWindowOptions(preload: string): BrowserWindowConstructo
     webPreferences: { ...HARDENED_WEB_PREFERENCES, preload, backgroundThrottling: false },
   };
 }
+
+/**
+ * Chromium switches the GPU worker needs. WebGPU is on by default on Windows and macOS; Chromium on Linux
+ * still ships it behind a flag, and there it runs on Vulkan.
+ */
+export function webGpuSwitches(platform: NodeJS.Platform): [name: string, value?: string][] {
+  return platform === 'linux' ? [['enable-unsafe-webgpu'], ['enable-features', 'Vulkan']] : [];
+}

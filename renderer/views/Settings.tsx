@@ -19,6 +19,74 @@ interface Props {
 
 const DAY_NAMES = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
 
+type NumberDraftKey = {
+  [K in keyof SettingsDraft]: SettingsDraft[K] extends string ? K : never;
+}[keyof SettingsDraft];
+
+interface NumberFieldSpec {
+  key: NumberDraftKey;
+  /** The setting its errors are reported under, when the draft field has another name or unit. */
+  setting?: string;
+  label: string;
+  unit: string;
+  hint?: string;
+  placeholder?: string;
+}
+
+const IDLE_FIELD: NumberFieldSpec = {
+  key: 'idleMinutes',
+  setting: 'idleAfterSeconds',
+  label: 'Start after no keyboard or mouse input for',
+  unit: 'min',
+};
+
+const LIMIT_FIELDS: NumberFieldSpec[] = [
+  {
+    key: 'gpuTempLimitC',
+    label: 'GPU temperature limit',
+    unit: '°C',
+    hint: 'Work slows down as the GPU nears this and stops above it.',
+  },
+  {
+    key: 'dutyCyclePct',
+    label: 'GPU load cap',
+    unit: '%',
+    hint: 'The share of time Tributary may keep the GPU busy; lower means cooler and quieter.',
+  },
+  { key: 'vramCapMb', label: 'GPU memory cap', unit: 'MB', placeholder: 'no cap', hint: 'Leave empty for no cap.' },
+];
+
+const ADVANCED_FIELDS: NumberFieldSpec[] = [
+  { key: 'tempStopMarginC', label: 'Stop this far above the limit', unit: '°C' },
+  { key: 'tempResumeBelowC', label: 'After a stop, resume this far below the limit', unit: '°C' },
+  { key: 'dashboardPort', label: 'Local dashboard port', unit: '', hint: '0 picks a free port at start.' },
+];
+
+function DraftNumberField({
+  field,
+  draft,
+  errors,
+  edit,
+}: {
+  field: NumberFieldSpec;
+  draft: SettingsDraft;
+  errors: FieldErrors;
+  edit: (change: Partial<SettingsDraft>) => void;
+}) {
+  return (
+    <NumberField
+      id={field.key}
+      label={field.label}
+      unit={field.unit}
+      hint={field.hint}
+      placeholder={field.placeholder}
+      value={draft[field.key]}
+      onChange={(value) => edit({ [field.key]: value })}
+      errors={errorsFor(errors, field.setting ?? field.key)}
+    />
+  );
+}
+
 export function Settings({ settings, send }: Props) {
   const [draft, setDraft] = useState<SettingsDraft>(() => toDraft(settings));
   const [dirty, setDirty] = useState(false);
@@ -82,14 +150,7 @@ export function Settings({ settings, send }: Props) {
             Whenever the limits below allow (for servers)
           </label>
         </fieldset>
-        <NumberField
-          id="idleMinutes"
-          label="Start after no keyboard or mouse input for"
-          unit="min"
-          value={draft.idleMinutes}
-          onChange={(idleMinutes) => edit({ idleMinutes })}
-          errors={errorsFor(errors, 'idleAfterSeconds')}
-        />
+        <DraftNumberField field={IDLE_FIELD} draft={draft} errors={errors} edit={edit} />
         <label className="choice">
           <input
             type="checkbox"
@@ -122,61 +183,14 @@ export function Settings({ settings, send }: Props) {
       </Card>
 
       <Card title="How hard to run">
-        <NumberField
-          id="gpuTempLimitC"
-          label="GPU temperature limit"
-          unit="°C"
-          value={draft.gpuTempLimitC}
-          onChange={(gpuTempLimitC) => edit({ gpuTempLimitC })}
-          errors={errorsFor(errors, 'gpuTempLimitC')}
-          hint="Work slows down as the GPU nears this and stops above it."
-        />
-        <NumberField
-          id="dutyCyclePct"
-          label="GPU load cap"
-          unit="%"
-          value={draft.dutyCyclePct}
-          onChange={(dutyCyclePct) => edit({ dutyCyclePct })}
-          errors={errorsFor(errors, 'dutyCyclePct')}
-          hint="The share of time Tributary may keep the GPU busy; lower means cooler and quieter."
-        />
-        <NumberField
-          id="vramCapMb"
-          label="GPU memory cap"
-          unit="MB"
-          value={draft.vramCapMb}
-          placeholder="no cap"
-          onChange={(vramCapMb) => edit({ vramCapMb })}
-          errors={errorsFor(errors, 'vramCapMb')}
-          hint="Leave empty for no cap."
-        />
+        {LIMIT_FIELDS.map((field) => (
+          <DraftNumberField key={field.key} field={field} draft={draft} errors={errors} edit={edit} />
+        ))}
         <details>
           <summary>Advanced</summary>
-          <NumberField
-            id="tempStopMarginC"
-            label="Stop this far above the limit"
-            unit="°C"
-            value={draft.tempStopMarginC}
-            onChange={(tempStopMarginC) => edit({ tempStopMarginC })}
-            errors={errorsFor(errors, 'tempStopMarginC')}
-          />
-          <NumberField
-            id="tempResumeBelowC"
-            label="After a stop, resume this far below the limit"
-            unit="°C"
-            value={draft.tempResumeBelowC}
-            onChange={(tempResumeBelowC) => edit({ tempResumeBelowC })}
-            errors={errorsFor(errors, 'tempResumeBelowC')}
-          />
-          <NumberField
-            id="dashboardPort"
-            label="Local dashboard port"
-            unit=""
-            value={draft.dashboardPort}
-            onChange={(dashboardPort) => edit({ dashboardPort })}
-            errors={errorsFor(errors, 'dashboardPort')}
-            hint="0 picks a free port at start."
-          />
+          {ADVANCED_FIELDS.map((field) => (
+            <DraftNumberField key={field.key} field={field} draft={draft} errors={errors} edit={edit} />
+          ))}
         </details>
       </Card>
 
@@ -254,24 +268,17 @@ function ScheduleEditor({
                 </label>
               ))}
             </div>
-            <label>
-              From{' '}
-              <input
-                type="time"
-                value={w.start}
-                aria-invalid={windowErrors.length > 0}
-                onChange={(e) => setWindow(index, { start: e.target.value })}
-              />
-            </label>
-            <label>
-              to{' '}
-              <input
-                type="time"
-                value={w.end}
-                aria-invalid={windowErrors.length > 0}
-                onChange={(e) => setWindow(index, { end: e.target.value })}
-              />
-            </label>
+            {(['start', 'end'] as const).map((end) => (
+              <label key={end}>
+                {end === 'start' ? 'From' : 'to'}{' '}
+                <input
+                  type="time"
+                  value={w[end]}
+                  aria-invalid={windowErrors.length > 0}
+                  onChange={(e) => setWindow(index, { [end]: e.target.value })}
+                />
+              </label>
+            ))}
             <button
               type="button"
               onClick={() => edit({ schedule: draft.schedule.filter((_, i) => i !== index) })}

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { denyAllPermissions, hardenContents, type HardenableContents } from '../../main/electron/hardening.js';
-import { gpuWorkerWindowOptions, mainWindowOptions } from '../../main/electron/window-options.js';
+import { gpuWorkerWindowOptions, mainWindowOptions, webGpuSwitches } from '../../main/electron/window-options.js';
 
 describe('window options', () => {
   it('isolate, sandbox and keep Node out of every window', () => {
@@ -24,6 +24,12 @@ describe('window options', () => {
     expect(options.show).toBe(false);
     expect(options.skipTaskbar).toBe(true);
     expect(options.webPreferences?.backgroundThrottling).toBe(false);
+  });
+
+  it('turn WebGPU on where Chromium ships it off (Linux) and nowhere else', () => {
+    expect(webGpuSwitches('linux').map(([name]) => name)).toContain('enable-unsafe-webgpu');
+    expect(webGpuSwitches('win32')).toEqual([]);
+    expect(webGpuSwitches('darwin')).toEqual([]);
   });
 });
 
