@@ -89,14 +89,19 @@ export class GpuStage implements StageTrainer {
     if (options.maxBytes !== undefined && needed > options.maxBytes) {
       throw new Error(`stage ${range.index} needs ${mib(needed)} of GPU memory, over the ${mib(options.maxBytes)} cap`);
     }
+    const layout = planStage(config, range, shape, limits);
     device.pushErrorScope('out-of-memory');
     device.pushErrorScope('validation');
-    const stage = new GpuStage(device, config, range, shape, planStage(config, range, shape, limits), options.kernels ?? new KernelSet(device));
-    const validation = await device.popErrorScope();
-    const oom = await device.popErrorScope();
-    if (validation || oom) {
-      stage.destroy();
-      throw new Error(`could not build stage ${range.index} on this device: ${(oom ?? validation)!.message}`);
+    let stage: GpuStage | null = null;
+    try {
+      stage = new GpuStage(device, config, range, shape, layout, options.kernels ?? new KernelSet(device));
+    } finally {
+      const validation = await device.popErrorScope();
+      const oom = await device.popErrorScope();
+      if (validation || oom) {
+        stage?.destroy();
+        throw new Error(`could not build stage ${range.index} on this device: ${(oom ?? validation)!.message}`);
+      }
     }
     stage.writeParams('params', initStageParams(config, range, options.seed));
     await stage.watch.guard(device.queue.onSubmittedWorkDone());
