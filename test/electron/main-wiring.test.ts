@@ -1,0 +1,217 @@
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
+import { IPC, RENDERER_URL, GPU_WORKER_URL } from '../../main/electron/channels.js';
+import { sampleSnapshot } from '../e2e/renderer-fixtures/snapshot.js';
+
+/**
+ * Loads the real main.ts against a fake Electron (the binary is not installed here) and a fake agent, and
+ * checks the wiring: what is registered before and after `ready`, which windows open with which options,
+ * and that quitting waits for the agent.
+ */
+const fake = await vi.hoisted(async () => {
+  const { EventEmitter } = await import('node:events');
+  const calls: string[] = [];
+  const appEvents = new Map<string, ((...args: unknown[]) => void)[]>();
+  const windows: FakeWindow[] = [];
+  const handlers = new Map<string, unknown>();
+  let protocolHandler: ((request: Request) => Promise<Response>) | null = null;
+  let permissionRequest: ((c: unknown, p: string, cb: (granted: boolean) => void) => void) | null = null;
+  const trays: { image: string; tooltip: string }[] = [];
+  const agentStopped = { value: false };
+
+  class FakeWindow {
+    options: Record<string, unknown>;
+    url = '';
+    shown = false;
+    posted: { channel: string; ports: unknown[] }[] = [];
+    webContents = {
+      mainFrame: { url: '', parent: null as unknown },
+      send: (channel: string) => calls.push(`send:${channel}`),
+      postMessage: (channel: string, _message: unknown, ports: unknown[]) => this.posted.push({ channel, ports }),
+      on: () => undefined,
+    };
+    constructor(options: Record<string, unknown>) {
+      this.options = options;
+      windows.push(this);
+    }
+    once(event: string, listener: () => void) {
+      if (event === 'ready-to-show') queueMicrotask(listener);
+    }
+    on() {}
+    async loadURL(url: string) {
+      this.url = url;
+      this.webContents.mainFrame.url = url;
+    }
+    isMinimized = () => false;
+    restore() {}
+    show() {
+      this.shown = true;
+    }
+    focus() {}
+    static getAllWindows = () => windows;
+  }
+
+  class FakePort extends EventEmitter {
+    postMessage() {}
+    start() {}
+    close() {}
+  }
+
+  const electron = {
+    app: {
+      getAppPath: () => process.env.TRIBUTARY_TEST_APP_ROOT ?? '/nonexistent',
+      isPackaged: false,
+      commandLine: { appendSwitch: (name: string) => calls.push(`switch:${name}`) },
+      requestSingleInstanceLock: () => (calls.push('lock'), true),
+      quit: () => calls.push('quit'),
+      exit: (code: number) => calls.push(`exit:${code}`),
+      on: (event: string, listener: (...args: unknown[]) => void) => {
+        appEvents.set(event, [...(appEvents.get(event) ?? []), listener]);
+      },
+      whenReady: () => (calls.push('whenReady'), Promise.resolve()),
+      getLoginItemSettings: () => ({ openAtLogin: false }),
+      setLoginItemSettings: () => undefined,
+    },
+    BrowserWindow: FakeWindow,
+    ipcMain: {
+      handle: (channel: string, handler: unknown) => handlers.set(channel, handler),
+      removeHandler: (channel: string) => handlers.delete(channel),
+    },
+    Menu: { setApplicationMenu: () => undefined, buildFromTemplate: (t: unknown) => t },
+    nativeImage: { createEmpty: () => ({ path: '' }), createFromPath: (path: string) => ({ path }) },
+    powerMonitor: Object.assign(new EventEmitter(), {
+      getSystemIdleTime: () => 0,
+      getSystemIdleState: () => 'active',
+      isOnBatteryPower: () => false,
+      getCurrentThermalState: () => 'unknown',
+    }),
+    protocol: {
+      registerSchemesAsPrivileged: (schemes: unknown) => calls.push(`privileged:${JSON.stringify(schemes)}`),
+      handle: (scheme: string, handler: (request: Request) => Promise<Response>) => {
+        calls.push(`handle:${scheme}`);
+        protocolHandler = handler;
+      },
+    },
+    session: {
+      defaultSession: {
+        setPermissionRequestHandler: (h: typeof permissionRequest) => (permissionRequest = h),
+        setPermissionCheckHandler: () => undefined,
+      },
+    },
+    shell: { openExternal: () => Promise.resolve() },
+    Tray: class {
+      state = { image: '', tooltip: '' };
+      constructor() {
+        trays.push(this.state);
+      }
+      setImage(image: { path: string }) {
+        this.state.image = image.path;
+      }
+      setToolTip(tooltip: string) {
+        this.state.tooltip = tooltip;
+      }
+      setContextMenu() {}
+      on() {}
+    },
+    MessageChannelMain: class {
+      port1 = new FakePort();
+      port2 = new FakePort();
+    },
+  };
+
+  const agent = {
+    start: () => calls.push('agent.start'),
+    stop: async () => {
+      agentStopped.value = true;
+      calls.push('agent.stop');
+    },
+    setInputs: () => undefined,
+    snapshot: () => null as unknown,
+    onSnapshot: () => () => undefined,
+    command: async () => ({ ok: true }),
+  };
+
+  return {
+    electron,
+    agent,
+    calls,
+    appEvents,
+    windows,
+    handlers,
+    trays,
+    agentStopped,
+    protocol: () => protocolHandler,
+    permissionRequest: () => permissionRequest,
+  };
+});
+
+vi.mock('electron', () => fake.electron);
+vi.mock('electron-updater', () => ({ default: { autoUpdater: {} } }));
+vi.mock('../../main/agent/agent.js', () => ({ Agent: { open: async () => fake.agent } }));
+vi.mock('../../main/agent/host-signals.js', () => ({ listProcessNames: async () => [] }));
+
+describe('Electron main wiring (fake Electron, fake agent)', () => {
+  beforeAll(async () => {
+    fake.agent.snapshot = () => sampleSnapshot();
+    const root = process.env.TRIBUTARY_TEST_APP_ROOT;
+    if (!root) throw new Error('set by the setup below');
+    await import('../../main/electron/main.js');
+    await vi.waitFor(() => expect(fake.windows.length).toBe(2));
+  });
+
+  it('takes the single-instance lock and registers app:// as privileged before ready', () => {
+    const lock = fake.calls.indexOf('lock');
+    const privileged = fake.calls.findIndex((c) => c.startsWith('privileged:'));
+    expect(lock).toBeGreaterThanOrEqual(0);
+    expect(privileged).toBeLessThan(fake.calls.indexOf('whenReady'));
+    expect(fake.calls[privileged]).toContain('"scheme":"app"');
+    expect(fake.calls[privileged]).toContain('"secure":true');
+  });
+
+  it('denies permissions, serves the bundle with a CSP and answers IPC only on the fixed channels', async () => {
+    const answers: boolean[] = [];
+    fake.permissionRequest()?.(null, 'media', (granted) => answers.push(granted));
+    expect(answers).toEqual([false]);
+    expect([...fake.handlers.keys()].sort()).toEqual([IPC.command, IPC.snapshot].sort());
+
+    const response = await fake.protocol()!(new Request('app://tributary/index.html'));
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-security-policy')).toContain("script-src 'self'");
+    expect(await response.text()).toContain('test bundle');
+    expect((await fake.protocol()!(new Request('app://tributary/..%2f..%2fsecret'))).status).toBe(404);
+  });
+
+  it('opens the hardened main window on our bundle and the hidden GPU worker with its port', () => {
+    const [main, worker] = [
+      fake.windows.find((w) => w.url === RENDERER_URL),
+      fake.windows.find((w) => w.url === GPU_WORKER_URL),
+    ];
+    expect(main?.options.webPreferences).toMatchObject({ contextIsolation: true, sandbox: true, nodeIntegration: false });
+    expect(String((main?.options.webPreferences as { preload: string }).preload)).toMatch(/dist\/preload\/preload\.cjs$/);
+    expect(worker?.options.show).toBe(false);
+    expect(worker?.posted.map((p) => p.channel)).toEqual([IPC.gpuPort]);
+    expect(worker?.posted[0]?.ports).toHaveLength(1);
+  });
+
+  it('shows the agent state in the tray', () => {
+    expect(fake.trays[0]?.image).toMatch(/assets\/tray-running-(16|32)\.png$/);
+    expect(fake.trays[0]?.tooltip).toMatch(/^Tributary: Contributing/);
+    expect(fake.calls).toContain('agent.start');
+  });
+
+  it('lets the agent stop before quitting', async () => {
+    let prevented = false;
+    for (const listener of fake.appEvents.get('before-quit') ?? []) listener({ preventDefault: () => (prevented = true) });
+    expect(prevented).toBe(true);
+    await vi.waitFor(() => expect(fake.calls.at(-1)).toBe('quit'));
+    expect(fake.calls.indexOf('agent.stop')).toBeLessThan(fake.calls.lastIndexOf('quit'));
+  });
+});
+
+// main.ts reads the app root when it loads, so the fake bundle must exist before the import above runs.
+const appRoot = mkdtempSync(join(tmpdir(), 'tributary-app-'));
+mkdirSync(join(appRoot, 'dist', 'web'), { recursive: true });
+writeFileSync(join(appRoot, 'dist', 'web', 'index.html'), '<!doctype html><title>test bundle</title>');
+process.env.TRIBUTARY_TEST_APP_ROOT = appRoot;
