@@ -61,7 +61,9 @@ async function runningOverhead(dataDir: string): Promise<Running> {
   });
   agent.start();
   // Receipts are signed ahead of time: signing is the coordinator's cost, not the agent's.
-  const receipts = Array.from({ length: 5000 }, (_, i) => coordinator.sign(testReceipt(i, { receiptId: `bench-${i}` })));
+  const receipts = Array.from({ length: 5000 }, (_, i) =>
+    coordinator.sign(testReceipt(i, { receiptId: `bench-${i}` })),
+  );
   log(`running: ${seconds} s of GPU steps through the agent's gate ...`);
   let busyMs = 0;
   let gateMs = 0;
@@ -86,7 +88,13 @@ async function runningOverhead(dataDir: string): Promise<Running> {
   await agent.stop();
   work.destroy();
   device.destroy();
-  return { share: (wallMs - busyMs) / wallMs, steps, stepMs: wallMs / steps, gateMs: gateMs / steps, receiptMs: receiptMs / steps };
+  return {
+    share: (wallMs - busyMs) / wallMs,
+    steps,
+    stepMs: wallMs / steps,
+    gateMs: gateMs / steps,
+    receiptMs: receiptMs / steps,
+  };
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-agent-'));

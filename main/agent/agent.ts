@@ -122,7 +122,10 @@ export class Agent {
       } catch (err) {
         if (!(err instanceof ReceiptRejected)) throw err;
         this.logger.warn({ receipt: signed?.receipt?.receiptId }, err.message);
-        this.ledger.recordEvent('receipt-rejected', { receiptId: signed?.receipt?.receiptId ?? null, reason: err.message });
+        this.ledger.recordEvent('receipt-rejected', {
+          receiptId: signed?.receipt?.receiptId ?? null,
+          reason: err.message,
+        });
       }
     },
   };
@@ -135,7 +138,8 @@ export class Agent {
           this.inventory = inventory;
           this.logger.info({ inventory }, 'hardware inventory');
         },
-        (err: unknown) => this.logger.warn(`could not read the hardware inventory: ${(err as Error).message}`),
+        (err: unknown) =>
+          this.logger.warn(`could not read the hardware inventory: ${(err as Error).message}`),
       );
     }
     const tickMs = this.options.tickMs ?? 1000;
@@ -145,7 +149,8 @@ export class Agent {
         if (this.settings.pauseOnBattery) this.setInputs({ onBattery: await readOnBattery() });
       };
       const pollPrograms = async (): Promise<void> => {
-        if (this.settings.pausePrograms.length > 0) this.setInputs({ runningPrograms: await listProcessNames() });
+        if (this.settings.pausePrograms.length > 0)
+          this.setInputs({ runningPrograms: await listProcessNames() });
       };
       void pollBattery();
       void pollPrograms();
@@ -198,8 +203,12 @@ export class Agent {
   tick(): PolicyDecision {
     const now = this.clock.now();
     const telemetry = this.telemetry.snapshot();
-    const thermalState = telemetry.thermalState !== 'unknown' ? telemetry.thermalState : this.inputs.thermalState;
-    const decision = this.policy.evaluate({ ...this.inputs, gpuTempC: telemetry.gpuTempC, thermalState }, now);
+    const thermalState =
+      telemetry.thermalState !== 'unknown' ? telemetry.thermalState : this.inputs.thermalState;
+    const decision = this.policy.evaluate(
+      { ...this.inputs, gpuTempC: telemetry.gpuTempC, thermalState },
+      now,
+    );
     const factor = decision.state === 'running' ? this.thermal.update(telemetry.gpuTempC, now) : 1;
     this.decision = decision;
     this.effectiveDuty = decision.dutyCycle * factor;
@@ -210,11 +219,16 @@ export class Agent {
 
   private status(): { state: AgentState; reasonCode: ReasonCode; reason: string } {
     const d = this.decision!;
-    if (d.state !== 'running' || this.thermal.factor >= 0.995) return { state: d.state, reasonCode: d.reasonCode, reason: d.reason };
+    if (d.state !== 'running' || this.thermal.factor >= 0.995)
+      return { state: d.state, reasonCode: d.reasonCode, reason: d.reason };
     const temp = Math.round(this.telemetry.snapshot().gpuTempC ?? 0);
     const limit = this.settings.gpuTempLimitC;
     if (this.effectiveDuty <= 0) {
-      return { state: 'waiting', reasonCode: 'gpu-hot', reason: `Holding: GPU at ${temp} °C, at your ${limit} °C limit` };
+      return {
+        state: 'waiting',
+        reasonCode: 'gpu-hot',
+        reason: `Holding: GPU at ${temp} °C, at your ${limit} °C limit`,
+      };
     }
     return {
       state: 'running',

@@ -6,17 +6,22 @@ export function listProcessNames(): Promise<string[]> {
   const [cmd, args] =
     process.platform === 'win32' ? ['tasklist', ['/fo', 'csv', '/nh']] : ['ps', ['-A', '-o', 'comm=']];
   return new Promise((resolve) => {
-    execFile(cmd, args as string[], { timeout: 10_000, maxBuffer: 8 * 1024 * 1024, windowsHide: true }, (err, stdout) => {
-      if (err) return resolve([]);
-      resolve(parseProcessList(stdout, process.platform === 'win32'));
-    });
+    execFile(
+      cmd,
+      args as string[],
+      { timeout: 10_000, maxBuffer: 8 * 1024 * 1024, windowsHide: true },
+      (err, stdout) => {
+        if (err) return resolve([]);
+        resolve(parseProcessList(stdout, process.platform === 'win32'));
+      },
+    );
   });
 }
 
 export function parseProcessList(stdout: string, windowsCsv: boolean): string[] {
   const names = stdout
     .split(/\r?\n/)
-    .map((line) => (windowsCsv ? (/^"([^"]+)"/.exec(line)?.[1] ?? '') : line.trim().split('/').pop() ?? ''))
+    .map((line) => (windowsCsv ? (/^"([^"]+)"/.exec(line)?.[1] ?? '') : (line.trim().split('/').pop() ?? '')))
     .filter((name) => name.length > 0);
   return [...new Set(names)];
 }

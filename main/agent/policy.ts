@@ -90,7 +90,11 @@ export class Policy {
       return { ...stopped('paused', 'user-paused', reason), resumeAt: until };
     }
 
-    if (s.vramCapMb !== null && inputs.stageMemoryBytes !== null && inputs.stageMemoryBytes > s.vramCapMb * 1e6) {
+    if (
+      s.vramCapMb !== null &&
+      inputs.stageMemoryBytes !== null &&
+      inputs.stageMemoryBytes > s.vramCapMb * 1e6
+    ) {
       return stopped(
         'paused',
         'vram-cap',
@@ -162,7 +166,9 @@ export class Policy {
       }
       // Once running, a little input (a bumped mouse reports a few idle seconds, not zero) does not stop work.
       const leaveBelow = Math.max(1, s.idleAfterSeconds - Math.min(30, s.idleAfterSeconds / 2));
-      const idleEnough = this.running ? inputs.idleSeconds >= leaveBelow : inputs.idleSeconds >= s.idleAfterSeconds;
+      const idleEnough = this.running
+        ? inputs.idleSeconds >= leaveBelow
+        : inputs.idleSeconds >= s.idleAfterSeconds;
       if (!idleEnough) {
         return stopped(
           'waiting',
@@ -186,7 +192,8 @@ export class Policy {
 
   private track(inputs: PolicyInputs, now: number): void {
     if (inputs.onBattery) this.lastSeen.battery = now;
-    if (inputs.thermalState === 'serious' || inputs.thermalState === 'critical') this.lastSeen.osThermal = now;
+    if (inputs.thermalState === 'serious' || inputs.thermalState === 'critical')
+      this.lastSeen.osThermal = now;
     const program = matchingProgram(this.settings.pausePrograms, inputs.runningPrograms);
     if (program) {
       this.lastSeen.program = now;

@@ -22,7 +22,8 @@ export async function loadSettings(path: string): Promise<AgentSettings> {
     throw new SettingsFileError(`${path} is not valid JSON (${(err as Error).message}); fix or delete it`);
   }
   const result = parseSettings(json);
-  if (!result.ok) throw new SettingsFileError(`${path} has invalid settings:\n  ${result.errors.join('\n  ')}`);
+  if (!result.ok)
+    throw new SettingsFileError(`${path} has invalid settings:\n  ${result.errors.join('\n  ')}`);
   return result.settings;
 }
 

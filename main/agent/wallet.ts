@@ -23,7 +23,8 @@ export function toChecksumAddress(hex40: string): string {
 export function validatePayoutAddress(input: string): AddressResult {
   const text = input.trim();
   const m = /^0x([0-9a-fA-F]{40})$/.exec(text);
-  if (!m) return { ok: false, error: 'A payout address is "0x" followed by 40 hexadecimal digits (0-9, a-f).' };
+  if (!m)
+    return { ok: false, error: 'A payout address is "0x" followed by 40 hexadecimal digits (0-9, a-f).' };
   const body = m[1]!;
   const checksummed = toChecksumAddress(body);
   const mixedCase = body !== body.toLowerCase() && body !== body.toUpperCase();
@@ -62,12 +63,19 @@ export function reconcile(ledger: Ledger, statement: CoordinatorStatement): Reco
   const localFlops = local.reduce((sum, r) => sum + r.flops, 0);
   const differenceFlops = statement.totalFlops - localFlops;
   const tolerance = 1e-9 * Math.max(1, Math.abs(localFlops));
-  const matches = missingLocally.length === 0 && missingFromStatement.length === 0 && Math.abs(differenceFlops) <= tolerance;
+  const matches =
+    missingLocally.length === 0 &&
+    missingFromStatement.length === 0 &&
+    Math.abs(differenceFlops) <= tolerance;
   const parts: string[] = [];
-  if (missingLocally.length > 0) parts.push(`${missingLocally.length} receipt(s) in the statement are not in your ledger`);
-  if (missingFromStatement.length > 0) parts.push(`${missingFromStatement.length} receipt(s) in your ledger are not in the statement`);
+  if (missingLocally.length > 0)
+    parts.push(`${missingLocally.length} receipt(s) in the statement are not in your ledger`);
+  if (missingFromStatement.length > 0)
+    parts.push(`${missingFromStatement.length} receipt(s) in your ledger are not in the statement`);
   if (Math.abs(differenceFlops) > tolerance) {
-    parts.push(`totals differ by ${formatFlops(differenceFlops)} (statement ${formatFlops(statement.totalFlops)}, ledger ${formatFlops(localFlops)})`);
+    parts.push(
+      `totals differ by ${formatFlops(differenceFlops)} (statement ${formatFlops(statement.totalFlops)}, ledger ${formatFlops(localFlops)})`,
+    );
   }
   return {
     matches,
@@ -76,7 +84,9 @@ export function reconcile(ledger: Ledger, statement: CoordinatorStatement): Reco
     differenceFlops,
     missingLocally,
     missingFromStatement,
-    summary: matches ? `Balance matches the coordinator: ${formatFlops(localFlops)}` : `Balance differs: ${parts.join('; ')}`,
+    summary: matches
+      ? `Balance matches the coordinator: ${formatFlops(localFlops)}`
+      : `Balance differs: ${parts.join('; ')}`,
   };
 }
 

@@ -18,7 +18,9 @@ function openExisting(path: string): Ledger {
 
 /** `tributary ledger verify|export`: check the hash chain, or write a table as CSV. */
 export function registerLedgerCommand(program: Command): void {
-  const ledger = program.command('ledger').description('Check or export your local ledger of work and credits');
+  const ledger = program
+    .command('ledger')
+    .description('Check or export your local ledger of work and credits');
   const dbOption = ['--db <path>', 'ledger file', agentPaths(defaultDataDir()).ledger] as const;
 
   ledger
@@ -31,9 +33,14 @@ export function registerLedgerCommand(program: Command): void {
       try {
         const result = db.verify();
         if (options.json) console.log(JSON.stringify(result));
-        else if (result.ok) console.log(`Ledger intact: ${result.entries} entries, hash chain and receipt signatures verified (${options.db})`);
+        else if (result.ok)
+          console.log(
+            `Ledger intact: ${result.entries} entries, hash chain and receipt signatures verified (${options.db})`,
+          );
         else {
-          console.log(`Ledger TAMPERED (${options.db}): ${result.problems.length} problem(s) in ${result.entries} entries`);
+          console.log(
+            `Ledger TAMPERED (${options.db}): ${result.problems.length} problem(s) in ${result.entries} entries`,
+          );
           for (const p of result.problems) console.log(`  - ${p.message}`);
         }
         if (!result.ok) process.exitCode = 1;

@@ -97,7 +97,9 @@ export type WalletSnapshot = z.infer<typeof walletSnapshotSchema>;
 /** What the machine has, read once when the agent starts. */
 export const inventorySchema = z
   .object({
-    gpus: z.array(z.object({ vendor: z.string(), model: z.string(), vramMb: z.number().nullable() }).strict()),
+    gpus: z.array(
+      z.object({ vendor: z.string(), model: z.string(), vramMb: z.number().nullable() }).strict(),
+    ),
     cpu: z.string(),
     cores: z.number().int(),
     memoryMb: z.number(),
@@ -145,7 +147,9 @@ export type CommandResult = { ok: true } | { ok: false; errors: string[] };
 
 /** UI -> agent. `id` pairs the command with its result. */
 export const clientMessageSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('command'), id: z.string().min(1).max(64), command: agentCommandSchema }).strict(),
+  z
+    .object({ type: z.literal('command'), id: z.string().min(1).max(64), command: agentCommandSchema })
+    .strict(),
 ]);
 export type ClientMessage = z.infer<typeof clientMessageSchema>;
 

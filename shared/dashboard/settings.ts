@@ -1,15 +1,19 @@
 import { z } from 'zod';
 
-const hhmm = z
-  .string()
-  .regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'use 24-hour time like "22:30"');
+const hhmm = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'use 24-hour time like "22:30"');
 
 /** A weekly window in local time; `end` before `start` means the window runs past midnight. */
 export const timeWindowSchema = z
   .object({
     /** 0 = Sunday ... 6 = Saturday: the day the window starts on. */
     days: z
-      .array(z.number().int().min(0, 'days run 0 (Sunday) to 6 (Saturday)').max(6, 'days run 0 (Sunday) to 6 (Saturday)'))
+      .array(
+        z
+          .number()
+          .int()
+          .min(0, 'days run 0 (Sunday) to 6 (Saturday)')
+          .max(6, 'days run 0 (Sunday) to 6 (Saturday)'),
+      )
       .min(1, 'pick at least one day')
       .default([0, 1, 2, 3, 4, 5, 6]),
     start: hhmm,
@@ -71,7 +75,10 @@ export const defaultSettings: AgentSettings = {
 
 /** Complete settings; keys left out take their defaults, so older settings files keep working. */
 export const agentSettingsSchema = z.preprocess(
-  (value) => (value !== null && typeof value === 'object' && !Array.isArray(value) ? { ...defaultSettings, ...value } : value),
+  (value) =>
+    value !== null && typeof value === 'object' && !Array.isArray(value)
+      ? { ...defaultSettings, ...value }
+      : value,
   settingsFieldsSchema,
 );
 
@@ -101,6 +108,7 @@ function stripUndefined<T extends object>(value: T): Partial<T> {
 
 function describeIssue(issue: z.core.$ZodIssue): string {
   const where = issue.path.length > 0 ? issue.path.join('.') : 'settings';
-  if (issue.code === 'unrecognized_keys') return `${where}: unknown setting ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
+  if (issue.code === 'unrecognized_keys')
+    return `${where}: unknown setting ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
   return `${where}: ${issue.message}`;
 }

@@ -14,7 +14,16 @@ describe('Agent', () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
   const coordinator = testCoordinator();
   const open = (clock = new FakeClock()): Promise<Agent> =>
-    Agent.open({ dataDir: dir, clock, telemetrySources: [], hostSensors: false, pollHost: false, tickMs: 0, trustedCoordinatorKeys: [coordinator.keyHex], nodeId: NODE_ID });
+    Agent.open({
+      dataDir: dir,
+      clock,
+      telemetrySources: [],
+      hostSensors: false,
+      pollHost: false,
+      tickMs: 0,
+      trustedCoordinatorKeys: [coordinator.keyHex],
+      nodeId: NODE_ID,
+    });
 
   it('starts from defaults, waits for idle, and publishes snapshots that match the contract', async () => {
     const clock = new FakeClock();
@@ -30,7 +39,13 @@ describe('Agent', () => {
     agent.addLoss(12, 3.1);
     agent.tick();
     const snap = agentSnapshotSchema.parse(agent.snapshot());
-    expect(snap).toMatchObject({ state: 'running', reason: 'Contributing', dutyCyclePct: 100, stage: { index: 2 }, loss: [{ step: 12, loss: 3.1 }] });
+    expect(snap).toMatchObject({
+      state: 'running',
+      reason: 'Contributing',
+      dutyCyclePct: 100,
+      stage: { index: 2 },
+      loss: [{ step: 12, loss: 3.1 }],
+    });
     expect(snap.settings).toEqual(defaultSettings);
     await agent.stop();
   });
@@ -42,7 +57,10 @@ describe('Agent', () => {
     agent.receipts.accept(testCoordinator().sign(testReceipt(3)));
     agent.ledger.confirmCredit('r-1');
     const wallet = agent.snapshot().wallet;
-    expect(wallet).toMatchObject({ confirmedFlops: testReceipt(1).flops, pendingFlops: testReceipt(2).flops });
+    expect(wallet).toMatchObject({
+      confirmedFlops: testReceipt(1).flops,
+      pendingFlops: testReceipt(2).flops,
+    });
     expect(wallet.recentReceipts.map((r) => r.receiptId)).toEqual(['r-2', 'r-1']);
     expect(agent.exportCsv('events')).toMatch(/receipt-rejected,.*unknown coordinator key/);
     expect(agent.ledger.verify().ok).toBe(true);
@@ -51,12 +69,19 @@ describe('Agent', () => {
 
   it('persists settings changes and the payout address; refuses invalid ones without losing the old', async () => {
     const agent = await open();
-    expect(await agent.command({ type: 'updateSettings', patch: { dutyCyclePct: 40, pausePrograms: ['steam'] } })).toEqual({ ok: true });
+    expect(
+      await agent.command({ type: 'updateSettings', patch: { dutyCyclePct: 40, pausePrograms: ['steam'] } }),
+    ).toEqual({ ok: true });
     expect(await agent.command({ type: 'updateSettings', patch: { gpuTempLimitC: 20 } })).toEqual({
       ok: false,
       errors: ['gpuTempLimitC: the GPU temperature limit must be at least 40 °C'],
     });
-    expect(await agent.command({ type: 'setPayoutAddress', address: '0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed' })).toEqual({ ok: true });
+    expect(
+      await agent.command({
+        type: 'setPayoutAddress',
+        address: '0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed',
+      }),
+    ).toEqual({ ok: true });
     expect(agent.snapshot().wallet.payoutAddress).toBe('0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed');
     await agent.stop();
 
@@ -70,12 +95,21 @@ describe('Agent', () => {
 
   it('refuses to start on a broken settings file and leaves it as it was', async () => {
     writeFileSync(join(dir, 'settings.json'), '{"dutyCyclePct": 0}');
-    await expect(open()).rejects.toThrow(/settings.json has invalid settings:\n {2}dutyCyclePct: the GPU load cap must be at least 5%/);
+    await expect(open()).rejects.toThrow(
+      /settings.json has invalid settings:\n {2}dutyCyclePct: the GPU load cap must be at least 5%/,
+    );
     expect(readFileSync(join(dir, 'settings.json'), 'utf8')).toBe('{"dutyCyclePct": 0}');
   });
 
   it('closes the gate on stop, so no new work starts', async () => {
-    const agent = await Agent.open({ dataDir: dir, settings: { ...defaultSettings, runWhen: 'always' }, telemetrySources: [], hostSensors: false, pollHost: false, tickMs: 0 });
+    const agent = await Agent.open({
+      dataDir: dir,
+      settings: { ...defaultSettings, runWhen: 'always' },
+      telemetrySources: [],
+      hostSensors: false,
+      pollHost: false,
+      tickMs: 0,
+    });
     await agent.gate.waitUntilAllowed();
     await agent.stop();
     let started = false;

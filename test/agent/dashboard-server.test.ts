@@ -6,7 +6,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { Agent } from '../../main/agent/agent.js';
 import type { DashboardServer } from '../../main/agent/dashboard/server.js';
-import { agentSnapshotSchema, serverMessageSchema, type ServerMessage } from '../../shared/dashboard/contract.js';
+import {
+  agentSnapshotSchema,
+  serverMessageSchema,
+  type ServerMessage,
+} from '../../shared/dashboard/contract.js';
 import { defaultSettings } from '../../shared/dashboard/settings.js';
 
 interface Reply {
@@ -25,10 +29,20 @@ describe('local dashboard server on 127.0.0.1', () => {
 
   beforeAll(async () => {
     mkdirSync(web, { recursive: true });
-    writeFileSync(join(web, 'index.html'), '<!doctype html><title>Tributary</title><script src="/app.js"></script>');
+    writeFileSync(
+      join(web, 'index.html'),
+      '<!doctype html><title>Tributary</title><script src="/app.js"></script>',
+    );
     writeFileSync(join(web, 'app.js'), 'console.log("hi")');
     writeFileSync(join(dir, 'secret.txt'), 'do not serve');
-    agent = await Agent.open({ dataDir: join(dir, 'data'), settings: { ...defaultSettings, runWhen: 'always' }, telemetrySources: [], hostSensors: false, tickMs: 0, pollHost: false });
+    agent = await Agent.open({
+      dataDir: join(dir, 'data'),
+      settings: { ...defaultSettings, runWhen: 'always' },
+      telemetrySources: [],
+      hostSensors: false,
+      tickMs: 0,
+      pollHost: false,
+    });
     server = await agent.startDashboard({ staticDir: web, port: 0 });
     token = new URL(server.url).searchParams.get('token')!;
     host = `127.0.0.1:${server.port}`;
@@ -38,13 +52,21 @@ describe('local dashboard server on 127.0.0.1', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  function get(path: string, headers: Record<string, string> = {}, method = 'GET', body?: string): Promise<Reply> {
+  function get(
+    path: string,
+    headers: Record<string, string> = {},
+    method = 'GET',
+    body?: string,
+  ): Promise<Reply> {
     return new Promise((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port: server.port, path, method, headers: { host, ...headers } }, (res) => {
-        let text = '';
-        res.setEncoding('utf8').on('data', (c: string) => (text += c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
-      });
+      const req = request(
+        { host: '127.0.0.1', port: server.port, path, method, headers: { host, ...headers } },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8').on('data', (c: string) => (text += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
+        },
+      );
       req.on('error', reject);
       req.end(body);
     });
@@ -53,7 +75,10 @@ describe('local dashboard server on 127.0.0.1', () => {
   type Inbox = { next(predicate: (m: ServerMessage) => boolean): Promise<ServerMessage> };
 
   /** Opens a WebSocket; resolves with it (and its inbox, listening from the start) once open, or with the refusal's status. */
-  function socket(headers: Record<string, string>, query = ''): Promise<{ ws: WebSocket; inbox: Inbox } | number> {
+  function socket(
+    headers: Record<string, string>,
+    query = '',
+  ): Promise<{ ws: WebSocket; inbox: Inbox } | number> {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(`ws://127.0.0.1:${server.port}/ws${query}`, { headers: { host, ...headers } });
       const inbox = messages(ws);
@@ -103,7 +128,16 @@ describe('local dashboard server on 127.0.0.1', () => {
   it('refuses cross-site Origins even with the token', async () => {
     const auth = { authorization: `Bearer ${token}` };
     expect((await get('/api/snapshot', { ...auth, origin: 'http://evil.example' })).status).toBe(403);
-    expect((await get('/api/command', { ...auth, origin: 'null', 'content-type': 'application/json' }, 'POST', '{"type":"resume"}')).status).toBe(403);
+    expect(
+      (
+        await get(
+          '/api/command',
+          { ...auth, origin: 'null', 'content-type': 'application/json' },
+          'POST',
+          '{"type":"resume"}',
+        )
+      ).status,
+    ).toBe(403);
     expect((await get('/api/snapshot', { ...auth, 'sec-fetch-site': 'cross-site' })).status).toBe(403);
     expect(await socket({ cookie: `tributary_token=${token}`, origin: 'https://evil.example' })).toBe(403);
   });
@@ -136,35 +170,73 @@ describe('local dashboard server on 127.0.0.1', () => {
     const csv = await get('/api/ledger.csv?table=receipts', { authorization: `Bearer ${token}` });
     expect(csv.headers['content-type']).toBe('text/csv; charset=utf-8');
     expect(csv.body.startsWith('seq,receipt_id,')).toBe(true);
-    expect((await get('/api/ledger.csv?table=sqlite_master', { authorization: `Bearer ${token}` })).status).toBe(400);
+    expect(
+      (await get('/api/ledger.csv?table=sqlite_master', { authorization: `Bearer ${token}` })).status,
+    ).toBe(400);
   });
 
-  it('streams snapshots over the WebSocket and carries commands, with same-origin cookie auth', { timeout: 10_000 }, async () => {
-    const opened = await socket({ cookie: `tributary_token=${token}`, origin: `http://localhost:${server.port}` });
-    if (typeof opened === 'number') throw new Error(`upgrade refused: ${opened}`);
-    const { ws: socketWs, inbox } = opened;
-    const first = await inbox.next((m) => m.type === 'snapshot');
-    expect(first.type === 'snapshot' && first.snapshot.state).toBe('running');
+  it(
+    'streams snapshots over the WebSocket and carries commands, with same-origin cookie auth',
+    { timeout: 10_000 },
+    async () => {
+      const opened = await socket({
+        cookie: `tributary_token=${token}`,
+        origin: `http://localhost:${server.port}`,
+      });
+      if (typeof opened === 'number') throw new Error(`upgrade refused: ${opened}`);
+      const { ws: socketWs, inbox } = opened;
+      const first = await inbox.next((m) => m.type === 'snapshot');
+      expect(first.type === 'snapshot' && first.snapshot.state).toBe('running');
 
-    socketWs.send(JSON.stringify({ type: 'command', id: 'c1', command: { type: 'pause', duration: '1h' } }));
-    expect(await inbox.next((m) => m.type === 'commandResult')).toEqual({ type: 'commandResult', id: 'c1', ok: true });
-    const paused = await inbox.next((m) => m.type === 'snapshot' && m.snapshot.state === 'paused');
-    expect(paused.type === 'snapshot' && paused.snapshot.reason).toMatch(/^Paused by you until/);
+      socketWs.send(
+        JSON.stringify({ type: 'command', id: 'c1', command: { type: 'pause', duration: '1h' } }),
+      );
+      expect(await inbox.next((m) => m.type === 'commandResult')).toEqual({
+        type: 'commandResult',
+        id: 'c1',
+        ok: true,
+      });
+      const paused = await inbox.next((m) => m.type === 'snapshot' && m.snapshot.state === 'paused');
+      expect(paused.type === 'snapshot' && paused.snapshot.reason).toMatch(/^Paused by you until/);
 
-    socketWs.send(JSON.stringify({ type: 'command', id: 'c2', command: { type: 'setPayoutAddress', address: '0x123' } }));
-    const refused = await inbox.next((m) => m.type === 'commandResult');
-    expect(refused).toMatchObject({ id: 'c2', ok: false, errors: [expect.stringMatching(/40 hexadecimal digits/)] });
+      socketWs.send(
+        JSON.stringify({
+          type: 'command',
+          id: 'c2',
+          command: { type: 'setPayoutAddress', address: '0x123' },
+        }),
+      );
+      const refused = await inbox.next((m) => m.type === 'commandResult');
+      expect(refused).toMatchObject({
+        id: 'c2',
+        ok: false,
+        errors: [expect.stringMatching(/40 hexadecimal digits/)],
+      });
 
-    socketWs.send(JSON.stringify({ type: 'command', id: 'c3', command: { type: 'updateSettings', patch: { dutyCyclePct: 500 } } }));
-    expect(await inbox.next((m) => m.type === 'commandResult')).toMatchObject({ id: 'c3', ok: false, errors: ['dutyCyclePct: the GPU load cap is a percentage: at most 100'] });
+      socketWs.send(
+        JSON.stringify({
+          type: 'command',
+          id: 'c3',
+          command: { type: 'updateSettings', patch: { dutyCyclePct: 500 } },
+        }),
+      );
+      expect(await inbox.next((m) => m.type === 'commandResult')).toMatchObject({
+        id: 'c3',
+        ok: false,
+        errors: ['dutyCyclePct: the GPU load cap is a percentage: at most 100'],
+      });
 
-    socketWs.send('{"type":"command","id":"c4","command":{"type":"runShell","cmd":"rm -rf /"}}');
-    expect(await inbox.next((m) => m.type === 'commandResult')).toMatchObject({ id: 'c4', ok: false });
-    socketWs.send('not json');
-    expect(await inbox.next((m) => m.type === 'error')).toEqual({ type: 'error', error: 'unrecognized message' });
+      socketWs.send('{"type":"command","id":"c4","command":{"type":"runShell","cmd":"rm -rf /"}}');
+      expect(await inbox.next((m) => m.type === 'commandResult')).toMatchObject({ id: 'c4', ok: false });
+      socketWs.send('not json');
+      expect(await inbox.next((m) => m.type === 'error')).toEqual({
+        type: 'error',
+        error: 'unrecognized message',
+      });
 
-    socketWs.send(JSON.stringify({ type: 'command', id: 'c5', command: { type: 'resume' } }));
-    await inbox.next((m) => m.type === 'snapshot' && m.snapshot.state === 'running');
-    socketWs.close();
-  });
+      socketWs.send(JSON.stringify({ type: 'command', id: 'c5', command: { type: 'resume' } }));
+      await inbox.next((m) => m.type === 'snapshot' && m.snapshot.state === 'running');
+      socketWs.close();
+    },
+  );
 });

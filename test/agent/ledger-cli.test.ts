@@ -11,8 +11,12 @@ const repoRoot = resolve(import.meta.dirname, '..', '..');
 
 function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((done) => {
-    execFile(process.execPath, ['--import', 'tsx', 'main/cli/index.ts', ...args], { cwd: repoRoot }, (err, stdout, stderr) =>
-      done({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', 'main/cli/index.ts', ...args],
+      { cwd: repoRoot },
+      (err, stdout, stderr) =>
+        done({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
 }
@@ -50,6 +54,8 @@ describe('tributary ledger verify|export', () => {
     const missing = await cli(['ledger', 'verify', '--db', join(dir, 'nope.sqlite')]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('no ledger at');
-    expect((await cli(['ledger', 'export', '--db', db, '--table', 'sqlite_master'])).stderr).toMatch(/expected one of receipts/);
+    expect((await cli(['ledger', 'export', '--db', db, '--table', 'sqlite_master'])).stderr).toMatch(
+      /expected one of receipts/,
+    );
   }, 60_000);
 });

@@ -9,7 +9,8 @@ const path = process.argv[2];
 if (!path) throw new Error('usage: ledger-writer.ts <ledger path>');
 const ledger = new Ledger(path);
 const coordinator = testCoordinator();
-const head = (): number => (ledger.db.prepare('SELECT seq FROM chain_head').get() as { seq: number } | undefined)?.seq ?? 0;
+const head = (): number =>
+  (ledger.db.prepare('SELECT seq FROM chain_head').get() as { seq: number } | undefined)?.seq ?? 0;
 process.stdout.write(`ready ${head()}\n`);
 for (let i = 0; ; i++) {
   const id = `${process.pid}-${i}`;

@@ -11,7 +11,8 @@ describe('ledger', () => {
   let dir: string;
   let path: string;
   const coordinator = testCoordinator();
-  const open = (): Ledger => new Ledger(path, { trustedCoordinatorKeys: [coordinator.keyHex], nodeId: NODE_ID });
+  const open = (): Ledger =>
+    new Ledger(path, { trustedCoordinatorKeys: [coordinator.keyHex], nodeId: NODE_ID });
 
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'tributary-ledger-'));
@@ -27,7 +28,12 @@ describe('ledger', () => {
     ledger.confirmCredit('r-1');
     ledger.confirmCredit('r-2');
     ledger.revokeCredit('r-3', 'outputs disagreed with a replica');
-    ledger.recordPayout({ payoutId: 'p-1', flops: 1e12, address: '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed', reference: 'tx1' });
+    ledger.recordPayout({
+      payoutId: 'p-1',
+      flops: 1e12,
+      address: '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed',
+      reference: 'tx1',
+    });
     return ledger;
   }
 
@@ -64,8 +70,12 @@ describe('ledger', () => {
     expect(ledger.acceptReceipt(good)).toBe('duplicate');
     const tampered = { ...coordinator.sign(testReceipt(2)), receipt: { ...testReceipt(2), flops: 9e15 } };
     expect(() => ledger.acceptReceipt(tampered)).toThrow(/signature that does not verify/);
-    expect(() => ledger.acceptReceipt(testCoordinator().sign(testReceipt(3)))).toThrow(/unknown coordinator key/);
-    expect(() => ledger.acceptReceipt(coordinator.sign(testReceipt(4, { nodeId: 'cd'.repeat(32) })))).toThrow(/another node/);
+    expect(() => ledger.acceptReceipt(testCoordinator().sign(testReceipt(3)))).toThrow(
+      /unknown coordinator key/,
+    );
+    expect(() => ledger.acceptReceipt(coordinator.sign(testReceipt(4, { nodeId: 'cd'.repeat(32) })))).toThrow(
+      /another node/,
+    );
     expect(() => ledger.acceptReceipt({ receipt: {} })).toThrow(ReceiptRejected);
     expect(ledger.receipts()).toHaveLength(1);
     ledger.close();
@@ -86,14 +96,20 @@ describe('ledger', () => {
   it('finds an edited row and says which', () => {
     const result = tamper("UPDATE receipts SET flops = 9e15 WHERE receipt_id = 'r-4'");
     expect(result.ok).toBe(false);
-    expect(result.problems.map((p) => p.message)).toEqual(['receipts entry #8 (receipt r-4) was edited: its contents no longer match its hash']);
+    expect(result.problems.map((p) => p.message)).toEqual([
+      'receipts entry #8 (receipt r-4) was edited: its contents no longer match its hash',
+    ]);
   });
 
   it('finds a deleted row in the middle and at the end', () => {
-    expect(tamper("DELETE FROM credits WHERE receipt_id = 'r-2' AND status = 'confirmed'").problems.map((p) => p.message)).toEqual([
-      'entry #14 is missing (deleted)',
+    expect(
+      tamper("DELETE FROM credits WHERE receipt_id = 'r-2' AND status = 'confirmed'").problems.map(
+        (p) => p.message,
+      ),
+    ).toEqual(['entry #14 is missing (deleted)']);
+    expect(tamper('DELETE FROM payouts').problems.map((p) => p.message)).toEqual([
+      'entry #16 is missing (deleted)',
     ]);
-    expect(tamper("DELETE FROM payouts").problems.map((p) => p.message)).toEqual(['entry #16 is missing (deleted)']);
   });
 
   it('finds a row whose hash was recomputed after editing (the next row no longer links to it)', () => {
@@ -101,7 +117,9 @@ describe('ledger', () => {
     const raw = new Database(path);
     const row = raw.prepare('SELECT * FROM events WHERE seq = 1').get() as Record<string, RowValue>;
     const forged = { ...row, detail: '{"version":"9.9.9"}' };
-    raw.prepare('UPDATE events SET detail = ?, hash = ? WHERE seq = 1').run(forged.detail, rowHash('events', forged));
+    raw
+      .prepare('UPDATE events SET detail = ?, hash = ? WHERE seq = 1')
+      .run(forged.detail, rowHash('events', forged));
     raw.close();
     const ledger = open();
     expect(ledger.verify().problems.map((p) => p.message)).toEqual([
@@ -113,7 +131,9 @@ describe('ledger', () => {
   it('exports CSV with the receipts and their credit state', () => {
     const ledger = filled();
     const csv = ledger.exportCsv('receipts').split('\r\n');
-    expect(csv[0]).toBe('seq,receipt_id,run_id,node_id,stage,step,micro_batch,tokens,flops,issued_at,status,signature,coordinator_key,hash');
+    expect(csv[0]).toBe(
+      'seq,receipt_id,run_id,node_id,stage,step,micro_batch,tokens,flops,issued_at,status,signature,coordinator_key,hash',
+    );
     expect(csv).toHaveLength(7);
     expect(csv[3]).toContain(',r-3,run-1,');
     expect(csv[3]).toContain(',revoked,');

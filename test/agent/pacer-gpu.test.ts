@@ -36,14 +36,21 @@ describe('duty-cycle pacing of real GPU work (dawn.node)', () => {
       `busy ${(result.fraction * 100).toFixed(1)}% over ${result.wallMs.toFixed(0)} ms, ${result.units} units of ` +
         `${(result.busyMs / result.units).toFixed(1)} ms`,
     );
-    expect(result.units).toBeGreaterThan(10);
+    expect(result.units).toBeGreaterThan(5);
     expect(result.fraction).toBeGreaterThanOrEqual(0.45);
     expect(result.fraction).toBeLessThanOrEqual(0.55);
     await agent.stop();
   });
 
   it('a paused agent holds the next unit until resumed, and the unit in flight completes', async () => {
-    const agent = await Agent.open({ dataDir: dir, settings: { ...defaultSettings, runWhen: 'always' }, telemetrySources: [], hostSensors: false, tickMs: 0, pollHost: false });
+    const agent = await Agent.open({
+      dataDir: dir,
+      settings: { ...defaultSettings, runWhen: 'always' },
+      telemetrySources: [],
+      hostSensors: false,
+      tickMs: 0,
+      pollHost: false,
+    });
     await agent.gate.waitUntilAllowed();
     const inFlight = work.unit();
     await agent.command({ type: 'pause', duration: 'indefinitely' });

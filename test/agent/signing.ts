@@ -1,5 +1,9 @@
 import { generateKeyPairSync, sign } from 'node:crypto';
-import { canonicalReceiptBytes, type SignedReceipt, type WorkReceipt } from '../../shared/protocol/receipt.js';
+import {
+  canonicalReceiptBytes,
+  type SignedReceipt,
+  type WorkReceipt,
+} from '../../shared/protocol/receipt.js';
 
 /** A coordinator key pair that signs receipts the way the real coordinator does. */
 export function testCoordinator(): { keyHex: string; sign(receipt: WorkReceipt): SignedReceipt } {

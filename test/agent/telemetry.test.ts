@@ -23,9 +23,21 @@ describe('nvidia-smi', () => {
       memTotalMb: 24564,
     });
     // Laptop GPUs often report no power draw.
-    expect(parseNvidiaSmiLine('1, 51, 3, [N/A], 512, 8192')).toMatchObject({ index: 1, powerW: null, tempC: 51 });
-    expect(parseNvidiaSmiLine('0, [Not Supported], 0, [N/A], 0, 4096')).toMatchObject({ tempC: null, powerW: null });
-    for (const bad of ['', 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver.', '0, 64, 97', 'x, 1, 2, 3, 4, 5']) {
+    expect(parseNvidiaSmiLine('1, 51, 3, [N/A], 512, 8192')).toMatchObject({
+      index: 1,
+      powerW: null,
+      tempC: 51,
+    });
+    expect(parseNvidiaSmiLine('0, [Not Supported], 0, [N/A], 0, 4096')).toMatchObject({
+      tempC: null,
+      powerW: null,
+    });
+    for (const bad of [
+      '',
+      'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver.',
+      '0, 64, 97',
+      'x, 1, 2, 3, 4, 5',
+    ]) {
       expect(parseNvidiaSmiLine(bad)).toBeNull();
     }
   });
@@ -65,7 +77,10 @@ describe('nvidia-smi', () => {
 
   it('reports nothing, and does not throw, where nvidia-smi is missing', async () => {
     const errors: string[] = [];
-    const source = new NvidiaSmiSource({ command: join(dir, 'no-such-nvidia-smi'), onError: (m) => errors.push(m) });
+    const source = new NvidiaSmiSource({
+      command: join(dir, 'no-such-nvidia-smi'),
+      onError: (m) => errors.push(m),
+    });
     const readings: GpuReading[] = [];
     source.start((r) => readings.push(r));
     await new Promise((r) => setTimeout(r, 200));
@@ -83,7 +98,9 @@ describe('amdgpu sysfs', () => {
       mkdirSync(hwmon, { recursive: true });
       writeFileSync(join(root, `card${n}`, 'device', 'vendor'), `${vendor}\n`);
       for (const [name, value] of Object.entries(files)) {
-        const path = name.startsWith('hwmon/') ? join(hwmon, name.slice(6)) : join(root, `card${n}`, 'device', name);
+        const path = name.startsWith('hwmon/')
+          ? join(hwmon, name.slice(6))
+          : join(root, `card${n}`, 'device', name);
         writeFileSync(path, `${value}\n`);
       }
     };
@@ -107,8 +124,16 @@ describe('amdgpu sysfs', () => {
 
 describe('host sensors', () => {
   it('maps `pmset -g therm` output to a thermal state', () => {
-    expect(parsePmsetTherm('Note: No thermal warning level has been recorded\nNote: No performance warning level has been recorded\n')).toBe('nominal');
-    expect(parsePmsetTherm('2026-11-25 CPU Power notify\n\tCPU_Scheduler_Limit \t= 100\n\tCPU_Available_CPUs \t= 8\n\tCPU_Speed_Limit \t= 100\n')).toBe('nominal');
+    expect(
+      parsePmsetTherm(
+        'Note: No thermal warning level has been recorded\nNote: No performance warning level has been recorded\n',
+      ),
+    ).toBe('nominal');
+    expect(
+      parsePmsetTherm(
+        '2026-11-25 CPU Power notify\n\tCPU_Scheduler_Limit \t= 100\n\tCPU_Available_CPUs \t= 8\n\tCPU_Speed_Limit \t= 100\n',
+      ),
+    ).toBe('nominal');
     expect(parsePmsetTherm('\tCPU_Speed_Limit \t= 90\n')).toBe('fair');
     expect(parsePmsetTherm('\tCPU_Speed_Limit \t= 70\n')).toBe('serious');
     expect(parsePmsetTherm('\tCPU_Speed_Limit \t= 35\n')).toBe('critical');
@@ -118,7 +143,10 @@ describe('host sensors', () => {
 
   it('finds the CPU package temperature among thermal zones', async () => {
     const sys = join(dir, 'sys-class');
-    for (const [zone, type, temp] of [['thermal_zone0', 'acpitz', '27800'], ['thermal_zone1', 'x86_pkg_temp', '55000']]) {
+    for (const [zone, type, temp] of [
+      ['thermal_zone0', 'acpitz', '27800'],
+      ['thermal_zone1', 'x86_pkg_temp', '55000'],
+    ]) {
       mkdirSync(join(sys, 'thermal', zone!), { recursive: true });
       writeFileSync(join(sys, 'thermal', zone!, 'type'), `${type}\n`);
       writeFileSync(join(sys, 'thermal', zone!, 'temp'), `${temp}\n`);
@@ -132,7 +160,14 @@ describe('telemetry hub', () => {
   it('reports the hottest fresh GPU and forgets stale readings', () => {
     const clock = new FakeClock();
     const telemetry = new Telemetry({ clock, sources: [], hostSensors: false, staleMs: 5000 });
-    const reading = (index: number, tempC: number): GpuReading => ({ index, tempC, utilPct: 50, powerW: 100, memUsedMb: 1, memTotalMb: 2 });
+    const reading = (index: number, tempC: number): GpuReading => ({
+      index,
+      tempC,
+      utilPct: 50,
+      powerW: 100,
+      memUsedMb: 1,
+      memTotalMb: 2,
+    });
     expect(telemetry.snapshot()).toMatchObject({ gpuTempC: null, source: 'none' });
     telemetry.report(reading(0, 60), 'nvidia-smi');
     telemetry.report(reading(1, 72), 'nvidia-smi');

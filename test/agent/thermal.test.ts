@@ -18,16 +18,42 @@ describe('temperature control with a simulated GPU', () => {
     sensorOptions: SimulatedGpuOptions,
     settings = defaultSettings,
     startC?: number,
-  ): Promise<{ temps: number[]; states: string[]; duty: number[]; agent: Agent; sensor: SimulatedGpuSensor; clock: FakeClock }> {
+  ): Promise<{
+    temps: number[];
+    states: string[];
+    duty: number[];
+    agent: Agent;
+    sensor: SimulatedGpuSensor;
+    clock: FakeClock;
+  }> {
     const clock = new FakeClock();
-    const agent = await Agent.open({ dataDir: dir, clock, settings: { ...settings, runWhen: 'always' }, telemetrySources: [], hostSensors: false, tickMs: 0, pollHost: false });
+    const agent = await Agent.open({
+      dataDir: dir,
+      clock,
+      settings: { ...settings, runWhen: 'always' },
+      telemetrySources: [],
+      hostSensors: false,
+      tickMs: 0,
+      pollHost: false,
+    });
     const sensor = new SimulatedGpuSensor(sensorOptions);
-    if (startC !== undefined) sensor.advance(1e6, (startC - (sensorOptions.ambientC ?? 35)) / (sensorOptions.fullLoadRiseC ?? 60));
+    if (startC !== undefined)
+      sensor.advance(1e6, (startC - (sensorOptions.ambientC ?? 35)) / (sensorOptions.fullLoadRiseC ?? 60));
     const temps: number[] = [];
     const states: string[] = [];
     const duty: number[] = [];
     for (let t = 0; t < seconds; t++) {
-      agent.telemetry.report({ index: 0, tempC: sensor.temperatureC, utilPct: null, powerW: null, memUsedMb: null, memTotalMb: null }, 'simulated');
+      agent.telemetry.report(
+        {
+          index: 0,
+          tempC: sensor.temperatureC,
+          utilPct: null,
+          powerW: null,
+          memUsedMb: null,
+          memTotalMb: null,
+        },
+        'simulated',
+      );
       agent.tick();
       const snap = agent.snapshot();
       states.push(snap.state);
@@ -54,13 +80,20 @@ describe('temperature control with a simulated GPU', () => {
       expect(Math.min(...tail)).toBeGreaterThan(limit - 3);
       const tailDuty = duty.slice(-300);
       expect(Math.max(...tailDuty) - Math.min(...tailDuty)).toBeLessThan(0.02);
-      expect(agent.snapshot().reason).toMatch(/^Contributing, slowed to \d+%: GPU at 7\d °C, near your 80 °C limit$/);
+      expect(agent.snapshot().reason).toMatch(
+        /^Contributing, slowed to \d+%: GPU at 7\d °C, near your 80 °C limit$/,
+      );
       await agent.stop();
     });
   }
 
   it('a GPU already hot from a game waits until it cools below the resume point, then settles', async () => {
-    const { temps, states, agent } = await run(900, { ambientC: 35, fullLoadRiseC: 60, tauSeconds: 20 }, defaultSettings, 90);
+    const { temps, states, agent } = await run(
+      900,
+      { ambientC: 35, fullLoadRiseC: 60, tauSeconds: 20 },
+      defaultSettings,
+      90,
+    );
     expect(states[0]).toBe('waiting');
     const firstRun = states.indexOf('running');
     expect(temps[firstRun - 1]).toBeLessThanOrEqual(77);
@@ -70,12 +103,26 @@ describe('temperature control with a simulated GPU', () => {
   });
 
   it('follows a lowered limit', async () => {
-    const { temps, agent, sensor, clock } = await run(600, { ambientC: 35, fullLoadRiseC: 60, tauSeconds: 20 });
+    const { temps, agent, sensor, clock } = await run(600, {
+      ambientC: 35,
+      fullLoadRiseC: 60,
+      tauSeconds: 20,
+    });
     expect(temps.at(-1)).toBeGreaterThan(77);
     expect((await agent.command({ type: 'updateSettings', patch: { gpuTempLimitC: 65 } })).ok).toBe(true);
     const after: number[] = [];
     for (let t = 0; t < 900; t++) {
-      agent.telemetry.report({ index: 0, tempC: sensor.temperatureC, utilPct: null, powerW: null, memUsedMb: null, memTotalMb: null }, 'simulated');
+      agent.telemetry.report(
+        {
+          index: 0,
+          tempC: sensor.temperatureC,
+          utilPct: null,
+          powerW: null,
+          memUsedMb: null,
+          memTotalMb: null,
+        },
+        'simulated',
+      );
       agent.tick();
       sensor.advance(1, agent.snapshot().dutyCyclePct / 100);
       clock.advance(1000);

@@ -73,16 +73,30 @@ describe('duty-cycle pacer (fake clock)', () => {
 
 describe('VRAM cap', () => {
   it('uses the engine estimate when given one, else the number', () => {
-    const estimate = (_c: unknown, range: { endBlock: number; firstBlock: number }): number => (range.endBlock - range.firstBlock) * 1e9;
+    const estimate = (_c: unknown, range: { endBlock: number; firstBlock: number }): number =>
+      (range.endBlock - range.firstBlock) * 1e9;
     const config = { vocabSize: 256, contextLength: 64, width: 64, heads: 4, layers: 4, mlpRatio: 4 };
-    expect(stageMemoryBytes({ estimate, config, range: { index: 0, count: 2, firstBlock: 0, endBlock: 2 }, shape: { batch: 1, seq: 64 } })).toBe(2e9);
+    expect(
+      stageMemoryBytes({
+        estimate,
+        config,
+        range: { index: 0, count: 2, firstBlock: 0, endBlock: 2 },
+        shape: { batch: 1, seq: 64 },
+      }),
+    ).toBe(2e9);
     expect(stageMemoryBytes(5e8)).toBe(5e8);
     expect(() => stageMemoryBytes(Number.NaN)).toThrow(/invalid stage memory estimate/);
   });
 
   it('refuses a stage above the cap or the device, with a reason', () => {
     expect(checkVram(1.5e9, 2000)).toEqual({ ok: true });
-    expect(checkVram(2.5e9, 2000)).toEqual({ ok: false, reason: 'this stage needs 2.5 GB of GPU memory, above your 2.0 GB limit' });
-    expect(checkVram(9e9, null, 8192)).toEqual({ ok: false, reason: 'this stage needs 9.0 GB of GPU memory; the GPU has 8.2 GB' });
+    expect(checkVram(2.5e9, 2000)).toEqual({
+      ok: false,
+      reason: 'this stage needs 2.5 GB of GPU memory, above your 2.0 GB limit',
+    });
+    expect(checkVram(9e9, null, 8192)).toEqual({
+      ok: false,
+      reason: 'this stage needs 9.0 GB of GPU memory; the GPU has 8.2 GB',
+    });
   });
 });

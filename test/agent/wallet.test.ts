@@ -21,15 +21,32 @@ describe('payout address', () => {
 
   it('accepts checksummed and single-case addresses, storing the checksummed form', () => {
     for (const v of vectors) expect(validatePayoutAddress(v)).toEqual({ ok: true, address: v });
-    expect(validatePayoutAddress(` ${vectors[0]!.toLowerCase()} `)).toEqual({ ok: true, address: vectors[0] });
-    expect(validatePayoutAddress(`0x${vectors[1]!.slice(2).toUpperCase()}`)).toEqual({ ok: true, address: vectors[1] });
+    expect(validatePayoutAddress(` ${vectors[0]!.toLowerCase()} `)).toEqual({
+      ok: true,
+      address: vectors[0],
+    });
+    expect(validatePayoutAddress(`0x${vectors[1]!.slice(2).toUpperCase()}`)).toEqual({
+      ok: true,
+      address: vectors[1],
+    });
   });
 
   it('refuses a mistyped character and malformed input with a reason', () => {
     const typo = vectors[0]!.replace('aA', 'Aa');
-    expect(validatePayoutAddress(typo)).toEqual({ ok: false, error: expect.stringMatching(/EIP-55 checksum/) });
-    for (const bad of ['', '5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed', '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAe', '0xZZAeb6053F3E94C9b9A09f33669435E7Ef1BeAed']) {
-      expect(validatePayoutAddress(bad)).toEqual({ ok: false, error: expect.stringMatching(/40 hexadecimal digits/) });
+    expect(validatePayoutAddress(typo)).toEqual({
+      ok: false,
+      error: expect.stringMatching(/EIP-55 checksum/),
+    });
+    for (const bad of [
+      '',
+      '5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed',
+      '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAe',
+      '0xZZAeb6053F3E94C9b9A09f33669435E7Ef1BeAed',
+    ]) {
+      expect(validatePayoutAddress(bad)).toEqual({
+        ok: false,
+        error: expect.stringMatching(/40 hexadecimal digits/),
+      });
     }
   });
 });
@@ -46,7 +63,12 @@ describe('reconciliation with a coordinator statement', () => {
 
   it('matches when the statement lists the same non-revoked receipts and total', () => {
     const result = reconcile(ledger, { receiptIds: ['r-1', 'r-2', 'r-3'], totalFlops: flops([1, 2, 3]) });
-    expect(result).toMatchObject({ matches: true, differenceFlops: 0, missingLocally: [], missingFromStatement: [] });
+    expect(result).toMatchObject({
+      matches: true,
+      differenceFlops: 0,
+      missingLocally: [],
+      missingFromStatement: [],
+    });
     expect(result.summary).toBe('Balance matches the coordinator: 4.500 TFLOP');
   });
 

@@ -52,7 +52,8 @@ export async function startDashboardServer(options: DashboardServerOptions): Pro
 
   /** Returns an HTTP status and reason when the request must be refused, null when it may proceed. */
   function refuse(req: IncomingMessage, url: URL): [number, string] | null {
-    if (!allowedHosts().has(String(req.headers.host ?? '').toLowerCase())) return [421, 'unexpected Host header'];
+    if (!allowedHosts().has(String(req.headers.host ?? '').toLowerCase()))
+      return [421, 'unexpected Host header'];
     const origin = req.headers.origin;
     if (origin !== undefined && !allowedOrigins().has(origin)) return [403, 'cross-site request refused'];
     if (req.headers['sec-fetch-site'] === 'cross-site') return [403, 'cross-site request refused'];
@@ -62,7 +63,11 @@ export async function startDashboardServer(options: DashboardServerOptions): Pro
 
   function authorized(req: IncomingMessage, url: URL): boolean {
     const bearer = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
-    return tokensEqual(bearer, token) || tokensEqual(cookieToken(req), token) || tokensEqual(url.searchParams.get('token'), token);
+    return (
+      tokensEqual(bearer, token) ||
+      tokensEqual(cookieToken(req), token) ||
+      tokensEqual(url.searchParams.get('token'), token)
+    );
   }
 
   const server = createServer((req, res) => {
@@ -92,7 +97,8 @@ export async function startDashboardServer(options: DashboardServerOptions): Pro
     if (url.pathname === '/api/snapshot' && req.method === 'GET') return sendJson(res, 200, host.snapshot());
     if (url.pathname === '/api/command' && req.method === 'POST') {
       const parsed = agentCommandSchema.safeParse(await readJson(req));
-      if (!parsed.success) return sendJson(res, 400, { ok: false, errors: parsed.error.issues.map((i) => i.message) });
+      if (!parsed.success)
+        return sendJson(res, 400, { ok: false, errors: parsed.error.issues.map((i) => i.message) });
       return sendJson(res, 200, await host.command(parsed.data));
     }
     if (url.pathname === '/api/ledger.csv' && req.method === 'GET') {
@@ -150,12 +156,16 @@ export async function startDashboardServer(options: DashboardServerOptions): Pro
       if (!parsed.success) {
         const id = (json as { id?: unknown } | null)?.id;
         if (typeof id !== 'string') return send({ type: 'error', error: 'unrecognized message' });
-        const errors = parsed.error.issues.map((i) => `${i.path.filter((p) => p !== 'command' && p !== 'patch').join('.') || 'command'}: ${i.message}`);
+        const errors = parsed.error.issues.map(
+          (i) =>
+            `${i.path.filter((p) => p !== 'command' && p !== 'patch').join('.') || 'command'}: ${i.message}`,
+        );
         return send({ type: 'commandResult', id, ok: false, errors });
       }
       const { id, command } = parsed.data;
       void host.command(command).then(
-        (result) => send({ type: 'commandResult', id, ok: result.ok, ...(result.ok ? {} : { errors: result.errors }) }),
+        (result) =>
+          send({ type: 'commandResult', id, ok: result.ok, ...(result.ok ? {} : { errors: result.errors }) }),
         (err: unknown) => send({ type: 'commandResult', id, ok: false, errors: [(err as Error).message] }),
       );
     });

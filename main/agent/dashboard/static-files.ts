@@ -20,7 +20,10 @@ const TYPES: Record<string, string> = {
  * Resolves a URL path inside `root`, refusing anything that escapes it. Paths without a file fall back to
  * index.html, so the single-page app can own its routes.
  */
-export async function resolveStatic(root: string, urlPath: string): Promise<{ file: string; type: string } | null> {
+export async function resolveStatic(
+  root: string,
+  urlPath: string,
+): Promise<{ file: string; type: string } | null> {
   let decoded: string;
   try {
     decoded = decodeURIComponent(urlPath);
@@ -34,7 +37,8 @@ export async function resolveStatic(root: string, urlPath: string): Promise<{ fi
   if (rel.startsWith('..') || rel.split(sep).includes('..')) return null;
   for (const file of [candidate, join(candidate, 'index.html'), join(base, 'index.html')]) {
     const info = await stat(file).catch(() => null);
-    if (info?.isFile()) return { file, type: TYPES[extname(file).toLowerCase()] ?? 'application/octet-stream' };
+    if (info?.isFile())
+      return { file, type: TYPES[extname(file).toLowerCase()] ?? 'application/octet-stream' };
   }
   return null;
 }

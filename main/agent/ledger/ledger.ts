@@ -1,6 +1,10 @@
 import Database from 'better-sqlite3';
 import type { ReceiptRow, ReceiptStatus, WalletSnapshot } from '../../../shared/dashboard/contract.js';
-import { signedReceiptSchema, type SignedReceipt, type WorkReceipt } from '../../../shared/protocol/receipt.js';
+import {
+  signedReceiptSchema,
+  type SignedReceipt,
+  type WorkReceipt,
+} from '../../../shared/protocol/receipt.js';
 import { GENESIS_HASH, rowHash, type RowValue } from './chain.js';
 import { toCsv } from './csv.js';
 import { CHAINED_TABLES, migrate, type ChainedTable } from './schema.js';
@@ -95,22 +99,17 @@ export class Ledger {
 
   private append(table: ChainedTable, content: Row): number {
     const head = this.statement('SELECT seq, hash FROM chain_head WHERE id = 1').get() as
-      | { seq: number; hash: string }
-      | undefined;
+      { seq: number; hash: string } | undefined;
     const seq = (head?.seq ?? 0) + 1;
     const row: Row = { seq, ...content, prev_hash: head?.hash ?? GENESIS_HASH };
     const hash = rowHash(table, row);
     const columns = [...Object.keys(row), 'hash'];
-    this.statement(`INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')})`).run(
-      ...Object.values(row),
-      hash,
-    );
-    this.statement('INSERT INTO chain_head (id, seq, hash) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = ?, hash = ?').run(
-      seq,
-      hash,
-      seq,
-      hash,
-    );
+    this.statement(
+      `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')})`,
+    ).run(...Object.values(row), hash);
+    this.statement(
+      'INSERT INTO chain_head (id, seq, hash) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = ?, hash = ?',
+    ).run(seq, hash, seq, hash);
     this.revision++;
     return seq;
   }
@@ -134,7 +133,9 @@ export class Ledger {
   }
 
   recordEvent(kind: string, detail: Record<string, unknown> = {}): number {
-    return this.inTransaction(() => this.append('events', { at: this.iso(), kind, detail: JSON.stringify(detail) }));
+    return this.inTransaction(() =>
+      this.append('events', { at: this.iso(), kind, detail: JSON.stringify(detail) }),
+    );
   }
 
   /**
@@ -143,11 +144,14 @@ export class Ledger {
    */
   acceptReceipt(input: unknown): 'stored' | 'duplicate' {
     const parsed = signedReceiptSchema.safeParse(input);
-    if (!parsed.success) throw new ReceiptRejected(`malformed receipt: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
+    if (!parsed.success)
+      throw new ReceiptRejected(`malformed receipt: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
     const signed = parsed.data;
     const trusted = this.options.trustedCoordinatorKeys ?? [];
     if (trusted.length > 0 && !trusted.includes(signed.coordinatorKey)) {
-      throw new ReceiptRejected(`receipt ${signed.receipt.receiptId} is signed by an unknown coordinator key`);
+      throw new ReceiptRejected(
+        `receipt ${signed.receipt.receiptId} is signed by an unknown coordinator key`,
+      );
     }
     if (this.options.nodeId !== undefined && signed.receipt.nodeId !== this.options.nodeId) {
       throw new ReceiptRejected(`receipt ${signed.receipt.receiptId} was issued to another node`);
@@ -156,7 +160,9 @@ export class Ledger {
       throw new ReceiptRejected(`receipt ${signed.receipt.receiptId} has a signature that does not verify`);
     }
     return this.inTransaction(() => {
-      const exists = this.statement('SELECT 1 FROM receipts WHERE receipt_id = ?').get(signed.receipt.receiptId);
+      const exists = this.statement('SELECT 1 FROM receipts WHERE receipt_id = ?').get(
+        signed.receipt.receiptId,
+      );
       if (exists) return 'duplicate';
       const r = signed.receipt;
       this.append('receipts', {
@@ -172,7 +178,13 @@ export class Ledger {
         signature: signed.signature,
         coordinator_key: signed.coordinatorKey,
       });
-      this.append('credits', { receipt_id: r.receiptId, status: 'pending', flops: r.flops, at: this.iso(), note: '' });
+      this.append('credits', {
+        receipt_id: r.receiptId,
+        status: 'pending',
+        flops: r.flops,
+        at: this.iso(),
+        note: '',
+      });
       return 'stored';
     });
   }
@@ -192,7 +204,8 @@ export class Ledger {
       const current = this.creditStatus(receiptId);
       if (current === null) throw new Error(`no receipt ${receiptId} in the ledger`);
       if (current.status === status) return;
-      if (!from.includes(current.status)) throw new Error(`receipt ${receiptId} is ${current.status}; cannot become ${status}`);
+      if (!from.includes(current.status))
+        throw new Error(`receipt ${receiptId} is ${current.status}; cannot become ${status}`);
       this.append('credits', { receipt_id: receiptId, status, flops: current.flops, at: this.iso(), note });
     });
   }
@@ -218,9 +231,9 @@ export class Ledger {
 
   /** The payout address the user set last (kept as a chained event, so a swapped address shows). */
   payoutAddress(): string | null {
-    const row = this.db.prepare("SELECT detail FROM events WHERE kind = 'payout-address' ORDER BY seq DESC LIMIT 1").get() as
-      | { detail: string }
-      | undefined;
+    const row = this.db
+      .prepare("SELECT detail FROM events WHERE kind = 'payout-address' ORDER BY seq DESC LIMIT 1")
+      .get() as { detail: string } | undefined;
     return row ? (JSON.parse(row.detail) as { address: string }).address : null;
   }
 
@@ -237,8 +250,14 @@ export class Ledger {
       .prepare(`SELECT status, SUM(flops) AS flops FROM (${Ledger.LATEST_CREDITS}) GROUP BY status`)
       .all() as { status: ReceiptStatus; flops: number }[];
     const of = (s: ReceiptStatus): number => sums.find((r) => r.status === s)?.flops ?? 0;
-    const paid = (this.db.prepare('SELECT SUM(flops) AS f FROM payouts').get() as { f: number | null }).f ?? 0;
-    return { confirmedFlops: of('confirmed'), pendingFlops: of('pending'), revokedFlops: of('revoked'), paidOutFlops: paid };
+    const paid =
+      (this.db.prepare('SELECT SUM(flops) AS f FROM payouts').get() as { f: number | null }).f ?? 0;
+    return {
+      confirmedFlops: of('confirmed'),
+      pendingFlops: of('pending'),
+      revokedFlops: of('revoked'),
+      paidOutFlops: paid,
+    };
   }
 
   /** Receipts with their current credit state, newest first. */
@@ -292,7 +311,8 @@ export class Ledger {
     const problems: LedgerProblem[] = [];
     const entries: { table: ChainedTable; row: Row }[] = [];
     for (const table of CHAINED_TABLES) {
-      for (const row of this.db.prepare(`SELECT * FROM ${table}`).all() as Row[]) entries.push({ table, row });
+      for (const row of this.db.prepare(`SELECT * FROM ${table}`).all() as Row[])
+        entries.push({ table, row });
     }
     entries.sort((a, b) => Number(a.row.seq) - Number(b.row.seq));
     let expected = 1;
@@ -307,23 +327,35 @@ export class Ledger {
       if (seq > expected) {
         problems.push({ seq: expected, table: null, message: missing(expected, seq - 1) });
       } else if (row.prev_hash !== prevHash) {
-        problems.push({ seq, table, message: `${label} does not link to the entry before it (an earlier entry was replaced)` });
+        problems.push({
+          seq,
+          table,
+          message: `${label} does not link to the entry before it (an earlier entry was replaced)`,
+        });
       }
       if (rowHash(table, row) !== row.hash) {
         problems.push({ seq, table, message: `${label} was edited: its contents no longer match its hash` });
       } else if (table === 'receipts' && !receiptSignatureValid(storedReceipt(row))) {
-        problems.push({ seq, table, message: `${label} carries a coordinator signature that does not verify` });
+        problems.push({
+          seq,
+          table,
+          message: `${label} carries a coordinator signature that does not verify`,
+        });
       }
       prevHash = String(row.hash);
       expected = seq + 1;
     }
     const head = this.db.prepare('SELECT seq, hash FROM chain_head WHERE id = 1').get() as
-      | { seq: number; hash: string }
-      | undefined;
+      { seq: number; hash: string } | undefined;
     const last = expected - 1;
-    if (head && head.seq > last) problems.push({ seq: last + 1, table: null, message: missing(last + 1, head.seq) });
+    if (head && head.seq > last)
+      problems.push({ seq: last + 1, table: null, message: missing(last + 1, head.seq) });
     else if (head && head.seq === last && head.hash !== prevHash) {
-      problems.push({ seq: last, table: null, message: `the last entry #${last} was replaced after it was written` });
+      problems.push({
+        seq: last,
+        table: null,
+        message: `the last entry #${last} was replaced after it was written`,
+      });
     } else if (!head && entries.length > 0) {
       problems.push({ seq: 0, table: null, message: 'the chain head record was deleted' });
     }
@@ -339,17 +371,36 @@ export class Ledger {
            FROM receipts r JOIN (${Ledger.LATEST_CREDITS}) l ON l.receipt_id = r.receipt_id ORDER BY r.seq`,
         )
         .all() as Row[];
-      const columns = ['seq', 'receipt_id', 'run_id', 'node_id', 'stage', 'step', 'micro_batch', 'tokens', 'flops',
-        'issued_at', 'status', 'signature', 'coordinator_key', 'hash'];
+      const columns = [
+        'seq',
+        'receipt_id',
+        'run_id',
+        'node_id',
+        'stage',
+        'step',
+        'micro_batch',
+        'tokens',
+        'flops',
+        'issued_at',
+        'status',
+        'signature',
+        'coordinator_key',
+        'hash',
+      ];
       return toCsv(columns, rows);
     }
     const stmt = this.db.prepare(`SELECT * FROM ${table} ORDER BY seq`);
-    return toCsv(stmt.columns().map((c) => c.name), stmt.all() as Row[]);
+    return toCsv(
+      stmt.columns().map((c) => c.name),
+      stmt.all() as Row[],
+    );
   }
 }
 
 function missing(from: number, to: number): string {
-  return from === to ? `entry #${from} is missing (deleted)` : `entries #${from} to #${to} are missing (deleted)`;
+  return from === to
+    ? `entry #${from} is missing (deleted)`
+    : `entries #${from} to #${to} are missing (deleted)`;
 }
 
 function describeRow(table: ChainedTable, row: Row): string {

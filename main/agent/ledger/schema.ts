@@ -37,7 +37,8 @@ const MIGRATIONS: string[] = [
 
 export function migrate(db: Database.Database): void {
   db.exec('CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)');
-  const current = (db.prepare('SELECT MAX(version) AS v FROM migrations').get() as { v: number | null }).v ?? 0;
+  const current =
+    (db.prepare('SELECT MAX(version) AS v FROM migrations').get() as { v: number | null }).v ?? 0;
   if (current > MIGRATIONS.length) {
     throw new Error(
       `This ledger was written by a newer Tributary (schema ${current}; this version knows ${MIGRATIONS.length}). ` +
@@ -47,7 +48,10 @@ export function migrate(db: Database.Database): void {
   const apply = db.transaction(() => {
     MIGRATIONS.slice(current).forEach((sql, i) => {
       db.exec(sql);
-      db.prepare('INSERT INTO migrations (version, applied_at) VALUES (?, ?)').run(current + i + 1, new Date().toISOString());
+      db.prepare('INSERT INTO migrations (version, applied_at) VALUES (?, ?)').run(
+        current + i + 1,
+        new Date().toISOString(),
+      );
     });
   });
   apply.immediate();

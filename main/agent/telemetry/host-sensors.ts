@@ -31,7 +31,9 @@ const CPU_ZONE = /x86_pkg_temp|cpu|soc|k10temp|coretemp|zenpower|tctl/i;
 /** The CPU package temperature where Linux exposes one (thermal zones or hwmon); null elsewhere. */
 export async function readCpuTempC(sysClass = '/sys/class'): Promise<number | null> {
   const zones = join(sysClass, 'thermal');
-  for (const zone of (await readdir(zones).catch(() => [] as string[])).filter((z) => z.startsWith('thermal_zone'))) {
+  for (const zone of (await readdir(zones).catch(() => [] as string[])).filter((z) =>
+    z.startsWith('thermal_zone'),
+  )) {
     const type = await readFile(join(zones, zone, 'type'), 'utf8').catch(() => '');
     if (!CPU_ZONE.test(type)) continue;
     const milli = Number((await readFile(join(zones, zone, 'temp'), 'utf8').catch(() => '')).trim());

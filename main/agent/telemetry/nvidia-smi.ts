@@ -45,7 +45,12 @@ export class NvidiaSmiSource implements TelemetrySource {
   private restartTimer: NodeJS.Timeout | null = null;
 
   constructor(
-    private readonly options: { command?: string; intervalMs?: number; restartMs?: number; onError?: (message: string) => void } = {},
+    private readonly options: {
+      command?: string;
+      intervalMs?: number;
+      restartMs?: number;
+      onError?: (message: string) => void;
+    } = {},
   ) {}
 
   start(onReading: (reading: GpuReading) => void): void {
@@ -54,10 +59,14 @@ export class NvidiaSmiSource implements TelemetrySource {
   }
 
   private spawnChild(onReading: (reading: GpuReading) => void): void {
-    const child = spawn(this.options.command ?? 'nvidia-smi', nvidiaSmiArgs(this.options.intervalMs ?? 1000), {
-      stdio: ['ignore', 'pipe', 'ignore'],
-      windowsHide: true,
-    });
+    const child = spawn(
+      this.options.command ?? 'nvidia-smi',
+      nvidiaSmiArgs(this.options.intervalMs ?? 1000),
+      {
+        stdio: ['ignore', 'pipe', 'ignore'],
+        windowsHide: true,
+      },
+    );
     this.child = child;
     let worked = false;
     const lines = createInterface({ input: child.stdout! });

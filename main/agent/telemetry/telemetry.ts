@@ -18,7 +18,9 @@ export interface TelemetryOptions {
 }
 
 export function defaultGpuSources(): TelemetrySource[] {
-  return process.platform === 'linux' ? [new NvidiaSmiSource(), new AmdSysfsSource()] : [new NvidiaSmiSource()];
+  return process.platform === 'linux'
+    ? [new NvidiaSmiSource(), new AmdSysfsSource()]
+    : [new NvidiaSmiSource()];
 }
 
 /**
@@ -76,7 +78,8 @@ export class Telemetry {
     const now = this.options.clock.now();
     const fresh = [...this.gpus.values()].filter((g) => now - g.at <= (this.options.staleMs ?? 5000));
     const hottest = fresh.reduce<(typeof fresh)[number] | null>(
-      (best, g) => (best === null || (g.reading.tempC ?? -Infinity) > (best.reading.tempC ?? -Infinity) ? g : best),
+      (best, g) =>
+        best === null || (g.reading.tempC ?? -Infinity) > (best.reading.tempC ?? -Infinity) ? g : best,
       null,
     );
     const r = hottest?.reading;

@@ -13,7 +13,8 @@ export interface StageMemoryRequest {
 
 /** Bytes a stage needs, from a number the runtime already knows or from the engine's estimator. */
 export function stageMemoryBytes(request: number | StageMemoryRequest): number {
-  const bytes = typeof request === 'number' ? request : request.estimate(request.config, request.range, request.shape);
+  const bytes =
+    typeof request === 'number' ? request : request.estimate(request.config, request.range, request.shape);
   if (!Number.isFinite(bytes) || bytes < 0) throw new Error(`invalid stage memory estimate: ${bytes}`);
   return bytes;
 }
@@ -21,12 +22,22 @@ export function stageMemoryBytes(request: number | StageMemoryRequest): number {
 export type VramCheck = { ok: true } | { ok: false; reason: string };
 
 /** Whether a stage fits the user's device-memory cap (null = no cap) and the device's own memory, if known. */
-export function checkVram(bytes: number, capMb: number | null, deviceTotalMb: number | null = null): VramCheck {
+export function checkVram(
+  bytes: number,
+  capMb: number | null,
+  deviceTotalMb: number | null = null,
+): VramCheck {
   if (capMb !== null && bytes > capMb * 1e6) {
-    return { ok: false, reason: `this stage needs ${formatBytes(bytes)} of GPU memory, above your ${formatBytes(capMb * 1e6)} limit` };
+    return {
+      ok: false,
+      reason: `this stage needs ${formatBytes(bytes)} of GPU memory, above your ${formatBytes(capMb * 1e6)} limit`,
+    };
   }
   if (deviceTotalMb !== null && bytes > deviceTotalMb * 1e6) {
-    return { ok: false, reason: `this stage needs ${formatBytes(bytes)} of GPU memory; the GPU has ${formatBytes(deviceTotalMb * 1e6)}` };
+    return {
+      ok: false,
+      reason: `this stage needs ${formatBytes(bytes)} of GPU memory; the GPU has ${formatBytes(deviceTotalMb * 1e6)}`,
+    };
   }
   return { ok: true };
 }
