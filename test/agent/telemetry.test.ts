@@ -2,8 +2,10 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { listProcessNames, parseProcessList } from '../../main/agent/host-signals.js';
 import { readAmdSysfs } from '../../main/agent/telemetry/amd-sysfs.js';
 import { parsePmsetTherm, readCpuTempC } from '../../main/agent/telemetry/host-sensors.js';
+import { readInventory } from '../../main/agent/telemetry/inventory.js';
 import { NvidiaSmiSource, parseNvidiaSmiLine } from '../../main/agent/telemetry/nvidia-smi.js';
 import { Telemetry } from '../../main/agent/telemetry/telemetry.js';
 import type { GpuReading } from '../../main/agent/telemetry/types.js';
@@ -178,5 +180,25 @@ describe('telemetry hub', () => {
     expect(telemetry.snapshot().gpuTempC).toBe(61);
     clock.advance(6000);
     expect(telemetry.snapshot().gpuTempC).toBeNull();
+  });
+});
+
+describe('host inventory and programs', () => {
+  it('reads the machine inventory once through systeminformation', async () => {
+    const inventory = await readInventory();
+    expect(inventory.cores).toBeGreaterThan(0);
+    expect(inventory.memoryMb).toBeGreaterThan(100);
+    expect(Array.isArray(inventory.gpus)).toBe(true);
+  });
+
+  it('lists running programs by name (this test runner among them)', async () => {
+    expect(await listProcessNames()).toContain('node');
+    expect(parseProcessList('/usr/bin/steam\nbash\n\nbash\n', false)).toEqual(['steam', 'bash']);
+    expect(
+      parseProcessList(
+        '"Steam.exe","1234","Console","1","50,000 K"\r\n"Code.exe","99","Console","1","9 K"\r\n',
+        true,
+      ),
+    ).toEqual(['Steam.exe', 'Code.exe']);
   });
 });
