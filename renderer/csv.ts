@@ -1,6 +1,15 @@
 import type { ReceiptRow } from '../shared/dashboard/contract.js';
 
-const COLUMNS: (keyof ReceiptRow)[] = ['issuedAt', 'receiptId', 'runId', 'stage', 'step', 'tokens', 'flops', 'status'];
+const COLUMNS: (keyof ReceiptRow)[] = [
+  'issuedAt',
+  'receiptId',
+  'runId',
+  'stage',
+  'step',
+  'tokens',
+  'flops',
+  'status',
+];
 
 function cell(value: string | number): string {
   const text = String(value);

@@ -14,7 +14,11 @@ function targets(): [string, string, number][] {
   for (const size of [16, 32, 48, 64, 128, 256, 512, 1024]) list.push([`icon-${size}.png`, 'icon.svg', size]);
   for (const state of ['running', 'paused', 'waiting', 'error']) {
     const svg = `tray-${state}.svg`;
-    list.push([`tray-${state}-16.png`, svg, 16], [`tray-${state}-16@2x.png`, svg, 32], [`tray-${state}-32.png`, svg, 32]);
+    list.push(
+      [`tray-${state}-16.png`, svg, 16],
+      [`tray-${state}-16@2x.png`, svg, 32],
+      [`tray-${state}-32.png`, svg, 32],
+    );
   }
   return list;
 }
@@ -30,7 +34,10 @@ try {
         `<img src="data:image/svg+xml;base64,${data}" width="${size}" height="${size}" style="display:block"></body></html>`,
     );
     await page.locator('img').evaluate((img: HTMLImageElement) => img.decode());
-    const png = await page.screenshot({ omitBackground: true, clip: { x: 0, y: 0, width: size, height: size } });
+    const png = await page.screenshot({
+      omitBackground: true,
+      clip: { x: 0, y: 0, width: size, height: size },
+    });
     await writeFile(join(assets, name), png);
     console.log(`assets/${name} (${size}x${size})`);
   }

@@ -1,4 +1,9 @@
-import type { GpuWorkerEvent, GpuWorkerMessage, GpuWorkerReply, GpuWorkerRequest } from '../gpu-worker/protocol.js';
+import type {
+  GpuWorkerEvent,
+  GpuWorkerMessage,
+  GpuWorkerReply,
+  GpuWorkerRequest,
+} from '../gpu-worker/protocol.js';
 
 /** The parts of Electron's MessagePortMain used; tests pass a fake or wrap a DOM MessagePort. */
 export interface MainPortLike {
@@ -10,7 +15,11 @@ export interface MainPortLike {
 }
 
 /** A request as the caller writes it; the client adds the id. */
-type Request = GpuWorkerRequest extends infer R ? (R extends GpuWorkerRequest ? Omit<R, 'id'> : never) : never;
+type Request = GpuWorkerRequest extends infer R
+  ? R extends GpuWorkerRequest
+    ? Omit<R, 'id'>
+    : never
+  : never;
 
 interface ReplyByRequest {
   acquire: Extract<GpuWorkerReply, { type: 'acquired' }>;
@@ -32,7 +41,10 @@ export class GpuWorkerError extends Error {
  */
 export class GpuWorkerClient {
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (reply: GpuWorkerReply) => void; reject: (error: Error) => void }>();
+  private readonly pending = new Map<
+    number,
+    { resolve: (reply: GpuWorkerReply) => void; reject: (error: Error) => void }
+  >();
   private readonly eventListeners = new Set<(event: GpuWorkerEvent) => void>();
   private closed = false;
 
@@ -47,7 +59,9 @@ export class GpuWorkerClient {
     return () => this.eventListeners.delete(listener);
   }
 
-  async request<T extends Request['type']>(request: Extract<Request, { type: T }>): Promise<ReplyByRequest[T]> {
+  async request<T extends Request['type']>(
+    request: Extract<Request, { type: T }>,
+  ): Promise<ReplyByRequest[T]> {
     if (this.closed) throw new GpuWorkerError('the GPU worker is gone');
     const id = this.nextId++;
     const reply = await new Promise<GpuWorkerReply>((resolve, reject) => {

@@ -7,7 +7,9 @@ import { gpuWorkerWindowOptions } from './window-options.js';
  * Opens the hidden GPU worker window and hands its page one end of a MessageChannel. If Chromium's GPU or
  * renderer process dies, the page's device is lost; the caller sees the port close and may open a new worker.
  */
-export async function openGpuWorker(preload: string): Promise<{ client: GpuWorkerClient; window: BrowserWindow }> {
+export async function openGpuWorker(
+  preload: string,
+): Promise<{ client: GpuWorkerClient; window: BrowserWindow }> {
   const worker = new BrowserWindow(gpuWorkerWindowOptions(preload));
   await worker.loadURL(GPU_WORKER_URL);
   const { port1, port2 } = new MessageChannelMain();

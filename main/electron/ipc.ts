@@ -59,7 +59,10 @@ export function registerAgentIpc(
     guard(IPC.command, event);
     const parsed = agentCommandSchema.safeParse(raw);
     if (!parsed.success) {
-      return { ok: false, errors: parsed.error.issues.map((i) => `${i.path.join('.') || 'command'}: ${i.message}`) };
+      return {
+        ok: false,
+        errors: parsed.error.issues.map((i) => `${i.path.join('.') || 'command'}: ${i.message}`),
+      };
     }
     return agent.command(parsed.data);
   });

@@ -48,7 +48,11 @@ const paths = {
 };
 const POLL_SIGNALS_MS = 1_000;
 const POLL_PROGRAMS_MS = 15_000;
-const linuxAutostartFile = join(process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), 'autostart', 'tributary.desktop');
+const linuxAutostartFile = join(
+  process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config'),
+  'autostart',
+  'tributary.desktop',
+);
 
 for (const [name, value] of webGpuSwitches(process.platform)) app.commandLine.appendSwitch(name, value);
 protocol.registerSchemesAsPrivileged([
@@ -75,7 +79,11 @@ function serveAppProtocol(): void {
     const body = file ? await readFile(file).catch(() => null) : null;
     if (!file || !body) return new Response('not found', { status: 404 });
     return new Response(body, {
-      headers: { 'Content-Type': contentType(file), 'Content-Security-Policy': APP_CSP, 'X-Content-Type-Options': 'nosniff' },
+      headers: {
+        'Content-Type': contentType(file),
+        'Content-Security-Policy': APP_CSP,
+        'X-Content-Type-Options': 'nosniff',
+      },
     });
   });
 }
@@ -131,7 +139,8 @@ async function start(): Promise<void> {
 
   const signals = new PowerSignalReader(powerMonitor, (inputs) => agent.setInputs(inputs));
   setInterval(() => agent.setInputs(signals.read()), POLL_SIGNALS_MS).unref();
-  const pollPrograms = (): void => void listProcessNames().then((runningPrograms) => agent.setInputs({ runningPrograms }));
+  const pollPrograms = (): void =>
+    void listProcessNames().then((runningPrograms) => agent.setInputs({ runningPrograms }));
   pollPrograms();
   setInterval(pollPrograms, POLL_PROGRAMS_MS).unref();
 
@@ -144,28 +153,38 @@ async function start(): Promise<void> {
       if (!result.ok) logger.warn({ errors: result.errors }, 'tray command refused');
     });
   const renderTray = (): void => {
-    tray.setImage(nativeImage.createFromPath(join(paths.assets, trayIconFile(trayState.icon, process.platform))));
+    tray.setImage(
+      nativeImage.createFromPath(join(paths.assets, trayIconFile(trayState.icon, process.platform))),
+    );
     tray.setToolTip(trayState.tooltip);
     tray.setContextMenu(
       Menu.buildFromTemplate(
-        trayMenuTemplate(trayState, { startAtLogin: loginEnabled, updateReady }, {
-          open: showWindow,
-          pause: (duration) => command({ type: 'pause', duration }),
-          resume: () => command({ type: 'resume' }),
-          setStartAtLogin: (enabled) =>
-            void setStartAtLogin(enabled).then(() => {
-              loginEnabled = enabled;
-              renderTray();
-            }),
-          quit: () => app.quit(),
-        }),
+        trayMenuTemplate(
+          trayState,
+          { startAtLogin: loginEnabled, updateReady },
+          {
+            open: showWindow,
+            pause: (duration) => command({ type: 'pause', duration }),
+            resume: () => command({ type: 'resume' }),
+            setStartAtLogin: (enabled) =>
+              void setStartAtLogin(enabled).then(() => {
+                loginEnabled = enabled;
+                renderTray();
+              }),
+            quit: () => app.quit(),
+          },
+        ),
       ),
     );
   };
   tray.on('click', showWindow);
   agent.onSnapshot((snapshot) => {
     const next = trayStateFor(snapshot);
-    if (next.icon !== trayState.icon || next.tooltip !== trayState.tooltip || next.canResume !== trayState.canResume) {
+    if (
+      next.icon !== trayState.icon ||
+      next.tooltip !== trayState.tooltip ||
+      next.canResume !== trayState.canResume
+    ) {
       trayState = next;
       renderTray();
     }

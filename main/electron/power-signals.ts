@@ -1,7 +1,8 @@
 import type { ThermalState } from '../../shared/dashboard/contract.js';
 import type { PolicyInputs } from '../agent/policy.js';
 
-type PowerEvent = 'lock-screen' | 'unlock-screen' | 'on-battery' | 'on-ac' | 'thermal-state-change' | 'suspend' | 'resume';
+type PowerEvent =
+  'lock-screen' | 'unlock-screen' | 'on-battery' | 'on-ac' | 'thermal-state-change' | 'suspend' | 'resume';
 
 /** The parts of Electron's powerMonitor the shell reads; tests pass a fake. */
 export interface PowerMonitorLike {
@@ -33,7 +34,8 @@ export class PowerSignalReader {
     this.listen('unlock-screen', () => (this.lockedByEvent = false));
     this.listen('resume', () => (this.lockedByEvent = false));
     // These only need a fresh reading, which listen() takes after every event.
-    for (const event of ['on-battery', 'on-ac', 'thermal-state-change'] as const) this.listen(event, () => undefined);
+    for (const event of ['on-battery', 'on-ac', 'thermal-state-change'] as const)
+      this.listen(event, () => undefined);
   }
 
   private listen(event: PowerEvent, update: () => void): void {

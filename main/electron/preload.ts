@@ -1,5 +1,10 @@
 import { contextBridge, ipcRenderer, type IpcRendererEvent } from 'electron';
-import type { AgentBridge, AgentCommand, AgentSnapshot, CommandResult } from '../../shared/dashboard/contract.js';
+import type {
+  AgentBridge,
+  AgentCommand,
+  AgentSnapshot,
+  CommandResult,
+} from '../../shared/dashboard/contract.js';
 import { IPC } from './channels.js';
 
 /**

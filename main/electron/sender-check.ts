@@ -10,7 +10,10 @@ export interface FrameLike {
  * True only for the top frame of a page of our own renderer bundle. Every IPC handler asks this first:
  * a frame that navigated elsewhere, an iframe, or a page from any other origin gets nothing.
  */
-export function isTrustedRendererFrame(frame: FrameLike | null | undefined, origin = RENDERER_ORIGIN): boolean {
+export function isTrustedRendererFrame(
+  frame: FrameLike | null | undefined,
+  origin = RENDERER_ORIGIN,
+): boolean {
   if (!frame || frame.parent !== null) return false;
   let url: URL;
   try {

@@ -17,7 +17,11 @@ export interface TrayMenuOptions {
 }
 
 /** The tray menu: the state in words, pause/resume, the window, start at login, quit. */
-export function trayMenuTemplate(state: TrayState, options: TrayMenuOptions, actions: TrayActions): MenuItemConstructorOptions[] {
+export function trayMenuTemplate(
+  state: TrayState,
+  options: TrayMenuOptions,
+  actions: TrayActions,
+): MenuItemConstructorOptions[] {
   const control: MenuItemConstructorOptions[] = state.canResume
     ? [{ label: 'Resume', click: () => actions.resume() }]
     : [

@@ -32,7 +32,8 @@ export function serveGpuPort(port: PortLike, gpu: GPU | undefined): void {
     void acquired.lost.then((info) => {
       if (device === acquired) device = null;
       // destroy() by release is expected; anything else is Chromium's GPU process going away.
-      if (info.reason !== 'destroyed') port.postMessage({ type: 'device-lost', reason: info.reason, message: info.message }, []);
+      if (info.reason !== 'destroyed')
+        port.postMessage({ type: 'device-lost', reason: info.reason, message: info.message }, []);
     });
     return {
       id,
@@ -56,7 +57,11 @@ export function serveGpuPort(port: PortLike, gpu: GPU | undefined): void {
         reply = { id: request.id, type: 'released' };
       } else reply = { id: request.id, type: 'echo', tensors: request.tensors };
     } catch (error) {
-      reply = { id: request.id, type: 'error', message: error instanceof Error ? error.message : String(error) };
+      reply = {
+        id: request.id,
+        type: 'error',
+        message: error instanceof Error ? error.message : String(error),
+      };
     }
     const transfer = reply.type === 'echo' ? reply.tensors.map((t) => t.buffer as ArrayBuffer) : [];
     port.postMessage(reply, transfer);

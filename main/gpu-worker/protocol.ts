@@ -29,7 +29,6 @@ export type GpuWorkerReply =
 
 /** Sent unasked: the page is listening; or Chromium's GPU process dropped the device (a lost device, not a crash). */
 export type GpuWorkerEvent =
-  | { type: 'ready'; hasWebGpu: boolean }
-  | { type: 'device-lost'; reason: string; message: string };
+  { type: 'ready'; hasWebGpu: boolean } | { type: 'device-lost'; reason: string; message: string };
 
 export type GpuWorkerMessage = GpuWorkerReply | GpuWorkerEvent;

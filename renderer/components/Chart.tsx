@@ -23,7 +23,9 @@ function cssVar(name: string): string {
 
 /** Re-reads the palette when the system switches between light and dark. */
 function useColorScheme(): string {
-  const [scheme, setScheme] = useState(() => (matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light'));
+  const [scheme, setScheme] = useState(() =>
+    matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light',
+  );
   useEffect(() => {
     const query = matchMedia('(prefers-color-scheme: dark)');
     const onChange = (): void => setScheme(query.matches ? 'dark' : 'light');
@@ -40,7 +42,10 @@ function xValues(x: ChartProps['x']): number[] {
 function xAxis(x: ChartProps['x']): Partial<uPlot.Axis> {
   if (x.kind === 'number') return {};
   const labels = x.labels;
-  return { incrs: [1], values: (_u, splits) => splits.map((i) => (Number.isInteger(i) ? (labels[i] ?? '') : '')) };
+  return {
+    incrs: [1],
+    values: (_u, splits) => splits.map((i) => (Number.isInteger(i) ? (labels[i] ?? '') : '')),
+  };
 }
 
 function buildOptions(props: ChartProps, width: number): uPlot.Options {
@@ -89,14 +94,17 @@ export function Chart(props: ChartProps) {
   const { ys } = props;
   const xs = xValues(props.x);
   const xKey = props.x.kind === 'category' ? props.x.labels.join(',') : 'number';
-  const optionsKey = `${scheme}|${props.style ?? 'line'}|${xKey}|${ys.length < 40}`;
+  const empty = ys.length === 0;
+  const optionsKey = `${scheme}|${props.style ?? 'line'}|${xKey}|${ys.length < 40}|${empty}`;
 
   useEffect(() => {
     const element = host.current;
     if (!element) return;
     const chart = new uPlot(buildOptions(props, element.clientWidth || 300), [xs, ys], element);
     plot.current = chart;
-    const observer = new ResizeObserver(() => chart.setSize({ width: element.clientWidth, height: props.height ?? 220 }));
+    const observer = new ResizeObserver(() =>
+      chart.setSize({ width: element.clientWidth, height: props.height ?? 220 }),
+    );
     observer.observe(element);
     return () => {
       observer.disconnect();
@@ -113,8 +121,9 @@ export function Chart(props: ChartProps) {
 
   return (
     <figure className="chart" aria-label={props.label}>
-      {xs.length === 0 ? <p className="chart-empty">No data yet.</p> : null}
-      <div ref={host} className="chart-plot" role="img" aria-label={`${props.label}: ${props.summary}`} />
+      {empty ? null : (
+        <div ref={host} className="chart-plot" role="img" aria-label={`${props.label}: ${props.summary}`} />
+      )}
       <figcaption className="chart-summary">{props.summary}</figcaption>
     </figure>
   );

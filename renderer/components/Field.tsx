@@ -11,7 +11,8 @@ interface FieldProps {
 /** A labelled form control with its hint and its validation messages, wired for screen readers. */
 export function Field({ id, label, hint, errors, children }: FieldProps) {
   const invalid = errors.length > 0;
-  const describedBy = [hint ? `${id}-hint` : null, invalid ? `${id}-error` : null].filter(Boolean).join(' ') || undefined;
+  const describedBy =
+    [hint ? `${id}-hint` : null, invalid ? `${id}-error` : null].filter(Boolean).join(' ') || undefined;
   return (
     <div className={`field${invalid ? ' invalid' : ''}`}>
       <label htmlFor={id}>{label}</label>
@@ -41,7 +42,16 @@ interface NumberFieldProps {
   placeholder?: string;
 }
 
-export function NumberField({ id, label, unit, value, onChange, errors, hint, placeholder }: NumberFieldProps) {
+export function NumberField({
+  id,
+  label,
+  unit,
+  value,
+  onChange,
+  errors,
+  hint,
+  placeholder,
+}: NumberFieldProps) {
   return (
     <Field id={id} label={label} hint={hint} errors={errors}>
       {(describedBy, invalid) => (

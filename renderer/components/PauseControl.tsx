@@ -25,11 +25,18 @@ export function PauseControl({ snapshot, send }: PauseControlProps) {
     <div className="pause-control">
       {userPaused ? (
         <>
-          <button type="button" className="primary" disabled={busy} onClick={() => void run({ type: 'resume' })}>
+          <button
+            type="button"
+            className="primary"
+            disabled={busy}
+            onClick={() => void run({ type: 'resume' })}
+          >
             Resume now
           </button>
           <span className="pause-until">
-            {snapshot.resumeAt ? `Paused until ${formatDateTime(snapshot.resumeAt)}` : 'Paused until you resume'}
+            {snapshot.resumeAt
+              ? `Paused until ${formatDateTime(snapshot.resumeAt)}`
+              : 'Paused until you resume'}
           </span>
         </>
       ) : (
@@ -45,7 +52,11 @@ export function PauseControl({ snapshot, send }: PauseControlProps) {
           <button type="button" disabled={busy} onClick={() => void run({ type: 'pause', duration: '1h' })}>
             Pause for 1 hour
           </button>
-          <button type="button" disabled={busy} onClick={() => void run({ type: 'pause', duration: 'tomorrow' })}>
+          <button
+            type="button"
+            disabled={busy}
+            onClick={() => void run({ type: 'pause', duration: 'tomorrow' })}
+          >
             Pause until tomorrow
           </button>
         </div>

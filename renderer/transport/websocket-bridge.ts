@@ -45,7 +45,11 @@ interface Pending {
  * The agent's bridge over the local dashboard server's WebSocket. Reconnects with backoff; a command sent while
  * disconnected fails at once with a reason rather than queueing, so a click never acts minutes later.
  */
-export function createWebSocketBridge(url: string, env: SocketEnvironment, ledgerCsvUrl: string | null): UiBridge {
+export function createWebSocketBridge(
+  url: string,
+  env: SocketEnvironment,
+  ledgerCsvUrl: string | null,
+): UiBridge {
   const snapshots = new Listeners<AgentSnapshot>();
   const connections = new Listeners<ConnectionState>();
   const pending = new Map<string, Pending>();
@@ -76,7 +80,10 @@ export function createWebSocketBridge(url: string, env: SocketEnvironment, ledge
     }
     const parsed = serverMessageSchema.safeParse(json);
     if (!parsed.success) {
-      console.warn('tributary: ignored a message that does not match the dashboard contract', parsed.error.issues);
+      console.warn(
+        'tributary: ignored a message that does not match the dashboard contract',
+        parsed.error.issues,
+      );
       return;
     }
     const message = parsed.data;
@@ -89,7 +96,9 @@ export function createWebSocketBridge(url: string, env: SocketEnvironment, ledge
     } else if (message.type === 'commandResult') {
       const entry = pending.get(message.id);
       pending.delete(message.id);
-      entry?.resolve(message.ok ? { ok: true } : { ok: false, errors: message.errors ?? ['the agent refused'] });
+      entry?.resolve(
+        message.ok ? { ok: true } : { ok: false, errors: message.errors ?? ['the agent refused'] },
+      );
     } else {
       console.warn(`tributary: agent error: ${message.error}`);
     }

@@ -20,10 +20,11 @@ function temperatureMeter(snapshot: AgentSnapshot): MeterProps {
   const high = limit + 10;
   const limitText = `limit ${formatCelsius(limit)}`;
   if (gpuTempC === null) {
-    const osState = thermalState === 'unknown' ? '' : ` The system reports its thermal state as ${thermalState}.`;
+    const osState =
+      thermalState === 'unknown' ? '' : ` The system reports its thermal state as ${thermalState}.`;
     return {
       label: 'GPU temperature',
-      fraction: 0,
+      fraction: null,
       valueText: `not available (${limitText})`,
       detail: `No temperature reading from this GPU (source: ${source}).${osState}`,
     };
@@ -54,6 +55,29 @@ function loadMeter(snapshot: AgentSnapshot): MeterProps {
   };
 }
 
+/** Device memory in use, with the contributor's cap marked; null when the GPU does not report it. */
+function memoryMeter(snapshot: AgentSnapshot): MeterProps | null {
+  const { vramUsedMb, vramTotalMb } = snapshot.telemetry;
+  if (vramUsedMb === null || vramTotalMb === null || vramTotalMb <= 0) return null;
+  const cap = snapshot.settings.vramCapMb;
+  const gb = (mb: number): string => `${(mb / 1024).toFixed(1)} GB`;
+  return {
+    label: 'GPU memory',
+    fraction: vramUsedMb / vramTotalMb,
+    valueText: `${gb(vramUsedMb)} of ${gb(vramTotalMb)}`,
+    markAt: cap === null ? undefined : cap / vramTotalMb,
+    markLabel: cap === null ? undefined : `your cap: ${gb(cap)}`,
+    detail: cap === null ? undefined : `Tributary keeps its stage under your ${gb(cap)} cap.`,
+  };
+}
+
+function gpuName(snapshot: AgentSnapshot): string | null {
+  const gpu = snapshot.inventory?.gpus[0];
+  if (!gpu) return null;
+  const vendorInModel = gpu.model.toLowerCase().startsWith(gpu.vendor.toLowerCase());
+  return gpu.vendor && !vendorInModel ? `${gpu.vendor} ${gpu.model}` : gpu.model;
+}
+
 export function Dashboard({ snapshot, send }: Props) {
   const loss = useMemo(
     () => ({ xs: snapshot.loss.map((p) => p.step), ys: snapshot.loss.map((p) => p.loss) }),
@@ -61,6 +85,8 @@ export function Dashboard({ snapshot, send }: Props) {
   );
   const lastLoss = snapshot.loss.at(-1);
   const { progress, stage } = snapshot;
+  const memory = memoryMeter(snapshot);
+  const name = gpuName(snapshot);
 
   return (
     <div className="view dashboard">
@@ -77,8 +103,14 @@ export function Dashboard({ snapshot, send }: Props) {
       </Card>
 
       <Card title="GPU">
+        {name ? (
+          <p className="gpu-name" data-testid="gpu-name">
+            {name}
+          </p>
+        ) : null}
         <Meter {...temperatureMeter(snapshot)} />
         <Meter {...loadMeter(snapshot)} />
+        {memory ? <Meter {...memory} /> : null}
       </Card>
 
       <Card title="Training">

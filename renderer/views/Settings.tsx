@@ -53,7 +53,13 @@ const LIMIT_FIELDS: NumberFieldSpec[] = [
     unit: '%',
     hint: 'The share of time Tributary may keep the GPU busy; lower means cooler and quieter.',
   },
-  { key: 'vramCapMb', label: 'GPU memory cap', unit: 'MB', placeholder: 'no cap', hint: 'Leave empty for no cap.' },
+  {
+    key: 'vramCapMb',
+    label: 'GPU memory cap',
+    unit: 'MB',
+    placeholder: 'no cap',
+    hint: 'Leave empty for no cap.',
+  },
 ];
 
 const ADVANCED_FIELDS: NumberFieldSpec[] = [
@@ -292,7 +298,9 @@ function ScheduleEditor({
       })}
       <button
         type="button"
-        onClick={() => edit({ schedule: [...draft.schedule, { days: [1, 2, 3, 4, 5], start: '22:00', end: '07:00' }] })}
+        onClick={() =>
+          edit({ schedule: [...draft.schedule, { days: [1, 2, 3, 4, 5], start: '22:00', end: '07:00' }] })
+        }
       >
         Add a time window
       </button>

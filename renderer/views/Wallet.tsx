@@ -15,7 +15,8 @@ interface Props {
 /** A quick check before asking the agent, which has the final word (checksums included). */
 export function payoutAddressProblem(address: string): string | null {
   if (address === '') return null;
-  if (!/^0x[0-9a-fA-F]{40}$/.test(address)) return 'A payout address is "0x" followed by 40 hexadecimal characters.';
+  if (!/^0x[0-9a-fA-F]{40}$/.test(address))
+    return 'A payout address is "0x" followed by 40 hexadecimal characters.';
   return null;
 }
 
@@ -56,7 +57,9 @@ export function Wallet({ snapshot, send, ledgerCsvUrl }: Props) {
             <dd>{formatFlops(wallet.revokedFlops)}</dd>
           </div>
         </dl>
-        <p className="muted">Credit is counted in verified floating-point operations (FLOP) of training work.</p>
+        <p className="muted">
+          Credit is counted in verified floating-point operations (FLOP) of training work.
+        </p>
       </Card>
 
       <PayoutAddress current={wallet.payoutAddress} send={send} />
@@ -211,7 +214,9 @@ function PayoutAddress({
             Saved.
           </p>
         ) : null}
-        {current === null && !saved ? <p className="muted">No payout address yet: credit is still recorded.</p> : null}
+        {current === null && !saved ? (
+          <p className="muted">No payout address yet: credit is still recorded.</p>
+        ) : null}
       </form>
     </Card>
   );

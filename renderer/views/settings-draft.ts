@@ -1,4 +1,8 @@
-import { applySettingsPatch, type AgentSettings, type SettingsPatch } from '../../shared/dashboard/settings.js';
+import {
+  applySettingsPatch,
+  type AgentSettings,
+  type SettingsPatch,
+} from '../../shared/dashboard/settings.js';
 
 /** The settings as the form edits them: numbers stay text until saved, so a half-typed value is not lost. */
 export interface SettingsDraft {
@@ -66,7 +70,11 @@ export function draftToPatch(current: AgentSettings, draft: SettingsDraft): Draf
     tempStopMarginC: number('tempStopMarginC', draft.tempStopMarginC, 'Stop margin'),
     tempResumeBelowC: number('tempResumeBelowC', draft.tempResumeBelowC, 'Resume margin'),
     dutyCyclePct: number('dutyCyclePct', draft.dutyCyclePct, 'GPU load cap'),
-    schedule: draft.schedule.map((w) => ({ days: [...w.days].sort((a, b) => a - b), start: w.start, end: w.end })),
+    schedule: draft.schedule.map((w) => ({
+      days: [...w.days].sort((a, b) => a - b),
+      start: w.start,
+      end: w.end,
+    })),
     pausePrograms: draft.pausePrograms
       .split('\n')
       .map((line) => line.trim())

@@ -26,7 +26,10 @@ describe('GPU worker page in Chromium (browser WebGPU)', () => {
     const replies = (await page.evaluate(async () => {
       const { port1, port2 } = new MessageChannel();
       const received: unknown[] = [];
-      const next = () => new Promise<unknown>((resolve) => port1.addEventListener('message', (e) => resolve(e.data), { once: true }));
+      const next = () =>
+        new Promise<unknown>((resolve) =>
+          port1.addEventListener('message', (e) => resolve(e.data), { once: true }),
+        );
       port1.start();
       const ready = next();
       window.postMessage('tributary:gpu-port', '*', [port2]);
@@ -38,7 +41,11 @@ describe('GPU worker page in Chromium (browser WebGPU)', () => {
       const tensor = Float32Array.from([1.5, -2, 3.25]);
       port1.postMessage({ id: 2, type: 'echo', tensors: [tensor] }, [tensor.buffer]);
       const echoed = (await reply) as { tensors: Float32Array[] };
-      received.push({ ...echoed, tensors: echoed.tensors.map((t) => Array.from(t)), detached: tensor.byteLength === 0 });
+      received.push({
+        ...echoed,
+        tensors: echoed.tensors.map((t) => Array.from(t)),
+        detached: tensor.byteLength === 0,
+      });
       reply = next();
       port1.postMessage({ id: 3, type: 'release' });
       received.push(await reply);
@@ -48,7 +55,9 @@ describe('GPU worker page in Chromium (browser WebGPU)', () => {
     expect(replies[0]).toEqual({ type: 'ready', hasWebGpu: true });
     const acquired = replies[1];
     if (acquired?.type !== 'acquired') throw new Error(`no device: ${JSON.stringify(acquired)}`);
-    console.log(`GPU worker page adapter: ${acquired.adapter.description || acquired.adapter.architecture} (fallback: ${acquired.adapter.isFallback})`);
+    console.log(
+      `GPU worker page adapter: ${acquired.adapter.description || acquired.adapter.architecture} (fallback: ${acquired.adapter.isFallback})`,
+    );
     expect(acquired.id).toBe(1);
     expect(replies[2]).toEqual({ id: 2, type: 'echo', tensors: [[1.5, -2, 3.25]], detached: true });
     expect(replies[3]).toEqual({ id: 3, type: 'released' });
@@ -66,7 +75,9 @@ describe('GPU worker page in Chromium (browser WebGPU)', () => {
         setTimeout(() => resolve(false), 500);
       });
       // A message whose source is not the page's own window (another frame or window posted it).
-      window.dispatchEvent(new MessageEvent('message', { data: 'tributary:gpu-port', source: null, ports: [port2] }));
+      window.dispatchEvent(
+        new MessageEvent('message', { data: 'tributary:gpu-port', source: null, ports: [port2] }),
+      );
       return got;
     });
     expect(answered).toBe(false);

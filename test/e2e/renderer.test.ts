@@ -1,9 +1,10 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { build } from 'vite';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { Agent } from '../../main/agent/agent.js';
 import { startDashboardServer, type DashboardServer } from '../../main/agent/dashboard/server.js';
 import { launchChromium } from '../helpers/chromium.js';
 import { repoRoot } from '../helpers/page-server.js';
@@ -12,16 +13,26 @@ import { sampleSnapshot } from './renderer-fixtures/snapshot.js';
 
 const SCREENSHOT_DIR = process.env.RENDERER_SCREENSHOTS ?? tmpdir();
 
-/** Builds the renderer exactly as `npm run build:web` does, into a temp dir the test owns. */
-async function buildRenderer(outDir: string): Promise<void> {
-  await build({
-    configFile: false,
-    root: resolve(repoRoot, 'renderer'),
-    base: './',
-    logLevel: 'error',
-    build: { outDir, emptyOutDir: true },
+let built: Promise<string> | null = null;
+
+/** The renderer built as `npm run build:web` builds it, once per file, into a temp dir the tests share. */
+function rendererBundle(): Promise<string> {
+  built ??= mkdtemp(join(tmpdir(), 'tributary-renderer-')).then(async (outDir) => {
+    await build({
+      configFile: false,
+      root: resolve(repoRoot, 'renderer'),
+      base: './',
+      logLevel: 'error',
+      build: { outDir, emptyOutDir: true },
+    });
+    return outDir;
   });
+  return built;
 }
+
+afterAll(async () => {
+  if (built) await rm(await built, { recursive: true, force: true });
+});
 
 describe('renderer in Chromium, served by the real dashboard server', () => {
   let browser: Browser;
@@ -34,13 +45,11 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
   let networkErrorsExpected = false;
 
   beforeAll(async () => {
-    bundle = await mkdtemp(join(tmpdir(), 'tributary-renderer-'));
-    await buildRenderer(bundle);
+    bundle = await rendererBundle();
     browser = await launchChromium();
   });
   afterAll(async () => {
     await browser?.close();
-    if (bundle) await rm(bundle, { recursive: true, force: true });
   });
 
   beforeEach(async () => {
@@ -72,6 +81,8 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     expect(page.url()).not.toContain('token=');
     const text = await page.locator('main').innerText();
     expect(text).toContain('71 °C of limit 80 °C');
+    expect(await page.getByTestId('gpu-name').textContent()).toBe('NVIDIA GeForce RTX 3060');
+    expect(text).toContain('5.3 GB of 12.0 GB');
     expect(text).toContain('Stage 3 of 8, blocks 6–8');
     expect(text).toContain('step 412 of 2,000');
     expect(text).toContain('62%');
@@ -93,7 +104,11 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
 
   it('follows snapshots the agent pushes', async () => {
     await expect.poll(() => page.getByTestId('state').textContent()).toBe('Contributing');
-    agent.push({ state: 'waiting', reasonCode: 'gpu-hot', reason: 'Waiting: the GPU is at 84 °C, above your 80 °C limit.' });
+    agent.push({
+      state: 'waiting',
+      reasonCode: 'gpu-hot',
+      reason: 'Waiting: the GPU is at 84 °C, above your 80 °C limit.',
+    });
     await expect.poll(() => page.getByTestId('reason').textContent()).toContain('above your 80 °C limit');
     expect(await page.getByTestId('state').textContent()).toBe('Waiting');
   });
@@ -109,7 +124,9 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     await expect.poll(() => page.locator('#gpuTempLimitC-error').textContent()).toContain('at most 100 °C');
     expect(await page.locator('#idleMinutes-error').textContent()).toContain('enter a number');
     expect(await page.getByLabel('GPU temperature limit').getAttribute('aria-invalid')).toBe('true');
-    expect(await page.getByRole('status').filter({ hasText: 'Not saved' }).textContent()).toMatch(/Not saved: \d+ problems? to fix/);
+    expect(await page.getByRole('status').filter({ hasText: 'Not saved' }).textContent()).toMatch(
+      /Not saved: \d+ problems? to fix/,
+    );
     expect(agent.commands).toEqual([]);
 
     await page.getByLabel('Start after no keyboard or mouse input for').fill('5');
@@ -158,7 +175,9 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
 
     await address.fill('0x52908400098527886e0f7030069857d2e4169ee7');
     await page.getByRole('button', { name: 'Save', exact: true }).click();
-    await expect.poll(() => agent.snapshot().wallet.payoutAddress).toBe('0x52908400098527886e0f7030069857d2e4169ee7');
+    await expect
+      .poll(() => agent.snapshot().wallet.payoutAddress)
+      .toBe('0x52908400098527886e0f7030069857d2e4169ee7');
 
     const download = page.waitForEvent('download');
     await page.getByRole('link', { name: 'Export CSV' }).click();
@@ -178,19 +197,27 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     const port = server.port;
     networkErrorsExpected = true;
     await server.close();
-    await expect.poll(() => page.getByRole('status').first().textContent()).toContain('Cannot reach the Tributary agent');
+    await expect
+      .poll(() => page.getByRole('status').first().textContent())
+      .toContain('Cannot reach the Tributary agent');
     server = await startDashboardServer({ host: agent, token: 'x'.repeat(43), staticDir: bundle, port });
     agent.push({ reason: 'Contributing: back after a restart.' });
-    await expect.poll(() => page.getByTestId('reason').textContent(), { timeout: 20_000 }).toContain('back after a restart');
+    await expect
+      .poll(() => page.getByTestId('reason').textContent(), { timeout: 20_000 })
+      .toContain('back after a restart');
   });
 });
 
 describe('renderer in Chromium with the Electron preload bridge', () => {
   it('uses window.tributary instead of a WebSocket when the preload provides it', async () => {
-    const bundle = await mkdtemp(join(tmpdir(), 'tributary-renderer-'));
-    await buildRenderer(bundle);
+    const bundle = await rendererBundle();
     const agent = new FakeAgent(sampleSnapshot());
-    const server = await startDashboardServer({ host: agent, token: 'y'.repeat(43), staticDir: bundle, port: 0 });
+    const server = await startDashboardServer({
+      host: agent,
+      token: 'y'.repeat(43),
+      staticDir: bundle,
+      port: 0,
+    });
     const browser = await launchChromium();
     try {
       const page = await browser.newPage();
@@ -215,13 +242,62 @@ describe('renderer in Chromium with the Electron preload bridge', () => {
       await page.goto(server.url);
       await expect.poll(() => page.getByTestId('reason').textContent()).toBe('Reported over IPC.');
       await page.getByRole('button', { name: 'Pause until tomorrow' }).click();
-      await expect.poll(() => page.evaluate('window.__sent')).toEqual([{ type: 'pause', duration: 'tomorrow' }]);
+      await expect
+        .poll(() => page.evaluate('window.__sent'))
+        .toEqual([{ type: 'pause', duration: 'tomorrow' }]);
       expect(sockets).toBe(0);
       expect(agent.commands).toEqual([]);
     } finally {
       await browser.close();
       await server.close();
-      await rm(bundle, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('renderer in Chromium against the real agent', () => {
+  it("pauses the real policy, saves settings to disk and shows the agent's own payout checks", async () => {
+    const bundle = await rendererBundle();
+    const dataDir = await mkdtemp(join(tmpdir(), 'tributary-agent-'));
+    const agent = await Agent.open({ dataDir, telemetrySources: [], hostSensors: false, tickMs: 0 });
+    const server = await agent.startDashboard({ staticDir: bundle, port: 0 });
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage();
+      page.setDefaultTimeout(10_000);
+      await page.goto(server.url);
+      await expect.poll(() => page.getByTestId('reason').textContent()).toBe(agent.snapshot().reason);
+      await page.screenshot({ path: join(SCREENSHOT_DIR, 'tributary-real-agent.png'), fullPage: true });
+
+      await page.getByRole('button', { name: 'Pause until tomorrow' }).click();
+      await expect.poll(() => page.getByTestId('state').textContent()).toBe('Paused');
+      expect(agent.snapshot()).toMatchObject({ state: 'paused', reasonCode: 'user-paused' });
+      expect(await page.locator('.pause-until').textContent()).toMatch(/^Paused until /);
+
+      await page.goto(`${server.url.replace(/\?.*$/, '')}#/settings`);
+      await page.getByLabel('GPU temperature limit').fill('72');
+      await page.getByRole('button', { name: 'Save settings' }).click();
+      await expect.poll(() => agent.snapshot().settings.gpuTempLimitC).toBe(72);
+      const saved = JSON.parse(await readFile(join(dataDir, 'settings.json'), 'utf8')) as {
+        gpuTempLimitC: number;
+      };
+      expect(saved.gpuTempLimitC).toBe(72);
+
+      await page.goto(`${server.url.replace(/\?.*$/, '')}#/wallet`);
+      const address = page.getByLabel('Where payouts go');
+      await address.fill('0x52908400098527886E0F7030069857D2E4169Ee7');
+      await page.getByRole('button', { name: 'Save', exact: true }).click();
+      await expect
+        .poll(() => page.locator('#payout-address-error').textContent())
+        .toContain('EIP-55 checksum');
+      await address.fill('0x52908400098527886e0f7030069857d2e4169ee7');
+      await page.getByRole('button', { name: 'Save', exact: true }).click();
+      await expect
+        .poll(() => agent.snapshot().wallet.payoutAddress)
+        .toBe('0x52908400098527886E0F7030069857D2E4169EE7');
+    } finally {
+      await browser.close();
+      await agent.stop();
+      await rm(dataDir, { recursive: true, force: true });
     }
   });
 });

@@ -10,12 +10,17 @@ describe('app:// protocol', () => {
     expect(resolveAppUrl('app://tributary/assets/index-abc.js?x=1#y', roots)).toBe(
       join(resolve('/opt/app/dist/web'), 'assets', 'index-abc.js'),
     );
-    expect(resolveAppUrl('app://gpu-worker/index.html', roots)).toBe(resolve('/opt/app/dist/gpu-worker/index.html'));
+    expect(resolveAppUrl('app://gpu-worker/index.html', roots)).toBe(
+      resolve('/opt/app/dist/gpu-worker/index.html'),
+    );
   });
 
   it('serves nothing outside them', () => {
     // The URL parser folds "." and ".." segments (also as %2e) before we see the path: still inside the root.
-    for (const url of ['app://tributary/../gpu-worker/index.html', 'app://tributary/%2e%2e/%2e%2e/etc/passwd']) {
+    for (const url of [
+      'app://tributary/../gpu-worker/index.html',
+      'app://tributary/%2e%2e/%2e%2e/etc/passwd',
+    ]) {
       expect(resolveAppUrl(url, roots)?.startsWith(resolve('/opt/app/dist/web')), url).toBe(true);
     }
     for (const url of [

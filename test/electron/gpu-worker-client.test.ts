@@ -31,7 +31,9 @@ describe('GPU worker: main-side client and page-side loop over a MessagePort', (
     client.onEvent((e) => events.push(e));
     serveGpuPort(port2, dawnGpu());
     const acquired = await client.request({ type: 'acquire' });
-    console.log(`GPU worker adapter: ${acquired.adapter.description || acquired.adapter.device} (fallback: ${acquired.adapter.isFallback})`);
+    console.log(
+      `GPU worker adapter: ${acquired.adapter.description || acquired.adapter.device} (fallback: ${acquired.adapter.isFallback})`,
+    );
     expect(acquired.adapter.vendor + acquired.adapter.description, DRIVER_HINT).not.toBe('');
     expect(acquired.limits.maxStorageBufferBindingSize).toBeGreaterThanOrEqual(128 << 20);
     expect(events).toEqual([{ type: 'ready', hasWebGpu: true }]);

@@ -1,7 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import type { AgentCommand, AgentSnapshot, CommandResult } from '../../shared/dashboard/contract.js';
 import { IPC } from '../../main/electron/channels.js';
-import { registerAgentIpc, UntrustedSenderError, type IpcMainLike, type InvokeEventLike } from '../../main/electron/ipc.js';
+import {
+  registerAgentIpc,
+  UntrustedSenderError,
+  type IpcMainLike,
+  type InvokeEventLike,
+} from '../../main/electron/ipc.js';
 import { isTrustedRendererFrame } from '../../main/electron/sender-check.js';
 import { sampleSnapshot } from '../e2e/renderer-fixtures/snapshot.js';
 
@@ -60,7 +65,9 @@ describe('agent IPC in Electron main', () => {
     const ipc = new FakeIpcMain();
     const agent = fakeAgent();
     registerAgentIpc(ipc, agent, isTrustedRendererFrame, () => []);
-    await expect(ipc.invoke(IPC.snapshot, 'https://evil.example/')).rejects.toBeInstanceOf(UntrustedSenderError);
+    await expect(ipc.invoke(IPC.snapshot, 'https://evil.example/')).rejects.toBeInstanceOf(
+      UntrustedSenderError,
+    );
     await expect(ipc.invoke(IPC.command, 'app://gpu-worker/index.html', { type: 'resume' })).rejects.toThrow(
       /refused IPC on tributary:command from app:\/\/gpu-worker/,
     );
@@ -71,9 +78,15 @@ describe('agent IPC in Electron main', () => {
     const ipc = new FakeIpcMain();
     const agent = fakeAgent();
     registerAgentIpc(ipc, agent, isTrustedRendererFrame, () => []);
-    const result = (await ipc.invoke(IPC.command, OURS, { type: 'runShell', script: 'rm -rf ~' })) as CommandResult;
+    const result = (await ipc.invoke(IPC.command, OURS, {
+      type: 'runShell',
+      script: 'rm -rf ~',
+    })) as CommandResult;
     expect(result.ok).toBe(false);
-    const bad = (await ipc.invoke(IPC.command, OURS, { type: 'pause', duration: 'forever' })) as CommandResult;
+    const bad = (await ipc.invoke(IPC.command, OURS, {
+      type: 'pause',
+      duration: 'forever',
+    })) as CommandResult;
     expect(bad).toMatchObject({ ok: false, errors: [expect.stringMatching(/^duration: /)] });
     expect(agent.commands).toEqual([]);
   });
@@ -86,7 +99,10 @@ describe('agent IPC in Electron main', () => {
       send: (channel: string) => received.push(`${name}:${channel}`),
       isTrusted: () => trusted,
     });
-    const dispose = registerAgentIpc(ipc, agent, isTrustedRendererFrame, () => [target('ours', true), target('navigated-away', false)]);
+    const dispose = registerAgentIpc(ipc, agent, isTrustedRendererFrame, () => [
+      target('ours', true),
+      target('navigated-away', false),
+    ]);
     agent.push(sampleSnapshot());
     expect(received).toEqual([`ours:${IPC.snapshotPushed}`]);
     dispose();

@@ -29,7 +29,8 @@ const fake = await vi.hoisted(async () => {
     webContents = {
       mainFrame: { url: '', parent: null as unknown },
       send: (channel: string) => calls.push(`send:${channel}`),
-      postMessage: (channel: string, _message: unknown, ports: unknown[]) => this.posted.push({ channel, ports }),
+      postMessage: (channel: string, _message: unknown, ports: unknown[]) =>
+        this.posted.push({ channel, ports }),
       on: () => undefined,
     };
     constructor(options: Record<string, unknown>) {
@@ -188,8 +189,14 @@ describe('Electron main wiring (fake Electron, fake agent)', () => {
       fake.windows.find((w) => w.url === RENDERER_URL),
       fake.windows.find((w) => w.url === GPU_WORKER_URL),
     ];
-    expect(main?.options.webPreferences).toMatchObject({ contextIsolation: true, sandbox: true, nodeIntegration: false });
-    expect(String((main?.options.webPreferences as { preload: string }).preload)).toMatch(/dist\/preload\/preload\.cjs$/);
+    expect(main?.options.webPreferences).toMatchObject({
+      contextIsolation: true,
+      sandbox: true,
+      nodeIntegration: false,
+    });
+    expect(String((main?.options.webPreferences as { preload: string }).preload)).toMatch(
+      /dist\/preload\/preload\.cjs$/,
+    );
     expect(worker?.options.show).toBe(false);
     expect(worker?.posted.map((p) => p.channel)).toEqual([IPC.gpuPort]);
     expect(worker?.posted[0]?.ports).toHaveLength(1);
@@ -203,7 +210,8 @@ describe('Electron main wiring (fake Electron, fake agent)', () => {
 
   it('lets the agent stop before quitting', async () => {
     let prevented = false;
-    for (const listener of fake.appEvents.get('before-quit') ?? []) listener({ preventDefault: () => (prevented = true) });
+    for (const listener of fake.appEvents.get('before-quit') ?? [])
+      listener({ preventDefault: () => (prevented = true) });
     expect(prevented).toBe(true);
     await vi.waitFor(() => expect(fake.calls.at(-1)).toBe('quit'));
     expect(fake.calls.indexOf('agent.stop')).toBeLessThan(fake.calls.lastIndexOf('quit'));

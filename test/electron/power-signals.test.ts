@@ -1,7 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import type { ThermalState } from '../../shared/dashboard/contract.js';
-import { PowerSignalReader, type PowerMonitorLike, type PowerSignals } from '../../main/electron/power-signals.js';
+import {
+  PowerSignalReader,
+  type PowerMonitorLike,
+  type PowerSignals,
+} from '../../main/electron/power-signals.js';
 
 /** Stands in for Electron's powerMonitor: the test sets what the OS would report and fires its events. */
 class FakePowerMonitor extends EventEmitter implements PowerMonitorLike {
@@ -28,7 +32,12 @@ describe('power and idle signals', () => {
     monitor.idleSeconds = 240;
     monitor.onBattery = true;
     monitor.thermal = 'serious';
-    expect(reader.read()).toEqual({ idleSeconds: 240, screenLocked: false, onBattery: true, thermalState: 'serious' });
+    expect(reader.read()).toEqual({
+      idleSeconds: 240,
+      screenLocked: false,
+      onBattery: true,
+      thermalState: 'serious',
+    });
   });
 
   it('tracks the lock screen from events (macOS, Windows) and from the idle state (Linux)', () => {

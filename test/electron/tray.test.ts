@@ -13,10 +13,20 @@ describe('tray state', () => {
     expect(running).toMatchObject({ icon: 'running', canResume: false });
     expect(running.tooltip).toMatch(/^Tributary: Contributing: you have been away/);
 
-    const paused = trayStateFor({ ...sampleSnapshot(), state: 'paused', reasonCode: 'user-paused', reason: 'Paused by you.' });
+    const paused = trayStateFor({
+      ...sampleSnapshot(),
+      state: 'paused',
+      reasonCode: 'user-paused',
+      reason: 'Paused by you.',
+    });
     expect(paused).toEqual({ icon: 'paused', tooltip: 'Tributary: Paused by you.', canResume: true });
 
-    const onBattery = trayStateFor({ ...sampleSnapshot(), state: 'paused', reasonCode: 'on-battery', reason: 'On battery.' });
+    const onBattery = trayStateFor({
+      ...sampleSnapshot(),
+      state: 'paused',
+      reasonCode: 'on-battery',
+      reason: 'On battery.',
+    });
     expect(onBattery.canResume).toBe(false);
 
     expect(trayStateFor({ ...sampleSnapshot(), state: 'waiting' }).icon).toBe('waiting');
@@ -61,7 +71,11 @@ describe('tray menu', () => {
 
   it('offers the pauses while running, and they reach the agent', () => {
     const { calls, actions } = record();
-    const items = trayMenuTemplate(trayStateFor(sampleSnapshot()), { startAtLogin: false, updateReady: null }, actions);
+    const items = trayMenuTemplate(
+      trayStateFor(sampleSnapshot()),
+      { startAtLogin: false, updateReady: null },
+      actions,
+    );
     expect(items[0]).toMatchObject({ enabled: false, label: expect.stringMatching(/^Contributing/) });
     click(items, 'Pause for 1 hour');
     click(items, 'Pause until tomorrow');
@@ -72,12 +86,19 @@ describe('tray menu', () => {
 
   it('offers resume after a user pause, and the update once it is ready', () => {
     const { calls, actions } = record();
-    const paused = trayStateFor({ ...sampleSnapshot(), state: 'paused', reasonCode: 'user-paused', reason: 'Paused by you.' });
+    const paused = trayStateFor({
+      ...sampleSnapshot(),
+      state: 'paused',
+      reasonCode: 'user-paused',
+      reason: 'Paused by you.',
+    });
     const items = trayMenuTemplate(paused, { startAtLogin: true, updateReady: '0.2.0' }, actions);
     click(items, 'Resume');
     click(items, 'Quit and install update 0.2.0');
     expect(calls).toEqual(['resume', 'quit']);
     expect(items.find((i) => i.label === 'Start at login')?.checked).toBe(true);
-    expect(items.some((i) => i.label === 'Pause for 1 hour' || i.label === 'Pause until I resume')).toBe(false);
+    expect(items.some((i) => i.label === 'Pause for 1 hour' || i.label === 'Pause until I resume')).toBe(
+      false,
+    );
   });
 });

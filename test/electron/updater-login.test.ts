@@ -1,6 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
-import { HIDDEN_ARG, linuxAutostartEntry, loginItemSettings, startedHidden } from '../../main/electron/login-item.js';
+import {
+  HIDDEN_ARG,
+  linuxAutostartEntry,
+  loginItemSettings,
+  startedHidden,
+} from '../../main/electron/login-item.js';
 import { UPDATE_CHECK_INTERVAL_MS, wireUpdater, type UpdaterLike } from '../../main/electron/updater.js';
 
 /** Stands in for electron-updater's autoUpdater. */
@@ -33,7 +38,12 @@ describe('updater wiring', () => {
         return {};
       },
     });
-    expect(updater).toMatchObject({ autoDownload: true, autoInstallOnAppQuit: true, allowDowngrade: false, allowPrerelease: false });
+    expect(updater).toMatchObject({
+      autoDownload: true,
+      autoInstallOnAppQuit: true,
+      allowDowngrade: false,
+      allowPrerelease: false,
+    });
     expect(timers).toEqual([UPDATE_CHECK_INTERVAL_MS]);
     expect(updater.checks).toBe(1);
     tick();
@@ -41,10 +51,16 @@ describe('updater wiring', () => {
   });
 
   it('reports a verified download, and logs failures without throwing', async () => {
-    const updater = new FakeUpdater(() => Promise.reject(new Error('getaddrinfo ENOTFOUND updates.tributary.invalid')));
+    const updater = new FakeUpdater(() =>
+      Promise.reject(new Error('getaddrinfo ENOTFOUND updates.tributary.invalid')),
+    );
     const ready: string[] = [];
     const logs: string[] = [];
-    wireUpdater(updater, { onReady: (v) => ready.push(v), log: (m) => logs.push(m), setInterval: () => ({}) });
+    wireUpdater(updater, {
+      onReady: (v) => ready.push(v),
+      log: (m) => logs.push(m),
+      setInterval: () => ({}),
+    });
     await new Promise((r) => setImmediate(r));
     updater.emit('error', new Error('sha512 checksum mismatch'));
     updater.emit('update-downloaded', { version: '0.2.0' });

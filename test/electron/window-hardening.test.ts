@@ -1,10 +1,21 @@
 import { describe, expect, it } from 'vitest';
-import { denyAllPermissions, hardenContents, type HardenableContents } from '../../main/electron/hardening.js';
-import { gpuWorkerWindowOptions, mainWindowOptions, webGpuSwitches } from '../../main/electron/window-options.js';
+import {
+  denyAllPermissions,
+  hardenContents,
+  type HardenableContents,
+} from '../../main/electron/hardening.js';
+import {
+  gpuWorkerWindowOptions,
+  mainWindowOptions,
+  webGpuSwitches,
+} from '../../main/electron/window-options.js';
 
 describe('window options', () => {
   it('isolate, sandbox and keep Node out of every window', () => {
-    for (const options of [mainWindowOptions('/p/preload.cjs', '/a/icon.png'), gpuWorkerWindowOptions('/p/gpu.cjs')]) {
+    for (const options of [
+      mainWindowOptions('/p/preload.cjs', '/a/icon.png'),
+      gpuWorkerWindowOptions('/p/gpu.cjs'),
+    ]) {
       expect(options.webPreferences).toMatchObject({
         contextIsolation: true,
         sandbox: true,

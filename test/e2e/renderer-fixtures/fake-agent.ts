@@ -37,7 +37,10 @@ export class FakeAgent {
           reasonCode: 'user-paused',
           reason: 'Paused by you.',
           dutyCyclePct: 0,
-          resumeAt: command.duration === '1h' ? new Date(Date.parse(this.current.at) + 3_600_000).toISOString() : null,
+          resumeAt:
+            command.duration === '1h'
+              ? new Date(Date.parse(this.current.at) + 3_600_000).toISOString()
+              : null,
         });
         return { ok: true };
       case 'resume':
@@ -52,7 +55,10 @@ export class FakeAgent {
       case 'setPayoutAddress':
         // Stands in for the agent's EIP-55 checksum check: all-lowercase passes, anything mixed-case fails.
         if (command.address !== command.address.toLowerCase()) {
-          return { ok: false, errors: ['payout address: the checksum (upper/lower case letters) does not match'] };
+          return {
+            ok: false,
+            errors: ['payout address: the checksum (upper/lower case letters) does not match'],
+          };
         }
         this.push({ wallet: { ...this.current.wallet, payoutAddress: command.address } });
         return { ok: true };

@@ -4,7 +4,14 @@ import { defaultSettings } from '../../../shared/dashboard/settings.js';
 const DAY_MS = 86_400_000;
 
 function receipts(now: number): ReceiptRow[] {
-  const statuses: ReceiptRow['status'][] = ['pending', 'pending', 'confirmed', 'confirmed', 'confirmed', 'revoked'];
+  const statuses: ReceiptRow['status'][] = [
+    'pending',
+    'pending',
+    'confirmed',
+    'confirmed',
+    'confirmed',
+    'revoked',
+  ];
   return statuses.map((status, i) => ({
     receiptId: `r-${1000 - i}`,
     runId: 'shakespeare-run-1',
@@ -39,7 +46,10 @@ export function sampleSnapshot(now = Date.parse('2026-11-25T15:30:00Z')): AgentS
     },
     stage: { index: 2, count: 8, firstBlock: 5, lastBlock: 7 },
     progress: { step: 412, stepFraction: 0.62, totalSteps: 2000 },
-    loss: Array.from({ length: 42 }, (_, i) => ({ step: i * 10, loss: 1.55 + 2.9 * Math.exp(-i / 9) + 0.04 * Math.sin(i) })),
+    loss: Array.from({ length: 42 }, (_, i) => ({
+      step: i * 10,
+      loss: 1.55 + 2.9 * Math.exp(-i / 9) + 0.04 * Math.sin(i),
+    })),
     wallet: {
       confirmedFlops: 8.46e15,
       pendingFlops: 6.2e12,
@@ -52,6 +62,17 @@ export function sampleSnapshot(now = Date.parse('2026-11-25T15:30:00Z')): AgentS
       })),
       recentReceipts: receipts(now),
     },
-    settings: { ...defaultSettings, dutyCyclePct: 85, pausePrograms: ['steam', 'Code.exe'] },
+    settings: {
+      ...defaultSettings,
+      dutyCyclePct: 85,
+      pausePrograms: ['steam', 'Code.exe'],
+      vramCapMb: 8_192,
+    },
+    inventory: {
+      gpus: [{ vendor: 'NVIDIA', model: 'GeForce RTX 3060', vramMb: 12_288 }],
+      cpu: 'AMD Ryzen 5 5600X',
+      cores: 12,
+      memoryMb: 32_768,
+    },
   };
 }
