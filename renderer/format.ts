@@ -49,7 +49,7 @@ export function formatDateTime(iso: string, now: Date = new Date()): string {
 
 export const RECEIPT_STATUS_LABEL: Record<ReceiptStatus, string> = {
   confirmed: 'Verified',
-  pending: 'Awaiting verification',
+  pending: 'Pending',
   revoked: 'Rejected',
 };
 

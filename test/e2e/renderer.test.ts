@@ -158,7 +158,7 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     const rows = page.locator('tbody tr');
     expect(await rows.count()).toBe(6);
     expect(await page.locator('tbody .receipt-confirmed').count()).toBe(3);
-    expect(await page.locator('tbody .receipt-pending').first().textContent()).toBe('Awaiting verification');
+    expect(await page.locator('tbody .receipt-pending').first().textContent()).toBe('Pending');
     expect(await page.locator('tbody .receipt-revoked').textContent()).toBe('Rejected');
     expect(await page.locator('.chart-plot canvas').count()).toBe(1);
 
@@ -184,12 +184,18 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     expect((await download).suggestedFilename()).toBe('tributary-receipts.csv');
   });
 
-  it('reads well in dark mode', async () => {
+  it('reads well in dark mode and in a narrow window', async () => {
     await page.emulateMedia({ colorScheme: 'dark' });
     await expect.poll(() => page.getByTestId('state').textContent()).toBe('Contributing');
     const background = await page.evaluate(() => getComputedStyle(document.documentElement).backgroundColor);
     expect(background).toBe('rgb(17, 22, 28)');
     await page.screenshot({ path: join(SCREENSHOT_DIR, 'tributary-dashboard-dark.png'), fullPage: true });
+    // The desktop window's minimum width: one column, nothing cut off sideways.
+    await page.setViewportSize({ width: 520, height: 900 });
+    await page.goto(`${server.url.replace(/\?.*$/, '')}#/wallet`);
+    await expect.poll(() => page.getByTestId('balance-confirmed').textContent()).toBe('8.46 PFLOP');
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(520);
+    await page.screenshot({ path: join(SCREENSHOT_DIR, 'tributary-wallet-narrow-dark.png'), fullPage: true });
   });
 
   it('says so when the agent goes away, and reconnects when it is back', async () => {
