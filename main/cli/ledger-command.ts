@@ -31,7 +31,10 @@ export function registerLedgerCommand(program: Command): void {
     .action((options: { db: string; json?: boolean }) => {
       const db = openExisting(options.db);
       try {
-        const result = db.verify();
+        const result = db.verify((checked, total) => {
+          if (total > 10_000)
+            process.stderr.write(`\rchecked ${checked} of ${total} entries${checked === total ? '\n' : ''}`);
+        });
         if (options.json) console.log(JSON.stringify(result));
         else if (result.ok)
           console.log(

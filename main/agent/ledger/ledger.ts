@@ -307,7 +307,7 @@ export class Ledger {
    * sequence must have no gaps up to the recorded head. Receipt signatures are checked again too, so a
    * rewritten chain cannot carry invented receipts.
    */
-  verify(): VerifyResult {
+  verify(onProgress?: (checked: number, total: number) => void): VerifyResult {
     const problems: LedgerProblem[] = [];
     const entries: { table: ChainedTable; row: Row }[] = [];
     for (const table of CHAINED_TABLES) {
@@ -317,7 +317,8 @@ export class Ledger {
     entries.sort((a, b) => Number(a.row.seq) - Number(b.row.seq));
     let expected = 1;
     let prevHash = GENESIS_HASH;
-    for (const { table, row } of entries) {
+    for (const [i, { table, row }] of entries.entries()) {
+      if (onProgress && i % 10_000 === 0) onProgress(i, entries.length);
       const seq = Number(row.seq);
       const label = `${table} entry #${seq}${describeRow(table, row)}`;
       if (seq < expected) {
@@ -345,6 +346,7 @@ export class Ledger {
       prevHash = String(row.hash);
       expected = seq + 1;
     }
+    onProgress?.(entries.length, entries.length);
     const head = this.db.prepare('SELECT seq, hash FROM chain_head WHERE id = 1').get() as
       { seq: number; hash: string } | undefined;
     const last = expected - 1;
