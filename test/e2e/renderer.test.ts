@@ -64,7 +64,9 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     page.on('pageerror', (error) => errors.push(error.message));
     networkErrorsExpected = false;
     page.on('console', (message) => {
-      const refused = /ERR_CONNECTION_REFUSED|WebSocket connection to .* failed/.test(message.text());
+      const refused = /ERR_CONNECTION_REFUSED|WebSocket connection to .* failed|status of 401/.test(
+        message.text(),
+      );
       if (message.type() === 'error' && !(networkErrorsExpected && refused)) errors.push(message.text());
     });
     await page.goto(server.url);
@@ -211,6 +213,18 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     await expect
       .poll(() => page.getByTestId('reason').textContent(), { timeout: 20_000 })
       .toContain('back after a restart');
+  });
+
+  it('says the token is the problem when the agent no longer accepts it', async () => {
+    await expect.poll(() => page.getByTestId('state').textContent()).toBe('Contributing');
+    const port = server.port;
+    networkErrorsExpected = true;
+    await server.close();
+    // The agent comes back with another token (its token file was replaced): the page's cookie is now stale.
+    server = await startDashboardServer({ host: agent, token: 'z'.repeat(43), staticDir: bundle, port });
+    await expect
+      .poll(() => page.getByRole('status').first().textContent(), { timeout: 20_000 })
+      .toContain('open the dashboard with the link it printed');
   });
 });
 
