@@ -5,6 +5,7 @@ import type {
   AgentSnapshot,
   CommandResult,
   Inventory,
+  ReconciliationSnapshot,
   ReasonCode,
   AgentState,
   WalletSnapshot,
@@ -25,7 +26,7 @@ import { TemperatureController } from './throttle/temperature.js';
 import { readInventory } from './telemetry/inventory.js';
 import { Telemetry } from './telemetry/telemetry.js';
 import type { TelemetrySource } from './telemetry/types.js';
-import { validatePayoutAddress } from './wallet.js';
+import { reconcile, validatePayoutAddress, type CoordinatorStatement } from './wallet.js';
 
 export interface AgentOptions {
   dataDir: string;
@@ -76,6 +77,7 @@ export class Agent {
   private readonly listeners = new Set<(snapshot: AgentSnapshot) => void>();
   private timers: NodeJS.Timeout[] = [];
   private inventory: Inventory | undefined;
+  private reconciliation: ReconciliationSnapshot | undefined;
   private dashboard: DashboardServer | null = null;
 
   private constructor(
@@ -195,6 +197,24 @@ export class Agent {
     if (this.loss.length > MAX_LOSS_POINTS) this.loss.splice(0, this.loss.length - MAX_LOSS_POINTS);
   }
 
+  /** Compares the ledger with the coordinator's statement; the result shows in the wallet and the ledger. */
+  reconcile(statement: CoordinatorStatement): ReconciliationSnapshot {
+    const { matches, summary, differenceFlops, missingLocally, missingFromStatement } = reconcile(
+      this.ledger,
+      statement,
+    );
+    this.reconciliation = {
+      at: new Date(this.clock.now()).toISOString(),
+      matches,
+      summary,
+      differenceFlops,
+      missingLocally,
+      missingFromStatement,
+    };
+    this.ledger.recordEvent('reconciled', { matches, differenceFlops, statementFlops: statement.totalFlops });
+    return this.reconciliation;
+  }
+
   recordWorkUnit(unit: WorkUnit): void {
     this.ledger.recordWorkUnit(unit);
   }
@@ -252,7 +272,9 @@ export class Agent {
       stage: this.stage,
       progress: this.progress,
       loss: this.loss,
-      wallet: this.wallet.value,
+      wallet: this.reconciliation
+        ? { ...this.wallet.value, reconciliation: this.reconciliation }
+        : this.wallet.value,
       settings: this.settings,
       ...(this.inventory ? { inventory: this.inventory } : {}),
     };

@@ -80,6 +80,21 @@ export const receiptRowSchema = z
   .strict();
 export type ReceiptRow = z.infer<typeof receiptRowSchema>;
 
+/** The last comparison of the local ledger with the coordinator's statement of this node's credit. */
+export const reconciliationSchema = z
+  .object({
+    at: z.iso.datetime(),
+    matches: z.boolean(),
+    /** "Balance matches the coordinator: ..." or what differs, in words. */
+    summary: z.string(),
+    /** Statement total minus local total, FLOPs. */
+    differenceFlops: z.number(),
+    missingLocally: z.array(z.string()),
+    missingFromStatement: z.array(z.string()),
+  })
+  .strict();
+export type ReconciliationSnapshot = z.infer<typeof reconciliationSchema>;
+
 export const walletSnapshotSchema = z
   .object({
     confirmedFlops: z.number(),
@@ -87,9 +102,11 @@ export const walletSnapshotSchema = z
     revokedFlops: z.number(),
     paidOutFlops: z.number(),
     payoutAddress: z.string().nullable(),
-    /** Credited FLOPs per local day (YYYY-MM-DD), oldest first. */
+    /** Non-revoked FLOPs per UTC day of issue (YYYY-MM-DD), oldest first. */
     earnings: z.array(z.object({ day: z.string(), flops: z.number() }).strict()),
     recentReceipts: z.array(receiptRowSchema),
+    /** Absent until the coordinator has sent a statement. */
+    reconciliation: reconciliationSchema.optional(),
   })
   .strict();
 export type WalletSnapshot = z.infer<typeof walletSnapshotSchema>;

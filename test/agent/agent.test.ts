@@ -63,6 +63,12 @@ describe('Agent', () => {
     });
     expect(wallet.recentReceipts.map((r) => r.receiptId)).toEqual(['r-2', 'r-1']);
     expect(agent.exportCsv('events')).toMatch(/receipt-rejected,.*unknown coordinator key/);
+    agent.reconcile({ receiptIds: ['r-1', 'r-2', 'r-7'], totalFlops: 1e13 });
+    const reconciled = agentSnapshotSchema.parse(agent.snapshot()).wallet.reconciliation;
+    expect(reconciled).toMatchObject({ matches: false, missingLocally: ['r-7'], missingFromStatement: [] });
+    expect(reconciled?.summary).toMatch(
+      /^Balance differs: 1 receipt\(s\) in the statement are not in your ledger; totals differ by/,
+    );
     expect(agent.ledger.verify().ok).toBe(true);
     await agent.stop();
   });
