@@ -79,6 +79,7 @@ export class Agent {
   private inventory: Inventory | undefined;
   private reconciliation: ReconciliationSnapshot | undefined;
   private dashboard: DashboardServer | null = null;
+  private stopped = false;
 
   private constructor(
     private readonly options: AgentOptions,
@@ -119,6 +120,11 @@ export class Agent {
   /** The runtime hands every signed receipt here; bad ones are logged in the ledger, never thrown back. */
   readonly receipts: ReceiptSink = {
     accept: (signed: SignedReceipt) => {
+      if (this.stopped) {
+        // Stop the runtime before the agent; the coordinator still holds this receipt for reconciliation.
+        this.logger.error({ receipt: signed?.receipt?.receiptId }, 'receipt arrived after the agent stopped');
+        return;
+      }
       try {
         this.ledger.acceptReceipt(signed);
       } catch (err) {
@@ -169,6 +175,8 @@ export class Agent {
 
   /** Closes the gate (work in flight finishes; nothing new starts), stops polling and closes the ledger. */
   async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
     this.pacer.setDutyCycle(0);
     for (const timer of this.timers) clearInterval(timer);
     this.timers = [];
@@ -221,6 +229,7 @@ export class Agent {
 
   /** Re-evaluates policy and temperature, sets the pacer, and publishes a snapshot. */
   tick(): PolicyDecision {
+    if (this.stopped && this.decision) return this.decision;
     const now = this.clock.now();
     const telemetry = this.telemetry.snapshot();
     const thermalState =
@@ -292,6 +301,7 @@ export class Agent {
   }
 
   async command(command: AgentCommand): Promise<CommandResult> {
+    if (this.stopped) return { ok: false, errors: ['Tributary is shutting down.'] };
     switch (command.type) {
       case 'pause':
         this.policy.pause(command.duration, this.clock.now());

@@ -118,8 +118,14 @@ describe('Agent', () => {
     });
     await agent.gate.waitUntilAllowed();
     await agent.stop();
+    await agent.stop();
     let started = false;
     void agent.gate.waitUntilAllowed().then(() => (started = true));
+    expect(await agent.command({ type: 'resume' })).toEqual({
+      ok: false,
+      errors: ['Tributary is shutting down.'],
+    });
+    agent.tick();
     await new Promise((r) => setTimeout(r, 50));
     expect(started).toBe(false);
   });
