@@ -47,6 +47,7 @@ export class Peer {
   /** Busy milliseconds per work unit (a micro-batch's forward and backward here), smoothed. Drives placement. */
   unitEmaMs: number | null = null;
   private unitBusyMs = 0;
+  private tasksSeen = 0;
   /** Tasks sent and not yet answered, including ones from an aborted attempt. */
   readonly tasks = new Map<number, SentTask>();
   /** The micro-batch whose activations this peer holds (between its forward and its backward). */
@@ -62,8 +63,10 @@ export class Peer {
   ) {}
 
   observeTaskTime(ms: number): void {
-    this.emaMs = smooth(this.emaMs, ms);
     this.unitBusyMs += ms;
+    // The first task compiles the engine's kernels; it says nothing about the peer's speed.
+    if (this.tasksSeen++ === 0) return;
+    this.emaMs = smooth(this.emaMs, ms);
   }
 
   /** Called when the unit the peer held is finished: its tasks' busy time becomes one sample. */

@@ -56,6 +56,7 @@ export class StepAttempt {
   private reject!: (e: Error) => void;
   private readonly states: MicroBatchState[];
   private readonly units: WorkUnit[] = [];
+  private readonly routed = new Set<Peer>();
   private remaining: number;
   private settled = false;
 
@@ -135,11 +136,18 @@ export class StepAttempt {
   private routeForward(stage: number, mb: number, activations: Tensor | null): void {
     const S = this.ctx.members.length;
     const candidates = this.ctx.members[stage]!.filter((p) => !p.channel.isClosed);
-    const peer = pickPeer(candidates, Date.now(), this.ctx.fallbackMs);
+    // An unmeasured peer is assumed as fast as its stage's average. Each replica gets one micro-batch per
+    // step before routing goes by expected completion, so a peer whose estimate is stale (a slow first task,
+    // a busy moment) is measured again instead of starving.
+    const measured = candidates.map((p) => p.emaMs).filter((ms): ms is number => ms !== null);
+    const fallback = measured.length > 0 ? measured.reduce((a, b) => a + b, 0) / measured.length : this.ctx.fallbackMs;
+    const unprobed = candidates.filter((p) => !p.busy && !this.routed.has(p));
+    const peer = pickPeer(unprobed.length > 0 ? unprobed : candidates, Date.now(), fallback);
     if (!peer) {
       this.fail(`no live node on stage ${stage}`);
       return;
     }
+    this.routed.add(peer);
     if (activations) this.ctx.onRelay(activations.data.byteLength);
     const run = (): void => {
       if (this.settled) return;

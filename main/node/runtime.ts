@@ -75,6 +75,7 @@ export class NodeRuntime extends EventEmitter {
   private resident: { step: number; attempt: number; microBatch: number } | null = null;
   private work: Promise<void> = Promise.resolve();
   private stopped = false;
+  private paused = false;
   private backoff: number;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private readonly abort = new AbortController();
@@ -140,7 +141,7 @@ export class NodeRuntime extends EventEmitter {
       this.status.connected = false;
       this.resident = null;
       this.emit('disconnected', { code, reason: reason.toString() });
-      if (this.stopped) return;
+      if (this.stopped || this.paused) return;
       const delay = Math.round(this.backoff * (0.75 + Math.random() * 0.5));
       this.backoff = Math.min(this.backoff * 2, this.options.maxBackoffMs ?? 10_000);
       this.setReason(`disconnected (${code}${reason.length ? `: ${reason.toString()}` : ''}); reconnecting in ${delay} ms`);
@@ -292,6 +293,33 @@ export class NodeRuntime extends EventEmitter {
     }
   }
 
+  /** True when the gate lets work start now; a gate that would make us wait means the policy paused us. */
+  private gateIsOpen(): Promise<boolean> {
+    return Promise.race([
+      this.gate.waitUntilAllowed(this.abort.signal).then(() => true),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 0)),
+    ]);
+  }
+
+  /**
+   * Paused with work in hand: disconnect so the coordinator replays the micro-batch elsewhere at once (a
+   * clean close is not a failure and earns no ban), then come back when the gate opens.
+   */
+  private async handBack(channel: Channel<CoordinatorMessage, NodeMessage>): Promise<void> {
+    this.paused = true;
+    this.setReason('paused by policy; handed the micro-batch back');
+    channel.close(4003, 'paused by policy');
+    this.socket?.terminate();
+    try {
+      await this.gate.waitUntilAllowed(this.abort.signal);
+    } catch {
+      return;
+    } finally {
+      this.paused = false;
+    }
+    if (!this.stopped) this.connect();
+  }
+
   private needStage(): StageTrainer {
     if (!this.stage) throw new Error('no stage is loaded');
     return this.stage;
@@ -321,7 +349,10 @@ export class NodeRuntime extends EventEmitter {
   private async runTask(channel: Channel<CoordinatorMessage, NodeMessage>, task: Extract<CoordinatorMessage, { type: 'task' }>, tensors: Tensor[]): Promise<void> {
     const stage = this.needStage();
     const range = this.range!;
-    await this.gate.waitUntilAllowed(this.abort.signal);
+    if (!(await this.gateIsOpen())) {
+      await this.handBack(channel);
+      return;
+    }
     const started = performance.now();
     const unit = { step: task.step, attempt: task.attempt, microBatch: task.microBatch };
     const input = tensors[0]!;
