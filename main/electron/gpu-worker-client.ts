@@ -25,6 +25,8 @@ interface ReplyByRequest {
   acquire: Extract<GpuWorkerReply, { type: 'acquired' }>;
   release: Extract<GpuWorkerReply, { type: 'released' }>;
   echo: Extract<GpuWorkerReply, { type: 'echo' }>;
+  'create-stage': Extract<GpuWorkerReply, { type: 'stage-created' }>;
+  'stage-call': Extract<GpuWorkerReply, { type: 'stage-result' }>;
 }
 
 export class GpuWorkerError extends Error {

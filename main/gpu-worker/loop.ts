@@ -1,5 +1,13 @@
-import { requestAdapter, summarizeAdapter } from '../../gpu/device/acquire.js';
-import type { GpuWorkerMessage, GpuWorkerReply, GpuWorkerRequest } from './protocol.js';
+import { acquireDevice } from '../../gpu/device/acquire.js';
+import { GpuStage } from '../../gpu/engine/gpu-stage.js';
+import { KernelSet } from '../../gpu/engine/kernel-set.js';
+import type { StageTrainer } from '../../gpu/stage/types.js';
+import {
+  STAGE_METHODS,
+  type GpuWorkerMessage,
+  type GpuWorkerReply,
+  type GpuWorkerRequest,
+} from './protocol.js';
 
 /** The part of a MessagePort the loop uses. */
 export interface PortLike {
@@ -11,63 +19,105 @@ export interface PortLike {
 const NO_WEBGPU_HINT =
   'This window has no navigator.gpu: the GPU may be blocklisted by Chromium, or WebGPU is disabled.';
 
+interface Engine {
+  device: GPUDevice;
+  kernels: KernelSet;
+  stage: StageTrainer | null;
+}
+
 /**
- * Serves main's requests on one port: acquires and releases the device and reports what it got. The engine's
- * stage trainer (gpu/stage/types.ts StageTrainer) is meant to run on the device acquired here.
+ * Serves main's requests on one port: acquires the device, builds the stage (gpu/engine GpuStage) and runs
+ * its StageTrainer calls. Requests run strictly in arrival order, so main may fire zeroGrad() and go on.
  */
 export function serveGpuPort(port: PortLike, gpu: GPU | undefined): void {
-  let device: GPUDevice | null = null;
+  let engine: Engine | null = null;
+  let queue: Promise<void> = Promise.resolve();
+
+  const need = (): Engine => {
+    if (!engine) throw new Error('no device: send "acquire" first');
+    return engine;
+  };
+  const release = (): void => {
+    engine?.stage?.destroy();
+    engine?.device.destroy();
+    engine = null;
+  };
 
   const acquire = async (id: number): Promise<GpuWorkerReply> => {
     if (!gpu) return { id, type: 'error', message: NO_WEBGPU_HINT };
-    const adapter = await requestAdapter(gpu, NO_WEBGPU_HINT);
-    device?.destroy();
-    const acquired = await adapter.requestDevice({
-      requiredLimits: {
-        maxBufferSize: adapter.limits.maxBufferSize,
-        maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
-      },
-    });
-    device = acquired;
-    void acquired.lost.then((info) => {
-      if (device === acquired) device = null;
+    release();
+    const acquired = await acquireDevice(gpu, NO_WEBGPU_HINT);
+    const { device } = acquired;
+    engine = { device, kernels: new KernelSet(device), stage: null };
+    void device.lost.then((info) => {
+      if (engine?.device === device) engine = null;
       // destroy() by release is expected; anything else is Chromium's GPU process going away.
-      if (info.reason !== 'destroyed')
+      if (info.reason !== 'destroyed') {
         port.postMessage({ type: 'device-lost', reason: info.reason, message: info.message }, []);
+      }
     });
     return {
       id,
       type: 'acquired',
-      adapter: summarizeAdapter(adapter),
+      adapter: acquired.summary,
       limits: {
-        maxBufferSize: acquired.limits.maxBufferSize,
-        maxStorageBufferBindingSize: acquired.limits.maxStorageBufferBindingSize,
-        maxComputeWorkgroupStorageSize: acquired.limits.maxComputeWorkgroupStorageSize,
+        maxBufferSize: device.limits.maxBufferSize,
+        maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
+        maxComputeWorkgroupStorageSize: device.limits.maxComputeWorkgroupStorageSize,
       },
     };
   };
 
-  const handle = async (request: GpuWorkerRequest): Promise<void> => {
-    let reply: GpuWorkerReply;
-    try {
-      if (request.type === 'acquire') reply = await acquire(request.id);
-      else if (request.type === 'release') {
-        device?.destroy();
-        device = null;
-        reply = { id: request.id, type: 'released' };
-      } else reply = { id: request.id, type: 'echo', tensors: request.tensors };
-    } catch (error) {
-      reply = {
-        id: request.id,
-        type: 'error',
-        message: error instanceof Error ? error.message : String(error),
-      };
+  const handle = async (request: GpuWorkerRequest): Promise<GpuWorkerReply> => {
+    const { id } = request;
+    switch (request.type) {
+      case 'acquire':
+        return acquire(id);
+      case 'release':
+        release();
+        return { id, type: 'released' };
+      case 'echo':
+        return { id, type: 'echo', tensors: request.tensors };
+      case 'create-stage': {
+        const current = need();
+        current.stage?.destroy();
+        current.stage = null;
+        const { config, range, shape, seed } = request.spec;
+        current.stage = await GpuStage.create(current.device, config, range, shape, {
+          seed,
+          kernels: current.kernels,
+        });
+        return { id, type: 'stage-created', paramCount: current.stage.paramCount };
+      }
+      case 'stage-call': {
+        const stage = need().stage;
+        if (!stage) throw new Error('no stage: send "create-stage" first');
+        if (!STAGE_METHODS.includes(request.method)) throw new Error(`not a stage method: ${request.method}`);
+        const method = stage[request.method] as (...args: unknown[]) => unknown;
+        return { id, type: 'stage-result', result: await method.apply(stage, request.args) };
+      }
     }
-    const transfer = reply.type === 'echo' ? reply.tensors.map((t) => t.buffer as ArrayBuffer) : [];
-    port.postMessage(reply, transfer);
   };
 
-  port.addEventListener('message', (event) => void handle(event.data));
+  port.addEventListener('message', (event) => {
+    const request = event.data;
+    queue = queue.then(async () => {
+      let reply: GpuWorkerReply;
+      try {
+        reply = await handle(request);
+      } catch (error) {
+        reply = {
+          id: request.id,
+          type: 'error',
+          message: error instanceof Error ? error.message : String(error),
+        };
+      }
+      // Echoed tensors belong to the message and can move; stage results may be views of buffers the stage
+      // keeps for its backward pass, so those are copied.
+      const transfer = reply.type === 'echo' ? reply.tensors.map((t) => t.buffer as ArrayBuffer) : [];
+      port.postMessage(reply, transfer);
+    });
+  });
   port.start();
   port.postMessage({ type: 'ready', hasWebGpu: gpu !== undefined }, []);
 }

@@ -1,5 +1,10 @@
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { acquireDevice } from '../../gpu/device/acquire.js';
+import { GpuStage } from '../../gpu/engine/gpu-stage.js';
+import { wholeModel, type GptConfig } from '../../gpu/model/config.js';
+import type { StageTrainer } from '../../gpu/stage/types.js';
+import { DRIVER_HINT, dawnGpu } from '../../main/gpu-host/dawn.js';
 import type { GpuWorkerMessage } from '../../main/gpu-worker/protocol.js';
 import { launchChromium } from '../helpers/chromium.js';
 import { startPageServer } from '../helpers/page-server.js';
@@ -62,6 +67,95 @@ describe('GPU worker page in Chromium (browser WebGPU)', () => {
     expect(replies[2]).toEqual({ id: 2, type: 'echo', tensors: [[1.5, -2, 3.25]], detached: true });
     expect(replies[3]).toEqual({ id: 3, type: 'released' });
     expect(errors).toEqual([]);
+  });
+
+  it("trains a stage on Chromium's WebGPU to the losses dawn.node gets", async () => {
+    const config: GptConfig = {
+      vocabSize: 64,
+      contextLength: 16,
+      width: 32,
+      heads: 4,
+      layers: 2,
+      mlpRatio: 4,
+    };
+    const spec = { config, range: wholeModel(config), shape: { batch: 2, seq: 16 }, seed: 5 };
+    const adamw = { learningRate: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
+    const n = spec.shape.batch * spec.shape.seq;
+    const ids = Array.from({ length: n + 1 }, (_, i) => (i * 5 + 3) % config.vocabSize);
+
+    // The same three steps, once through the worker page's port and once on dawn.node directly.
+    const page = await browser.newPage();
+    await page.goto(server.url('main/gpu-worker/index.html'));
+    const chromium = (await page.evaluate(
+      async ({ spec, adamw, ids, n }) => {
+        const { port1, port2 } = new MessageChannel();
+        port1.start();
+        let nextId = 0;
+        const call = (message: Record<string, unknown>) =>
+          new Promise<{ type: string; result?: unknown; message?: string }>((resolve) => {
+            const id = ++nextId;
+            const listener = (e: MessageEvent) => {
+              if (e.data.id !== id) return;
+              port1.removeEventListener('message', listener);
+              resolve(e.data);
+            };
+            port1.addEventListener('message', listener);
+            port1.postMessage({ ...message, id });
+          });
+        window.postMessage('tributary:gpu-port', '*', [port2]);
+        const failed = (r: { type: string; message?: string }) => (r.type === 'error' ? r.message : null);
+        const acquired = await call({ type: 'acquire' });
+        if (failed(acquired)) return { error: failed(acquired) };
+        const created = await call({ type: 'create-stage', spec });
+        if (failed(created)) return { error: failed(created) };
+        const tokens = Int32Array.from(ids.slice(0, n));
+        const targets = Int32Array.from(ids.slice(1));
+        const losses: number[] = [];
+        for (let step = 0; step < 3; step++) {
+          void call({ type: 'stage-call', method: 'zeroGrad', args: [] });
+          const forward = await call({
+            type: 'stage-call',
+            method: 'forward',
+            args: [{ kind: 'tokens', tokens }, targets],
+          });
+          if (failed(forward)) return { error: failed(forward) };
+          losses.push((forward.result as { loss: number }).loss);
+          await call({ type: 'stage-call', method: 'backward', args: [null, 1] });
+          await call({ type: 'stage-call', method: 'step', args: [adamw, 1] });
+        }
+        await call({ type: 'release' });
+        return { losses };
+      },
+      { spec, adamw, ids, n },
+    )) as { losses: number[] } | { error: string };
+    if ('error' in chromium) throw new Error(chromium.error);
+
+    const { device } = await acquireDevice(dawnGpu(), DRIVER_HINT);
+    const stage: StageTrainer = await GpuStage.create(device, config, spec.range, spec.shape, {
+      seed: spec.seed,
+    });
+    const dawn: number[] = [];
+    for (let step = 0; step < 3; step++) {
+      stage.zeroGrad();
+      const forward = await stage.forward(
+        { kind: 'tokens', tokens: Int32Array.from(ids.slice(0, n)) },
+        Int32Array.from(ids.slice(1)),
+      );
+      if (forward.kind !== 'loss') throw new Error('a whole-model stage returns the loss');
+      dawn.push(forward.loss);
+      await stage.backward(null, 1);
+      await stage.step(adamw, 1);
+    }
+    stage.destroy();
+    device.destroy();
+
+    console.log(
+      `worker page (SwiftShader) ${chromium.losses.map((l) => l.toFixed(6)).join(' ')}; dawn.node ${dawn.map((l) => l.toFixed(6)).join(' ')}`,
+    );
+    chromium.losses.forEach((loss, i) =>
+      expect(Math.abs(loss - dawn[i]!) / dawn[i]!, `step ${i}`).toBeLessThan(1e-3),
+    );
+    expect(chromium.losses[2]!).toBeLessThan(chromium.losses[0]!);
   });
 
   it('ignores a port offered from anywhere but its own window', async () => {

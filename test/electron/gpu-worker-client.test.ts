@@ -1,19 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { DRIVER_HINT, dawnGpu } from '../../main/gpu-host/dawn.js';
-import { GpuWorkerClient, GpuWorkerError, type MainPortLike } from '../../main/electron/gpu-worker-client.js';
+import { GpuWorkerClient, GpuWorkerError } from '../../main/electron/gpu-worker-client.js';
 import { serveGpuPort } from '../../main/gpu-worker/loop.js';
+import { asMainPort } from './main-port.js';
 import type { GpuWorkerEvent } from '../../main/gpu-worker/protocol.js';
-
-/** Main's MessagePortMain, played by one end of a real MessageChannel. */
-function asMainPort(port: MessagePort): MainPortLike {
-  return {
-    postMessage: (message) => port.postMessage(message),
-    on: (event: 'message' | 'close', listener: (event: { data: unknown }) => void) =>
-      port.addEventListener(event, (e) => listener(e as MessageEvent)),
-    start: () => port.start(),
-    close: () => port.close(),
-  };
-}
 
 describe('GPU worker: main-side client and page-side loop over a MessagePort', () => {
   let client: GpuWorkerClient | null = null;
