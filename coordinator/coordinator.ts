@@ -419,7 +419,12 @@ export class Coordinator extends EventEmitter {
   }
 
   private setState(state: CoordinatorStatus['state'], reason: string): void {
-    if (this.state !== state || this.reason !== reason) this.log.info({ state, reason }, 'run state');
+    if (this.state === state && this.reason === reason) return;
+    this.log.info({ state, reason }, 'run state');
+    // Nodes show why they are idle; per-step progress is not worth a broadcast.
+    if (this.state !== state || state !== 'training') {
+      for (const peer of this.peers) if (peer.authenticated) peer.send({ type: 'runState', state, reason });
+    }
     this.state = state;
     this.reason = reason;
   }

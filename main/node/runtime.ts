@@ -204,8 +204,8 @@ export class NodeRuntime extends EventEmitter {
         return;
       case 'receipt':
         return this.onReceipt(message.seq, message.signed);
-      case 'wait':
-        return this.setReason(message.reason);
+      case 'runState':
+        return this.setReason(`run ${message.state}: ${message.reason}`);
       case 'error':
         this.log.warn({ code: message.code, error: message.message }, 'coordinator refused a message');
         return;

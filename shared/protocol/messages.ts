@@ -114,7 +114,8 @@ export const applySchema = msg('apply', {
 export const stateRequestSchema = msg('stateRequest', { requestId: count });
 export const receiptMessageSchema = msg('receipt', { seq: count, signed: signedReceiptSchema });
 export const pongSchema = msg('pong', { sentAt: finite });
-export const waitSchema = msg('wait', { reason: z.string().max(500) });
+/** What the run is doing and why, in words a person can read (sent when it changes). */
+export const runStateSchema = msg('runState', { state: z.enum(['waiting', 'training', 'done']), reason: z.string().max(500) });
 
 // --- both ways ---------------------------------------------------------------------------------------------
 export const errorSchema = msg('error', { code: z.string().max(64), message: z.string().max(2000) });
@@ -144,7 +145,7 @@ export const coordinatorMessageSchema = z.discriminatedUnion('type', [
   stateRequestSchema,
   receiptMessageSchema,
   pongSchema,
-  waitSchema,
+  runStateSchema,
   errorSchema,
 ]);
 export type CoordinatorMessage = z.infer<typeof coordinatorMessageSchema>;
