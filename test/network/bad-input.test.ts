@@ -27,8 +27,10 @@ async function stillServing(): Promise<void> {
   client.send({ type: 'ping', sentAt: 42 });
   expect((await client.next('pong')).sentAt).toBe(42);
   client.close();
-  const status = (await (await fetch(coordinator.url.replace('ws', 'http') + '/status')).json()) as { runId: string };
+  const http = coordinator.url.replace('ws', 'http');
+  const status = (await (await fetch(`${http}/status`)).json()) as { runId: string };
   expect(status.runId).toBe('test-run');
+  expect(await (await fetch(`${http}/metrics`)).text()).toMatch(/tributary_rejected_messages_total\{code="[a-z-]+"\} [1-9]/);
 }
 
 async function refused(client: RawClient, code?: string): Promise<void> {
