@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import type { SignedReceipt } from '../../shared/protocol/receipt.js';
@@ -10,6 +11,7 @@ interface NodeFlags {
   engine: 'gpu' | 'cpu';
   key: string;
   coordinatorKey?: string;
+  ca?: string;
   logLevel: string;
 }
 
@@ -21,11 +23,13 @@ export function registerNodeCommand(program: Command): void {
     .option('--engine <kind>', 'gpu (WebGPU on dawn.node) or cpu (reference, slow)', engineKind, 'gpu')
     .option('--key <file>', 'node identity key (created with mode 0600 when missing)', defaultNodeKeyPath())
     .option('--coordinator-key <hex>', 'refuse a coordinator whose public key differs')
+    .option('--ca <pem>', 'trust this CA certificate for wss:// (e.g. a self-signed coordinator)')
     .option('--log-level <level>', 'pino log level', logLevel, 'info')
     .action(async (flags: NodeFlags) => {
       const log = pino({ name: 'node', level: flags.logLevel });
       const keys = loadOrCreateKeys(new FileKeyStore(flags.key));
-      const node = new NodeRuntime({ coordinatorUrl: flags.coordinator, keys, engine: flags.engine, coordinatorKey: flags.coordinatorKey, logger: log });
+      const ca = flags.ca ? readFileSync(flags.ca, 'utf8') : undefined;
+      const node = new NodeRuntime({ coordinatorUrl: flags.coordinator, keys, engine: flags.engine, coordinatorKey: flags.coordinatorKey, ca, logger: log });
       let lastReason = '';
       node.on('status', (s: { reason: string }) => {
         if (s.reason !== lastReason) log.info({ reason: s.reason }, 'status');
