@@ -9,6 +9,7 @@ import {
   nativeImage,
   powerMonitor,
   protocol,
+  safeStorage,
   session,
   shell,
   Tray,
@@ -18,13 +19,18 @@ import pino from 'pino';
 import { Agent } from '../agent/agent.js';
 import { listProcessNames } from '../agent/host-signals.js';
 import { defaultDataDir } from '../agent/paths.js';
+import { loadOrCreateKeys } from '../identity/key-store.js';
+import { NodeRuntime } from '../node/runtime.js';
 import { APP_CSP, contentType, resolveAppUrl } from './app-protocol.js';
 import { APP_SCHEME, GPU_WORKER_HOST, RENDERER_HOST, RENDERER_URL } from './channels.js';
+import type { GpuWorkerClient } from './gpu-worker-client.js';
+import { GpuWorkerStage } from './gpu-worker-stage.js';
 import { openGpuWorker } from './gpu-worker-window.js';
 import { denyAllPermissions, hardenContents } from './hardening.js';
 import { registerAgentIpc } from './ipc.js';
 import { linuxAutostartEntry, loginItemSettings, startedHidden } from './login-item.js';
 import { PowerSignalReader } from './power-signals.js';
+import { SafeStorageKeyStore } from './safe-key-store.js';
 import { isTrustedRendererFrame } from './sender-check.js';
 import { trayMenuTemplate } from './tray-menu.js';
 import { trayIconFile, trayStateFor, type TrayState } from './tray-state.js';
@@ -101,6 +107,28 @@ async function setStartAtLogin(enabled: boolean): Promise<void> {
   if (!enabled) return rm(linuxAutostartFile, { force: true });
   await mkdir(join(linuxAutostartFile, '..'), { recursive: true });
   await writeFile(linuxAutostartFile, linuxAutostartEntry(process.env.APPIMAGE ?? process.execPath));
+}
+
+/**
+ * Joins the training run the coordinator at TRIBUTARY_COORDINATOR runs, training on the GPU worker page and
+ * gated and credited by the agent. The node key lives encrypted in the OS keychain. Without that variable the
+ * app only shows the agent's state: there is no default network to join yet.
+ */
+function startNode(client: GpuWorkerClient, agent: Agent): NodeRuntime | null {
+  const coordinatorUrl = process.env.TRIBUTARY_COORDINATOR;
+  if (!coordinatorUrl) return null;
+  const keys = loadOrCreateKeys(new SafeStorageKeyStore(safeStorage, join(defaultDataDir(), 'node-key.enc')));
+  const node = new NodeRuntime({
+    coordinatorUrl,
+    keys,
+    engine: 'gpu',
+    gate: agent.gate,
+    sink: agent.receipts,
+    createStage: (_engine, spec) => GpuWorkerStage.create(client, spec),
+    logger,
+  });
+  node.start();
+  return node;
 }
 
 async function start(): Promise<void> {
@@ -192,11 +220,13 @@ async function start(): Promise<void> {
   trayState = trayStateFor(agent.snapshot());
   renderTray();
 
+  let node: NodeRuntime | null = null;
   void openGpuWorker(paths.gpuWorkerPreload)
     .then(async ({ client }) => {
       client.onEvent((event) => logger.info({ event }, 'GPU worker'));
       const { adapter } = await client.request({ type: 'acquire' });
       logger.info({ adapter }, 'GPU worker acquired a WebGPU device');
+      node = startNode(client, agent);
     })
     .catch((error: unknown) => {
       logger.error({ err: error }, 'GPU worker failed');
@@ -220,13 +250,15 @@ async function start(): Promise<void> {
   let stopped = false;
   app.on('before-quit', (event) => {
     if (stopped) return;
-    // Let the agent finish or hand back its micro-batch and flush the ledger before anything exits.
+    // The node finishes or hands back its micro-batch, then the agent flushes the ledger; only then exit.
     event.preventDefault();
-    void agent.stop().finally(() => {
-      stopped = true;
-      signals.dispose();
-      app.quit();
-    });
+    void Promise.resolve(node?.stop())
+      .then(() => agent.stop())
+      .finally(() => {
+        stopped = true;
+        signals.dispose();
+        app.quit();
+      });
   });
 
   if (!startedHidden(process.argv)) showWindow();

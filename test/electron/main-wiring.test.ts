@@ -54,8 +54,23 @@ const fake = await vi.hoisted(async () => {
     static getAllWindows = () => windows;
   }
 
+  /** The GPU worker page's end, answering "acquire" as a page with a WebGPU adapter would. */
   class FakePort extends EventEmitter {
-    postMessage() {}
+    postMessage(message: { id: number; type: string }) {
+      if (message.type !== 'acquire') return;
+      const adapter = {
+        vendor: 'fake',
+        architecture: '',
+        device: '',
+        description: 'fake GPU',
+        features: [],
+        isFallback: false,
+      };
+      const limits = { maxBufferSize: 1, maxStorageBufferBindingSize: 1, maxComputeWorkgroupStorageSize: 1 };
+      queueMicrotask(() =>
+        this.emit('message', { data: { id: message.id, type: 'acquired', adapter, limits } }),
+      );
+    }
     start() {}
     close() {}
   }
@@ -102,6 +117,11 @@ const fake = await vi.hoisted(async () => {
       },
     },
     shell: { openExternal: () => Promise.resolve() },
+    safeStorage: {
+      isEncryptionAvailable: () => true,
+      encryptString: (text: string) => Buffer.from(text, 'utf8').reverse(),
+      decryptString: (data: Buffer) => Buffer.from(data).reverse().toString('utf8'),
+    },
     Tray: class {
       state = { image: '', tooltip: '' };
       constructor() {
@@ -123,6 +143,8 @@ const fake = await vi.hoisted(async () => {
   };
 
   const agent = {
+    gate: 'agent-gate',
+    receipts: 'agent-receipts',
     start: () => calls.push('agent.start'),
     stop: async () => {
       agentStopped.value = true;
@@ -134,9 +156,24 @@ const fake = await vi.hoisted(async () => {
     command: async () => ({ ok: true }),
   };
 
+  const nodes: { options: Record<string, unknown> }[] = [];
+  class FakeNodeRuntime {
+    constructor(readonly options: Record<string, unknown>) {
+      nodes.push(this);
+    }
+    start() {
+      calls.push('node.start');
+    }
+    async stop() {
+      calls.push('node.stop');
+    }
+  }
+
   return {
     electron,
     agent,
+    nodes,
+    FakeNodeRuntime,
     calls,
     appEvents,
     windows,
@@ -152,6 +189,7 @@ vi.mock('electron', () => fake.electron);
 vi.mock('electron-updater', () => ({ default: { autoUpdater: {} } }));
 vi.mock('../../main/agent/agent.js', () => ({ Agent: { open: async () => fake.agent } }));
 vi.mock('../../main/agent/host-signals.js', () => ({ listProcessNames: async () => [] }));
+vi.mock('../../main/node/runtime.js', () => ({ NodeRuntime: fake.FakeNodeRuntime }));
 
 describe('Electron main wiring (fake Electron, fake agent)', () => {
   beforeAll(async () => {
@@ -160,6 +198,7 @@ describe('Electron main wiring (fake Electron, fake agent)', () => {
     if (!root) throw new Error('set by the setup below');
     await import('../../main/electron/main.js');
     await vi.waitFor(() => expect(fake.windows.length).toBe(2));
+    await vi.waitFor(() => expect(fake.nodes).toHaveLength(1));
   });
 
   it('takes the single-instance lock and registers app:// as privileged before ready', () => {
@@ -208,12 +247,23 @@ describe('Electron main wiring (fake Electron, fake agent)', () => {
     expect(fake.calls).toContain('agent.start');
   });
 
-  it('lets the agent stop before quitting', async () => {
+  it('joins the configured run, training on the GPU worker with the agent as gate and ledger', () => {
+    const options = fake.nodes[0]!.options;
+    expect(options).toMatchObject({ coordinatorUrl: 'ws://127.0.0.1:9/run', engine: 'gpu' });
+    expect(options.gate).toBe('agent-gate');
+    expect(options.sink).toBe('agent-receipts');
+    expect(typeof options.createStage).toBe('function');
+    expect((options.keys as { publicKeyHex: string }).publicKeyHex).toMatch(/^[0-9a-f]{64}$/);
+    expect(fake.calls).toContain('node.start');
+  });
+
+  it('stops the node, then the agent, before quitting', async () => {
     let prevented = false;
     for (const listener of fake.appEvents.get('before-quit') ?? [])
       listener({ preventDefault: () => (prevented = true) });
     expect(prevented).toBe(true);
     await vi.waitFor(() => expect(fake.calls.at(-1)).toBe('quit'));
+    expect(fake.calls.indexOf('node.stop')).toBeLessThan(fake.calls.indexOf('agent.stop'));
     expect(fake.calls.indexOf('agent.stop')).toBeLessThan(fake.calls.lastIndexOf('quit'));
   });
 });
@@ -223,3 +273,5 @@ const appRoot = mkdtempSync(join(tmpdir(), 'tributary-app-'));
 mkdirSync(join(appRoot, 'dist', 'web'), { recursive: true });
 writeFileSync(join(appRoot, 'dist', 'web', 'index.html'), '<!doctype html><title>test bundle</title>');
 process.env.TRIBUTARY_TEST_APP_ROOT = appRoot;
+process.env.TRIBUTARY_HOME = join(appRoot, 'home');
+process.env.TRIBUTARY_COORDINATOR = 'ws://127.0.0.1:9/run';
