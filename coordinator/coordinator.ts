@@ -44,6 +44,8 @@ export interface CoordinatorOptions {
   limits?: Partial<WireLimits>;
   /** How often the watchdog looks for silent peers. */
   watchdogMs?: number;
+  /** Connections must authenticate within this many ms (default 10 s). */
+  authTimeoutMs?: number;
 }
 
 export interface StepEvent {
@@ -75,6 +77,8 @@ class PeerLost extends Error {}
 /** Until a peer has been measured, a task is assumed to take this long (only ratios matter for routing). */
 const FALLBACK_TASK_MS = 1000;
 const LOAD_TIMEOUT_MS = 300_000;
+/** A connection that has not proven its key by then is closed, so idle sockets cannot pile up. */
+const AUTH_TIMEOUT_MS = 10_000;
 
 /**
  * The network coordinator of one training run: WebSocket server, authentication, stage placement, SWARM
@@ -290,7 +294,6 @@ export class Coordinator extends EventEmitter {
   }
 
   private onMessage(peer: Peer, { message, tensors }: Received<NodeMessage>): void {
-    peer.lastHeard = Date.now();
     if (!peer.authenticated && message.type !== 'hello' && message.type !== 'auth') {
       peer.channel.fail(new ProtocolError('unauthenticated', `${message.type} before authentication`));
       return;
@@ -391,6 +394,11 @@ export class Coordinator extends EventEmitter {
   private checkSilentPeers(): void {
     const now = Date.now();
     for (const peer of this.peers) {
+      if (!peer.authenticated) {
+        const limit = this.options.authTimeoutMs ?? AUTH_TIMEOUT_MS;
+        if (now - peer.connectedAt > limit) peer.channel.fail(new ProtocolError('unauthenticated', `no authentication within ${limit} ms`));
+        continue;
+      }
       // Loading a stage and its first task start an engine and compile kernels: far slower than a task.
       const warmingUp = peer.emaMs === null || peer.awaiting?.kind === 'loaded';
       const limit = Math.max(this.config.taskTimeoutMs, 10 * (peer.emaMs ?? 0), warmingUp ? LOAD_TIMEOUT_MS : 0);

@@ -55,7 +55,7 @@ export class Peer {
   /** Tasks routed to this peer, waiting for it to become free. */
   readonly queue: Array<() => void> = [];
   awaiting: Awaiting | null = null;
-  lastHeard = Date.now();
+  readonly connectedAt = Date.now();
 
   constructor(
     readonly connectionId: number,

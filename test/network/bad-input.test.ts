@@ -12,7 +12,10 @@ const { dir, cleanup } = tempDir();
 let coordinator: Coordinator;
 
 beforeAll(async () => {
-  coordinator = await startCoordinator(tinyConfig({ steps: 3 }), dir, { limits: { maxBytes: MAX_FRAME, maxTextBytes: 64 * 1024 } });
+  coordinator = await startCoordinator(tinyConfig({ steps: 3 }), dir, {
+    limits: { maxBytes: MAX_FRAME, maxTextBytes: 64 * 1024 },
+    authTimeoutMs: 2000,
+  });
 });
 afterAll(async () => {
   await coordinator.close();
@@ -117,6 +120,12 @@ describe('the coordinator refuses bad peers and keeps serving', () => {
     const binary = await RawClient.open(coordinator.url);
     binary.ws.send(new Uint8Array(MAX_FRAME + 1));
     expect(await binary.closed).toBe(1009);
+    await stillServing();
+  });
+
+  test('a connection that never authenticates is closed', async () => {
+    const silent = await RawClient.open(coordinator.url);
+    await refused(silent, 'unauthenticated');
     await stillServing();
   });
 
