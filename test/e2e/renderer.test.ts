@@ -64,7 +64,7 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     page.on('pageerror', (error) => errors.push(error.message));
     networkErrorsExpected = false;
     page.on('console', (message) => {
-      const refused = /ERR_CONNECTION_REFUSED|WebSocket connection to .* failed|status of 401/.test(
+      const refused = /net::ERR_CONNECTION_|WebSocket connection to .* failed|status of 401/.test(
         message.text(),
       );
       if (message.type() === 'error' && !(networkErrorsExpected && refused)) errors.push(message.text());
