@@ -21,6 +21,7 @@ import { checkpointDir, loadCheckpoint, saveCheckpoint } from './checkpoints.js'
 import type { Corpus, MicroBatch } from './data.js';
 import { CoordinatorMetrics } from './metrics.js';
 import { Peer, type Awaiting } from './peer.js';
+import { rebalanceMove, stageForJoiner, type PlacedPeer } from './placement.js';
 import { receiptId, signReceipt, type CoordinatorKeys, type VerifySignature } from './receipts.js';
 import { runShape, type RunConfig, type RunShape } from './run-config.js';
 import { AttemptFailed, StepAttempt, type AttemptResult } from './step-attempt.js';
@@ -96,6 +97,8 @@ export class Coordinator extends EventEmitter {
   private readonly bans = new Map<string, number>();
   private readonly checkpointRoot: string;
   private readonly stateCache = new Map<number, FlatState>();
+  /** One micro-batch's forward + backward FLOPs on each stage. */
+  private readonly stageFlops: number[];
   private server!: Server;
   private wss!: WebSocketServer;
   private watchdog!: NodeJS.Timeout;
@@ -122,6 +125,7 @@ export class Coordinator extends EventEmitter {
     super();
     this.config = options.config;
     this.run = runShape(options.config);
+    this.stageFlops = this.run.ranges.map((r) => stageTrainFlops(this.run.model, r, this.run.shape));
     this.log = options.logger ?? pino({ name: 'coordinator' });
     this.limits = { ...defaultWireLimits, ...options.limits };
     mkdirSync(options.dataDir, { recursive: true });
@@ -485,7 +489,7 @@ export class Coordinator extends EventEmitter {
       if (this.stopping) throw new AttemptFailed('stopping');
       this.rollBackIfWeightsLost();
       await this.admitJoiners();
-      await this.fillEmptyStages();
+      await this.rebalance();
       const empty = this.run.ranges.filter((r) => this.membersOf(r.index).length === 0).map((r) => r.index);
       if (empty.length === 0) {
         this.setState('training', `training step ${this.step + 1} of ${this.config.steps}`);
@@ -519,36 +523,29 @@ export class Coordinator extends EventEmitter {
     for (const peer of this.peers) peer.stage = null;
   }
 
-  private leastServedStage(): number {
-    let best = 0;
-    let bestThroughput = Infinity;
-    for (const r of this.run.ranges) {
-      const t = this.membersOf(r.index).reduce((sum, p) => sum + p.throughput(FALLBACK_TASK_MS), 0);
-      if (t < bestThroughput) {
-        best = r.index;
-        bestThroughput = t;
-      }
-    }
-    return best;
+  /** Placement's view of the replicas: FLOPs per second each sustains on its stage. */
+  private placed(): PlacedPeer[] {
+    return [...this.peers]
+      .filter((p) => p.stage !== null)
+      .map((p) => ({ id: p.nodeId, stage: p.stage!, flopsPerSecond: p.unitEmaMs === null ? null : (this.stageFlops[p.stage!]! * 1000) / p.unitEmaMs }));
   }
 
   private async admitJoiners(): Promise<void> {
     const joiners = [...this.peers].filter((p) => p.authenticated && p.wantsWork && p.stage === null).sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1));
     for (const peer of joiners) {
       if (!this.peers.has(peer)) continue;
-      await this.assign(peer, this.leastServedStage()).catch((err: Error) => this.log.warn({ node: peer.shortId, err: err.message }, 'could not place node'));
+      await this.assign(peer, stageForJoiner(this.placed(), this.stageFlops)).catch((err: Error) => this.log.warn({ node: peer.shortId, err: err.message }, 'could not place node'));
     }
   }
 
-  /** Moves the slowest replica of the best-served stage into a stage left without one. */
-  private async fillEmptyStages(): Promise<void> {
-    for (const r of this.run.ranges) {
-      if (this.membersOf(r.index).length > 0) continue;
-      const donorStage = this.run.ranges.map((d) => this.membersOf(d.index)).filter((m) => m.length >= 2).sort((a, b) => b.length - a.length)[0];
-      if (!donorStage) return;
-      const slowest = [...donorStage].sort((a, b) => a.throughput(FALLBACK_TASK_MS) - b.throughput(FALLBACK_TASK_MS))[0]!;
-      this.log.info({ node: slowest.shortId, from: slowest.stage, to: r.index }, 'moving a node to an empty stage');
-      await this.assign(slowest, r.index).catch((err: Error) => this.log.warn({ node: slowest.shortId, err: err.message }, 'could not move node'));
+  /** Moves replicas while that clearly raises the slowest stage's rate (always, for a stage left empty). */
+  private async rebalance(): Promise<void> {
+    for (let i = 0; i < this.run.ranges.length; i++) {
+      const move = rebalanceMove(this.placed(), this.stageFlops);
+      const peer = move && [...this.peers].find((p) => p.nodeId === move.id);
+      if (!move || !peer) return;
+      this.log.info({ node: peer.shortId, from: move.from, to: move.to }, 'moving a node to balance the stages');
+      await this.assign(peer, move.to).catch((err: Error) => this.log.warn({ node: peer.shortId, err: err.message }, 'could not move node'));
     }
   }
 

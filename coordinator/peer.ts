@@ -90,11 +90,6 @@ export class Peer {
     return running + per * (this.queue.length + 1);
   }
 
-  /** Micro-batches per second this peer sustains on its stage (for placing joiners where throughput is lowest). */
-  throughput(fallbackMs: number): number {
-    return 1000 / (this.unitEmaMs ?? fallbackMs);
-  }
-
   send(message: Outgoing<CoordinatorMessage>, tensors?: Tensor[]): void {
     this.channel.send(message, tensors);
   }

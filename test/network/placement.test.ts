@@ -1,0 +1,31 @@
+import { expect, test } from 'vitest';
+import { rebalanceMove, stageForJoiner, stageRates, type PlacedPeer } from '../../coordinator/placement.js';
+
+const peer = (id: string, stage: number, flopsPerSecond: number | null = 100): PlacedPeer => ({ id, stage, flopsPerSecond });
+const even = [10, 10];
+
+test('joiners go to the stage with the lowest rate, counting FLOPs per micro-batch', () => {
+  expect(stageForJoiner([], even)).toBe(0);
+  expect(stageForJoiner([peer('a', 0)], even)).toBe(1);
+  expect(stageForJoiner([peer('a', 0), peer('b', 1)], even)).toBe(0);
+  // Stage 1 costs three times as much per micro-batch: it needs more replicas.
+  expect(stageForJoiner([peer('a', 0), peer('b', 1), peer('c', 1)], [10, 30])).toBe(1);
+  // Unmeasured peers count as average ones.
+  expect(stageRates([peer('a', 0, 300), peer('b', 1, null)], even)).toEqual([30, 30]);
+});
+
+test('a stage left empty gets a replica from a stage that has two', () => {
+  expect(rebalanceMove([peer('a', 0), peer('b', 0)], even)).toEqual({ id: 'a', from: 0, to: 1 });
+  expect(rebalanceMove([peer('a', 0)], even)).toBeNull();
+});
+
+test('replicas move only when the bottleneck rises by a clear margin', () => {
+  // [3, 1] -> [2, 2] doubles the slowest stage's rate.
+  expect(rebalanceMove([peer('a', 0), peer('b', 0), peer('c', 0), peer('d', 1)], even)).toMatchObject({ from: 0, to: 1 });
+  // [2, 1] -> [1, 2] changes nothing: no flapping.
+  expect(rebalanceMove([peer('a', 0), peer('b', 0), peer('d', 1)], even)).toBeNull();
+  // The move that lifts the bottleneck most: here a fast replica (stage rates 25/30) rather than the slow one (40/15).
+  expect(rebalanceMove([peer('fast', 0, 200), peer('slow', 0, 50), peer('x', 0, 200), peer('d', 1, 100)], even)).toMatchObject({ id: 'fast', to: 1 });
+  // A 10% gain is below the margin.
+  expect(rebalanceMove([peer('a', 0, 110), peer('b', 0, 100), peer('c', 1, 100)], [10, 9.5])).toBeNull();
+});
