@@ -253,6 +253,11 @@ export class NodeRuntime extends EventEmitter {
       } catch (err) {
         this.log.error({ err: (err as Error).message, type: message.type }, 'work failed');
         channel.send({ type: 'error', code: 'work-failed', message: (err as Error).message.slice(0, 1000) });
+        // The engine may be broken (a lost device, a dead thread): the next assignment builds a fresh one.
+        this.stage?.destroy();
+        this.stage = null;
+        this.range = null;
+        this.resident = null;
       }
     });
   }
