@@ -8,8 +8,20 @@ export function iterationsFor(n: number): number {
   return Math.max(1, Math.round(2e9 / (2 * n ** 3)));
 }
 
-function gflops(n: number, iters: number, ms: number): number {
-  return (2 * n ** 3 * iters) / (ms * 1e6);
+/** Speed of a timed batch: per wall second, and per CPU second of this process (lavapipe's threads included). */
+export interface Rate {
+  gflops: number;
+  gflopsPerCpuSecond: number;
+}
+
+/** Runs `work` and rates it: CPU time hardly moves when other processes load the machine, wall time does. */
+async function rate(flops: number, work: () => Promise<void>): Promise<Rate> {
+  const cpu0 = process.cpuUsage();
+  const start = performance.now();
+  await work();
+  const ms = performance.now() - start;
+  const cpu = process.cpuUsage(cpu0);
+  return { gflops: flops / (ms * 1e6), gflopsPerCpuSecond: flops / ((cpu.user + cpu.system) * 1e3) };
 }
 
 function randomTensor(device: GPUDevice, elements: number): TensorRef {
@@ -30,29 +42,18 @@ function submitOp(device: GPUDevice, op: EncodedOp): void {
   device.queue.submit([encoder.finish()]);
 }
 
-/**
- * Times `op` repeated `iters` times, one submit each, after one warm-up. Returns wall milliseconds and the
- * process's CPU milliseconds, which include lavapipe's worker threads.
- */
-export async function timeOp(
-  device: GPUDevice,
-  op: EncodedOp,
-  iters: number,
-): Promise<{ ms: number; cpuMs: number }> {
-  submitOp(device, op);
-  await drainQueue(device);
-  const cpu0 = process.cpuUsage();
-  const start = performance.now();
-  for (let i = 0; i < iters; i++) submitOp(device, op);
-  await drainQueue(device);
-  const cpu = process.cpuUsage(cpu0);
-  return { ms: performance.now() - start, cpuMs: (cpu.user + cpu.system) / 1e3 };
+/** Rates `op` (of `flops` each) repeated `iters` times, one submit each; the caller warms it up first. */
+export function rateOp(device: GPUDevice, op: EncodedOp, flops: number, iters: number): Promise<Rate> {
+  return rate(flops * iters, async () => {
+    for (let i = 0; i < iters; i++) submitOp(device, op);
+    await drainQueue(device);
+  });
 }
 
 /** One side of the n x n comparison, warmed up: each measure() times a fresh batch of products. */
 export interface MatmulContender {
-  /** GFLOP/s over `iters` products, synchronised by waiting for the device at the end. */
-  measure(iters: number): Promise<number>;
+  /** Rates `iters` products, synchronised by waiting for the device at the end. */
+  measure(iters: number): Promise<Rate>;
   dispose(): void;
 }
 
@@ -69,12 +70,7 @@ export function ourMatmul(device: GPUDevice, n: number): Promise<MatmulContender
   const dims = { rows: n, inDim: n, outDim: n };
   const op = new Matmul(device).forward({ out, inp, weight, bias: null, dims });
   return warmed({
-    async measure(iters) {
-      const start = performance.now();
-      for (let i = 0; i < iters; i++) submitOp(device, op);
-      await drainQueue(device);
-      return gflops(n, iters, performance.now() - start);
-    },
+    measure: (iters) => rateOp(device, op, 2 * n ** 3, iters),
     dispose() {
       for (const t of [inp, weight, out]) t.buffer.destroy();
     },
@@ -86,17 +82,16 @@ export function tfjsMatmul(tf: typeof Tf, n: number): Promise<MatmulContender> {
   const a = tf.randomUniform([n, n], -1, 1);
   const b = tf.randomUniform([n, n], -1, 1);
   return warmed({
-    async measure(iters) {
-      const start = performance.now();
-      let last: Tf.Tensor | null = null;
-      for (let i = 0; i < iters; i++) {
-        last?.dispose();
-        last = tf.matMul(a, b, false, true);
-      }
-      await last!.data();
-      last!.dispose();
-      return gflops(n, iters, performance.now() - start);
-    },
+    measure: (iters) =>
+      rate(2 * n ** 3 * iters, async () => {
+        let last: Tf.Tensor | null = null;
+        for (let i = 0; i < iters; i++) {
+          last?.dispose();
+          last = tf.matMul(a, b, false, true);
+        }
+        await last!.data();
+        last!.dispose();
+      }),
     dispose() {
       a.dispose();
       b.dispose();
@@ -113,16 +108,20 @@ export async function compareMatmul(
   tf: typeof Tf,
   n: number,
   rounds: number,
-): Promise<{ ours: number; tfjs: number }> {
-  const ours = await ourMatmul(device, n);
-  const theirs = await tfjsMatmul(tf, n);
-  const best = { ours: 0, tfjs: 0 };
+): Promise<{ ours: Rate; tfjs: Rate }> {
+  const contenders = { ours: await ourMatmul(device, n), tfjs: await tfjsMatmul(tf, n) };
+  const best = { ours: { gflops: 0, gflopsPerCpuSecond: 0 }, tfjs: { gflops: 0, gflopsPerCpuSecond: 0 } };
   const iters = iterationsFor(n);
   for (let r = 0; r < rounds; r++) {
-    best.ours = Math.max(best.ours, await ours.measure(iters));
-    best.tfjs = Math.max(best.tfjs, await theirs.measure(iters));
+    for (const side of ['ours', 'tfjs'] as const) {
+      const got = await contenders[side].measure(iters);
+      best[side] = {
+        gflops: Math.max(best[side].gflops, got.gflops),
+        gflopsPerCpuSecond: Math.max(best[side].gflopsPerCpuSecond, got.gflopsPerCpuSecond),
+      };
+    }
   }
-  ours.dispose();
-  theirs.dispose();
+  contenders.ours.dispose();
+  contenders.tfjs.dispose();
   return best;
 }
