@@ -296,7 +296,9 @@ describe('renderer in Chromium against the real agent', () => {
       await page.goto(`${server.url.replace(/\?.*$/, '')}#/settings`);
       await page.getByLabel('GPU temperature limit').fill('72');
       await page.getByRole('button', { name: 'Save settings' }).click();
-      await expect.poll(() => agent.snapshot().settings.gpuTempLimitC).toBe(72);
+      // "Saved." shows once the agent has answered, which it does after writing settings.json.
+      await expect.poll(() => page.getByRole('status').filter({ hasText: 'Saved.' }).count()).toBe(1);
+      expect(agent.snapshot().settings.gpuTempLimitC).toBe(72);
       const saved = JSON.parse(await readFile(join(dataDir, 'settings.json'), 'utf8')) as {
         gpuTempLimitC: number;
       };
