@@ -77,7 +77,6 @@ class PeerLost extends Error {}
 
 /** Until a peer has been measured, a task is assumed to take this long (only ratios matter for routing). */
 const FALLBACK_TASK_MS = 1000;
-const LOAD_TIMEOUT_MS = 300_000;
 /** A connection that has not proven its key by then is closed, so idle sockets cannot pile up. */
 const AUTH_TIMEOUT_MS = 10_000;
 
@@ -405,7 +404,7 @@ export class Coordinator extends EventEmitter {
       }
       // Loading a stage and its first task start an engine and compile kernels: far slower than a task.
       const warmingUp = peer.emaMs === null || peer.awaiting?.kind === 'loaded';
-      const limit = Math.max(this.config.taskTimeoutMs, 10 * (peer.emaMs ?? 0), warmingUp ? LOAD_TIMEOUT_MS : 0);
+      const limit = Math.max(this.config.taskTimeoutMs, 10 * (peer.emaMs ?? 0), warmingUp ? this.config.warmupTimeoutMs : 0);
       const late = [...peer.tasks.values()].some((t) => t.attempt === this.attemptNo && now - t.sentAt > limit);
       if (late) this.drop(peer, `no result within ${limit} ms`);
       else if (peer.awaiting && now - peer.awaiting.since > limit) this.drop(peer, `no ${peer.awaiting.kind} reply within ${limit} ms`);

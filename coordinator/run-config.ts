@@ -23,6 +23,8 @@ export const runConfigSchema = z
     checkpointEvery: z.number().int().min(1).default(5),
     /** A task not answered within max(this, 10 x the peer's usual time) drops the peer. */
     taskTimeoutMs: z.number().int().min(100).default(30_000),
+    /** Allowance for loading a stage and a peer's first task, which start an engine and compile kernels. */
+    warmupTimeoutMs: z.number().int().min(100).default(300_000),
     /** How long a dropped peer may not rejoin. */
     banMs: z.number().int().min(0).default(30_000),
   })
