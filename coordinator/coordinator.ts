@@ -464,7 +464,6 @@ export class Coordinator extends EventEmitter {
     }
     if (!this.stopping) {
       this.setState('done', `trained ${this.step} steps`);
-      this.emit('done', this.status());
       this.resolveFinished();
     }
   }

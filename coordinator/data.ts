@@ -3,14 +3,10 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { MicroBatchShape } from '../gpu/model/config.js';
 import { mulberry32 } from '../gpu/model/params.js';
+import type { MicroBatch } from '../gpu/train/trainer.js';
 import { encode } from '../shared/tokenizer.js';
 
-export interface MicroBatch {
-  /** batch*seq input token ids. */
-  tokens: Int32Array;
-  /** batch*seq next-token targets. */
-  targets: Int32Array;
-}
+export type { MicroBatch };
 
 /**
  * The run's corpus as byte tokens, and the micro-batches cut from it. A micro-batch is a pure function of

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { canonicalReceiptBytes, type SignedReceipt, type WorkReceipt } from '../shared/protocol/receipt.js';
 
 /** The coordinator's signing identity; the CLI builds it from main/identity, tests from a generated key. */
@@ -15,13 +14,8 @@ export function receiptId(runId: string, step: number, stage: number, microBatch
   return `${runId}/${step}/${stage}/${microBatch}`;
 }
 
-export function signReceipt(keys: CoordinatorKeys, fields: Omit<WorkReceipt, 'version' | 'issuedAt' | 'receiptId'> & { receiptId?: string }): SignedReceipt {
-  const receipt: WorkReceipt = {
-    version: 1,
-    ...fields,
-    receiptId: fields.receiptId ?? randomUUID(),
-    issuedAt: new Date().toISOString(),
-  };
+export function signReceipt(keys: CoordinatorKeys, fields: Omit<WorkReceipt, 'version' | 'issuedAt'>): SignedReceipt {
+  const receipt: WorkReceipt = { version: 1, ...fields, issuedAt: new Date().toISOString() };
   const signature = Buffer.from(keys.sign(canonicalReceiptBytes(receipt))).toString('base64');
   return { receipt, signature, coordinatorKey: keys.publicKeyHex };
 }

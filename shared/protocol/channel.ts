@@ -19,8 +19,6 @@ export const CLOSE_PROTOCOL = 1008;
 export class Channel<In extends { id: number; tensors: number }, Out> {
   private nextId = 1;
   private closed = false;
-  bytesIn = 0;
-  bytesOut = 0;
 
   constructor(
     private readonly socket: SocketLike,
@@ -37,17 +35,13 @@ export class Channel<In extends { id: number; tensors: number }, Out> {
     if (this.closed) return;
     const id = this.nextId;
     this.nextId = this.nextId >= 0xfffffffe ? 1 : this.nextId + 1;
-    for (const part of encodeMessage<Out>(id, message, tensors)) {
-      this.bytesOut += typeof part === 'string' ? part.length : part.byteLength;
-      this.socket.send(part);
-    }
+    for (const part of encodeMessage<Out>(id, message, tensors)) this.socket.send(part);
   }
 
   /** Feeds one WebSocket message. */
   receive(data: string | Uint8Array): void {
     if (this.closed) return;
     try {
-      this.bytesIn += typeof data === 'string' ? data.length : data.byteLength;
       const received = typeof data === 'string' ? this.reader.readText(data) : this.reader.readBinary(data);
       if (received) this.onMessage(received);
     } catch (err) {
