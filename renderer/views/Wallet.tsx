@@ -57,6 +57,14 @@ export function Wallet({ snapshot, send, ledgerCsvUrl }: Props) {
             <dd>{formatFlops(wallet.revokedFlops)}</dd>
           </div>
         </dl>
+        {wallet.reconciliation ? (
+          <p className={wallet.reconciliation.matches ? 'ok' : 'error'} data-testid="reconciliation">
+            {wallet.reconciliation.summary}{' '}
+            <span className="muted">
+              (checked against the coordinator {formatDateTime(wallet.reconciliation.at)})
+            </span>
+          </p>
+        ) : null}
         <p className="muted">
           Credit is counted in verified floating-point operations (FLOP) of training work.
         </p>

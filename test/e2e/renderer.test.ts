@@ -157,6 +157,7 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     await page.goto(`${server.url.replace(/\?.*$/, '')}#/wallet`);
     await expect.poll(() => page.getByTestId('balance-confirmed').textContent()).toBe('8.46 PFLOP');
     expect(await page.getByTestId('balance-pending').textContent()).toBe('6.20 TFLOP');
+    expect(await page.getByTestId('reconciliation').textContent()).toContain('3.10 TFLOP less');
     const rows = page.locator('tbody tr');
     expect(await rows.count()).toBe(6);
     expect(await page.locator('tbody .receipt-confirmed').count()).toBe(3);

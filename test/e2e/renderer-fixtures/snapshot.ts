@@ -61,6 +61,14 @@ export function sampleSnapshot(now = Date.parse('2026-11-25T15:30:00Z')): AgentS
         flops,
       })),
       recentReceipts: receipts(now),
+      reconciliation: {
+        at: new Date(now - 600_000).toISOString(),
+        matches: false,
+        summary: 'The coordinator counts 3.10 TFLOP less: 1 receipt it has not confirmed yet.',
+        differenceFlops: -3.1e12,
+        missingLocally: [],
+        missingFromStatement: ['r-1000'],
+      },
     },
     settings: {
       ...defaultSettings,
