@@ -17,8 +17,6 @@ import { Coordinator, type StepEvent } from '../coordinator/coordinator.js';
 import { Corpus, defaultCorpusPath } from '../coordinator/data.js';
 import { parseRunConfig } from '../coordinator/run-config.js';
 import { acquireDevice } from '../gpu/device/acquire.js';
-import { GpuStage } from '../gpu/engine/gpu-stage.js';
-import { Trainer } from '../gpu/train/trainer.js';
 import { DRIVER_HINT, dawnGpu } from '../main/gpu-host/dawn.js';
 import { Ed25519Keys, verifyEd25519 } from '../main/identity/ed25519.js';
 import { NodeRuntime } from '../main/node/runtime.js';
@@ -26,6 +24,7 @@ import { authChallengeBytes } from '../shared/protocol/auth.js';
 import { Channel } from '../shared/protocol/channel.js';
 import { coordinatorMessageSchema, nodeMessageSchema, type CoordinatorMessage, type NodeMessage } from '../shared/protocol/messages.js';
 import { WireReader, encodeMessage } from '../shared/protocol/wire.js';
+import { singleProcessTrainer } from '../test/network/helpers.js';
 
 const json = process.argv.includes('--json');
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -51,20 +50,11 @@ const corpus = Corpus.fromFile(defaultCorpusPath());
 async function singleProcess(): Promise<number> {
   const { device } = await acquireDevice(dawnGpu(), DRIVER_HINT);
   try {
-    const trainer = await Trainer.create({
-      config: config.model,
-      stageCount: config.stages,
-      shape: config.microBatch,
-      microBatches: config.microBatchesPerStep,
-      adamw: config.adamw,
-      gradClip: config.gradClip,
-      makeStage: (range) => GpuStage.create(device, config.model, range, config.microBatch, { seed: config.seed }),
-    });
+    const trainer = await singleProcessTrainer(device, config, corpus);
     let started = 0;
     for (let step = 0; step < WARMUP_STEPS + TIMED_STEPS; step++) {
       if (step === WARMUP_STEPS) started = performance.now();
-      const batches = Array.from({ length: config.microBatchesPerStep }, (_, i) => corpus.microBatch(config.seed, step, i, config.microBatch));
-      await trainer.step(batches);
+      await trainer.trainStep(step);
     }
     const seconds = (performance.now() - started) / 1000;
     trainer.destroy();

@@ -1,12 +1,10 @@
 import { afterAll, describe, expect, test } from 'vitest';
-import { GpuStage } from '../../gpu/engine/gpu-stage.js';
-import { Trainer } from '../../gpu/train/trainer.js';
 import type { StageTrainer } from '../../gpu/stage/types.js';
 import { Corpus } from '../../coordinator/data.js';
 import type { StepEvent } from '../../coordinator/coordinator.js';
 import { WorkerStage } from '../../main/node/engine-host.js';
 import { testDevice } from '../helpers/gpu.js';
-import { corpusPath, startCoordinator, startNode, tempDir, tinyConfig } from './helpers.js';
+import { corpusPath, singleProcessTrainer, startCoordinator, startNode, tempDir, tinyConfig } from './helpers.js';
 
 /**
  * The correctness bar of the network: 2 stages x 2 replicas over real WebSockets, GpuStages on lavapipe in
@@ -61,21 +59,9 @@ describe('pipeline-parallel training equals single-process training', () => {
 
     const { device } = await testDevice();
     try {
-      const corpus = Corpus.fromFile(corpusPath);
-      const trainer = await Trainer.create({
-        config: config.model,
-        stageCount: config.stages,
-        shape: config.microBatch,
-        microBatches: config.microBatchesPerStep,
-        adamw: config.adamw,
-        gradClip: config.gradClip,
-        makeStage: (range) => GpuStage.create(device, config.model, range, config.microBatch, { seed: config.seed }),
-      });
+      const trainer = await singleProcessTrainer(device, config, Corpus.fromFile(corpusPath));
       const single: number[] = [];
-      for (let step = 0; step < STEPS; step++) {
-        const batches = Array.from({ length: config.microBatchesPerStep }, (_, i) => corpus.microBatch(config.seed, step, i, config.microBatch));
-        single.push((await trainer.step(batches)).loss);
-      }
+      for (let step = 0; step < STEPS; step++) single.push(await trainer.trainStep(step));
       trainer.destroy();
       expect(events.map((e) => e.step)).toEqual(Array.from({ length: STEPS }, (_, i) => i + 1));
       const worst = Math.max(...events.map((e, i) => Math.abs(e.loss - single[i]!) / Math.abs(single[i]!)));

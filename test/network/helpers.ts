@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import { Coordinator, type CoordinatorOptions } from '../../coordinator/coordinator.js';
+import { GpuStage } from '../../gpu/engine/gpu-stage.js';
+import { Trainer } from '../../gpu/train/trainer.js';
 import { Corpus } from '../../coordinator/data.js';
 import { parseRunConfig, type RunConfig } from '../../coordinator/run-config.js';
 import { Ed25519Keys, verifyEd25519 } from '../../main/identity/ed25519.js';
@@ -54,4 +56,24 @@ export function startNode(url: string, engine: EngineKind, extra: Partial<NodeRu
   const node = new NodeRuntime({ coordinatorUrl: url, keys: Ed25519Keys.generate(), engine, logger: quiet, backoffMs: 50, maxBackoffMs: 500, ...extra });
   node.start();
   return node;
+}
+
+/** The single-process trainer for a run config, on one device, fed the run's micro-batches by `trainStep`. */
+export async function singleProcessTrainer(device: GPUDevice, config: RunConfig, corpus: Corpus): Promise<{ trainStep(step: number): Promise<number>; destroy(): void }> {
+  const trainer = await Trainer.create({
+    config: config.model,
+    stageCount: config.stages,
+    shape: config.microBatch,
+    microBatches: config.microBatchesPerStep,
+    adamw: config.adamw,
+    gradClip: config.gradClip,
+    makeStage: (range) => GpuStage.create(device, config.model, range, config.microBatch, { seed: config.seed }),
+  });
+  return {
+    trainStep: async (step) => {
+      const batches = Array.from({ length: config.microBatchesPerStep }, (_, i) => corpus.microBatch(config.seed, step, i, config.microBatch));
+      return (await trainer.step(batches)).loss;
+    },
+    destroy: () => trainer.destroy(),
+  };
 }
