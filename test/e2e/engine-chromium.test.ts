@@ -1,8 +1,6 @@
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DRIVER_HINT, dawnGpu } from '../../main/gpu-host/dawn.js';
-import { launchChromium } from '../helpers/chromium.js';
-import { startPageServer } from '../helpers/page-server.js';
+import { useChromiumPages } from '../helpers/page-server.js';
 import { fixedRun, runFixedTraining, type FixedRunResult } from './engine-page/fixed-run.js';
 
 /*
@@ -14,21 +12,11 @@ import { fixedRun, runFixedTraining, type FixedRunResult } from './engine-page/f
 const REL_TOL = 1e-3;
 
 describe('the training engine in headless Chromium', () => {
-  let browser: Browser;
-  let server: Awaited<ReturnType<typeof startPageServer>>;
-
-  beforeAll(async () => {
-    server = await startPageServer();
-    browser = await launchChromium();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await server?.close();
-  });
+  const pages = useChromiumPages();
 
   it(`trains ${fixedRun.steps} steps to the losses dawn.node gets`, async () => {
-    const page = await browser.newPage();
-    await page.goto(server.url('test/e2e/engine-page/index.html'));
+    const page = await pages.open('test/e2e/engine-page/index.html');
+    
     const chromium = (await page.evaluate('window.engineRun')) as FixedRunResult | { error: string };
     if ('error' in chromium) throw new Error(chromium.error);
     const dawn = await runFixedTraining(dawnGpu(), DRIVER_HINT);

@@ -1,32 +1,20 @@
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { acquireDevice } from '../../gpu/device/acquire.js';
 import { GpuStage } from '../../gpu/engine/gpu-stage.js';
 import { wholeModel, type GptConfig } from '../../gpu/model/config.js';
 import type { StageTrainer } from '../../gpu/stage/types.js';
 import { DRIVER_HINT, dawnGpu } from '../../main/gpu-host/dawn.js';
 import type { GpuWorkerMessage } from '../../main/gpu-worker/protocol.js';
-import { launchChromium } from '../helpers/chromium.js';
-import { startPageServer } from '../helpers/page-server.js';
+import { useChromiumPages } from '../helpers/page-server.js';
 
 describe('GPU worker page in Chromium (browser WebGPU)', () => {
-  let browser: Browser;
-  let server: Awaited<ReturnType<typeof startPageServer>>;
-
-  beforeAll(async () => {
-    server = await startPageServer();
-    browser = await launchChromium();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await server?.close();
-  });
+  const pages = useChromiumPages();
 
   it('takes its port from the preload message, acquires a device and moves tensors', async () => {
-    const page = await browser.newPage();
+    const page = await pages.newPage();
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(server.url('main/gpu-worker/index.html'));
+    await page.goto(pages.url('main/gpu-worker/index.html'));
     // Plays the worker preload and Electron main: hands over one end of a channel, then sends requests on it.
     const replies = (await page.evaluate(async () => {
       const { port1, port2 } = new MessageChannel();
@@ -84,8 +72,8 @@ describe('GPU worker page in Chromium (browser WebGPU)', () => {
     const ids = Array.from({ length: n + 1 }, (_, i) => (i * 5 + 3) % config.vocabSize);
 
     // The same three steps, once through the worker page's port and once on dawn.node directly.
-    const page = await browser.newPage();
-    await page.goto(server.url('main/gpu-worker/index.html'));
+    const page = await pages.open('main/gpu-worker/index.html');
+    
     const chromium = (await page.evaluate(
       async ({ spec, adamw, ids, n }) => {
         const { port1, port2 } = new MessageChannel();
@@ -159,8 +147,8 @@ describe('GPU worker page in Chromium (browser WebGPU)', () => {
   });
 
   it('ignores a port offered from anywhere but its own window', async () => {
-    const page = await browser.newPage();
-    await page.goto(server.url('main/gpu-worker/index.html'));
+    const page = await pages.open('main/gpu-worker/index.html');
+    
     const answered = await page.evaluate(async () => {
       const { port1, port2 } = new MessageChannel();
       port1.start();

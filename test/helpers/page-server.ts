@@ -1,5 +1,8 @@
 import { resolve } from 'node:path';
+import type { Browser, Page } from 'playwright-core';
 import { createServer, type ViteDevServer } from 'vite';
+import { afterAll, beforeAll } from 'vitest';
+import { launchChromium } from './chromium.js';
 
 export const repoRoot = resolve(import.meta.dirname, '..', '..');
 
@@ -21,5 +24,41 @@ export async function startPageServer(): Promise<{ url: (path: string) => string
   return {
     url: (path) => `http://127.0.0.1:${address.port}/${path.replace(/^\//, '')}`,
     close: () => server.close(),
+  };
+}
+
+/**
+ * Registers a page server and a headless Chromium for the enclosing describe block (started before its
+ * tests, closed after them) and returns a way to open one of the repository's pages in it.
+ */
+export function useChromiumPages(): {
+  newPage: () => Promise<Page>;
+  url: (path: string) => string;
+  open: (path: string) => Promise<Page>;
+} {
+  let browser: Browser | undefined;
+  let server: Awaited<ReturnType<typeof startPageServer>> | undefined;
+  beforeAll(async () => {
+    server = await startPageServer();
+    browser = await launchChromium();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+  const started = (): { browser: Browser; server: NonNullable<typeof server> } => {
+    if (!browser || !server) throw new Error('useChromiumPages: used outside a test');
+    return { browser, server };
+  };
+  const newPage = (): Promise<Page> => started().browser.newPage();
+  const url = (path: string): string => started().server.url(path);
+  return {
+    newPage,
+    url,
+    open: async (path) => {
+      const page = await newPage();
+      await page.goto(url(path));
+      return page;
+    },
   };
 }
