@@ -39,6 +39,11 @@ export interface NodeRuntimeOptions {
   maxBackoffMs?: number;
   /** Extra TLS options for wss:// (e.g. a private CA). */
   ca?: string;
+  /**
+   * Highest receipt sequence number the ReceiptSink already stored (e.g. from the ledger); the coordinator
+   * re-sends every receipt after it on each connect. 0 (default) asks for all; the sink drops duplicates.
+   */
+  receiptCursor?: number;
 }
 
 export interface NodeStatus {
@@ -88,6 +93,7 @@ export class NodeRuntime extends EventEmitter {
     this.log = options.logger ?? pino({ name: 'node' });
     this.gate = options.gate ?? alwaysOpen;
     this.backoff = options.backoffMs ?? 250;
+    this.receiptCursor = options.receiptCursor ?? 0;
   }
 
   get nodeId(): string {
