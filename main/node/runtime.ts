@@ -100,6 +100,11 @@ export class NodeRuntime extends EventEmitter {
     return this.options.keys.publicKeyHex;
   }
 
+  /** Sequence number of the newest receipt received (pass it back as `receiptCursor` after a restart). */
+  get lastReceiptSeq(): number {
+    return this.receiptCursor;
+  }
+
   start(): void {
     this.connect();
   }
@@ -246,7 +251,7 @@ export class NodeRuntime extends EventEmitter {
     this.status.receipts++;
     this.status.creditedFlops += signed.receipt.flops;
     this.options.sink?.accept(signed);
-    this.emit('receipt', signed);
+    this.emit('receipt', signed, seq);
   }
 
   /** Work runs one message at a time, in order, so the engine sees exactly the sequence the coordinator sent. */
