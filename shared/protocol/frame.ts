@@ -48,14 +48,6 @@ export class FrameError extends Error {
   }
 }
 
-export function f32(shape: number[], data: Float32Array): Tensor {
-  return { dtype: 'f32', shape, data };
-}
-
-export function i32(shape: number[], data: Int32Array): Tensor {
-  return { dtype: 'i32', shape, data };
-}
-
 export function encodeFrame(messageId: number, index: number, tensor: Tensor): Uint8Array {
   const elements = tensor.shape.reduce((a, b) => a * b, 1);
   if (elements !== tensor.data.length) {

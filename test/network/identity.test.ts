@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, expect, test } from 'vitest';
 import { signReceipt } from '../../coordinator/receipts.js';
 import { Ed25519Keys, verifyEd25519 } from '../../main/identity/ed25519.js';
-import { FileKeyStore, loadOrCreateKeys } from '../../main/identity/key-store.js';
+import { FileKeyStore, MemoryKeyStore, loadOrCreateKeys } from '../../main/identity/key-store.js';
 import { verifyReceipt } from '../../main/identity/receipts.js';
 import { tempDir } from './helpers.js';
 
@@ -17,6 +17,13 @@ test('a node key is created once, stored 0600, and loads back to the same identi
   const again = loadOrCreateKeys(new FileKeyStore(path));
   expect(again.publicKeyHex).toBe(first.publicKeyHex);
   expect(first.publicKeyHex).toMatch(/^[0-9a-f]{64}$/);
+});
+
+test('any KeyStore works: the key is created on first use and reused after', () => {
+  const store = new MemoryKeyStore();
+  expect(store.read()).toBeNull();
+  const keys = loadOrCreateKeys(store);
+  expect(loadOrCreateKeys(store).publicKeyHex).toBe(keys.publicKeyHex);
 });
 
 test('a key file others can read is refused with what to do', () => {
