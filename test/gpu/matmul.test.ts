@@ -157,10 +157,10 @@ function referenceBackward(c: Case, d: MatmulDims, withBias: boolean) {
 }
 
 const cases: [string, MatmulDims][] = [
-  ['odd sizes', ODD],
-  ['odd sizes, not multiples of 4 (scalar path)', ODD_NO_VEC4],
-  ['tile-aligned sizes', ALIGNED],
-  ['a long reduction over rows', DEEP],
+  ['odd sizes (scalar path: outDim 71)', ODD],
+  ['tiny odd sizes, smaller than one tile (scalar path)', ODD_NO_VEC4],
+  ['tile-aligned sizes (vec4 path)', ALIGNED],
+  ['an odd row count with a long reduction over rows (vec4 path)', DEEP],
 ];
 
 describe.each(cases)('matmul on %s', (_name, dims) => {
