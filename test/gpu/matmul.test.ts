@@ -19,7 +19,8 @@ const TOL = 1e-4;
 
 const ODD: MatmulDims = { rows: 37, inDim: 52, outDim: 71 };
 const ODD_NO_VEC4: MatmulDims = { rows: 5, inDim: 29, outDim: 3 };
-const ALIGNED: MatmulDims = { rows: 128, inDim: 64, outDim: 192 };
+// Whole tiles (64 x 128, k step 8) in every product: forward, backward input and backward weight.
+const ALIGNED: MatmulDims = { rows: 128, inDim: 128, outDim: 256 };
 const DEEP: MatmulDims = { rows: 300, inDim: 20, outDim: 36 };
 
 /** Host arrays over plain ArrayBuffers, as writeBuffer wants. */
