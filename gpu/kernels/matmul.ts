@@ -26,6 +26,7 @@ export const MATMUL_TILE: TileShape = { bm: 64, bn: 128, bk: 8, tm: 8, tn: 16 };
  */
 export const MAX_DISPATCH_FLOPS = 2 ** 31;
 
+const MAX_GROUPS_PER_DIM = 65535;
 const F32 = 4;
 const UNIFORM_BYTES = 32;
 
@@ -74,14 +75,17 @@ function overlaps(x: TensorRef, y: TensorRef, xBytes: number, yBytes: number): b
 export function planChunks(m: number, n: number, k: number, tile: TileShape): Chunk[] {
   const tileRowFlops = 2 * tile.bm * n * k;
   const chunks: Chunk[] = [];
-  if (tileRowFlops <= MAX_DISPATCH_FLOPS) {
-    const rowsPer = Math.max(1, Math.floor(MAX_DISPATCH_FLOPS / tileRowFlops)) * tile.bm;
+  if (tileRowFlops <= MAX_DISPATCH_FLOPS && Math.ceil(n / tile.bn) <= MAX_GROUPS_PER_DIM) {
+    // WebGPU allows at most 65535 workgroups along one dispatch dimension.
+    const tileRows = Math.min(MAX_GROUPS_PER_DIM, Math.max(1, Math.floor(MAX_DISPATCH_FLOPS / tileRowFlops)));
+    const rowsPer = tileRows * tile.bm;
     for (let r = 0; r < m; r += rowsPer)
       chunks.push({ mOffset: r, nOffset: 0, mCount: Math.min(rowsPer, m - r), nCount: n });
     return chunks;
   }
   const tileFlops = 2 * tile.bm * tile.bn * k;
-  const colsPer = Math.max(1, Math.floor(MAX_DISPATCH_FLOPS / tileFlops)) * tile.bn;
+  const tileCols = Math.min(MAX_GROUPS_PER_DIM, Math.max(1, Math.floor(MAX_DISPATCH_FLOPS / tileFlops)));
+  const colsPer = tileCols * tile.bn;
   for (let r = 0; r < m; r += tile.bm) {
     for (let c = 0; c < n; c += colsPer) {
       chunks.push({

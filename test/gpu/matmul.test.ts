@@ -288,6 +288,8 @@ describe('matmul dispatch splitting', () => {
     [8192, 50257, 768],
     [100, 70000, 9000],
     [37, 71, 52],
+    [5_000_000, 4, 4],
+    [3, 9_000_000, 1],
   ])('covers C(%i x %i) with K=%i exactly once, in dispatches under the FLOP budget', (m, n, k) => {
     const chunks = planChunks(m, n, k, MATMUL_TILE);
     let covered = 0;
@@ -297,6 +299,8 @@ describe('matmul dispatch splitting', () => {
       expect(c.mOffset + c.mCount).toBeLessThanOrEqual(m);
       expect(c.nOffset + c.nCount).toBeLessThanOrEqual(n);
       expect(2 * c.mCount * c.nCount * k).toBeLessThanOrEqual(MAX_DISPATCH_FLOPS);
+      expect(Math.ceil(c.mCount / MATMUL_TILE.bm)).toBeLessThanOrEqual(65535);
+      expect(Math.ceil(c.nCount / MATMUL_TILE.bn)).toBeLessThanOrEqual(65535);
       covered += c.mCount * c.nCount;
     }
     expect(covered).toBe(m * n);
