@@ -39,10 +39,12 @@ export function stageForJoiner(peers: readonly PlacedPeer[], stageFlops: readonl
 }
 
 /** The single move that raises the bottleneck most, if it raises it by more than `margin` (x); else null. */
-export function rebalanceMove(peers: readonly PlacedPeer[], stageFlops: readonly number[], margin = 1.25): Move | null {
+export function rebalanceMove(peers: readonly PlacedPeer[], stageFlops: readonly number[], margin = 1.5): Move | null {
   const cap = capacities(peers);
   const counts = stageFlops.map((_, s) => peers.filter((p) => p.stage === s).length);
   const before = Math.min(...stageRates(peers, stageFlops));
+  // Guesses are not worth a stage rebuild: only an empty stage moves anyone before everyone is measured.
+  if (before > 0 && peers.some((p) => p.flopsPerSecond === null)) return null;
   let best: Move | null = null;
   let bestAfter = before;
   const ordered = [...peers].sort((a, b) => cap.get(a.id)! - cap.get(b.id)! || (a.id < b.id ? -1 : 1));

@@ -40,8 +40,9 @@ export class WorkerStage implements StageTrainer {
       else p?.reject(new Error(reply.error));
     });
     const fail = (err: Error): void => {
-      this.failure = err;
-      for (const p of this.pending.values()) p.reject(err);
+      // Keep the first cause: an uncaught error is followed by an exit that would hide it.
+      this.failure ??= err;
+      for (const p of this.pending.values()) p.reject(this.failure);
       this.pending.clear();
     };
     worker.on('error', fail);

@@ -26,6 +26,7 @@ test('replicas move only when the bottleneck rises by a clear margin', () => {
   expect(rebalanceMove([peer('a', 0), peer('b', 0), peer('d', 1)], even)).toBeNull();
   // The move that lifts the bottleneck most: here a fast replica (stage rates 25/30) rather than the slow one (40/15).
   expect(rebalanceMove([peer('fast', 0, 200), peer('slow', 0, 50), peer('x', 0, 200), peer('d', 1, 100)], even)).toMatchObject({ id: 'fast', to: 1 });
-  // A 10% gain is below the margin.
-  expect(rebalanceMove([peer('a', 0, 110), peer('b', 0, 100), peer('c', 1, 100)], [10, 9.5])).toBeNull();
+  // A 40% gain is below the margin; unmeasured peers never trigger a move unless a stage is empty.
+  expect(rebalanceMove([peer('a', 0, 140), peer('b', 0, 140), peer('c', 1, 100)], [10, 10])).toBeNull();
+  expect(rebalanceMove([peer('a', 0), peer('b', 0), peer('c', 0), peer('d', 1, null)], even)).toBeNull();
 });
