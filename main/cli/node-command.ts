@@ -1,10 +1,18 @@
-import { readFileSync } from 'node:fs';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { pino } from 'pino';
+import { parseSettings, type AgentSettings } from '../../shared/dashboard/settings.js';
 import type { SignedReceipt } from '../../shared/protocol/receipt.js';
+import { Agent } from '../agent/agent.js';
+import { followRun } from '../agent/follow-run.js';
+import { defaultDataDir } from '../agent/paths.js';
+import { loadSettings } from '../agent/settings-store.js';
 import { FileKeyStore, loadOrCreateKeys } from '../identity/key-store.js';
 import { NodeRuntime } from '../node/runtime.js';
-import { defaultNodeKeyPath, engineKind, logLevel } from './options.js';
+import { defaultNodeKeyPath, engineKind, integer, logLevel, UsageError } from './options.js';
+import { statusLine } from './status-line.js';
 
 interface NodeFlags {
   coordinator: string;
@@ -12,39 +20,125 @@ interface NodeFlags {
   key: string;
   coordinatorKey?: string;
   ca?: string;
+  dataDir: string;
+  settings?: string;
+  runWhen?: 'idle' | 'always';
+  dutyCycle?: number;
+  tempLimit?: number;
+  vramCap?: number;
+  dashboard: boolean;
+  dashboardPort?: number;
   logLevel: string;
+}
+
+function runWhen(value: string): 'idle' | 'always' {
+  if (value !== 'idle' && value !== 'always') throw new InvalidArgumentError('expected idle or always');
+  return value;
+}
+
+async function readSettingsFile(path: string): Promise<unknown> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as unknown;
+  } catch (err) {
+    throw new UsageError(`cannot read settings from ${path}: ${(err as Error).message}`);
+  }
+}
+
+/** Settings from the data dir (or --settings), with the flags on top, validated as a whole. */
+async function resolveSettings(flags: NodeFlags): Promise<AgentSettings> {
+  const base = flags.settings
+    ? await readSettingsFile(flags.settings)
+    : await loadSettings(resolve(flags.dataDir, 'settings.json'));
+  const overrides = {
+    ...(flags.runWhen !== undefined && { runWhen: flags.runWhen }),
+    ...(flags.dutyCycle !== undefined && { dutyCyclePct: flags.dutyCycle }),
+    ...(flags.tempLimit !== undefined && { gpuTempLimitC: flags.tempLimit }),
+    ...(flags.vramCap !== undefined && { vramCapMb: flags.vramCap }),
+    ...(flags.dashboardPort !== undefined && { dashboardPort: flags.dashboardPort }),
+  };
+  const parsed = parseSettings({ ...(base as object), ...overrides });
+  if (!parsed.ok) throw new UsageError(`invalid settings:\n  ${parsed.errors.join('\n  ')}`);
+  return parsed.settings;
+}
+
+/** The renderer bundle: beside the compiled CLI in dist/, or in dist/ when running from the sources. */
+function webBundleDir(): string | null {
+  const candidates = [resolve(import.meta.dirname, '..', '..', 'web'), resolve(import.meta.dirname, '..', '..', 'dist', 'web')];
+  return candidates.find((d) => existsSync(resolve(d, 'index.html'))) ?? null;
 }
 
 export function registerNodeCommand(program: Command): void {
   program
     .command('node')
-    .description('contribute this machine to a training run')
+    .description('contribute this machine to a training run, within the limits you set')
     .requiredOption('--coordinator <url>', 'ws:// or wss:// URL of the coordinator')
     .option('--engine <kind>', 'gpu (WebGPU on dawn.node) or cpu (reference, slow)', engineKind, 'gpu')
     .option('--key <file>', 'node identity key (created with mode 0600 when missing)', defaultNodeKeyPath())
     .option('--coordinator-key <hex>', 'refuse a coordinator whose public key differs')
-    .option('--ca <pem>', 'trust this CA certificate for wss:// (e.g. a self-signed coordinator)')
-    .option('--log-level <level>', 'pino log level', logLevel, 'info')
+    .option('--ca <pem-file>', 'extra CA certificate for a wss:// coordinator with a private certificate')
+    .option('--data-dir <dir>', 'ledger, settings and dashboard token', defaultDataDir())
+    .option('--settings <file>', 'settings JSON (default: settings.json in the data dir, else the defaults)')
+    .option('--run-when <when>', 'idle: only after the idle time without input; always: headless boxes', runWhen)
+    .option('--duty-cycle <pct>', 'most of the time the GPU may be busy, in percent', integer(5, 100))
+    .option('--temp-limit <celsius>', 'GPU temperature limit', integer(40, 100))
+    .option('--vram-cap <mb>', 'most GPU memory the stage may use', integer(128))
+    .option('--dashboard-port <port>', 'local dashboard port on 127.0.0.1 (0 picks a free one)', integer(0, 65_535))
+    .option('--no-dashboard', 'do not serve the local dashboard')
+    .option('--log-level <level>', 'pino log level (JSON lines on stdout)', logLevel, 'warn')
     .action(async (flags: NodeFlags) => {
       const log = pino({ name: 'node', level: flags.logLevel });
+      const settings = await resolveSettings(flags);
       const keys = loadOrCreateKeys(new FileKeyStore(flags.key));
-      const ca = flags.ca ? readFileSync(flags.ca, 'utf8') : undefined;
-      const node = new NodeRuntime({ coordinatorUrl: flags.coordinator, keys, engine: flags.engine, coordinatorKey: flags.coordinatorKey, ca, logger: log });
-      let lastReason = '';
-      node.on('status', (s: { reason: string }) => {
-        if (s.reason !== lastReason) log.info({ reason: s.reason }, 'status');
-        lastReason = s.reason;
+      const agent = await Agent.open({
+        dataDir: flags.dataDir,
+        settings,
+        nodeId: keys.publicKeyHex,
+        trustedCoordinatorKeys: flags.coordinatorKey ? [flags.coordinatorKey] : undefined,
+        logger: log.child({ name: 'agent' }),
       });
-      node.on('receipt', (signed: SignedReceipt) =>
-        log.debug({ receiptId: signed.receipt.receiptId, flops: signed.receipt.flops, total: node.status.creditedFlops }, 'receipt'),
-      );
+      agent.start();
+      const ca = flags.ca ? await readFile(flags.ca, 'utf8') : undefined;
+      const node = new NodeRuntime({
+        coordinatorUrl: flags.coordinator,
+        keys,
+        engine: flags.engine,
+        coordinatorKey: flags.coordinatorKey,
+        ca,
+        gate: agent.gate,
+        sink: agent.receipts,
+        logger: log,
+      });
+      const unfollow = followRun(agent, node, flags.coordinator, {
+        onError: (message) => log.debug(message),
+      });
       log.info({ nodeId: keys.publicKeyHex, engine: flags.engine }, 'starting node');
+      node.on('receipt', (signed: SignedReceipt) =>
+        log.debug({ receiptId: signed.receipt.receiptId, flops: signed.receipt.flops }, 'receipt'),
+      );
+      console.log(`tributary node ${keys.publicKeyHex.slice(0, 16)}… → ${flags.coordinator} (${flags.engine})`);
+      console.log(`ledger and settings: ${flags.dataDir}`);
+      if (flags.dashboard) {
+        const dashboard = await agent.startDashboard({ staticDir: webBundleDir(), port: settings.dashboardPort });
+        console.log(`dashboard: ${dashboard.url}`);
+      }
+      const line = statusLine(process.stdout);
+      const render = (): void => line.update(agent.snapshot(), node.status);
+      agent.onSnapshot(render);
+      node.on('status', render);
       node.start();
-      await new Promise<void>((resolve) => {
-        const stop = (): void => void node.stop().then(resolve);
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
+
+      const signal = await new Promise<NodeJS.Signals>((done) => {
+        process.once('SIGINT', () => done('SIGINT'));
+        process.once('SIGTERM', () => done('SIGTERM'));
       });
-      log.info({ receipts: node.status.receipts, creditedFlops: node.status.creditedFlops }, 'node stopped');
+      line.finish(`${signal}: finishing or handing back the micro-batch in flight…`);
+      unfollow();
+      // The runtime first: the unit in flight completes or goes back to the coordinator; then the ledger flushes.
+      await node.stop();
+      const { confirmedFlops, pendingFlops } = agent.snapshot().wallet;
+      await agent.stop();
+      console.log(
+        `stopped: ${node.status.receipts} receipts this session; ledger holds ${((confirmedFlops + pendingFlops) / 1e12).toFixed(3)} TFLOP`,
+      );
     });
 }

@@ -27,3 +27,8 @@ export function logLevel(value: string): string {
 export function defaultNodeKeyPath(): string {
   return join(homedir(), '.tributary', 'node.key');
 }
+
+/** Bad input found after parsing (a settings file, a combination of flags): exit code 2, like a bad flag. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}

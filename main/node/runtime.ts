@@ -357,7 +357,7 @@ export class NodeRuntime extends EventEmitter {
     this.resident = null;
     this.status.stage = range;
     this.status.step = step;
-    this.emit('assigned', range);
+    this.emit('assigned', range, { config: model, shape });
     this.setReason(`training stage ${range.index + 1} of ${range.count} (blocks ${range.firstBlock}-${range.endBlock - 1})`);
     channel.send({ type: 'loaded', step });
   }

@@ -6,11 +6,14 @@ import { repoRoot } from './helpers.js';
 export class CliProcess {
   readonly proc: ChildProcess;
   readonly lines: Array<Record<string, unknown>> = [];
+  /** Every stdout line, log or not. */
+  readonly output: string[] = [];
   readonly exited: Promise<number | null>;
 
   constructor(args: string[]) {
     this.proc = spawn(process.execPath, ['--import', 'tsx', 'main/cli/index.ts', ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
     createInterface({ input: this.proc.stdout! }).on('line', (line) => {
+      this.output.push(line);
       try {
         this.lines.push(JSON.parse(line) as Record<string, unknown>);
       } catch {
@@ -39,7 +42,8 @@ export class CliProcess {
 }
 
 export function spawnNode(url: string, keyPath: string, engine = 'gpu'): CliProcess {
-  return new CliProcess(['node', '--coordinator', url, '--engine', engine, '--key', keyPath, '--log-level', 'debug']);
+  const agentFlags = ['--run-when', 'always', '--data-dir', `${keyPath}.d`, '--no-dashboard'];
+  return new CliProcess(['node', '--coordinator', url, '--engine', engine, '--key', keyPath, ...agentFlags, '--log-level', 'debug']);
 }
 
 export async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 90_000): Promise<void> {
