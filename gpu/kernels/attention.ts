@@ -5,55 +5,53 @@ const WG = 64;
 const DIMS = ['B', 'T', 'C', 'NH'];
 
 /*
- * Work is split so that neighbouring threads read neighbouring addresses: score kernels run one thread per
- * (b, h, t, t2) and walk a head's channels; value kernels run one thread per (b, h, t, channel) and walk the
- * positions; only the row softmax runs one thread per (b, h, t). Every sum keeps a fixed order.
+ * One thread per (b, h, position) keeps that position's head slice (hs channels) in registers and walks the
+ * other positions in order, so each q, k, v or dout row is read as whole vec4s and every sum has a fixed order.
+ * The head size is baked into the shader (a pipeline per head size): the register arrays then have a fixed
+ * length and the channel loops unroll. When hs is not a multiple of 4 the same code runs on scalars.
+ * Strides below are in units of the vector type `V` (vec4f or f32); att and dpreatt stay scalar.
  */
-const common = `
-  let hs = p.C / p.NH;
-  let C3 = 3u * p.C;
-  let scale = inverseSqrt(f32(hs));`;
+function header(vec: number, hs: number): string {
+  const V = vec === 4 ? 'vec4f' : 'f32';
+  return `
+alias V = ${V};
+const N = ${hs / vec}u;
+fn hsum(x: V) -> f32 { return ${vec === 4 ? 'x.x + x.y + x.z + x.w' : 'x'}; }`;
+}
 
-/** i = ((b*NH + h)*T + t)*T + t2 */
-const perScore = `
-  if (i >= p.B * p.NH * p.T * p.T) { return; }
-  let t2 = i % p.T;
-  let t = (i / p.T) % p.T;
-  let h = (i / (p.T * p.T)) % p.NH;
-  let b = i / (p.T * p.T * p.NH);${common}`;
-
-/** i = (b*NH + h)*T + t */
-const perRow = `
+/** i = (b*NH + h)*T + t, the thread's own position t; `row` is its row of the (B, NH, T, T) score matrix. */
+const perPosition = `
   if (i >= p.B * p.NH * p.T) { return; }
+  let t = i % p.T;
+  let h = (i / p.T) % p.NH;
+  let b = i / (p.T * p.NH);
   let row = i * p.T;
-  let t = i % p.T;`;
+  let Cv = p.C / ${'VEC'}u;
+  let C3v = 3u * Cv;
+  let hv = h * N;
+  let scale = inverseSqrt(f32(N * ${'VEC'}u));`;
 
-/** i = ((b*NH + h)*T + t)*hs + d */
-const perChannel = `${common}
-  if (i >= p.B * p.T * p.C) { return; }
-  let d = i % hs;
-  let t = (i / hs) % p.T;
-  let h = (i / (hs * p.T)) % p.NH;
-  let b = i / (hs * p.T * p.NH);
-  let head0 = (b * p.NH + h) * p.T * p.T;
-  let col = h * hs + d;`;
+function position(vec: number): string {
+  return perPosition.replaceAll('VEC', String(vec));
+}
 
-const scoresShader = `${declare(['att', 'qkv'], DIMS)}
+// Scores, row softmax and the weighted sum of values for query t, in one pass over its row.
+function forwardShader(vec: number, hs: number): string {
+  return `${declare(['out: V', 'att', 'qkv: V'], DIMS)}${header(vec, hs)}
 ${flatMain(WG)}
-${perScore}
-  if (t2 > t) { att[i] = 0.0; return; }
-  let q = (b * p.T + t) * C3 + h * hs;
-  let k = (b * p.T + t2) * C3 + p.C + h * hs;
-  var dot = 0.0;
-  for (var d = 0u; d < hs; d++) { dot += qkv[q + d] * qkv[k + d]; }
-  att[i] = dot * scale;
-}`;
-
-const softmaxShader = `${declare(['att'], DIMS)}
-${flatMain(WG)}
-${perRow}
+${position(vec)}
+  var q: array<V, N>;
+  let qb = (b * p.T + t) * C3v + hv;
+  for (var j = 0u; j < N; j++) { q[j] = qkv[qb + j]; }
   var maxv = -3.0e38;
-  for (var t2 = 0u; t2 <= t; t2++) { maxv = max(maxv, att[row + t2]); }
+  for (var t2 = 0u; t2 <= t; t2++) {
+    let kb = (b * p.T + t2) * C3v + Cv + hv;
+    var acc = V(0.0);
+    for (var j = 0u; j < N; j++) { acc += q[j] * qkv[kb + j]; }
+    let s = hsum(acc) * scale;
+    att[row + t2] = s;
+    maxv = max(maxv, s);
+  }
   var sum = 0.0;
   for (var t2 = 0u; t2 <= t; t2++) {
     let e = exp(att[row + t2] - maxv);
@@ -61,59 +59,79 @@ ${perRow}
     sum += e;
   }
   let inv = 1.0 / sum;
-  for (var t2 = 0u; t2 <= t; t2++) { att[row + t2] *= inv; }
+  var o: array<V, N>;
+  for (var t2 = 0u; t2 <= t; t2++) {
+    let a = att[row + t2] * inv;
+    att[row + t2] = a;
+    let vb = (b * p.T + t2) * C3v + 2u * Cv + hv;
+    for (var j = 0u; j < N; j++) { o[j] += a * qkv[vb + j]; }
+  }
+  for (var t2 = t + 1u; t2 < p.T; t2++) { att[row + t2] = 0.0; }
+  let ob = (b * p.T + t) * Cv + hv;
+  for (var j = 0u; j < N; j++) { out[ob + j] = o[j]; }
 }`;
+}
 
-const valuesShader = `${declare(['out', 'att', 'qkv'], DIMS)}
+// Query side of backward: datt = dout[t] . v[t2], softmax backward dpreatt = att * (datt - sum(att * datt))
+// into the scratch row, then dq[t] = scale * sum over t2 of dpreatt[t, t2] k[t2].
+function queryBackwardShader(vec: number, hs: number): string {
+  return `${declare(['dqkv: V', 'dpreatt', 'att', 'qkv: V', 'dout: V'], DIMS)}${header(vec, hs)}
 ${flatMain(WG)}
-${perChannel}
-  let row = head0 + t * p.T;
-  var acc = 0.0;
-  for (var t2 = 0u; t2 <= t; t2++) { acc += att[row + t2] * qkv[(b * p.T + t2) * C3 + 2u * p.C + col]; }
-  out[(b * p.T + t) * p.C + col] = acc;
-}`;
-
-// datt[t, t2] = dout[t] . v[t2], written into the score-gradient scratch.
-const dattShader = `${declare(['dpreatt', 'qkv', 'dout'], DIMS)}
-${flatMain(WG)}
-${perScore}
-  if (t2 > t) { dpreatt[i] = 0.0; return; }
-  let o = (b * p.T + t) * p.C + h * hs;
-  let v = (b * p.T + t2) * C3 + 2u * p.C + h * hs;
-  var dot = 0.0;
-  for (var d = 0u; d < hs; d++) { dot += dout[o + d] * qkv[v + d]; }
-  dpreatt[i] = dot;
-}`;
-
-// Softmax backward in place: dpreatt = att * (datt - sum(att * datt)).
-const softmaxBackwardShader = `${declare(['dpreatt', 'att'], DIMS)}
-${flatMain(WG)}
-${perRow}
+${position(vec)}
+  var g: array<V, N>;
+  let ob = (b * p.T + t) * Cv + hv;
+  for (var j = 0u; j < N; j++) { g[j] = dout[ob + j]; }
   var s = 0.0;
-  for (var t2 = 0u; t2 <= t; t2++) { s += att[row + t2] * dpreatt[row + t2]; }
-  for (var t2 = 0u; t2 <= t; t2++) { dpreatt[row + t2] = att[row + t2] * (dpreatt[row + t2] - s); }
+  for (var t2 = 0u; t2 <= t; t2++) {
+    let vb = (b * p.T + t2) * C3v + 2u * Cv + hv;
+    var acc = V(0.0);
+    for (var j = 0u; j < N; j++) { acc += g[j] * qkv[vb + j]; }
+    let datt = hsum(acc);
+    dpreatt[row + t2] = datt;
+    s += att[row + t2] * datt;
+  }
+  var dq: array<V, N>;
+  for (var t2 = 0u; t2 <= t; t2++) {
+    let d = att[row + t2] * (dpreatt[row + t2] - s);
+    dpreatt[row + t2] = d;
+    let kb = (b * p.T + t2) * C3v + Cv + hv;
+    for (var j = 0u; j < N; j++) { dq[j] += d * qkv[kb + j]; }
+  }
+  for (var t2 = t + 1u; t2 < p.T; t2++) { dpreatt[row + t2] = 0.0; }
+  let x = (b * p.T + t) * C3v + hv;
+  for (var j = 0u; j < N; j++) { dqkv[x + j] += dq[j] * scale; }
 }`;
+}
 
-// Each thread writes the q, k and v gradients of one channel of its own position: k and v gather over the
-// later queries (a column of the score matrix) instead of every query scattering into them.
-const qkvBackwardShader = `${declare(['dqkv', 'dpreatt', 'att', 'qkv', 'dout'], DIMS)}
+// Key side of backward, for key position t (a column of the score matrix): dk[t] gathers dpreatt * q and
+// dv[t] gathers att * dout over the queries t3 >= t, instead of every query scattering into them.
+function keyBackwardShader(vec: number, hs: number): string {
+  return `${declare(['dqkv: V', 'dpreatt', 'att', 'qkv: V', 'dout: V'], DIMS)}${header(vec, hs)}
 ${flatMain(WG)}
-${perChannel}
-  let row = head0 + t * p.T;
-  var dq = 0.0;
-  for (var t2 = 0u; t2 <= t; t2++) { dq += dpreatt[row + t2] * qkv[(b * p.T + t2) * C3 + p.C + col]; }
-  var dk = 0.0;
-  var dv = 0.0;
+${position(vec)}
+  let head0 = (b * p.NH + h) * p.T * p.T;
+  var dk: array<V, N>;
+  var dv: array<V, N>;
   for (var t3 = t; t3 < p.T; t3++) {
     let cell = head0 + t3 * p.T + t;
-    dk += dpreatt[cell] * qkv[(b * p.T + t3) * C3 + col];
-    dv += att[cell] * dout[(b * p.T + t3) * p.C + col];
+    let d = dpreatt[cell];
+    let a = att[cell];
+    let qb = (b * p.T + t3) * C3v + hv;
+    let ob = (b * p.T + t3) * Cv + hv;
+    for (var j = 0u; j < N; j++) {
+      dk[j] += d * qkv[qb + j];
+      dv[j] += a * dout[ob + j];
+    }
   }
-  let x = (b * p.T + t) * C3 + col;
-  dqkv[x] += dq * scale;
-  dqkv[x + p.C] += dk * scale;
-  dqkv[x + 2u * p.C] += dv;
+  let x = (b * p.T + t) * C3v + hv;
+  for (var j = 0u; j < N; j++) {
+    dqkv[x + Cv + j] += dk[j] * scale;
+    dqkv[x + 2u * Cv + j] += dv[j];
+  }
 }`;
+}
+
+const SHADERS = { forward: forwardShader, queryBackward: queryBackwardShader, keyBackward: keyBackwardShader };
 
 export interface AttentionDims {
   B: number;
@@ -127,30 +145,15 @@ export interface AttentionDims {
  * softmax for backward; backward needs a (B, NH, T, T) scratch for the score gradients and accumulates dqkv.
  */
 export class Attention {
-  private readonly pipelines: Record<string, GPUComputePipeline>;
+  /** Compiled per shader and head size. */
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
 
-  constructor(private readonly device: GPUDevice) {
-    const shaders = {
-      scores: scoresShader,
-      softmax: softmaxShader,
-      values: valuesShader,
-      datt: dattShader,
-      softmaxBackward: softmaxBackwardShader,
-      qkvBackward: qkvBackwardShader,
-    };
-    this.pipelines = Object.fromEntries(Object.entries(shaders).map(([k, code]) => [k, computePipeline(device, `attention.${k}`, code)]));
-  }
+  constructor(private readonly device: GPUDevice) {}
 
   forward(a: { out: TensorRef; att: TensorRef; qkv: TensorRef; dims: AttentionDims }): EncodedOp {
     const { B, T, C, NH } = a.dims;
     const l = 'attention.forward';
-    const att = first(a.att, B * NH * T * T, l);
-    const qkv = first(a.qkv, B * T * 3 * C, l);
-    return sequence(l, [
-      this.launch('scores', [att, qkv], a.dims, B * NH * T * T),
-      this.launch('softmax', [att], a.dims, B * NH * T),
-      this.launch('values', [first(a.out, B * T * C, l), att, qkv], a.dims, B * T * C),
-    ]);
+    return this.launch('forward', [first(a.out, B * T * C, l), first(a.att, B * NH * T * T, l), first(a.qkv, B * T * 3 * C, l)], a.dims);
   }
 
   backward(a: {
@@ -163,20 +166,28 @@ export class Attention {
   }): EncodedOp {
     const { B, T, C, NH } = a.dims;
     const l = 'attention.backward';
-    const dpreatt = first(a.dpreatt, B * NH * T * T, l);
-    const att = first(a.att, B * NH * T * T, l);
-    const qkv = first(a.qkv, B * T * 3 * C, l);
-    const dout = first(a.dout, B * T * C, l);
-    return sequence(l, [
-      this.launch('datt', [dpreatt, qkv, dout], a.dims, B * NH * T * T),
-      this.launch('softmaxBackward', [dpreatt, att], a.dims, B * NH * T),
-      this.launch('qkvBackward', [first(a.dqkv, B * T * 3 * C, l), dpreatt, att, qkv, dout], a.dims, B * T * C),
-    ]);
+    const tensors = [
+      first(a.dqkv, B * T * 3 * C, l),
+      first(a.dpreatt, B * NH * T * T, l),
+      first(a.att, B * NH * T * T, l),
+      first(a.qkv, B * T * 3 * C, l),
+      first(a.dout, B * T * C, l),
+    ];
+    return sequence(l, [this.launch('queryBackward', tensors, a.dims), this.launch('keyBackward', tensors, a.dims)]);
   }
 
-  private launch(name: string, tensors: TensorRef[], dims: AttentionDims, items: number): EncodedOp {
-    if (dims.C % dims.NH !== 0) throw new Error(`attention: C (${dims.C}) must be divisible by NH (${dims.NH})`);
-    const params = new Uniforms().u32(dims.B).u32(dims.T).u32(dims.C).u32(dims.NH);
-    return launch(this.device, this.pipelines[name]!, `attention.${name}`, tensors, params, grid(items, WG));
+  private launch(name: keyof typeof SHADERS, tensors: TensorRef[], dims: AttentionDims): EncodedOp {
+    const { B, T, C, NH } = dims;
+    if (C % NH !== 0) throw new Error(`attention: C (${C}) must be divisible by NH (${NH})`);
+    const hs = C / NH;
+    const vec = hs % 4 === 0 ? 4 : 1;
+    const key = `${name} hs${hs} vec${vec}`;
+    let pipeline = this.pipelines.get(key);
+    if (!pipeline) {
+      pipeline = computePipeline(this.device, `attention.${key}`, SHADERS[name](vec, hs));
+      this.pipelines.set(key, pipeline);
+    }
+    const params = new Uniforms().u32(B).u32(T).u32(C).u32(NH);
+    return launch(this.device, pipeline, `attention.${name}`, tensors, params, grid(B * NH * T, WG));
   }
 }
