@@ -16,6 +16,7 @@ import {
 import type { AdamWSettings, NamedTensor, StageForwardResult, StageInput, StageState, StageTrainer } from '../stage/types.js';
 import { Arena, type Slot } from './arena.js';
 import { KernelSet } from './kernel-set.js';
+import { PacedWait } from './paced-wait.js';
 import { Readback } from './readback.js';
 import { estimateStageMemoryBytes, planStage, type BlockSlots, type StageLayout } from './stage-layout.js';
 
@@ -52,6 +53,7 @@ export class GpuStage implements StageTrainer {
   private readonly readback: Readback;
   private readonly small: Readback;
   private readonly watch: DeviceWatch;
+  private readonly pace = new PacedWait();
   private stepCount = 0;
   private hasForward = false;
   private tail: Promise<unknown> = Promise.resolve();
@@ -69,8 +71,8 @@ export class GpuStage implements StageTrainer {
     this.arena = new Arena(device, layout.plan, `stage ${range.index}`);
     this.adam = kernels.adamw();
     this.program = buildProgram(kernels, this.adam, layout, config, range, shape, (slot) => this.arena.ref(slot));
-    this.readback = new Readback(device, this.watch, layout.stagingBytes, `stage ${range.index}`);
-    this.small = new Readback(device, this.watch, 256, `stage ${range.index} scalars`);
+    this.readback = new Readback(device, this.watch, layout.stagingBytes, `stage ${range.index}`, this.pace);
+    this.small = new Readback(device, this.watch, 256, `stage ${range.index} scalars`, this.pace);
   }
 
   /** Checks the shapes and the memory cap, allocates everything and uploads the seeded initial weights. */
@@ -131,7 +133,7 @@ export class GpuStage implements StageTrainer {
       this.hasForward = false;
       const out = head ? this.layout.lossResult : this.layout.blocks.at(-1)?.res3 ?? this.layout.x0;
       const reader = head ? this.small : this.readback;
-      const data = await reader.read([this.ref(out)], (enc) => record(enc, this.program.forward));
+      const data = await reader.read([this.ref(out)], (enc) => record(enc, this.program.forward), 'forward');
       this.hasForward = true;
       if (!head) {
         checkFinite(`stage ${this.range.index} output activations`, data);
@@ -159,11 +161,10 @@ export class GpuStage implements StageTrainer {
       }
       const record_ = (enc: GPUCommandEncoder): void => record(enc, this.program.backward);
       if (isFirstStage(this.range)) {
-        await this.readback.read([], record_);
-        await this.watch.guard(this.device.queue.onSubmittedWorkDone());
+        await this.runAndWait('backward', record_);
         return null;
       }
-      const dinput = await this.readback.read([this.ref(this.layout.scratch.dres)], record_);
+      const dinput = await this.readback.read([this.ref(this.layout.scratch.dres)], record_, 'backward');
       checkFinite(`stage ${this.range.index} input gradient`, dinput);
       return dinput;
     });
@@ -181,7 +182,7 @@ export class GpuStage implements StageTrainer {
 
   gradSquaredNorm(): Promise<number> {
     return this.exclusive(async () => {
-      const data = await this.small.read([this.ref(this.layout.normResult)], (enc) => record(enc, [this.program.norm]));
+      const data = await this.small.read([this.ref(this.layout.normResult)], (enc) => record(enc, [this.program.norm]), 'norm');
       const [value, flag] = scalarWithFlag(data);
       if (flag !== 0 || !Number.isFinite(value)) throw new NonFiniteError(`the gradients of stage ${this.range.index} hold NaN or Inf`);
       return value;
@@ -212,8 +213,7 @@ export class GpuStage implements StageTrainer {
     return this.exclusive(async () => {
       if (!Number.isFinite(clipScale)) throw new Error(`clipScale must be finite, got ${clipScale}`);
       this.adam.setStep(settings, this.stepCount + 1, clipScale);
-      await this.readback.read([], (enc) => record(enc, this.program.adamw));
-      await this.watch.guard(this.device.queue.onSubmittedWorkDone());
+      await this.runAndWait('adamw', (enc) => record(enc, this.program.adamw));
       this.stepCount++;
     });
   }
@@ -266,6 +266,13 @@ export class GpuStage implements StageTrainer {
     });
     this.tail = run.catch(() => undefined);
     return run;
+  }
+
+  /** Submits the recorded work and waits until the queue has run it. */
+  private async runAndWait(paceKey: string, work: (encoder: GPUCommandEncoder) => void): Promise<void> {
+    const submitted = performance.now();
+    await this.readback.read([], work);
+    await this.pace.wait(paceKey, submitted, () => this.watch.guard(this.device.queue.onSubmittedWorkDone()));
   }
 
   private ref(slot: Slot): TensorRef {
