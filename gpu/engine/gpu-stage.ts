@@ -358,22 +358,18 @@ function buildProgram(
     // so both layernorm backwards accumulate into it in place.
     const dres = ref(s.dres);
     const bwd: EncodedOp[] = [
-      zero(s.dfchGelu, BT * H),
-      k.matmul.backwardInput({ dinp: ref(s.dfchGelu), dout: dres, weight: param(p + 'mlp.proj.w'), dims: dims(H, C) }),
+      k.matmul.backwardInput({ dinp: ref(s.dfchGelu), dout: dres, weight: param(p + 'mlp.proj.w'), dims: dims(H, C), overwrite: true }),
       k.matmul.backwardWeight({ dweight: grad(p + 'mlp.proj.w'), dbias: grad(p + 'mlp.proj.b'), dout: dres, inp: ref(a.fchGelu), dims: dims(H, C) }),
       zero(s.dfch, BT * H),
       k.elementwise.geluBackward({ dinp: ref(s.dfch), inp: ref(a.fch), dout: ref(s.dfchGelu), n: BT * H }),
-      zero(s.dln, BT * C),
-      k.matmul.backwardInput({ dinp: ref(s.dln), dout: ref(s.dfch), weight: param(p + 'mlp.fc.w'), dims: dims(C, H) }),
+      k.matmul.backwardInput({ dinp: ref(s.dln), dout: ref(s.dfch), weight: param(p + 'mlp.fc.w'), dims: dims(C, H), overwrite: true }),
       k.matmul.backwardWeight({ dweight: grad(p + 'mlp.fc.w'), dbias: grad(p + 'mlp.fc.b'), dout: ref(s.dfch), inp: ref(a.ln2), dims: dims(C, H) }),
       k.layernorm.backward({ dinp: dres, dweight: grad(p + 'ln2.w'), dbias: grad(p + 'ln2.b'), dout: ref(s.dln), inp: ref(a.res2), weight: param(p + 'ln2.w'), mean: ref(a.ln2Mean), rstd: ref(a.ln2Rstd), rows: BT, C }),
-      zero(s.datty, BT * C),
-      k.matmul.backwardInput({ dinp: ref(s.datty), dout: dres, weight: param(p + 'attn.proj.w'), dims: dims(C, C) }),
+      k.matmul.backwardInput({ dinp: ref(s.datty), dout: dres, weight: param(p + 'attn.proj.w'), dims: dims(C, C), overwrite: true }),
       k.matmul.backwardWeight({ dweight: grad(p + 'attn.proj.w'), dbias: grad(p + 'attn.proj.b'), dout: dres, inp: ref(a.atty), dims: dims(C, C) }),
       zero(s.dqkv, BT * 3 * C),
       k.attention.backward({ dqkv: ref(s.dqkv), dpreatt: ref(s.dpreatt), dout: ref(s.datty), qkv: ref(a.qkv), att: ref(a.att), dims: { B, T, C, NH } }),
-      zero(s.dln, BT * C),
-      k.matmul.backwardInput({ dinp: ref(s.dln), dout: ref(s.dqkv), weight: param(p + 'attn.qkv.w'), dims: dims(C, 3 * C) }),
+      k.matmul.backwardInput({ dinp: ref(s.dln), dout: ref(s.dqkv), weight: param(p + 'attn.qkv.w'), dims: dims(C, 3 * C), overwrite: true }),
       k.matmul.backwardWeight({ dweight: grad(p + 'attn.qkv.w'), dbias: grad(p + 'attn.qkv.b'), dout: ref(s.dqkv), inp: ref(a.ln1), dims: dims(C, 3 * C) }),
       k.layernorm.backward({ dinp: dres, dweight: grad(p + 'ln1.w'), dbias: grad(p + 'ln1.b'), dout: ref(s.dln), inp: ref(a.input), weight: param(p + 'ln1.w'), mean: ref(a.ln1Mean), rstd: ref(a.ln1Rstd), rows: BT, C }),
     ];
@@ -395,8 +391,7 @@ function buildProgram(
     backward.push(
       zero(h.dlogits, BT * V),
       lossBackward,
-      zero(s.dln, BT * C),
-      k.matmul.backwardInput({ dinp: ref(s.dln), dout: ref(h.dlogits), weight: param('head.w'), dims: dims(C, V) }),
+      k.matmul.backwardInput({ dinp: ref(s.dln), dout: ref(h.dlogits), weight: param('head.w'), dims: dims(C, V), overwrite: true }),
       k.matmul.backwardWeight({ dweight: grad('head.w'), dbias: null, dout: ref(h.dlogits), inp: ref(h.lnf), dims: dims(C, V) }),
       zero(s.dres, BT * C),
       k.layernorm.backward({ dinp: ref(s.dres), dweight: grad('lnf.w'), dbias: grad('lnf.b'), dout: ref(s.dln), inp: x, weight: param('lnf.w'), mean: ref(h.lnfMean), rstd: ref(h.lnfRstd), rows: BT, C }),

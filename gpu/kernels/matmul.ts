@@ -142,8 +142,11 @@ export class Matmul {
     });
   }
 
-  /** dinp(rows,inDim) += dout(rows,outDim) · weight(outDim,inDim) */
-  backwardInput(a: { dinp: TensorRef; dout: TensorRef; weight: TensorRef; dims: MatmulDims }): EncodedOp {
+  /**
+   * dinp(rows,inDim) += dout(rows,outDim) · weight(outDim,inDim); with `overwrite`, dinp = the product, which
+   * spares zeroing a gradient that has no other contribution.
+   */
+  backwardInput(a: { dinp: TensorRef; dout: TensorRef; weight: TensorRef; dims: MatmulDims; overwrite?: boolean }): EncodedOp {
     checkDims(a.dims);
     const { rows, inDim, outDim } = a.dims;
     return this.product({
@@ -154,7 +157,7 @@ export class Matmul {
       bLayout: 'kn',
       c: a.dinp,
       bias: null,
-      accumulate: true,
+      accumulate: !a.overwrite,
       m: rows,
       n: inDim,
       k: outDim,

@@ -187,6 +187,13 @@ describe.each(cases)('matmul on %s', (_name, dims) => {
     expectClose('dinp', await download(dinp, dims.rows * dims.inDim), referenceBackward(c, dims, false).dinp);
   });
 
+  it('backwardInput with overwrite replaces dinp by dout · weight', async () => {
+    const dinp = upload(c.dinp0);
+    await run(matmul.backwardInput({ dinp, dout: upload(c.dout), weight: upload(c.weight), dims, overwrite: true }));
+    const fromZero = referenceBackward({ ...c, dinp0: new Float32Array(c.dinp0.length) }, dims, false).dinp;
+    expectClose('dinp', await download(dinp, dims.rows * dims.inDim), fromZero);
+  });
+
   it.each([true, false])('backwardWeight with bias=%s adds into dweight and dbias', async (withBias) => {
     const dweight = upload(c.dweight0);
     const dbias = upload(c.dbias0);
