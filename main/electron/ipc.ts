@@ -1,18 +1,6 @@
-import {
-  agentCommandSchema,
-  type AgentCommand,
-  type AgentSnapshot,
-  type CommandResult,
-} from '../../shared/dashboard/contract.js';
+import { agentCommandSchema, type AgentHost, type AgentSnapshot } from '../../shared/dashboard/contract.js';
 import { IPC } from './channels.js';
 import type { FrameLike } from './sender-check.js';
-
-/** What the IPC layer needs from the agent. */
-export interface AgentPort {
-  snapshot(): AgentSnapshot;
-  onSnapshot(listener: (snapshot: AgentSnapshot) => void): () => void;
-  command(command: AgentCommand): Promise<CommandResult>;
-}
 
 export interface InvokeEventLike {
   senderFrame: FrameLike | null;
@@ -43,7 +31,7 @@ export class UntrustedSenderError extends Error {
  */
 export function registerAgentIpc(
   ipcMain: IpcMainLike,
-  agent: AgentPort,
+  agent: AgentHost,
   isTrusted: (frame: FrameLike | null) => boolean,
   targets: () => SnapshotTarget[],
 ): () => void {

@@ -4,19 +4,14 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import {
   agentCommandSchema,
   clientMessageSchema,
-  type AgentCommand,
-  type AgentSnapshot,
-  type CommandResult,
+  type AgentHost,
   type ServerMessage,
 } from '../../../shared/dashboard/contract.js';
 import { resolveStatic, streamFile } from './static-files.js';
 import { tokensEqual } from './token.js';
 
 /** What the server needs from the agent. */
-export interface DashboardHost {
-  snapshot(): AgentSnapshot;
-  onSnapshot(listener: (snapshot: AgentSnapshot) => void): () => void;
-  command(command: AgentCommand): Promise<CommandResult>;
+export interface DashboardHost extends AgentHost {
   exportCsv(table: string): string;
 }
 
