@@ -7,7 +7,7 @@ import { parseSettings, type AgentSettings } from '../../shared/dashboard/settin
 import type { SignedReceipt } from '../../shared/protocol/receipt.js';
 import { Agent } from '../agent/agent.js';
 import { followRun } from '../agent/follow-run.js';
-import { defaultDataDir } from '../agent/paths.js';
+import { agentPaths, defaultDataDir } from '../agent/paths.js';
 import { loadSettings } from '../agent/settings-store.js';
 import { FileKeyStore, loadOrCreateKeys } from '../identity/key-store.js';
 import { NodeRuntime } from '../node/runtime.js';
@@ -48,7 +48,7 @@ async function readSettingsFile(path: string): Promise<unknown> {
 async function resolveSettings(flags: NodeFlags): Promise<AgentSettings> {
   const base = flags.settings
     ? await readSettingsFile(flags.settings)
-    : await loadSettings(resolve(flags.dataDir, 'settings.json'));
+    : await loadSettings(agentPaths(flags.dataDir).settings);
   const overrides = {
     ...(flags.runWhen !== undefined && { runWhen: flags.runWhen }),
     ...(flags.dutyCycle !== undefined && { dutyCyclePct: flags.dutyCycle }),
