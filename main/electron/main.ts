@@ -17,6 +17,7 @@ import {
 import electronUpdater from 'electron-updater';
 import pino from 'pino';
 import { Agent } from '../agent/agent.js';
+import { followRun } from '../agent/follow-run.js';
 import { listProcessNames } from '../agent/host-signals.js';
 import { defaultDataDir } from '../agent/paths.js';
 import { loadOrCreateKeys } from '../identity/key-store.js';
@@ -111,7 +112,7 @@ async function setStartAtLogin(enabled: boolean): Promise<void> {
 
 /**
  * Joins the training run the coordinator at TRIBUTARY_COORDINATOR runs, training on the GPU worker page and
- * gated and credited by the agent. The node key lives encrypted in the OS keychain. Without that variable the
+ * gated and credited by the agent, whose dashboard follows the stage, the run's progress and its loss. The node key lives encrypted in the OS keychain. Without that variable the
  * app only shows the agent's state: there is no default network to join yet.
  */
 function startNode(client: GpuWorkerClient, agent: Agent): NodeRuntime | null {
@@ -127,6 +128,7 @@ function startNode(client: GpuWorkerClient, agent: Agent): NodeRuntime | null {
     createStage: (_engine, spec) => GpuWorkerStage.create(client, spec),
     logger,
   });
+  followRun(agent, node, coordinatorUrl, { onError: (message) => logger.debug(message) });
   node.start();
   return node;
 }

@@ -157,8 +157,9 @@ const fake = await vi.hoisted(async () => {
   };
 
   const nodes: { options: Record<string, unknown> }[] = [];
-  class FakeNodeRuntime {
+  class FakeNodeRuntime extends EventEmitter {
     constructor(readonly options: Record<string, unknown>) {
+      super();
       nodes.push(this);
     }
     start() {
