@@ -86,6 +86,11 @@ export function registerNodeCommand(program: Command): void {
     .option('--no-dashboard', 'do not serve the local dashboard')
     .option('--log-level <level>', 'pino log level (JSON lines on stdout)', logLevel, 'warn')
     .action(async (flags: NodeFlags) => {
+      // Listen before anything starts: a signal that arrives first would otherwise kill the process unflushed.
+      const stopSignal = new Promise<NodeJS.Signals>((done) => {
+        process.once('SIGINT', () => done('SIGINT'));
+        process.once('SIGTERM', () => done('SIGTERM'));
+      });
       const log = pino({ name: 'node', level: flags.logLevel });
       const settings = await resolveSettings(flags);
       const keys = loadOrCreateKeys(new FileKeyStore(flags.key));
@@ -127,10 +132,7 @@ export function registerNodeCommand(program: Command): void {
       node.on('status', render);
       node.start();
 
-      const signal = await new Promise<NodeJS.Signals>((done) => {
-        process.once('SIGINT', () => done('SIGINT'));
-        process.once('SIGTERM', () => done('SIGTERM'));
-      });
+      const signal = await stopSignal;
       line.finish(`${signal}: finishing or handing back the micro-batch in flight…`);
       unfollow();
       // The runtime first: the unit in flight completes or goes back to the coordinator; then the ledger flushes.
