@@ -25,7 +25,9 @@ export function summarizeAdapter(adapter: GPUAdapter): AdapterSummary {
     device: info.device ?? '',
     description,
     features: [...adapter.features].sort(),
-    isFallback: /llvmpipe|lavapipe|swiftshader/i.test(`${description} ${info.device ?? ''} ${info.architecture ?? ''}`),
+    isFallback: /llvmpipe|lavapipe|swiftshader/i.test(
+      `${description} ${info.device ?? ''} ${info.architecture ?? ''}`,
+    ),
   };
 }
 
@@ -59,6 +61,13 @@ const requestedLimits = [
   'maxStorageBuffersPerShaderStage',
 ] as const;
 
+/** Optional features the kernels use when present: `subgroups` feeds the lanes matmul on CPU adapters. */
+const optionalFeatures = ['subgroups'] as const;
+
+export function wantedFeatures(adapter: GPUAdapter): GPUFeatureName[] {
+  return optionalFeatures.filter((f) => adapter.features.has(f));
+}
+
 export interface AcquiredDevice {
   adapter: GPUAdapter;
   device: GPUDevice;
@@ -78,16 +87,28 @@ export async function acquireDevice(gpu: GPU, hint: string, needs?: DeviceNeeds)
   for (const key of ['maxStorageBufferBindingSize', 'maxBufferSize'] as const) {
     const need = needs?.[key] ?? 0;
     if (need > adapter.limits[key]) {
-      throw new Error(`this model needs ${key} >= ${need} bytes; the adapter offers ${adapter.limits[key]} (${adapterName(summarizeAdapter(adapter))})`);
+      throw new Error(
+        `this model needs ${key} >= ${need} bytes; the adapter offers ${adapter.limits[key]} (${adapterName(summarizeAdapter(adapter))})`,
+      );
     }
   }
   const requiredLimits: Record<string, number> = {};
   for (const key of requestedLimits) requiredLimits[key] = adapter.limits[key];
-  const device = await adapter.requestDevice({ label: 'tributary engine', requiredLimits });
+  const device = await adapter.requestDevice({
+    label: 'tributary engine',
+    requiredLimits,
+    requiredFeatures: wantedFeatures(adapter),
+  });
   const limits: Record<string, number> = {};
   for (const key in device.limits) {
     const value = device.limits[key as keyof GPUSupportedLimits];
     if (typeof value === 'number') limits[key] = value;
   }
-  return { adapter, device, summary: summarizeAdapter(adapter), limits, features: [...device.features].sort() };
+  return {
+    adapter,
+    device,
+    summary: summarizeAdapter(adapter),
+    limits,
+    features: [...device.features].sort(),
+  };
 }

@@ -1,4 +1,5 @@
 import type { EncodedOp, TensorRef } from './types.js';
+import { cpuSubgroupLanes } from './lanes.js';
 import {
   type ALayout,
   type BLayout,
@@ -7,6 +8,12 @@ import {
   columnSumShader,
   matmulShader,
 } from './matmul-wgsl.js';
+import {
+  type LanesVariant,
+  lanesMatmulShader,
+  lanesProductFits,
+  lanesTileWidth,
+} from './matmul-lanes-wgsl.js';
 
 /** Shapes of a linear layer in llm.c's layout: weight (outDim, inDim), activations (rows, inDim). */
 export interface MatmulDims {
@@ -16,8 +23,21 @@ export interface MatmulDims {
   outDim: number;
 }
 
-/** The tile every matmul uses; chosen by the ladder in gpu/README.md ("Optimisations"). */
+/** The tiled kernel's tile; chosen by the ladder in gpu/README.md ("Optimisations"). */
 export const MATMUL_TILE: TileShape = { bm: 64, bn: 128, bk: 8, tm: 8, tn: 16 };
+
+/** Rows of C per workgroup of the lanes kernel (gpu/README.md, "Matmul on CPU adapters"). */
+export const LANES_ROWS = 32;
+
+export interface MatmulOptions {
+  tile?: TileShape;
+  /**
+   * Subgroup size for the lanes kernel (matmul-lanes-wgsl.ts), which then serves every product whose shape
+   * it fits; null keeps the tiled kernel for all. Default: `cpuSubgroupLanes(device)`; a size that does not divide
+   * LANES_ROWS falls back to the tiled kernel.
+   */
+  lanes?: number | null;
+}
 
 /**
  * Upper bound on the multiply-adds (x2) of one dispatch. Windows resets a GPU whose work runs past ~2 s; at
@@ -72,7 +92,7 @@ function overlaps(x: TensorRef, y: TensorRef, xBytes: number, yBytes: number): b
 }
 
 /** Splits C into pieces of at most MAX_DISPATCH_FLOPS, each a whole number of tiles. */
-export function planChunks(m: number, n: number, k: number, tile: TileShape): Chunk[] {
+export function planChunks(m: number, n: number, k: number, tile: Pick<TileShape, 'bm' | 'bn'>): Chunk[] {
   const tileRowFlops = 2 * tile.bm * n * k;
   const chunks: Chunk[] = [];
   if (tileRowFlops <= MAX_DISPATCH_FLOPS && Math.ceil(n / tile.bn) <= MAX_GROUPS_PER_DIM) {
@@ -104,18 +124,26 @@ function binding(ref: TensorRef, elements: number): GPUBufferBinding {
 }
 
 /**
- * The matrix products of a linear layer y = x W^T + b, forward and backward, as tiled WGSL kernels.
- * Pipelines compile once per instance and variant; every call builds its uniforms and bind groups once and
- * returns an op whose encode() only records dispatches. Backward passes accumulate into their outputs.
- * Reductions run in a fixed order, so results are bit-identical from run to run on one device.
+ * The matrix products of a linear layer y = x W^T + b, forward and backward, as WGSL kernels: the tiled one,
+ * or on CPU adapters the lanes one where the shape fits. Pipelines compile once per instance and variant;
+ * every call builds its uniforms and bind groups once and returns an op whose encode() only records
+ * dispatches. Backward passes accumulate into their outputs. Reductions run in a fixed order, so results are
+ * bit-identical from run to run on one device.
  */
 export class Matmul {
   private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly tile: TileShape;
+  /** Subgroup size of the lanes kernel, or null when it is not used. */
+  readonly lanes: number | null;
 
   constructor(
     private readonly device: GPUDevice,
-    private readonly tile: TileShape = MATMUL_TILE,
-  ) {}
+    options: MatmulOptions = {},
+  ) {
+    this.tile = options.tile ?? MATMUL_TILE;
+    const lanes = options.lanes === undefined ? cpuSubgroupLanes(device) : options.lanes;
+    this.lanes = lanes !== null && LANES_ROWS % lanes === 0 ? lanes : null;
+  }
 
   /** out(rows,outDim) = inp(rows,inDim) · weight(outDim,inDim)^T + bias */
   forward(a: {
@@ -146,7 +174,13 @@ export class Matmul {
    * dinp(rows,inDim) += dout(rows,outDim) · weight(outDim,inDim); with `overwrite`, dinp = the product, which
    * spares zeroing a gradient that has no other contribution.
    */
-  backwardInput(a: { dinp: TensorRef; dout: TensorRef; weight: TensorRef; dims: MatmulDims; overwrite?: boolean }): EncodedOp {
+  backwardInput(a: {
+    dinp: TensorRef;
+    dout: TensorRef;
+    weight: TensorRef;
+    dims: MatmulDims;
+    overwrite?: boolean;
+  }): EncodedOp {
     checkDims(a.dims);
     const { rows, inDim, outDim } = a.dims;
     return this.product({
@@ -244,19 +278,10 @@ export class Matmul {
       if (overlaps(ref, p.c, elems * F32, cElems * F32))
         throw new Error(`${p.label}: output overlaps an input`);
     }
-    const variant: MatmulVariant = {
-      a: p.aLayout,
-      b: p.bLayout,
-      bias: p.bias !== null,
-      accumulate: p.accumulate,
-      vec4: this.vec4Fits(p),
-      inputsWritable: inputs.some(([ref]) => ref.buffer === p.c.buffer),
-      tile: this.tile,
-    };
-    const key = JSON.stringify(variant);
-    const pipeline = this.pipeline(key, matmulShader(variant));
+    const inputsWritable = inputs.some(([ref]) => ref.buffer === p.c.buffer);
+    const { pipeline, tile } = this.kernelFor(p, inputsWritable);
     const layout = pipeline.getBindGroupLayout(0);
-    const dispatches = planChunks(m, n, k, this.tile).map((chunk) => {
+    const dispatches = planChunks(m, n, k, tile).map((chunk) => {
       const entries: GPUBindGroupEntry[] = [
         { binding: 0, resource: { buffer: this.uniform(p.label, [m, n, k, chunk.mOffset, chunk.nOffset]) } },
         { binding: 1, resource: binding(p.a, aElems) },
@@ -266,8 +291,8 @@ export class Matmul {
       if (p.bias) entries.push({ binding: 4, resource: binding(p.bias, n) });
       return {
         bindGroup: this.device.createBindGroup({ label: p.label, layout, entries }),
-        x: Math.ceil(chunk.nCount / this.tile.bn),
-        y: Math.ceil(chunk.mCount / this.tile.bm),
+        x: Math.ceil(chunk.nCount / tile.bn),
+        y: Math.ceil(chunk.mCount / tile.bm),
       };
     });
     return {
@@ -280,6 +305,29 @@ export class Matmul {
         }
       },
     };
+  }
+
+  /** The pipeline for a product, and the block of C one of its workgroups covers. */
+  private kernelFor(
+    p: Product,
+    inputsWritable: boolean,
+  ): { pipeline: GPUComputePipeline; tile: Pick<TileShape, 'bm' | 'bn'> } {
+    const common = {
+      a: p.aLayout,
+      b: p.bLayout,
+      bias: p.bias !== null,
+      accumulate: p.accumulate,
+      inputsWritable,
+    };
+    if (this.lanes !== null && lanesProductFits(p.aLayout, p.m, p.n, p.k)) {
+      const variant: LanesVariant = { ...common, lanes: this.lanes, rows: LANES_ROWS };
+      return {
+        pipeline: this.pipeline(`lanes ${JSON.stringify(variant)}`, lanesMatmulShader(variant)),
+        tile: { bm: LANES_ROWS, bn: lanesTileWidth(variant) },
+      };
+    }
+    const variant: MatmulVariant = { ...common, vec4: this.vec4Fits(p), tile: this.tile };
+    return { pipeline: this.pipeline(JSON.stringify(variant), matmulShader(variant)), tile: this.tile };
   }
 
   private vec4Fits(p: Product): boolean {

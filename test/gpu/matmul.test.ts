@@ -1,11 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  LANES_ROWS,
   MATMUL_TILE,
   MAX_DISPATCH_FLOPS,
   Matmul,
   type MatmulDims,
   planChunks,
 } from '../../gpu/kernels/matmul.js';
+import { cpuSubgroupLanes } from '../../gpu/kernels/lanes.js';
 import type { EncodedOp, TensorRef } from '../../gpu/kernels/types.js';
 import { matmulBackward, matmulForward } from '../../gpu/reference/kernels.js';
 import { testDevice } from '../helpers/gpu.js';
@@ -22,16 +24,20 @@ const ODD_NO_VEC4: MatmulDims = { rows: 5, inDim: 29, outDim: 3 };
 // Whole tiles (64 x 128, k step 8) in every product: forward, backward input and backward weight.
 const ALIGNED: MatmulDims = { rows: 128, inDim: 128, outDim: 256 };
 const DEEP: MatmulDims = { rows: 300, inDim: 20, outDim: 36 };
+// Multiples of 4 but for the row count: the lanes kernel serves forward and backward input, not backward weight.
+const ODD_ROWS: MatmulDims = { rows: 37, inDim: 52, outDim: 68 };
 
 /** Host arrays over plain ArrayBuffers, as writeBuffer wants. */
 type Floats = Float32Array<ArrayBuffer>;
 
 let device: GPUDevice;
-let matmul: Matmul;
+/** The tiled kernel everywhere, and the lanes kernel wherever a shape fits it (lavapipe runs both). */
+const kernels: Record<'tiled' | 'lanes', Matmul> = {} as Record<'tiled' | 'lanes', Matmul>;
 
 beforeAll(async () => {
   ({ device } = await testDevice());
-  matmul = new Matmul(device);
+  kernels.tiled = new Matmul(device, { lanes: null });
+  kernels.lanes = new Matmul(device);
 });
 
 afterAll(() => device?.destroy());
@@ -161,61 +167,106 @@ const cases: [string, MatmulDims][] = [
   ['odd sizes (scalar path: outDim 71)', ODD],
   ['tiny odd sizes, smaller than one tile (scalar path)', ODD_NO_VEC4],
   ['tile-aligned sizes (vec4 path)', ALIGNED],
-  ['an odd row count with a long reduction over rows (vec4 path)', DEEP],
+  ['a long reduction over rows, partial tiles (vec4 path)', DEEP],
+  ['an odd row count with widths divisible by 4', ODD_ROWS],
 ];
 
-describe.each(cases)('matmul on %s', (_name, dims) => {
-  const c = makeCase(dims, dims.rows * 7 + dims.inDim);
+describe.each(['tiled', 'lanes'] as const)('the %s kernel', (kernel) => {
+  describe.each(cases)('matmul on %s', (_name, dims) => {
+    const c = makeCase(dims, dims.rows * 7 + dims.inDim);
+    let matmul: Matmul;
+    beforeAll(() => {
+      matmul = kernels[kernel];
+    });
 
-  it.each([true, false])('forward with bias=%s matches the reference', async (withBias) => {
-    const out = upload(new Float32Array(dims.rows * dims.outDim).fill(Number.NaN));
-    await run(
-      matmul.forward({
-        out,
-        inp: upload(c.inp),
-        weight: upload(c.weight),
-        bias: withBias ? upload(c.bias) : null,
-        dims,
-      }),
-    );
-    expectClose('out', await download(out, dims.rows * dims.outDim), referenceForward(c, dims, withBias));
+    it.each([true, false])('forward with bias=%s matches the reference', async (withBias) => {
+      const out = upload(new Float32Array(dims.rows * dims.outDim).fill(Number.NaN));
+      await run(
+        matmul.forward({
+          out,
+          inp: upload(c.inp),
+          weight: upload(c.weight),
+          bias: withBias ? upload(c.bias) : null,
+          dims,
+        }),
+      );
+      expectClose('out', await download(out, dims.rows * dims.outDim), referenceForward(c, dims, withBias));
+    });
+
+    it('backwardInput adds dout · weight to dinp', async () => {
+      const dinp = upload(c.dinp0);
+      await run(matmul.backwardInput({ dinp, dout: upload(c.dout), weight: upload(c.weight), dims }));
+      expectClose(
+        'dinp',
+        await download(dinp, dims.rows * dims.inDim),
+        referenceBackward(c, dims, false).dinp,
+      );
+    });
+
+    it('backwardInput with overwrite replaces dinp by dout · weight', async () => {
+      const dinp = upload(c.dinp0);
+      await run(
+        matmul.backwardInput({ dinp, dout: upload(c.dout), weight: upload(c.weight), dims, overwrite: true }),
+      );
+      const fromZero = referenceBackward({ ...c, dinp0: new Float32Array(c.dinp0.length) }, dims, false).dinp;
+      expectClose('dinp', await download(dinp, dims.rows * dims.inDim), fromZero);
+    });
+
+    it.each([true, false])('backwardWeight with bias=%s adds into dweight and dbias', async (withBias) => {
+      const dweight = upload(c.dweight0);
+      const dbias = upload(c.dbias0);
+      await run(
+        matmul.backwardWeight({
+          dweight,
+          dbias: withBias ? dbias : null,
+          dout: upload(c.dout),
+          inp: upload(c.inp),
+          dims,
+        }),
+      );
+      const want = referenceBackward(c, dims, withBias);
+      expectClose('dweight', await download(dweight, dims.outDim * dims.inDim), want.dweight);
+      // Without a bias the dbias buffer must be left alone.
+      expectClose('dbias', await download(dbias, dims.outDim), want.dbias ?? Float64Array.from(c.dbias0));
+    });
+  });
+});
+
+describe('the lanes kernel', () => {
+  it('is chosen on lavapipe, whose subgroups are CPU SIMD lanes', () => {
+    expect(cpuSubgroupLanes(device)).toBeGreaterThan(0);
+    expect(kernels.lanes.lanes).toBe(cpuSubgroupLanes(device));
+    expect(LANES_ROWS % kernels.lanes.lanes!).toBe(0);
   });
 
-  it('backwardInput adds dout · weight to dinp', async () => {
-    const dinp = upload(c.dinp0);
-    await run(matmul.backwardInput({ dinp, dout: upload(c.dout), weight: upload(c.weight), dims }));
-    expectClose('dinp', await download(dinp, dims.rows * dims.inDim), referenceBackward(c, dims, false).dinp);
-  });
-
-  it('backwardInput with overwrite replaces dinp by dout · weight', async () => {
-    const dinp = upload(c.dinp0);
-    await run(matmul.backwardInput({ dinp, dout: upload(c.dout), weight: upload(c.weight), dims, overwrite: true }));
-    const fromZero = referenceBackward({ ...c, dinp0: new Float32Array(c.dinp0.length) }, dims, false).dinp;
-    expectClose('dinp', await download(dinp, dims.rows * dims.inDim), fromZero);
-  });
-
-  it.each([true, false])('backwardWeight with bias=%s adds into dweight and dbias', async (withBias) => {
-    const dweight = upload(c.dweight0);
-    const dbias = upload(c.dbias0);
-    await run(
-      matmul.backwardWeight({
-        dweight,
-        dbias: withBias ? dbias : null,
-        dout: upload(c.dout),
-        inp: upload(c.inp),
-        dims,
-      }),
-    );
-    const want = referenceBackward(c, dims, withBias);
-    expectClose('dweight', await download(dweight, dims.outDim * dims.inDim), want.dweight);
-    // Without a bias the dbias buffer must be left alone.
-    expectClose('dbias', await download(dbias, dims.outDim), want.dbias ?? Float64Array.from(c.dbias0));
+  it('gives the same bits as the tiled kernel (same fma order over k)', async () => {
+    const dims = DEEP;
+    const c = makeCase(dims, 5);
+    const outs: Float32Array[] = [];
+    for (const m of [kernels.tiled, kernels.lanes]) {
+      const out = upload(new Float32Array(dims.rows * dims.outDim));
+      const dweight = upload(c.dweight0);
+      const inp = upload(c.inp);
+      const dout = upload(c.dout);
+      await run(m.forward({ out, inp, weight: upload(c.weight), bias: upload(c.bias), dims }));
+      await run(m.backwardWeight({ dweight, dbias: null, dout, inp, dims }));
+      outs.push(
+        await download(out, dims.rows * dims.outDim),
+        await download(dweight, dims.outDim * dims.inDim),
+      );
+    }
+    expect(Buffer.from(outs[0]!.buffer).equals(Buffer.from(outs[2]!.buffer))).toBe(true);
+    expect(Buffer.from(outs[1]!.buffer).equals(Buffer.from(outs[3]!.buffer))).toBe(true);
   });
 });
 
 describe('matmul accumulation and determinism', () => {
   const dims = ODD;
   const c = makeCase(dims, 99);
+  let matmul: Matmul;
+  beforeAll(() => {
+    matmul = kernels.lanes;
+  });
 
   it('running backward twice adds the gradient twice', async () => {
     const dinp = upload(new Float32Array(dims.rows * dims.inDim));

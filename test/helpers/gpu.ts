@@ -1,4 +1,4 @@
-import { requestAdapter } from '../../gpu/device/acquire.js';
+import { requestAdapter, wantedFeatures } from '../../gpu/device/acquire.js';
 import { DRIVER_HINT, dawnGpu } from '../../main/gpu-host/dawn.js';
 
 /**
@@ -8,6 +8,7 @@ import { DRIVER_HINT, dawnGpu } from '../../main/gpu-host/dawn.js';
 export async function testDevice(): Promise<{ adapter: GPUAdapter; device: GPUDevice }> {
   const adapter = await requestAdapter(dawnGpu(), DRIVER_HINT);
   const device = await adapter.requestDevice({
+    requiredFeatures: wantedFeatures(adapter),
     requiredLimits: {
       maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
       maxBufferSize: adapter.limits.maxBufferSize,
