@@ -1,3 +1,10 @@
+import {
+  attentionLanesFit,
+  forwardLanesShader,
+  keyBackwardLanesShader,
+  queryBackwardLanesShader,
+} from './attention-lanes-wgsl.js';
+import { cpuSubgroupLanes } from './lanes.js';
 import { Uniforms, computePipeline, declare, first, flatMain, grid, launch, sequence } from './op.js';
 import type { EncodedOp, TensorRef } from './types.js';
 
@@ -132,6 +139,11 @@ ${position(vec)}
 }
 
 const SHADERS = { forward: forwardShader, queryBackward: queryBackwardShader, keyBackward: keyBackwardShader };
+const LANES_SHADERS = {
+  forward: forwardLanesShader,
+  queryBackward: queryBackwardLanesShader,
+  keyBackward: keyBackwardLanesShader,
+};
 
 export interface AttentionDims {
   B: number;
@@ -147,8 +159,16 @@ export interface AttentionDims {
 export class Attention {
   /** Compiled per shader and head size. */
   private readonly pipelines = new Map<string, GPUComputePipeline>();
+  /** Subgroup size of the lanes shaders (attention-lanes-wgsl.ts), or null when they are not used. */
+  readonly lanes: number | null;
 
-  constructor(private readonly device: GPUDevice) {}
+  /** `lanes` defaults to `cpuSubgroupLanes(device)`; null keeps the one-thread-per-position shaders. */
+  constructor(
+    private readonly device: GPUDevice,
+    options: { lanes?: number | null } = {},
+  ) {
+    this.lanes = options.lanes === undefined ? cpuSubgroupLanes(device) : options.lanes;
+  }
 
   forward(a: { out: TensorRef; att: TensorRef; qkv: TensorRef; dims: AttentionDims }): EncodedOp {
     const { B, T, C, NH } = a.dims;
@@ -180,14 +200,16 @@ export class Attention {
     const { B, T, C, NH } = dims;
     if (C % NH !== 0) throw new Error(`attention: C (${C}) must be divisible by NH (${NH})`);
     const hs = C / NH;
+    const lanes = this.lanes !== null && attentionLanesFit(hs, T, this.lanes) ? this.lanes : null;
     const vec = hs % 4 === 0 ? 4 : 1;
-    const key = `${name} hs${hs} vec${vec}`;
+    const key = lanes === null ? `${name} hs${hs} vec${vec}` : `${name} hs${hs} lanes${lanes}`;
     let pipeline = this.pipelines.get(key);
     if (!pipeline) {
-      pipeline = computePipeline(this.device, `attention.${key}`, SHADERS[name](vec, hs));
+      const code = lanes === null ? SHADERS[name](vec, hs) : LANES_SHADERS[name]({ hs, lanes });
+      pipeline = computePipeline(this.device, `attention.${key}`, code);
       this.pipelines.set(key, pipeline);
     }
     const params = new Uniforms().u32(B).u32(T).u32(C).u32(NH);
-    return launch(this.device, pipeline, `attention.${name}`, tensors, params, grid(B * NH * T, WG));
+    return launch(this.device, pipeline, `attention.${name}`, tensors, params, grid(B * NH * T, lanes ?? WG));
   }
 }

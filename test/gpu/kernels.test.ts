@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AdamW } from '../../gpu/kernels/adamw.js';
 import { Attention } from '../../gpu/kernels/attention.js';
+import { cpuSubgroupLanes } from '../../gpu/kernels/lanes.js';
 import { CrossEntropy } from '../../gpu/kernels/crossentropy.js';
 import { Elementwise } from '../../gpu/kernels/elementwise.js';
 import { Encoder } from '../../gpu/kernels/encoder.js';
@@ -88,17 +89,24 @@ describe('WGSL kernels vs the CPU reference', () => {
     expectClose(await pack.read('db'), db, 1e-5, 1e-5, 'layernorm dbias');
   });
 
-  // Head size 8 runs the vec4 shaders; 3 the scalar ones.
+  // Head size 8 runs the vec4 shaders, 3 the scalar ones; with lanes (lavapipe's subgroups), the lanes shaders
+  // serve head sizes divisible by 4 when T is a multiple of the subgroup size: 16 and 64 (two chunks a lane)
+  // at T = 16 put two subgroups on each head.
   it.each([
-    { C, NH },
-    { C: 6, NH: 2 },
-  ])('causal attention forward and backward (C $C, NH $NH)', async ({ C, NH }) => {
+    { C, NH, T, lanes: false },
+    { C, NH, T, lanes: true },
+    { C: 6, NH: 2, T, lanes: true },
+    { C: 32, NH: 2, T: 16, lanes: true },
+    { C: 128, NH: 2, T: 16, lanes: true },
+  ])('causal attention forward and backward (C $C, NH $NH, T $T, lanes $lanes)', async ({ C, NH, T, lanes }) => {
+    const BT = B * T;
     const qkv = randomArray(BT * 3 * C, 14, 1.5);
     const dout = randomArray(BT * C, 15);
     const dqkv0 = randomArray(BT * 3 * C, 16, 0.1);
     const TT = B * NH * T * T;
     const pack = new TensorPack(device, { qkv, dout, out: BT * C, att: TT, dpreatt: TT, dqkv: dqkv0 });
-    const k = new Attention(device);
+    const k = new Attention(device, lanes ? {} : { lanes: null });
+    if (lanes) expect(k.lanes).toBe(cpuSubgroupLanes(device));
     const dims = { B, T, C, NH };
     const r = (n: string) => pack.ref(n);
     await pack.run(
