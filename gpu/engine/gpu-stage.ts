@@ -410,8 +410,8 @@ function buildProgram(
     square: true,
     scale: 1,
   });
-  const adamw = layout.specs.map((sp, i) =>
-    adam.update({ param: ref(layout.params[i]!), grad: ref(layout.grads[i]!), m: ref(layout.m[i]!), v: ref(layout.v[i]!), n: sizes[i]!, decay: sp.decay }),
+  const adamw = adam.updateAll(
+    layout.specs.map((sp, i) => ({ param: ref(layout.params[i]!), grad: ref(layout.grads[i]!), m: ref(layout.m[i]!), v: ref(layout.v[i]!), n: sizes[i]!, decay: sp.decay })),
   );
   return { forward, backward, lossBackward, norm, adamw };
 }

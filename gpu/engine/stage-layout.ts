@@ -1,6 +1,7 @@
 import { isFirstStage, isLastStage, type GptConfig, type MicroBatchShape, type StageRange } from '../model/config.js';
 import { numel, stageParams, type ParamSpec } from '../model/params.js';
 import { partialCount, REDUCE_RESULT_BYTES } from '../kernels/reduce.js';
+import { adamwTableBytes } from '../kernels/adamw.js';
 import { ArenaPlan, type Slot } from './arena.js';
 
 /** The limits a layout must respect; WebGPU's defaults unless the device grants more. */
@@ -170,12 +171,13 @@ export function planStage(config: GptConfig, range: StageRange, shape: MicroBatc
 
 /**
  * GPU memory a stage of this shape allocates, in bytes: every buffer of its layout, its staging buffers and a
- * bound on its uniforms. Check it against a VRAM cap before creating a {@link GpuStage}.
+ * bound on its uniforms, and AdamW's segment tables. Check it against a VRAM cap before creating a {@link GpuStage}.
  */
 export function estimateStageMemoryBytes(config: GptConfig, range: StageRange, shape: MicroBatchShape, limits: LayoutLimits = DEFAULT_LIMITS): number {
   const layout = planStage(config, range, shape, limits);
   const uniforms = UNIFORM_BYTES_FIXED + UNIFORM_BYTES_PER_BLOCK * layout.blocks.length + UNIFORM_BYTES_PER_TENSOR * layout.specs.length;
-  return layout.plan.totalBytes() + layout.stagingBytes + SMALL_STAGING_BYTES + uniforms;
+  const tables = adamwTableBytes(layout.specs.map((s) => numel(s.shape)));
+  return layout.plan.totalBytes() + layout.stagingBytes + SMALL_STAGING_BYTES + uniforms + tables;
 }
 
 /** What a stage of this shape needs from a device: its largest tensor must fit one binding and one buffer. */

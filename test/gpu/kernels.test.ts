@@ -177,26 +177,42 @@ describe('WGSL kernels vs the CPU reference', () => {
     expectClose(await pack.read('dlogits'), dlogits, 1e-6, 1e-4, 'dlogits');
   });
 
-  it('AdamW with decoupled weight decay, bias correction and a gradient scale', async () => {
-    const n = 700;
+  // Packed by role (params, then grads, ...) the tensors share one launch, as in a stage; packed by tensor the
+  // roles' ranges would overlap, which WebGPU refuses to bind writable, so each tensor gets its own launch.
+  // Lengths all divisible by 4 run the vec4 shader; 301 the scalar one.
+  it.each([
+    { packing: 'by role', lengths: [700, 300], launches: 1 },
+    { packing: 'by role', lengths: [700, 301], launches: 1 },
+    { packing: 'by tensor', lengths: [700, 300], launches: 2 },
+  ])('AdamW with decoupled weight decay, bias correction and a gradient scale, $lengths packed $packing', async ({ packing, lengths, launches }) => {
+    // Two tensors, one decaying and one not, the second not a whole number of workgroups.
     const settings = { learningRate: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
-    const param = randomArray(n, 25);
-    const grad = randomArray(n, 26);
-    const m0 = randomArray(n, 27, 0.1);
-    const v0 = randomArray(n, 28, 0.1).map(Math.abs);
-    for (const decay of [true, false]) {
-      const pack = new TensorPack(device, { param, grad, m: m0, v: v0 });
-      const k = new AdamW(device);
-      const r = (x: string) => pack.ref(x);
-      k.setStep(settings, 3, 0.5);
-      await pack.run(k.update({ param: r('param'), grad: r('grad'), m: r('m'), v: r('v'), n, decay }));
-      const [p, m, v] = [param.slice(), m0.slice(), v0.slice()];
-      ref.adamwUpdate(p, grad, m, v, 3, settings, decay, 0.5);
-      expectClose(await pack.read('param'), p, 1e-6, 1e-5, `adamw param (decay ${decay})`);
-      expectClose(await pack.read('m'), m, 1e-7, 1e-5, 'adamw m');
-      expectClose(await pack.read('v'), v, 1e-7, 1e-5, 'adamw v');
-      pack.buffer.destroy();
+    const init: Record<string, Float32Array> = {};
+    const roles = ['param', 'grad', 'm', 'v'];
+    const fill = (role: string, t: number) => {
+      const n = lengths[t]!;
+      const seed = 25 + 2 * roles.indexOf(role) + t;
+      init[`${role}${t}`] = role === 'm' ? randomArray(n, seed, 0.1) : role === 'v' ? randomArray(n, seed, 0.1).map(Math.abs) : randomArray(n, seed);
+    };
+    if (packing === 'by role') for (const role of roles) lengths.forEach((_, t) => fill(role, t));
+    else lengths.forEach((_, t) => roles.forEach((role) => fill(role, t)));
+    const pack = new TensorPack(device, init);
+    const k = new AdamW(device);
+    const r = (x: string) => pack.ref(x);
+    k.setStep(settings, 3, 0.5);
+    const tensors = lengths.map((n, t) => ({ param: r(`param${t}`), grad: r(`grad${t}`), m: r(`m${t}`), v: r(`v${t}`), n, decay: t === 0 }));
+    const ops = k.updateAll(tensors);
+    expect(ops).toHaveLength(launches);
+    await pack.run(...ops);
+    for (const [t, n] of lengths.entries()) {
+      const [p, m, v] = [init[`param${t}`]!.slice(), init[`m${t}`]!.slice(), init[`v${t}`]!.slice()];
+      ref.adamwUpdate(p, init[`grad${t}`]!, m, v, 3, settings, t === 0, 0.5);
+      expect(p.length).toBe(n);
+      expectClose(await pack.read(`param${t}`), p, 1e-6, 1e-5, `adamw param ${t}`);
+      expectClose(await pack.read(`m${t}`), m, 1e-7, 1e-5, `adamw m ${t}`);
+      expectClose(await pack.read(`v${t}`), v, 1e-7, 1e-5, `adamw v ${t}`);
     }
+    pack.buffer.destroy();
   });
 
   it('sums of squares over several tensors are deterministic and flag NaN and Inf by bit test', async () => {
