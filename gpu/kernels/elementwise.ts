@@ -3,7 +3,19 @@ import type { EncodedOp, TensorRef } from './types.js';
 
 const WG = 256;
 
-const body = (bindings: string[], statement: string): string => `${declare(bindings, ['n'])}
+/*
+ * E is vec4f when the length is a multiple of 4 (each thread then does four elements) and f32 otherwise: on CPU
+ * adapters every load and store pays a per-lane loop, which a vec4 shares among four elements. The arithmetic
+ * per element is the same.
+ */
+const body =
+  (bindings: string[], statement: string, helpers = '') =>
+  (vec4: boolean): string => `${declare(
+    bindings.map((b) => `${b}: E`),
+    ['n'],
+  )}
+alias E = ${vec4 ? 'vec4f' : 'f32'};
+${helpers}
 ${flatMain(WG)}
   if (i >= p.n) { return; }
   ${statement}
@@ -14,37 +26,44 @@ ${flatMain(WG)}
 const geluCommon = /* wgsl */ `
 const GELU_SCALE: f32 = 0.7978845608028654;
 const GELU_CUBIC: f32 = 0.044715;
-fn tanhClamped(u: f32) -> f32 {
-  let e = exp(2.0 * clamp(u, -9.0, 9.0));
+fn tanhClamped(u: E) -> E {
+  let e = exp(2.0 * clamp(u, E(-9.0), E(9.0)));
   return (e - 1.0) / (e + 1.0);
 }`;
 
 const shaders = {
-  gelu: body(['out', 'inp'], `
+  gelu: body(
+    ['out', 'inp'],
+    `
   let x = inp[i];
-  out[i] = 0.5 * x * (1.0 + tanhClamped(GELU_SCALE * (x + GELU_CUBIC * x * x * x)));`) + geluCommon,
-  geluBackward: body(['dinp', 'inp', 'dout'], `
+  out[i] = 0.5 * x * (1.0 + tanhClamped(GELU_SCALE * (x + GELU_CUBIC * x * x * x)));`,
+    geluCommon,
+  ),
+  geluBackward: body(
+    ['dinp', 'inp', 'dout'],
+    `
   let x = inp[i];
   let th = tanhClamped(GELU_SCALE * (x + GELU_CUBIC * x * x * x));
   let local = 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * x * x);
-  dinp[i] += local * dout[i];`) + geluCommon,
+  dinp[i] += local * dout[i];`,
+    geluCommon,
+  ),
   residual: body(['out', 'a', 'b'], `out[i] = a[i] + b[i];`),
-  residualBackward: body(['da', 'db', 'dout'], `
+  residualBackward: body(
+    ['da', 'db', 'dout'],
+    `
   let d = dout[i];
   da[i] += d;
-  db[i] += d;`),
-  fill: body(['out'], `out[i] = 0.0;`),
+  db[i] += d;`,
+  ),
+  fill: body(['out'], `out[i] = E(0.0);`),
 };
 
-/** GELU (tanh approximation), residual add and zero-fill: one thread per element. */
+/** GELU (tanh approximation), residual add and zero-fill: one thread per element, or per vec4 of them. */
 export class Elementwise {
-  private readonly pipelines: Record<keyof typeof shaders, GPUComputePipeline>;
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
 
-  constructor(private readonly device: GPUDevice) {
-    this.pipelines = Object.fromEntries(
-      Object.entries(shaders).map(([name, code]) => [name, computePipeline(device, name, code)]),
-    ) as Record<keyof typeof shaders, GPUComputePipeline>;
-  }
+  constructor(private readonly device: GPUDevice) {}
 
   /** out = gelu(inp) */
   gelu(a: { out: TensorRef; inp: TensorRef; n: number }): EncodedOp {
@@ -73,6 +92,14 @@ export class Elementwise {
 
   private op(name: keyof typeof shaders, tensors: TensorRef[], n: number): EncodedOp {
     const refs = tensors.map((t) => first(t, n, name));
-    return launch(this.device, this.pipelines[name], name, refs, new Uniforms().u32(n), grid(n, WG));
+    const width = n % 4 === 0 ? 4 : 1;
+    const key = `${name} x${width}`;
+    let pipeline = this.pipelines.get(key);
+    if (!pipeline) {
+      pipeline = computePipeline(this.device, key, shaders[name](width === 4));
+      this.pipelines.set(key, pipeline);
+    }
+    const items = n / width;
+    return launch(this.device, pipeline, name, refs, new Uniforms().u32(items), grid(items, WG));
   }
 }

@@ -124,17 +124,18 @@ describe('WGSL kernels vs the CPU reference', () => {
     expectClose(await pack.read('dqkv'), dqkv, 1e-4, 1e-4, 'dqkv');
   });
 
-  it('GELU and residual forward and backward', async () => {
-    const n = 1000;
+  // 1000 runs the vec4 shaders, 1001 the scalar ones; zero-fill runs between nonzero neighbours.
+  it.each([1000, 1001])('GELU, residual and zero-fill over %i elements', async (n) => {
     const inp = randomArray(n, 17, 6);
     const other = randomArray(n, 18);
     const dout = randomArray(n, 19);
     const d0 = randomArray(n, 20, 0.1);
     const d1 = randomArray(n, 21, 0.1);
-    const pack = new TensorPack(device, { inp, other, dout, gelu: n, dgelu: d0, sum: n, da: d0, db: d1 });
+    const pack = new TensorPack(device, { inp, other, dout, gelu: n, dgelu: d0, sum: n, da: d0, db: d1, zeroed: d1 });
     const k = new Elementwise(device);
     const r = (x: string) => pack.ref(x);
     await pack.run(
+      k.zero({ out: r('zeroed'), n: n - 4 }),
       k.gelu({ out: r('gelu'), inp: r('inp'), n }),
       k.geluBackward({ dinp: r('dgelu'), inp: r('inp'), dout: r('dout'), n }),
       k.residual({ out: r('sum'), a: r('inp'), b: r('other'), n }),
@@ -153,6 +154,9 @@ describe('WGSL kernels vs the CPU reference', () => {
     expectClose(await pack.read('sum'), sum, 1e-6, 0, 'residual');
     expectClose(await pack.read('da'), da, 1e-6, 0, 'residual da');
     expectClose(await pack.read('db'), db, 1e-6, 0, 'residual db');
+    const zeroed = d1.slice();
+    zeroed.fill(0, 0, n - 4);
+    expect(Array.from(await pack.read('zeroed'))).toEqual(Array.from(zeroed));
   });
 
   it('softmax + cross-entropy forward and fused backward', async () => {
