@@ -26,7 +26,7 @@ export interface MatmulDims {
 /** The tiled kernel's tile; chosen by the ladder in gpu/README.md ("Optimisations"). */
 export const MATMUL_TILE: TileShape = { bm: 64, bn: 128, bk: 8, tm: 8, tn: 16 };
 
-/** Rows of C per workgroup of the lanes kernel (gpu/README.md, "Matmul on CPU adapters"). */
+/** Rows of C per workgroup of the lanes kernel (gpu/README.md, "Second round"). */
 export const LANES_ROWS = 32;
 
 export interface MatmulOptions {
