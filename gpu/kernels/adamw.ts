@@ -1,4 +1,12 @@
 import { Uniforms, bindOp, computePipeline, declare, flatMain, grid, need, uniformBuffer } from './op.js';
+import {
+  type SegmentSource,
+  bindableRuns,
+  segmentTable,
+  segmentTableBytes,
+  spans,
+  tableBuffer,
+} from './segments.js';
 import type { EncodedOp, TensorRef } from './types.js';
 import type { AdamWSettings } from '../stage/types.js';
 
@@ -55,54 +63,10 @@ const ROLES = ['param', 'grad', 'm', 'v'] as const;
 export function adamwTableBytes(lengths: readonly number[]): number {
   // Scalar lengths bound the vec4 table too.
   const groups = lengths.reduce((sum, n) => sum + Math.ceil(n / WG), 0);
-  return 4 * (groups + SEGMENT_FIELDS * lengths.length);
+  return segmentTableBytes(groups, lengths.length, SEGMENT_FIELDS);
 }
 
-/** The byte range each role of `run` binds. */
-function spans(run: readonly AdamWTensor[]): { buffer: GPUBuffer; offset: number; size: number }[] {
-  const head = run[0]!;
-  const last = run[run.length - 1]!;
-  return ROLES.map((r) => ({
-    buffer: head[r].buffer,
-    offset: head[r].offset,
-    size: last[r].offset + 4 * last.n - head[r].offset,
-  }));
-}
-
-/**
- * Whether one launch can bind `run`: each role in one GPUBuffer, its tensors in increasing order, within the
- * binding limit, and no two roles' ranges overlapping (WebGPU refuses aliased writable bindings).
- */
-function bindable(run: readonly AdamWTensor[], maxBinding: number): boolean {
-  const head = run[0]!;
-  for (const t of run) {
-    if (!ROLES.every((r) => t[r].buffer === head[r].buffer && t[r].offset >= head[r].offset)) return false;
-  }
-  const s = spans(run);
-  return s.every(
-    (a, i) =>
-      a.size <= maxBinding &&
-      s.every(
-        (b, j) =>
-          j <= i || a.buffer !== b.buffer || a.offset + a.size <= b.offset || b.offset + b.size <= a.offset,
-      ),
-  );
-}
-
-/** Splits tensors into consecutive runs that one launch each can bind. */
-function runs(tensors: readonly AdamWTensor[], maxBinding: number): AdamWTensor[][] {
-  const out: AdamWTensor[][] = [];
-  let run: AdamWTensor[] = [];
-  for (const t of tensors) {
-    if (run.length > 0 && !bindable([...run, t], maxBinding)) {
-      out.push(run);
-      run = [];
-    }
-    run.push(t);
-  }
-  if (run.length > 0) out.push(run);
-  return out;
-}
+const SOURCE: SegmentSource<AdamWTensor> = { refs: (t) => ROLES.map((r) => t[r]), floats: (t) => t.n };
 
 /**
  * AdamW with bias correction and decoupled weight decay over all of a stage's tensors in as few launches as
@@ -121,10 +85,9 @@ export class AdamW {
   /** Updates param, m and v of every tensor in place. */
   updateAll(tensors: readonly AdamWTensor[]): EncodedOp[] {
     for (const t of tensors) for (const r of ROLES) need(t[r], t.n, `adamw ${r}`);
-    const limit = this.device.limits.maxStorageBufferBindingSize;
-    for (const t of tensors)
-      if (!bindable([t], limit)) throw new Error("adamw: a tensor's param, grad, m and v must not overlap");
-    return runs(tensors, limit).map((run) => this.launch(run));
+    return bindableRuns(tensors, SOURCE, this.device.limits.maxStorageBufferBindingSize).map((run) =>
+      this.launch(run),
+    );
   }
 
   private pipeline(vec4: boolean): GPUComputePipeline {
@@ -140,26 +103,16 @@ export class AdamW {
     const l = 'adamw';
     const head = run[0]!;
     const width = run.every((t) => t.n % 4 === 0) ? 4 : 1;
-    const groups = run.reduce((sum, t) => sum + Math.ceil(t.n / width / WG), 0);
-    const table = new Uint32Array(groups + SEGMENT_FIELDS * run.length);
-    let group = 0;
-    run.forEach((t, index) => {
-      const seg = groups + SEGMENT_FIELDS * index;
-      ROLES.forEach((r, f) => (table[seg + f] = (t[r].offset - head[r].offset) / (4 * width)));
-      table[seg + 4] = t.n / width;
-      table[seg + 5] = t.decay ? 1 : 0;
-      table[seg + 6] = group;
-      const count = Math.ceil(t.n / width / WG);
-      table.fill(index, group, group + count);
-      group += count;
-    });
-    const tableBuffer = this.device.createBuffer({
-      label: 'adamw.table',
-      size: table.byteLength,
-      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
-    });
-    this.device.queue.writeBuffer(tableBuffer, 0, table);
-    const storage = [...spans(run), { buffer: tableBuffer, offset: 0, size: table.byteLength }];
+    const { table, groups } = segmentTable(
+      run.map((t) => Math.ceil(t.n / width / WG)),
+      SEGMENT_FIELDS,
+      (i, firstGroup) => {
+        const t = run[i]!;
+        const offsets = ROLES.map((r) => (t[r].offset - head[r].offset) / (4 * width));
+        return [...offsets, t.n / width, t.decay ? 1 : 0, firstGroup];
+      },
+    );
+    const storage = [...spans(run, SOURCE), tableBuffer(this.device, 'adamw.table', table)];
     const uniform = uniformBuffer(this.device, l, new Uniforms().u32(groups).bytes());
     return bindOp(
       this.device,

@@ -1,14 +1,29 @@
-import { Uniforms, computePipeline, declare, first, grid, launch, sequence } from './op.js';
+import {
+  Uniforms,
+  bindOp,
+  computePipeline,
+  declare,
+  first,
+  grid,
+  launch,
+  sequence,
+  uniformBuffer,
+} from './op.js';
+import { type SegmentSource, bindableRuns, segmentTable, spans, tableBuffer } from './segments.js';
 import type { EncodedOp, TensorRef } from './types.js';
 
 const WG = 256;
 /** Elements one workgroup folds into one partial: 16 per thread. */
 export const REDUCE_CHUNK = WG * 16;
 
+/** u32 fields per input in a partial launch's segment table: its offset (in E), length (in E), first workgroup. */
+const SEGMENT_FIELDS = 3;
+
 // WGSL lets compilers assume floats are finite, so `x != x` or comparisons with Inf may be folded away.
 // The exponent bits cannot be: all ones means Inf or NaN.
-const nonfinite = /* wgsl */ `
-fn nonfinite(x: f32) -> u32 { return select(0u, 1u, (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u); }`;
+const nonfinite = (vec4: boolean) => /* wgsl */ `
+alias U = ${vec4 ? 'vec4u' : 'u32'};
+fn nonfinite(x: E) -> u32 { return select(0u, 1u, any((bitcast<U>(x) & U(0x7f800000u)) == U(0x7f800000u))); }`;
 
 /** Tree reduction of (sum, flag) over one workgroup; lane 0 ends with the total. The order is fixed. */
 const treeReduce = /* wgsl */ `
@@ -25,30 +40,46 @@ const treeReduce = /* wgsl */ `
 
 const workgroupArrays = `var<workgroup> sums: array<f32, ${WG}>;\nvar<workgroup> bad: array<u32, ${WG}>;`;
 
-const partialShader = `${declare(['partials', 'flags: u32', 'inp'], ['n', 'base', 'square'])}
+/*
+ * Workgroup g folds chunk g - first of its input (per the segment table) into partial base + g. E is vec4f when
+ * every input's length is a multiple of 4: on CPU adapters each load costs per lane, and a vec4 shares that
+ * cost among four elements.
+ */
+function partialShader(vec4: boolean): string {
+  const chunk = REDUCE_CHUNK / (vec4 ? 4 : 1);
+  return `${declare(['partials', 'flags: u32', 'inp: E', 'table: u32'], ['groups', 'base', 'square'])}
+alias E = ${vec4 ? 'vec4f' : 'f32'};
+fn hsum(x: E) -> f32 { return ${vec4 ? '(x.x + x.y) + (x.z + x.w)' : 'x'}; }
 ${workgroupArrays}
-${nonfinite}
+${nonfinite(vec4)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let group = wid.y * nwg.x + wid.x;
-  let start = group * ${REDUCE_CHUNK}u;
-  var acc = 0.0;
+  let g = wid.y * nwg.x + wid.x;
+  if (g >= p.groups) { return; }
+  let seg = p.groups + table[g] * ${SEGMENT_FIELDS}u;
+  let at = table[seg];
+  let start = (g - table[seg + 2u]) * ${chunk}u;
+  let end = min(start + ${chunk}u, table[seg + 1u]);
+  var sum = E(0.0);
   var flag = 0u;
-  for (var j = start + lid.x; j < min(start + ${REDUCE_CHUNK}u, p.n); j += ${WG}u) {
-    let x = inp[j];
-    acc += select(x, x * x, p.square == 1u);
+  for (var j = start + lid.x; j < end; j += ${WG}u) {
+    let x = inp[at + j];
+    sum += select(x, x * x, p.square == 1u);
     flag |= nonfinite(x);
   }
+  let acc = hsum(sum);
 ${treeReduce}
   if (lid.x == 0u) {
-    partials[p.base + group] = sums[0];
-    flags[p.base + group] = bad[0];
+    partials[p.base + g] = sums[0];
+    flags[p.base + g] = bad[0];
   }
 }`;
+}
 
 const totalShader = `${declare(['result: u32', 'partials', 'flags: u32'], ['n', 'scale: f32'])}
+alias E = f32;
 ${workgroupArrays}
-${nonfinite}
+${nonfinite(false)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(local_invocation_id) lid: vec3u) {
   var acc = 0.0;
@@ -73,16 +104,23 @@ export function partialCount(n: number): number {
 /** Bytes of the `result` a reduction writes: the total (f32 bits) and a nonfinite flag (u32). */
 export const REDUCE_RESULT_BYTES = 8;
 
+interface Input {
+  ref: TensorRef;
+  n: number;
+}
+
+const SOURCE: SegmentSource<Input> = { refs: (t) => [t.ref], floats: (t) => t.n };
+
 /**
- * Deterministic sums without atomics: each tensor folds into per-workgroup partials, then one workgroup adds
- * the partials in index order. Alongside, a bit test flags any NaN or Inf among the inputs.
+ * Deterministic sums without atomics: each tensor folds into per-workgroup partials (all tensors in one launch
+ * where their buffers allow), then one workgroup adds the partials in index order. Alongside, a bit test flags
+ * any NaN or Inf among the inputs.
  */
 export class Reduce {
-  private readonly partial: GPUComputePipeline;
+  private readonly partial = new Map<boolean, GPUComputePipeline>();
   private readonly total: GPUComputePipeline;
 
   constructor(private readonly device: GPUDevice) {
-    this.partial = computePipeline(device, 'reduce.partial', partialShader);
     this.total = computePipeline(device, 'reduce.total', totalShader);
   }
 
@@ -94,7 +132,7 @@ export class Reduce {
     result: TensorRef;
     partials: TensorRef;
     flags: TensorRef;
-    inputs: readonly { ref: TensorRef; n: number }[];
+    inputs: readonly Input[];
     square: boolean;
     scale: number;
   }): EncodedOp {
@@ -102,21 +140,16 @@ export class Reduce {
     const count = a.inputs.reduce((s, t) => s + partialCount(t.n), 0);
     const partials = first(a.partials, count, l);
     const flags = first(a.flags, count, l);
+    const inputs = a.inputs.map((t) => ({ ref: first(t.ref, t.n, l), n: t.n }));
+    const runs = bindableRuns(inputs, SOURCE, this.device.limits.maxStorageBufferBindingSize, [
+      partials,
+      flags,
+    ]);
     const ops: EncodedOp[] = [];
     let base = 0;
-    for (const t of a.inputs) {
-      const groups = partialCount(t.n);
-      ops.push(
-        launch(
-          this.device,
-          this.partial,
-          `${l}.partial`,
-          [partials, flags, first(t.ref, t.n, l)],
-          new Uniforms().u32(t.n).u32(base).u32(a.square ? 1 : 0),
-          grid(groups, 1),
-        ),
-      );
-      base += groups;
+    for (const run of runs) {
+      ops.push(this.partials(l, run, partials, flags, base, a.square));
+      base += run.reduce((s, t) => s + partialCount(t.n), 0);
     }
     ops.push(
       launch(
@@ -129,5 +162,39 @@ export class Reduce {
       ),
     );
     return sequence(l, ops);
+  }
+
+  private partials(
+    l: string,
+    run: readonly Input[],
+    partials: TensorRef,
+    flags: TensorRef,
+    base: number,
+    square: boolean,
+  ): EncodedOp {
+    const vec4 = run.every((t) => t.n % 4 === 0);
+    const width = vec4 ? 4 : 1;
+    const head = run[0]!.ref;
+    const { table, groups } = segmentTable(
+      run.map((t) => partialCount(t.n)),
+      SEGMENT_FIELDS,
+      (i, firstGroup) => [(run[i]!.ref.offset - head.offset) / (4 * width), run[i]!.n / width, firstGroup],
+    );
+    let pipeline = this.partial.get(vec4);
+    if (!pipeline) {
+      pipeline = computePipeline(this.device, `reduce.partial${vec4 ? ' vec4' : ''}`, partialShader(vec4));
+      this.partial.set(vec4, pipeline);
+    }
+    const storage = [partials, flags, ...spans(run, SOURCE), tableBuffer(this.device, `${l}.table`, table)];
+    const uniform = uniformBuffer(
+      this.device,
+      `${l}.partial`,
+      new Uniforms()
+        .u32(groups)
+        .u32(base)
+        .u32(square ? 1 : 0)
+        .bytes(),
+    );
+    return bindOp(this.device, pipeline, `${l}.partial`, storage, [uniform], grid(groups, 1));
   }
 }
