@@ -7,6 +7,15 @@ import { LayerNorm } from '../kernels/layernorm.js';
 import { Matmul } from '../kernels/matmul.js';
 import { Reduce } from '../kernels/reduce.js';
 
+/** Choices that change which kernels run, not what they compute. */
+export interface KernelOptions {
+  /**
+   * Subgroup size for the lanes kernels (matmul, attention), null for the workgroup-memory kernels. Default:
+   * the device's, when it runs subgroups as CPU SIMD lanes (`cpuSubgroupLanes`).
+   */
+  lanes?: number | null;
+}
+
 /** Every kernel's compiled pipelines on one device; shared by the stages on that device. */
 export class KernelSet {
   readonly encoder: Encoder;
@@ -17,11 +26,14 @@ export class KernelSet {
   readonly crossentropy: CrossEntropy;
   readonly reduce: Reduce;
 
-  constructor(readonly device: GPUDevice) {
+  constructor(
+    readonly device: GPUDevice,
+    options: KernelOptions = {},
+  ) {
     this.encoder = new Encoder(device);
     this.layernorm = new LayerNorm(device);
-    this.matmul = new Matmul(device);
-    this.attention = new Attention(device);
+    this.matmul = new Matmul(device, { lanes: options.lanes });
+    this.attention = new Attention(device, { lanes: options.lanes });
     this.elementwise = new Elementwise(device);
     this.crossentropy = new CrossEntropy(device);
     this.reduce = new Reduce(device);

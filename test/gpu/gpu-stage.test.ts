@@ -62,8 +62,11 @@ function named(flat: Float32Array, like: StageState['params']): StageState['para
 }
 
 describe('GpuStage against CpuStage', () => {
-  it('starts from the same weights and tracks losses, gradients and weights over 3 steps (whole model)', async () => {
-    const gpu = await GpuStage.create(dev.device, config, wholeModel(config), shape, { seed: SEED, kernels: dev.kernels });
+  // lavapipe runs both kernel families: the lanes kernels it picks itself, and those real GPUs get.
+  it.each(['lanes', 'workgroup-memory'] as const)('starts from the same weights and tracks losses, gradients and weights over 3 steps (whole model, %s kernels)', async (family) => {
+    const kernels = family === 'lanes' ? dev.kernels : dev.gpuKernels;
+    expect(kernels.matmul.lanes !== null).toBe(family === 'lanes');
+    const gpu = await GpuStage.create(dev.device, config, wholeModel(config), shape, { seed: SEED, kernels });
     const cpu = new CpuStage(config, wholeModel(config), shape, SEED);
     try {
       const start = await gpu.exportState();

@@ -95,12 +95,16 @@ export function randomTokens(n: number, vocab: number, seed: number): Int32Array
   return Int32Array.from(randomArray(n, seed), (x) => Math.min(vocab - 1, Math.floor(((x + 1) / 2) * vocab)));
 }
 
-/** One dawn.node device and compiled kernel set for a whole test file, destroyed after it. */
-export function fileDevice(): { readonly device: GPUDevice; readonly kernels: KernelSet } {
-  const held: { device?: GPUDevice; kernels?: KernelSet } = {};
+/**
+ * One dawn.node device for a whole test file, destroyed after it, with two compiled kernel sets: the default
+ * (lanes kernels on lavapipe) and the workgroup-memory kernels that real GPUs run.
+ */
+export function fileDevice(): { readonly device: GPUDevice; readonly kernels: KernelSet; readonly gpuKernels: KernelSet } {
+  const held: { device?: GPUDevice; kernels?: KernelSet; gpuKernels?: KernelSet } = {};
   beforeAll(async () => {
     held.device = (await testDevice()).device;
     held.kernels = new KernelSet(held.device);
+    held.gpuKernels = new KernelSet(held.device, { lanes: null });
   });
   afterAll(() => held.device?.destroy());
   return {
@@ -109,6 +113,9 @@ export function fileDevice(): { readonly device: GPUDevice; readonly kernels: Ke
     },
     get kernels() {
       return held.kernels!;
+    },
+    get gpuKernels() {
+      return held.gpuKernels!;
     },
   };
 }

@@ -17,6 +17,8 @@ export const fixedRun = {
 export interface FixedRunResult {
   adapter: string;
   isFallback: boolean;
+  /** Subgroup size of the lanes kernels the run used, or null when it used the workgroup-memory ones. */
+  lanes: number | null;
   losses: number[];
 }
 
@@ -53,7 +55,12 @@ export async function runFixedTraining(gpu: GPU, hint: string): Promise<FixedRun
     const losses: number[] = [];
     for (let i = 0; i < steps; i++) losses.push((await trainer.step([batch(i % 2)])).loss);
     trainer.destroy();
-    return { adapter: adapterName(acquired.summary), isFallback: acquired.summary.isFallback, losses };
+    return {
+      adapter: adapterName(acquired.summary),
+      isFallback: acquired.summary.isFallback,
+      lanes: kernels.matmul.lanes,
+      losses,
+    };
   } finally {
     device.destroy();
   }
