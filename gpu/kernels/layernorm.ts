@@ -2,69 +2,113 @@ import { Uniforms, computePipeline, declare, first, flatMain, grid, launch, sequ
 import type { EncodedOp, TensorRef } from './types.js';
 
 const WG = 64;
+/**
+ * The parameter gradients have only C (or C/4) threads, each walking every row: small workgroups spread them
+ * over more of a CPU adapter's threads.
+ */
+const PARAM_WG = 8;
 const EPS = '1e-5';
 
-const forwardShader = `${declare(['out', 'mean', 'rstd', 'inp', 'weight', 'bias'], ['N', 'C'])}
+/*
+ * E is vec4f when C is a multiple of 4 (each loop step then covers four channels) and f32 otherwise: on CPU
+ * adapters a load costs per lane, and a vec4 shares that among four channels. Cv is C in units of E; row
+ * sums add E-wide partial sums, then their components, in a fixed order.
+ */
+function common(vec4: boolean): string {
+  return `alias E = ${vec4 ? 'vec4f' : 'f32'};
+fn hsum(x: E) -> f32 { return ${vec4 ? '(x.x + x.y) + (x.z + x.w)' : 'x'}; }`;
+}
+
+const forwardShader = (
+  vec4: boolean,
+) => `${declare(['out: E', 'mean', 'rstd', 'inp: E', 'weight: E', 'bias: E'], ['N', 'C', 'Cv'])}
+${common(vec4)}
 ${flatMain(WG)}
   if (i >= p.N) { return; }
-  let x = i * p.C;
-  var sum = 0.0;
-  for (var c = 0u; c < p.C; c++) { sum += inp[x + c]; }
-  let m = sum / f32(p.C);
-  var sq = 0.0;
-  for (var c = 0u; c < p.C; c++) { let d = inp[x + c] - m; sq += d * d; }
-  let s = inverseSqrt(sq / f32(p.C) + ${EPS});
-  for (var c = 0u; c < p.C; c++) { out[x + c] = (inp[x + c] - m) * s * weight[c] + bias[c]; }
+  let x = i * p.Cv;
+  var sum = E(0.0);
+  for (var c = 0u; c < p.Cv; c++) { sum += inp[x + c]; }
+  let m = hsum(sum) / f32(p.C);
+  var sq = E(0.0);
+  for (var c = 0u; c < p.Cv; c++) { let d = inp[x + c] - m; sq += d * d; }
+  let s = inverseSqrt(hsum(sq) / f32(p.C) + ${EPS});
+  for (var c = 0u; c < p.Cv; c++) { out[x + c] = (inp[x + c] - m) * s * weight[c] + bias[c]; }
   mean[i] = m;
   rstd[i] = s;
 }`;
 
-const inputBackwardShader = `${declare(['dinp', 'dout', 'inp', 'weight', 'mean', 'rstd'], ['N', 'C'])}
+const inputBackwardShader = (
+  vec4: boolean,
+) => `${declare(['dinp: E', 'dout: E', 'inp: E', 'weight: E', 'mean', 'rstd'], ['N', 'C', 'Cv'])}
+${common(vec4)}
 ${flatMain(WG)}
   if (i >= p.N) { return; }
-  let x = i * p.C;
+  let x = i * p.Cv;
   let m = mean[i];
   let s = rstd[i];
-  var dnormMean = 0.0;
-  var dnormNormMean = 0.0;
-  for (var c = 0u; c < p.C; c++) {
+  var dnormSum = E(0.0);
+  var dnormNormSum = E(0.0);
+  for (var c = 0u; c < p.Cv; c++) {
     let dnorm = weight[c] * dout[x + c];
-    dnormMean += dnorm;
-    dnormNormMean += dnorm * (inp[x + c] - m) * s;
+    dnormSum += dnorm;
+    dnormNormSum += dnorm * (inp[x + c] - m) * s;
   }
-  dnormMean /= f32(p.C);
-  dnormNormMean /= f32(p.C);
-  for (var c = 0u; c < p.C; c++) {
+  let dnormMean = hsum(dnormSum) / f32(p.C);
+  let dnormNormMean = hsum(dnormNormSum) / f32(p.C);
+  for (var c = 0u; c < p.Cv; c++) {
     let norm = (inp[x + c] - m) * s;
     dinp[x + c] += (weight[c] * dout[x + c] - dnormMean - norm * dnormNormMean) * s;
   }
 }`;
 
-// One thread per channel sums over the rows in order, instead of every row racing to add into the weights.
-const paramBackwardShader = `${declare(['dweight', 'dbias', 'dout', 'inp', 'mean', 'rstd'], ['N', 'C'])}
-${flatMain(WG)}
-  if (i >= p.C) { return; }
+// One thread per channel (or vec4 of channels) sums over the rows in order, instead of every row racing to add
+// into the weights.
+const paramBackwardShader = (
+  vec4: boolean,
+) => `${declare(['dweight: E', 'dbias: E', 'dout: E', 'inp: E', 'mean', 'rstd'], ['N', 'C', 'Cv'])}
+${common(vec4)}
+${flatMain(PARAM_WG)}
+  if (i >= p.Cv) { return; }
   var dw = dweight[i];
   var db = dbias[i];
   for (var r = 0u; r < p.N; r++) {
-    let d = dout[r * p.C + i];
+    let d = dout[r * p.Cv + i];
     db += d;
-    dw += (inp[r * p.C + i] - mean[r]) * rstd[r] * d;
+    dw += (inp[r * p.Cv + i] - mean[r]) * rstd[r] * d;
   }
   dweight[i] = dw;
   dbias[i] = db;
 }`;
 
+const SHADERS = {
+  forward: forwardShader,
+  backwardInput: inputBackwardShader,
+  backwardParams: paramBackwardShader,
+};
+
+/** The shaders' uniforms: rows, channels, and channels in units of the shader's element type. */
+function dims(N: number, C: number): Uniforms {
+  return new Uniforms()
+    .u32(N)
+    .u32(C)
+    .u32(C % 4 === 0 ? C / 4 : C);
+}
+
 /** LayerNorm over the last axis (biased variance, eps 1e-5), saving mean and 1/std per row for backward. */
 export class LayerNorm {
-  private readonly fwd: GPUComputePipeline;
-  private readonly bwdInput: GPUComputePipeline;
-  private readonly bwdParams: GPUComputePipeline;
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
 
-  constructor(private readonly device: GPUDevice) {
-    this.fwd = computePipeline(device, 'layernorm.forward', forwardShader);
-    this.bwdInput = computePipeline(device, 'layernorm.backward.input', inputBackwardShader);
-    this.bwdParams = computePipeline(device, 'layernorm.backward.params', paramBackwardShader);
+  constructor(private readonly device: GPUDevice) {}
+
+  private pipeline(name: keyof typeof SHADERS, C: number): GPUComputePipeline {
+    const vec4 = C % 4 === 0;
+    const key = `${name}${vec4 ? ' vec4' : ''}`;
+    let p = this.pipelines.get(key);
+    if (!p) {
+      p = computePipeline(this.device, `layernorm.${key}`, SHADERS[name](vec4));
+      this.pipelines.set(key, p);
+    }
+    return p;
   }
 
   /** `rows` rows of `C` channels. */
@@ -82,10 +126,17 @@ export class LayerNorm {
     const l = 'layernorm.forward';
     return launch(
       this.device,
-      this.fwd,
+      this.pipeline('forward', C),
       l,
-      [first(a.out, N * C, l), first(a.mean, N, l), first(a.rstd, N, l), first(a.inp, N * C, l), first(a.weight, C, l), first(a.bias, C, l)],
-      new Uniforms().u32(N).u32(C),
+      [
+        first(a.out, N * C, l),
+        first(a.mean, N, l),
+        first(a.rstd, N, l),
+        first(a.inp, N * C, l),
+        first(a.weight, C, l),
+        first(a.bias, C, l),
+      ],
+      dims(N, C),
       grid(N, WG),
     );
   }
@@ -109,10 +160,19 @@ export class LayerNorm {
     const inp = first(a.inp, N * C, l);
     const mean = first(a.mean, N, l);
     const rstd = first(a.rstd, N, l);
-    const dims = new Uniforms().u32(N).u32(C);
+    const u = dims(N, C);
+    const input = [first(a.dinp, N * C, l), dout, inp, first(a.weight, C, l), mean, rstd];
+    const params = [first(a.dweight, C, l), first(a.dbias, C, l), dout, inp, mean, rstd];
     return sequence(l, [
-      launch(this.device, this.bwdInput, `${l}.input`, [first(a.dinp, N * C, l), dout, inp, first(a.weight, C, l), mean, rstd], dims, grid(N, WG)),
-      launch(this.device, this.bwdParams, `${l}.params`, [first(a.dweight, C, l), first(a.dbias, C, l), dout, inp, mean, rstd], dims, grid(C, WG)),
+      launch(this.device, this.pipeline('backwardInput', C), `${l}.input`, input, u, grid(N, WG)),
+      launch(
+        this.device,
+        this.pipeline('backwardParams', C),
+        `${l}.params`,
+        params,
+        u,
+        grid(C % 4 === 0 ? C / 4 : C, PARAM_WG),
+      ),
     ]);
   }
 }
