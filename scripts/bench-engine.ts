@@ -31,7 +31,7 @@ const TIMED_STEPS = 5;
  * Rounds of TIMED_STEPS steps, ours and TF.js alternating; each side's best round counts, so a burst of other
  * load on a shared machine does not decide the ratio.
  */
-const TRAIN_ROUNDS = 3;
+const TRAIN_ROUNDS = 5;
 
 interface Report {
   adapter: string;
