@@ -15,9 +15,15 @@ const BT = shape.batch * shape.seq;
 
 const dev = fileDevice();
 
-function batch(i: number): { tokens: Int32Array; targets: Int32Array } {
-  return { tokens: randomTokens(BT, config.vocabSize, 100 + i), targets: randomTokens(BT, config.vocabSize, 200 + i) };
+function batch(i: number, cfg: GptConfig = config, shp: MicroBatchShape = shape): { tokens: Int32Array; targets: Int32Array } {
+  const n = shp.batch * shp.seq;
+  return { tokens: randomTokens(n, cfg.vocabSize, 100 + i), targets: randomTokens(n, cfg.vocabSize, 200 + i) };
 }
+
+// Head size 9, a vocabulary of 50 and T = 12 (not a multiple of the subgroup size) send attention to its scalar
+// shaders and the head's products to the tiled matmul, next to lanes and vec4 kernels elsewhere.
+const oddConfig: GptConfig = { vocabSize: 50, contextLength: 12, width: 36, heads: 4, layers: 1, mlpRatio: 4 };
+const oddShape: MicroBatchShape = { batch: 3, seq: 12 };
 
 /** One global step over a chain of stages; returns the mean loss and the gradients before the update. */
 async function trainStep(stages: StageTrainer[], micro: { tokens: Int32Array; targets: Int32Array }[]) {
@@ -63,7 +69,11 @@ function named(flat: Float32Array, like: StageState['params']): StageState['para
 
 describe('GpuStage against CpuStage', () => {
   // lavapipe runs both kernel families: the lanes kernels it picks itself, and those real GPUs get.
-  it.each(['lanes', 'workgroup-memory'] as const)('starts from the same weights and tracks losses, gradients and weights over 3 steps (whole model, %s kernels)', async (family) => {
+  it.each([
+    { model: 'the test model', family: 'lanes', config, shape },
+    { model: 'the test model', family: 'workgroup-memory', config, shape },
+    { model: 'an odd-shaped model', family: 'lanes', config: oddConfig, shape: oddShape },
+  ] as const)('starts from the same weights and tracks losses, gradients and weights over 3 steps ($model, $family kernels)', async ({ family, config, shape }) => {
     const kernels = family === 'lanes' ? dev.kernels : dev.gpuKernels;
     expect(kernels.matmul.lanes !== null).toBe(family === 'lanes');
     const gpu = await GpuStage.create(dev.device, config, wholeModel(config), shape, { seed: SEED, kernels });
@@ -72,7 +82,7 @@ describe('GpuStage against CpuStage', () => {
       const start = await gpu.exportState();
       expectTensorsClose(start.params, (await cpu.exportState()).params, 0, 0, 'initial');
       for (let step = 0; step < 3; step++) {
-        const micro = [batch(2 * step), batch(2 * step + 1)];
+        const micro = [batch(2 * step, config, shape), batch(2 * step + 1, config, shape)];
         const g = await trainStep([gpu], micro);
         const c = await trainStep([cpu], micro);
         // Tolerances: losses agree to 1e-5 relative (f32 sums in a different order); each gradient tensor to
