@@ -125,6 +125,29 @@ describe('WGSL kernels vs the CPU reference', () => {
     expectClose(await pack.read('dqkv'), dqkv, 1e-4, 1e-4, 'dqkv');
   });
 
+  it('attention: the lanes shaders give the same bits as the one-thread-per-position ones', async () => {
+    const [C, NH, T] = [64, 2, 16];
+    const BT = B * T;
+    const TT = B * NH * T * T;
+    const qkv = randomArray(BT * 3 * C, 40, 1.5);
+    const dout = randomArray(BT * C, 41);
+    const results: Float32Array[][] = [];
+    for (const lanes of [undefined, null]) {
+      const pack = new TensorPack(device, { qkv, dout, out: BT * C, att: TT, dpreatt: TT, dqkv: BT * 3 * C });
+      const k = new Attention(device, { lanes });
+      const r = (n: string) => pack.ref(n);
+      const dims = { B, T, C, NH };
+      await pack.run(
+        k.forward({ out: r('out'), att: r('att'), qkv: r('qkv'), dims }),
+        k.backward({ dqkv: r('dqkv'), dpreatt: r('dpreatt'), dout: r('dout'), qkv: r('qkv'), att: r('att'), dims }),
+      );
+      results.push(await Promise.all(['out', 'att', 'dqkv'].map((n) => pack.read(n))));
+      pack.buffer.destroy();
+    }
+    expect(new Attention(device).lanes).not.toBeNull();
+    results[0]!.forEach((x, i) => expect(Buffer.from(x.buffer).equals(Buffer.from(results[1]![i]!.buffer))).toBe(true));
+  });
+
   // 1000 runs the vec4 shaders, 1001 the scalar ones; zero-fill runs between nonzero neighbours.
   it.each([1000, 1001])('GELU, residual and zero-fill over %i elements', async (n) => {
     const inp = randomArray(n, 17, 6);
