@@ -63,12 +63,12 @@ async function warmed(c: MatmulContender): Promise<MatmulContender> {
 }
 
 /** Our forward matmul out(n,n) = inp(n,n) · weight(n,n)^T, bias-free like TF.js's matMul. */
-export function ourMatmul(device: GPUDevice, n: number): Promise<MatmulContender> {
+export function ourMatmul(device: GPUDevice, n: number, matmul: Matmul): Promise<MatmulContender> {
   const inp = randomTensor(device, n * n);
   const weight = randomTensor(device, n * n);
   const out = randomTensor(device, n * n);
   const dims = { rows: n, inDim: n, outDim: n };
-  const op = new Matmul(device).forward({ out, inp, weight, bias: null, dims });
+  const op = matmul.forward({ out, inp, weight, bias: null, dims });
   return warmed({
     measure: (iters) => rateOp(device, op, 2 * n ** 3, iters),
     dispose() {
@@ -99,29 +99,42 @@ export function tfjsMatmul(tf: typeof Tf, n: number): Promise<MatmulContender> {
   });
 }
 
+/** Best rounds at one size: ours, TF.js, and our tiled kernel when `ours` ran the lanes kernel instead. */
+export interface MatmulComparison {
+  ours: Rate;
+  tfjs: Rate;
+  /** The kernel real GPUs run, measured too when the adapter gets the lanes kernel (CPU adapters). */
+  oursTiled: Rate | null;
+}
+
 /**
- * Both contenders at one size, measured in alternating rounds so that load from other processes on the
- * machine hits both alike; the best round of each counts.
+ * The contenders at one size, measured in alternating rounds so that load from other processes on the
+ * machine hits them alike; the best round of each counts.
  */
 export async function compareMatmul(
   device: GPUDevice,
   tf: typeof Tf,
   n: number,
   rounds: number,
-): Promise<{ ours: Rate; tfjs: Rate }> {
-  const contenders = { ours: await ourMatmul(device, n), tfjs: await tfjsMatmul(tf, n) };
-  const best = { ours: { gflops: 0, gflopsPerCpuSecond: 0 }, tfjs: { gflops: 0, gflopsPerCpuSecond: 0 } };
+): Promise<MatmulComparison> {
+  const matmul = new Matmul(device);
+  const contenders: Record<string, MatmulContender> = {
+    ours: await ourMatmul(device, n, matmul),
+    tfjs: await tfjsMatmul(tf, n),
+  };
+  if (matmul.lanes !== null)
+    contenders.oursTiled = await ourMatmul(device, n, new Matmul(device, { lanes: null }));
+  const best: Record<string, Rate> = {};
   const iters = iterationsFor(n);
   for (let r = 0; r < rounds; r++) {
-    for (const side of ['ours', 'tfjs'] as const) {
-      const got = await contenders[side].measure(iters);
+    for (const [side, contender] of Object.entries(contenders)) {
+      const got = await contender.measure(iters);
       best[side] = {
-        gflops: Math.max(best[side].gflops, got.gflops),
-        gflopsPerCpuSecond: Math.max(best[side].gflopsPerCpuSecond, got.gflopsPerCpuSecond),
+        gflops: Math.max(best[side]?.gflops ?? 0, got.gflops),
+        gflopsPerCpuSecond: Math.max(best[side]?.gflopsPerCpuSecond ?? 0, got.gflopsPerCpuSecond),
       };
     }
   }
-  contenders.ours.dispose();
-  contenders.tfjs.dispose();
-  return best;
+  for (const c of Object.values(contenders)) c.dispose();
+  return { ours: best.ours!, tfjs: best.tfjs!, oursTiled: best.oursTiled ?? null };
 }
