@@ -64,6 +64,8 @@ export interface CoordinatorStatus {
   reason: string;
   step: number;
   steps: number;
+  /** Progress within the current step: micro-batches through backward, of those it needs. */
+  microBatches: { done: number; total: number };
   loss: number | null;
   tokens: number;
   tokensPerSecond: number;
@@ -162,6 +164,10 @@ export class Coordinator extends EventEmitter {
       reason: this.reason,
       step: this.step,
       steps: this.config.steps,
+      microBatches: {
+        done: this.attempt && !this.attempt.isSettled ? this.attempt.completedMicroBatches : 0,
+        total: this.config.microBatchesPerStep,
+      },
       loss: this.lastLoss,
       tokens: this.tokens,
       tokensPerSecond: this.tokensPerSecond(),

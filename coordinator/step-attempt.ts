@@ -92,6 +92,11 @@ export class StepAttempt {
     return this.settled;
   }
 
+  /** Micro-batches whose backward pass has reached the first stage. */
+  get completedMicroBatches(): number {
+    return this.states.length - this.remaining;
+  }
+
   /** Handles a task result that belongs to this attempt. */
   onResult(peer: Peer, task: SentTask, loss: number | undefined, tensors: Tensor[]): void {
     if (this.settled) return;

@@ -11,6 +11,14 @@ export interface StageAnnouncer extends EventEmitter {
 interface RunStatus {
   step: number;
   steps: number;
+  /** Absent from coordinators older than this field. */
+  microBatches?: { done: number; total: number };
+}
+
+/** How far the network is into its current step, 0 to 1. */
+function stepFraction(status: RunStatus): number {
+  const mb = status.microBatches;
+  return mb && mb.total > 0 ? Math.min(1, Math.max(0, mb.done / mb.total)) : 0;
 }
 
 export interface FollowRunOptions {
@@ -58,7 +66,7 @@ export function followRun(
         fetchJson<RunStatus>('/status'),
         fetchJson<{ step: number; loss: number }[]>('/api/losses'),
       ]);
-      agent.setProgress({ step: status.step, stepFraction: 0, totalSteps: status.steps });
+      agent.setProgress({ step: status.step, stepFraction: stepFraction(status), totalSteps: status.steps });
       for (const point of losses) {
         if (point.step > lastLossStep) agent.addLoss(point.step, point.loss);
         lastLossStep = Math.max(lastLossStep, point.step);
