@@ -207,21 +207,23 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
 }
 
 /**
- * dbias(N) += column sums of dout(R,N). One thread per column walks the rows in order, so the sum is
- * deterministic and coalesced across neighbouring threads.
+ * dbias(N) += column sums of dout(R,N). One thread per column (or vec4 of columns when N % 4 == 0, which on CPU
+ * adapters quarters the per-lane loads) walks the rows in order, so the sum is deterministic and coalesced
+ * across neighbouring threads.
  */
-export function columnSumShader(inputsWritable: boolean): string {
+export function columnSumShader(inputsWritable: boolean, vec4: boolean): string {
+  const E = vec4 ? 'vec4<f32>' : 'f32';
   return /* wgsl */ `
 struct Dims { rows: u32, cols: u32 }
 @group(0) @binding(0) var<uniform> dims: Dims;
-@group(0) @binding(1) var<storage, ${inputsWritable ? 'read_write' : 'read'}> dout: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dbias: array<f32>;
+@group(0) @binding(1) var<storage, ${inputsWritable ? 'read_write' : 'read'}> dout: array<${E}>;
+@group(0) @binding(2) var<storage, read_write> dbias: array<${E}>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let col = gid.x;
   if (col >= dims.cols) { return; }
-  var sum = 0.0;
+  var sum = ${E}(0.0);
   for (var r = 0u; r < dims.rows; r++) { sum += dout[r * dims.cols + col]; }
   dbias[col] += sum;
 }

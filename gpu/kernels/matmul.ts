@@ -343,17 +343,21 @@ export class Matmul {
     if (overlaps(dout, dbias, rows * cols * F32, cols * F32))
       throw new Error(`${label}: dbias overlaps dout`);
     const inputsWritable = dout.buffer === dbias.buffer;
-    const pipeline = this.pipeline(`columnSum ${inputsWritable}`, columnSumShader(inputsWritable));
+    const width = cols % 4 === 0 ? 4 : 1;
+    const pipeline = this.pipeline(
+      `columnSum ${inputsWritable} x${width}`,
+      columnSumShader(inputsWritable, width === 4),
+    );
     const bindGroup = this.device.createBindGroup({
       label,
       layout: pipeline.getBindGroupLayout(0),
       entries: [
-        { binding: 0, resource: { buffer: this.uniform(label, [rows, cols]) } },
+        { binding: 0, resource: { buffer: this.uniform(label, [rows, cols / width]) } },
         { binding: 1, resource: binding(dout, rows * cols) },
         { binding: 2, resource: binding(dbias, cols) },
       ],
     });
-    const groups = Math.ceil(cols / 64);
+    const groups = Math.ceil(cols / width / 64);
     return {
       label,
       encode(pass) {
