@@ -1,6 +1,6 @@
 import { isFirstStage, isLastStage, type GptConfig, type MicroBatchShape, type StageRange } from '../model/config.js';
 import { numel, stageParams, type ParamSpec } from '../model/params.js';
-import { partialCount, REDUCE_RESULT_BYTES } from '../kernels/reduce.js';
+import { partialCount, REDUCE_RESULT_BYTES, reduceTableBytes } from '../kernels/reduce.js';
 import { adamwTableBytes } from '../kernels/adamw.js';
 import { ArenaPlan, type Slot } from './arena.js';
 
@@ -171,12 +171,14 @@ export function planStage(config: GptConfig, range: StageRange, shape: MicroBatc
 
 /**
  * GPU memory a stage of this shape allocates, in bytes: every buffer of its layout, its staging buffers and a
- * bound on its uniforms, and AdamW's segment tables. Check it against a VRAM cap before creating a {@link GpuStage}.
+ * bound on its uniforms, and the segment tables of AdamW and the sums. Check it against a VRAM cap before creating a {@link GpuStage}.
  */
 export function estimateStageMemoryBytes(config: GptConfig, range: StageRange, shape: MicroBatchShape, limits: LayoutLimits = DEFAULT_LIMITS): number {
   const layout = planStage(config, range, shape, limits);
   const uniforms = UNIFORM_BYTES_FIXED + UNIFORM_BYTES_PER_BLOCK * layout.blocks.length + UNIFORM_BYTES_PER_TENSOR * layout.specs.length;
-  const tables = adamwTableBytes(layout.specs.map((s) => numel(s.shape)));
+  const lengths = layout.specs.map((s) => numel(s.shape));
+  // AdamW's and the gradient norm's over every tensor, the loss's over one value per token.
+  const tables = adamwTableBytes(lengths) + reduceTableBytes(lengths) + reduceTableBytes([shape.batch * shape.seq]);
   return layout.plan.totalBytes() + layout.stagingBytes + SMALL_STAGING_BYTES + uniforms + tables;
 }
 

@@ -9,7 +9,14 @@ import {
   sequence,
   uniformBuffer,
 } from './op.js';
-import { type SegmentSource, bindableRuns, segmentTable, spans, tableBuffer } from './segments.js';
+import {
+  type SegmentSource,
+  bindableRuns,
+  segmentTable,
+  segmentTableBytes,
+  spans,
+  tableBuffer,
+} from './segments.js';
 import type { EncodedOp, TensorRef } from './types.js';
 
 const WG = 256;
@@ -107,6 +114,15 @@ export const REDUCE_RESULT_BYTES = 8;
 interface Input {
   ref: TensorRef;
   n: number;
+}
+
+/** Bytes of the segment tables a sum over inputs of these lengths creates (one launch: a bound for several). */
+export function reduceTableBytes(lengths: readonly number[]): number {
+  return segmentTableBytes(
+    lengths.reduce((sum, n) => sum + partialCount(n), 0),
+    lengths.length,
+    SEGMENT_FIELDS,
+  );
 }
 
 const SOURCE: SegmentSource<Input> = { refs: (t) => [t.ref], floats: (t) => t.n };
