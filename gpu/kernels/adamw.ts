@@ -1,4 +1,14 @@
-import { Uniforms, bindOp, computePipeline, declare, flatMain, grid, need, uniformBuffer } from './op.js';
+import {
+  PipelineCache,
+  Uniforms,
+  bindOp,
+  declare,
+  flatMain,
+  grid,
+  need,
+  uniformBuffer,
+  vec4Width,
+} from './op.js';
 import {
   type SegmentSource,
   bindableRuns,
@@ -12,7 +22,7 @@ import type { AdamWSettings } from '../stage/types.js';
 
 const WG = 256;
 /** u32 fields per tensor in the segment table: offsets of param, grad, m and v, n, decay, first workgroup. */
-const SEGMENT_FIELDS = 8;
+const SEGMENT_FIELDS = 7;
 
 /*
  * One launch updates many tensors. `table` maps each workgroup to its tensor, then holds each tensor's segment:
@@ -75,10 +85,11 @@ const SOURCE: SegmentSource<AdamWTensor> = { refs: (t) => ROLES.map((r) => t[r])
  * step.
  */
 export class AdamW {
-  private readonly pipelines = new Map<boolean, GPUComputePipeline>();
+  private readonly pipelines: PipelineCache;
   private readonly stepUniform: GPUBuffer;
 
   constructor(private readonly device: GPUDevice) {
+    this.pipelines = new PipelineCache(device);
     this.stepUniform = uniformBuffer(device, 'adamw.step', new ArrayBuffer(32));
   }
 
@@ -90,19 +101,10 @@ export class AdamW {
     );
   }
 
-  private pipeline(vec4: boolean): GPUComputePipeline {
-    let p = this.pipelines.get(vec4);
-    if (!p) {
-      p = computePipeline(this.device, vec4 ? 'adamw vec4' : 'adamw', shader(vec4));
-      this.pipelines.set(vec4, p);
-    }
-    return p;
-  }
-
   private launch(run: readonly AdamWTensor[]): EncodedOp {
     const l = 'adamw';
     const head = run[0]!;
-    const width = run.every((t) => t.n % 4 === 0) ? 4 : 1;
+    const width = vec4Width(...run.map((t) => t.n));
     const { table, groups } = segmentTable(
       run.map((t) => Math.ceil(t.n / width / WG)),
       SEGMENT_FIELDS,
@@ -116,7 +118,7 @@ export class AdamW {
     const uniform = uniformBuffer(this.device, l, new Uniforms().u32(groups).bytes());
     return bindOp(
       this.device,
-      this.pipeline(width === 4),
+      this.pipelines.get(`adamw x${width}`, () => shader(width === 4)),
       l,
       storage,
       [uniform, this.stepUniform],

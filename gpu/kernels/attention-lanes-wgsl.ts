@@ -11,6 +11,18 @@ import { declare } from './op.js';
 
 const DIMS = ['B', 'T', 'C', 'NH'];
 
+/**
+ * Forward softmax, middle pass, shared by both forward shaders: att[row + 0..t] holds the thread's scores and
+ * maxv their maximum; leaves exp(score - maxv) there, and inv = 1 / their sum.
+ */
+export const EXPONENTIATE_ROW = `  var sum = 0.0;
+  for (var t2 = 0u; t2 <= t; t2++) {
+    let e = exp(att[row + t2] - maxv);
+    att[row + t2] = e;
+    sum += e;
+  }
+  let inv = 1.0 / sum;`;
+
 export interface AttentionLanesShape {
   /** Head size. */
   hs: number;
@@ -93,13 +105,7 @@ export function forwardLanesShader(s: AttentionLanesShape): string {
       maxv = max(maxv, sc);
     }
   }
-  var sum = 0.0;
-  for (var t2 = 0u; t2 <= t; t2++) {
-    let e = exp(att[row + t2] - maxv);
-    att[row + t2] = e;
-    sum += e;
-  }
-  let inv = 1.0 / sum;
+${EXPONENTIATE_ROW}
   var o: array<vec4f, N>;
   for (var t2 = 0u; t2 < tEnd; t2++) {
     ${loadRow('v', 'qkv', '(b * p.T + t2) * C3v + 2u * Cv + hv', s)}

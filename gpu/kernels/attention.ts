@@ -1,11 +1,12 @@
 import {
+  EXPONENTIATE_ROW,
   attentionLanesFit,
   forwardLanesShader,
   keyBackwardLanesShader,
   queryBackwardLanesShader,
 } from './attention-lanes-wgsl.js';
 import { cpuSubgroupLanes } from './lanes.js';
-import { Uniforms, computePipeline, declare, first, flatMain, grid, launch, sequence } from './op.js';
+import { PipelineCache, Uniforms, declare, first, flatMain, grid, launch, sequence } from './op.js';
 import type { EncodedOp, TensorRef } from './types.js';
 
 const WG = 64;
@@ -59,13 +60,7 @@ ${position(vec)}
     att[row + t2] = s;
     maxv = max(maxv, s);
   }
-  var sum = 0.0;
-  for (var t2 = 0u; t2 <= t; t2++) {
-    let e = exp(att[row + t2] - maxv);
-    att[row + t2] = e;
-    sum += e;
-  }
-  let inv = 1.0 / sum;
+${EXPONENTIATE_ROW}
   var o: array<V, N>;
   for (var t2 = 0u; t2 <= t; t2++) {
     let a = att[row + t2] * inv;
@@ -138,7 +133,11 @@ ${position(vec)}
 }`;
 }
 
-const SHADERS = { forward: forwardShader, queryBackward: queryBackwardShader, keyBackward: keyBackwardShader };
+const SHADERS = {
+  forward: forwardShader,
+  queryBackward: queryBackwardShader,
+  keyBackward: keyBackwardShader,
+};
 const LANES_SHADERS = {
   forward: forwardLanesShader,
   queryBackward: queryBackwardLanesShader,
@@ -158,7 +157,7 @@ export interface AttentionDims {
  */
 export class Attention {
   /** Compiled per shader and head size. */
-  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly pipelines: PipelineCache;
   /** Subgroup size of the lanes shaders (attention-lanes-wgsl.ts), or null when they are not used. */
   readonly lanes: number | null;
 
@@ -167,13 +166,18 @@ export class Attention {
     private readonly device: GPUDevice,
     options: { lanes?: number | null } = {},
   ) {
+    this.pipelines = new PipelineCache(device);
     this.lanes = options.lanes === undefined ? cpuSubgroupLanes(device) : options.lanes;
   }
 
   forward(a: { out: TensorRef; att: TensorRef; qkv: TensorRef; dims: AttentionDims }): EncodedOp {
     const { B, T, C, NH } = a.dims;
     const l = 'attention.forward';
-    return this.launch('forward', [first(a.out, B * T * C, l), first(a.att, B * NH * T * T, l), first(a.qkv, B * T * 3 * C, l)], a.dims);
+    return this.launch(
+      'forward',
+      [first(a.out, B * T * C, l), first(a.att, B * NH * T * T, l), first(a.qkv, B * T * 3 * C, l)],
+      a.dims,
+    );
   }
 
   backward(a: {
@@ -193,7 +197,10 @@ export class Attention {
       first(a.qkv, B * T * 3 * C, l),
       first(a.dout, B * T * C, l),
     ];
-    return sequence(l, [this.launch('queryBackward', tensors, a.dims), this.launch('keyBackward', tensors, a.dims)]);
+    return sequence(l, [
+      this.launch('queryBackward', tensors, a.dims),
+      this.launch('keyBackward', tensors, a.dims),
+    ]);
   }
 
   private launch(name: keyof typeof SHADERS, tensors: TensorRef[], dims: AttentionDims): EncodedOp {
@@ -203,12 +210,9 @@ export class Attention {
     const lanes = this.lanes !== null && attentionLanesFit(hs, T, this.lanes) ? this.lanes : null;
     const vec = hs % 4 === 0 ? 4 : 1;
     const key = lanes === null ? `${name} hs${hs} vec${vec}` : `${name} hs${hs} lanes${lanes}`;
-    let pipeline = this.pipelines.get(key);
-    if (!pipeline) {
-      const code = lanes === null ? SHADERS[name](vec, hs) : LANES_SHADERS[name]({ hs, lanes });
-      pipeline = computePipeline(this.device, `attention.${key}`, code);
-      this.pipelines.set(key, pipeline);
-    }
+    const pipeline = this.pipelines.get(`attention.${key}`, () =>
+      lanes === null ? SHADERS[name](vec, hs) : LANES_SHADERS[name]({ hs, lanes }),
+    );
     const params = new Uniforms().u32(B).u32(T).u32(C).u32(NH);
     return launch(this.device, pipeline, `attention.${name}`, tensors, params, grid(B * NH * T, lanes ?? WG));
   }

@@ -1,4 +1,4 @@
-import { Uniforms, computePipeline, declare, first, flatMain, grid, launch } from './op.js';
+import { PipelineCache, Uniforms, declare, first, flatMain, grid, launch, vec4Width } from './op.js';
 import type { EncodedOp, TensorRef } from './types.js';
 
 const WG = 256;
@@ -61,9 +61,11 @@ const shaders = {
 
 /** GELU (tanh approximation), residual add and zero-fill: one thread per element, or per vec4 of them. */
 export class Elementwise {
-  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly pipelines: PipelineCache;
 
-  constructor(private readonly device: GPUDevice) {}
+  constructor(private readonly device: GPUDevice) {
+    this.pipelines = new PipelineCache(device);
+  }
 
   /** out = gelu(inp) */
   gelu(a: { out: TensorRef; inp: TensorRef; n: number }): EncodedOp {
@@ -92,13 +94,8 @@ export class Elementwise {
 
   private op(name: keyof typeof shaders, tensors: TensorRef[], n: number): EncodedOp {
     const refs = tensors.map((t) => first(t, n, name));
-    const width = n % 4 === 0 ? 4 : 1;
-    const key = `${name} x${width}`;
-    let pipeline = this.pipelines.get(key);
-    if (!pipeline) {
-      pipeline = computePipeline(this.device, key, shaders[name](width === 4));
-      this.pipelines.set(key, pipeline);
-    }
+    const width = vec4Width(n);
+    const pipeline = this.pipelines.get(`${name} x${width}`, () => shaders[name](width === 4));
     const items = n / width;
     return launch(this.device, pipeline, name, refs, new Uniforms().u32(items), grid(items, WG));
   }

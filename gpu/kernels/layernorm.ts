@@ -1,4 +1,14 @@
-import { Uniforms, computePipeline, declare, first, flatMain, grid, launch, sequence } from './op.js';
+import {
+  PipelineCache,
+  Uniforms,
+  declare,
+  first,
+  flatMain,
+  grid,
+  launch,
+  sequence,
+  vec4Width,
+} from './op.js';
 import type { EncodedOp, TensorRef } from './types.js';
 
 const WG = 64;
@@ -91,24 +101,20 @@ function dims(N: number, C: number): Uniforms {
   return new Uniforms()
     .u32(N)
     .u32(C)
-    .u32(C % 4 === 0 ? C / 4 : C);
+    .u32(C / vec4Width(C));
 }
 
 /** LayerNorm over the last axis (biased variance, eps 1e-5), saving mean and 1/std per row for backward. */
 export class LayerNorm {
-  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly pipelines: PipelineCache;
 
-  constructor(private readonly device: GPUDevice) {}
+  constructor(private readonly device: GPUDevice) {
+    this.pipelines = new PipelineCache(device);
+  }
 
   private pipeline(name: keyof typeof SHADERS, C: number): GPUComputePipeline {
-    const vec4 = C % 4 === 0;
-    const key = `${name}${vec4 ? ' vec4' : ''}`;
-    let p = this.pipelines.get(key);
-    if (!p) {
-      p = computePipeline(this.device, `layernorm.${key}`, SHADERS[name](vec4));
-      this.pipelines.set(key, p);
-    }
-    return p;
+    const width = vec4Width(C);
+    return this.pipelines.get(`layernorm.${name} x${width}`, () => SHADERS[name](width === 4));
   }
 
   /** `rows` rows of `C` channels. */
@@ -171,7 +177,7 @@ export class LayerNorm {
         `${l}.params`,
         params,
         u,
-        grid(C % 4 === 0 ? C / 4 : C, PARAM_WG),
+        grid(C / vec4Width(C), PARAM_WG),
       ),
     ]);
   }

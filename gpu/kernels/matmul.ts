@@ -1,5 +1,6 @@
 import type { EncodedOp, TensorRef } from './types.js';
 import { cpuSubgroupLanes } from './lanes.js';
+import { PipelineCache, vec4Width } from './op.js';
 import {
   type ALayout,
   type BLayout,
@@ -131,7 +132,7 @@ function binding(ref: TensorRef, elements: number): GPUBufferBinding {
  * bit-identical from run to run on one device.
  */
 export class Matmul {
-  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly pipelines: PipelineCache;
   private readonly tile: TileShape;
   /** Subgroup size of the lanes kernel, or null when it is not used. */
   readonly lanes: number | null;
@@ -140,6 +141,7 @@ export class Matmul {
     private readonly device: GPUDevice,
     options: MatmulOptions = {},
   ) {
+    this.pipelines = new PipelineCache(device);
     this.tile = options.tile ?? MATMUL_TILE;
     const lanes = options.lanes === undefined ? cpuSubgroupLanes(device) : options.lanes;
     this.lanes = lanes !== null && LANES_ROWS % lanes === 0 ? lanes : null;
@@ -232,22 +234,6 @@ export class Matmul {
     };
   }
 
-  private pipeline(key: string, code: string): GPUComputePipeline {
-    let p = this.pipelines.get(key);
-    if (!p) {
-      p = this.device.createComputePipeline({
-        label: `matmul ${key}`,
-        layout: 'auto',
-        compute: {
-          module: this.device.createShaderModule({ label: `matmul ${key}`, code }),
-          entryPoint: 'main',
-        },
-      });
-      this.pipelines.set(key, p);
-    }
-    return p;
-  }
-
   private uniform(label: string, values: number[]): GPUBuffer {
     const buf = this.device.createBuffer({
       label: `${label} dims`,
@@ -322,18 +308,23 @@ export class Matmul {
     if (this.lanes !== null && lanesProductFits(p.aLayout, p.m, p.n, p.k)) {
       const variant: LanesVariant = { ...common, lanes: this.lanes, rows: LANES_ROWS };
       return {
-        pipeline: this.pipeline(`lanes ${JSON.stringify(variant)}`, lanesMatmulShader(variant)),
+        pipeline: this.pipelines.get(`matmul lanes ${JSON.stringify(variant)}`, () =>
+          lanesMatmulShader(variant),
+        ),
         tile: { bm: LANES_ROWS, bn: lanesTileWidth(variant) },
       };
     }
     const variant: MatmulVariant = { ...common, vec4: this.vec4Fits(p), tile: this.tile };
-    return { pipeline: this.pipeline(JSON.stringify(variant), matmulShader(variant)), tile: this.tile };
+    return {
+      pipeline: this.pipelines.get(`matmul ${JSON.stringify(variant)}`, () => matmulShader(variant)),
+      tile: this.tile,
+    };
   }
 
   private vec4Fits(p: Product): boolean {
     const aContig = p.aLayout === 'mk' ? p.k : p.m;
     const bContig = p.bLayout === 'nk' ? p.k : p.n;
-    return aContig % 4 === 0 && bContig % 4 === 0 && p.n % 4 === 0;
+    return vec4Width(aContig, bContig, p.n) === 4;
   }
 
   private columnSum(dbias: TensorRef, dout: TensorRef, rows: number, cols: number): EncodedOp {
@@ -343,9 +334,8 @@ export class Matmul {
     if (overlaps(dout, dbias, rows * cols * F32, cols * F32))
       throw new Error(`${label}: dbias overlaps dout`);
     const inputsWritable = dout.buffer === dbias.buffer;
-    const width = cols % 4 === 0 ? 4 : 1;
-    const pipeline = this.pipeline(
-      `columnSum ${inputsWritable} x${width}`,
+    const width = vec4Width(cols);
+    const pipeline = this.pipelines.get(`matmul columnSum ${inputsWritable} x${width}`, () =>
       columnSumShader(inputsWritable, width === 4),
     );
     const bindGroup = this.device.createBindGroup({

@@ -66,6 +66,31 @@ export function computePipeline(device: GPUDevice, label: string, code: string):
   });
 }
 
+/** Pipelines of a kernel with several shader variants, compiled on first use; `code` runs only then. */
+export class PipelineCache {
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+
+  constructor(private readonly device: GPUDevice) {}
+
+  /** The pipeline labelled `label`, which also names the variant. */
+  get(label: string, code: () => string): GPUComputePipeline {
+    let pipeline = this.pipelines.get(label);
+    if (!pipeline) {
+      pipeline = computePipeline(this.device, label, code());
+      this.pipelines.set(label, pipeline);
+    }
+    return pipeline;
+  }
+}
+
+/**
+ * Elements a thread takes per load: 4 (vec4) when every length divides by 4, else 1. On CPU adapters each load
+ * costs per lane, so a vec4 shares that cost among four elements.
+ */
+export function vec4Width(...lengths: number[]): 1 | 4 {
+  return lengths.every((n) => n % 4 === 0) ? 4 : 1;
+}
+
 /**
  * Binds storage tensors to bindings 0..n-1 and uniform buffers after them, once, and returns the launch.
  * The pipeline's shader must declare its bindings in that order.
@@ -97,7 +122,8 @@ export function bindOp(
 
 /** Checks that a tensor holds at least `floats` 4-byte elements before a kernel reads or writes them. */
 export function need(ref: TensorRef, floats: number, what: string): void {
-  if (ref.size < floats * 4) throw new Error(`${what}: needs ${floats} elements (${floats * 4} bytes), got ${ref.size} bytes`);
+  if (ref.size < floats * 4)
+    throw new Error(`${what}: needs ${floats} elements (${floats * 4} bytes), got ${ref.size} bytes`);
 }
 
 /**

@@ -1,6 +1,7 @@
 import {
   Uniforms,
   bindOp,
+  PipelineCache,
   computePipeline,
   declare,
   first,
@@ -8,6 +9,7 @@ import {
   launch,
   sequence,
   uniformBuffer,
+  vec4Width,
 } from './op.js';
 import {
   type SegmentSource,
@@ -133,10 +135,11 @@ const SOURCE: SegmentSource<Input> = { refs: (t) => [t.ref], floats: (t) => t.n 
  * any NaN or Inf among the inputs.
  */
 export class Reduce {
-  private readonly partial = new Map<boolean, GPUComputePipeline>();
+  private readonly pipelines: PipelineCache;
   private readonly total: GPUComputePipeline;
 
   constructor(private readonly device: GPUDevice) {
+    this.pipelines = new PipelineCache(device);
     this.total = computePipeline(device, 'reduce.total', totalShader);
   }
 
@@ -188,19 +191,14 @@ export class Reduce {
     base: number,
     square: boolean,
   ): EncodedOp {
-    const vec4 = run.every((t) => t.n % 4 === 0);
-    const width = vec4 ? 4 : 1;
+    const width = vec4Width(...run.map((t) => t.n));
     const head = run[0]!.ref;
     const { table, groups } = segmentTable(
       run.map((t) => partialCount(t.n)),
       SEGMENT_FIELDS,
       (i, firstGroup) => [(run[i]!.ref.offset - head.offset) / (4 * width), run[i]!.n / width, firstGroup],
     );
-    let pipeline = this.partial.get(vec4);
-    if (!pipeline) {
-      pipeline = computePipeline(this.device, `reduce.partial${vec4 ? ' vec4' : ''}`, partialShader(vec4));
-      this.partial.set(vec4, pipeline);
-    }
+    const pipeline = this.pipelines.get(`reduce.partial x${width}`, () => partialShader(width === 4));
     const storage = [partials, flags, ...spans(run, SOURCE), tableBuffer(this.device, `${l}.table`, table)];
     const uniform = uniformBuffer(
       this.device,
