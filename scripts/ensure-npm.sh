@@ -4,12 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a===20&&b<19)) { console.error(`Node ${process.versions.node} is too old: Tributary needs Node 20.19 or later.`); process.exit(1); }'
+source scripts/ensure-node.sh
 
 stamp=node_modules/.package-lock.json
-if [ -f "$stamp" ] && [ "$stamp" -nt package-lock.json ] && [ -f node_modules/better-sqlite3/build/Release/better_sqlite3.node ]; then
+if [ -f "$stamp" ] && [ "$stamp" -nt package-lock.json ] && node -e 'new (require("better-sqlite3"))(":memory:")' 2>/dev/null; then
   echo "npm dependencies: up to date"
   exit 0
 fi
-echo "npm dependencies: installing (compiles better-sqlite3, about 2 minutes on 2 cores)"
+echo "npm dependencies: installing (about a minute)"
 ELECTRON_SKIP_BINARY_DOWNLOAD=1 npm ci --no-audit --no-fund

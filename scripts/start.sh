@@ -3,6 +3,7 @@
 # all on this machine (`tributary local`). Extra arguments go to `tributary local`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/ensure-node.sh
 
 bash scripts/ensure-npm.sh
 npm run --silent build:node

@@ -3,6 +3,7 @@
 # (unit, GPU on lavapipe, network on 127.0.0.1, end-to-end in Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/ensure-node.sh
 
 bash scripts/ensure-system.sh
 bash scripts/ensure-npm.sh

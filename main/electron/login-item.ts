@@ -3,9 +3,9 @@ import type { Settings } from 'electron';
 /** Passed when the OS starts the app at login, so it goes straight to the tray without a window. */
 export const HIDDEN_ARG = '--hidden';
 
-/** Electron's own login item (macOS, Windows): start hidden, in the tray. */
+/** Electron's own login item (macOS, Windows): start hidden, in the tray (the argument says so; Electron 45 dropped macOS's `openAsHidden`). */
 export function loginItemSettings(enabled: boolean): Settings {
-  return { openAtLogin: enabled, openAsHidden: true, args: [HIDDEN_ARG] };
+  return { openAtLogin: enabled, args: [HIDDEN_ARG] };
 }
 
 /**

@@ -74,7 +74,7 @@ describe('updater wiring', () => {
 
 describe('login item', () => {
   it('starts hidden in the tray', () => {
-    expect(loginItemSettings(true)).toEqual({ openAtLogin: true, openAsHidden: true, args: [HIDDEN_ARG] });
+    expect(loginItemSettings(true)).toEqual({ openAtLogin: true, args: [HIDDEN_ARG] });
     expect(loginItemSettings(false).openAtLogin).toBe(false);
     expect(startedHidden(['/opt/Tributary/tributary', HIDDEN_ARG])).toBe(true);
     expect(startedHidden(['/opt/Tributary/tributary'])).toBe(false);
