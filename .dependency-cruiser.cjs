@@ -35,7 +35,8 @@ module.exports = {
     },
     {
       name: 'main-not-coordinator-or-renderer',
-      comment: 'main/ hosts the agent; the coordinator is a separate server and the renderer a separate bundle.',
+      comment:
+        'main/ hosts the agent; the coordinator is a separate server and the renderer a separate bundle.',
       severity: 'error',
       from: { path: layer('main'), pathNot: '^main/cli/' },
       to: { path: layer('(coordinator|renderer)'), pathNot: 'node_modules' },
@@ -63,7 +64,11 @@ module.exports = {
     doNotFollow: { path: 'node_modules' },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: 'tsconfig.json' },
-    enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'require', 'node', 'default'], extensions: ['.ts', '.tsx', '.js', '.json'] },
+    enhancedResolveOptions: {
+      exportsFields: ['exports'],
+      conditionNames: ['import', 'require', 'node', 'default'],
+      extensions: ['.ts', '.tsx', '.js', '.json'],
+    },
     exclude: { path: '^dist/' },
   },
 };

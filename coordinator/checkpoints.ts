@@ -15,12 +15,22 @@ function stageFile(dir: string, stage: number): string {
 }
 
 /** Writes one safetensors file per stage, each fsynced and renamed into place, before the index names it. */
-export function saveCheckpoint(root: string, step: number, run: RunShape, runId: string, states: FlatState[]): string {
+export function saveCheckpoint(
+  root: string,
+  step: number,
+  run: RunShape,
+  runId: string,
+  states: FlatState[],
+): string {
   const dir = checkpointDir(root, step);
   mkdirSync(dir, { recursive: true });
   states.forEach((flat, stage) => {
     const range = run.ranges[stage]!;
-    const bytes = stageStateToSafetensors(unflatten(run.model, range, flat), { config: run.model, range, extra: { runId, globalStep: String(step) } });
+    const bytes = stageStateToSafetensors(unflatten(run.model, range, flat), {
+      config: run.model,
+      range,
+      extra: { runId, globalStep: String(step) },
+    });
     const file = stageFile(dir, stage);
     writeFileSync(`${file}.tmp`, bytes);
     const fd = openSync(`${file}.tmp`, 'r');
@@ -33,7 +43,10 @@ export function saveCheckpoint(root: string, step: number, run: RunShape, runId:
 
 export function loadCheckpoint(dir: string, run: RunShape): FlatState[] {
   return run.ranges.map((range, stage) => {
-    const { state } = safetensorsToStageState(readFileSync(stageFile(dir, stage)), { config: run.model, range });
+    const { state } = safetensorsToStageState(readFileSync(stageFile(dir, stage)), {
+      config: run.model,
+      range,
+    });
     return flatten(state, stageParamCount(run.model, range));
   });
 }

@@ -1,7 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
-import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -16,7 +21,14 @@ import type { Tensor } from '../shared/protocol/frame.js';
 import { nodeMessageSchema, type CoordinatorMessage, type NodeMessage } from '../shared/protocol/messages.js';
 import type { SignedReceipt } from '../shared/protocol/receipt.js';
 import { stateFromTensors, stateSpec, stateTensors } from '../shared/protocol/stage-state.js';
-import { ProtocolError, WireReader, defaultWireLimits, type Received, type TensorSpec, type WireLimits } from '../shared/protocol/wire.js';
+import {
+  ProtocolError,
+  WireReader,
+  defaultWireLimits,
+  type Received,
+  type TensorSpec,
+  type WireLimits,
+} from '../shared/protocol/wire.js';
 import { checkpointDir, loadCheckpoint, saveCheckpoint } from './checkpoints.js';
 import type { Corpus, MicroBatch } from './data.js';
 import { CoordinatorMetrics } from './metrics.js';
@@ -205,7 +217,10 @@ export class Coordinator extends EventEmitter {
     const checkpoint = this.store.latestCheckpoint();
     const resumeStep = Math.min(progress.step, checkpoint?.step ?? 0);
     if (resumeStep < progress.step) {
-      this.log.warn({ committed: progress.step, checkpoint: resumeStep }, 'resuming from the last checkpoint; later steps are redone (their receipts stay valid)');
+      this.log.warn(
+        { committed: progress.step, checkpoint: resumeStep },
+        'resuming from the last checkpoint; later steps are redone (their receipts stay valid)',
+      );
       this.store.truncateSteps(resumeStep);
     }
     const after = this.store.progress();
@@ -253,7 +268,11 @@ export class Coordinator extends EventEmitter {
   // --- connections ---------------------------------------------------------------------------------------
 
   private onConnection(socket: WebSocket): void {
-    const reader: WireReader<NodeMessage> = new WireReader<NodeMessage>(nodeMessageSchema, (m): TensorSpec[] => this.expect(peer, m), this.limits);
+    const reader: WireReader<NodeMessage> = new WireReader<NodeMessage>(
+      nodeMessageSchema,
+      (m): TensorSpec[] => this.expect(peer, m),
+      this.limits,
+    );
     const channel: Channel<NodeMessage, CoordinatorMessage> = new Channel<NodeMessage, CoordinatorMessage>(
       socket,
       reader,
@@ -269,7 +288,11 @@ export class Coordinator extends EventEmitter {
     );
     const peer: Peer = new Peer(++this.connections, channel);
     this.peers.add(peer);
-    socket.on('message', (data: Buffer, isBinary: boolean) => channel.receive(isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : data.toString('utf8')));
+    socket.on('message', (data: Buffer, isBinary: boolean) =>
+      channel.receive(
+        isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : data.toString('utf8'),
+      ),
+    );
     socket.on('close', () => {
       channel.markClosed();
       this.lose(peer, 'connection closed');
@@ -287,14 +310,16 @@ export class Coordinator extends EventEmitter {
       }
       case 'grads':
         if (peer.awaiting?.kind === 'grads' && peer.awaiting.key === m.attempt) return peer.awaiting.spec;
-        if (peer.stage !== null && m.attempt < this.attemptNo) return [{ dtype: 'f32', shape: [stageParamCount(this.run.model, this.run.ranges[peer.stage]!)] }];
+        if (peer.stage !== null && m.attempt < this.attemptNo)
+          return [{ dtype: 'f32', shape: [stageParamCount(this.run.model, this.run.ranges[peer.stage]!)] }];
         throw new ProtocolError('unexpected', 'gradients were not requested');
       case 'applied':
       case 'state':
       case 'loaded': {
         const a = peer.awaiting;
         const key = m.type === 'state' ? m.requestId : m.step;
-        if (a?.kind !== m.type || a.key !== key) throw new ProtocolError('unexpected', `no ${m.type} reply is due`);
+        if (a?.kind !== m.type || a.key !== key)
+          throw new ProtocolError('unexpected', `no ${m.type} reply is due`);
         return a.kind === 'loaded' ? [] : a.spec;
       }
       default:
@@ -332,7 +357,10 @@ export class Coordinator extends EventEmitter {
       case 'ping':
         return peer.send({ type: 'pong', sentAt: message.sentAt });
       case 'error':
-        this.log.warn({ node: peer.shortId, code: message.code, error: message.message }, 'node reported an error');
+        this.log.warn(
+          { node: peer.shortId, code: message.code, error: message.message },
+          'node reported an error',
+        );
         return this.drop(peer, `node error: ${message.message}`);
     }
   }
@@ -341,19 +369,35 @@ export class Coordinator extends EventEmitter {
     if (peer.nodeId) return peer.channel.fail(new ProtocolError('unexpected', 'hello sent twice'));
     const bannedUntil = this.bans.get(hello.nodeId) ?? 0;
     if (bannedUntil > Date.now()) {
-      return peer.channel.fail(new ProtocolError('unauthenticated', `node is banned for ${Math.ceil((bannedUntil - Date.now()) / 1000)} s more`));
+      return peer.channel.fail(
+        new ProtocolError(
+          'unauthenticated',
+          `node is banned for ${Math.ceil((bannedUntil - Date.now()) / 1000)} s more`,
+        ),
+      );
     }
     peer.nodeId = hello.nodeId;
     peer.engine = hello.engine;
     peer.receiptCursor = hello.receiptCursor;
     peer.nonce = randomBytes(32).toString('base64');
-    peer.send({ type: 'challenge', nonce: peer.nonce, coordinatorKey: this.publicKey, runId: this.config.runId });
+    peer.send({
+      type: 'challenge',
+      nonce: peer.nonce,
+      coordinatorKey: this.publicKey,
+      runId: this.config.runId,
+    });
   }
 
   private onAuth(peer: Peer, signature: string): void {
-    if (!peer.nonce || peer.authenticated) return peer.channel.fail(new ProtocolError('unexpected', 'auth without a challenge'));
-    const ok = this.options.verify(peer.nodeId, authChallengeBytes(peer.nonce, this.publicKey, peer.nodeId), Buffer.from(signature, 'base64'));
-    if (!ok) return peer.channel.fail(new ProtocolError('unauthenticated', 'signature does not match the node key'));
+    if (!peer.nonce || peer.authenticated)
+      return peer.channel.fail(new ProtocolError('unexpected', 'auth without a challenge'));
+    const ok = this.options.verify(
+      peer.nodeId,
+      authChallengeBytes(peer.nonce, this.publicKey, peer.nodeId),
+      Buffer.from(signature, 'base64'),
+    );
+    if (!ok)
+      return peer.channel.fail(new ProtocolError('unauthenticated', 'signature does not match the node key'));
     for (const other of this.peers) {
       if (other !== peer && other.nodeId === peer.nodeId) {
         other.channel.close(4000, 'replaced by a newer connection');
@@ -364,11 +408,25 @@ export class Coordinator extends EventEmitter {
     this.store.touchNode(peer.nodeId, peer.engine);
     this.metrics.nodes.set([...this.peers].filter((p) => p.authenticated).length);
     const { model, shape } = this.run;
-    peer.send({ type: 'welcome', runId: this.config.runId, model, shape, stages: this.config.stages, seed: this.config.seed });
-    for (const { seq, signed } of this.store.receiptsSince(peer.nodeId, peer.receiptCursor)) peer.send({ type: 'receipt', seq, signed });
+    peer.send({
+      type: 'welcome',
+      runId: this.config.runId,
+      model,
+      shape,
+      stages: this.config.stages,
+      seed: this.config.seed,
+    });
+    for (const { seq, signed } of this.store.receiptsSince(peer.nodeId, peer.receiptCursor))
+      peer.send({ type: 'receipt', seq, signed });
   }
 
-  private onResult(peer: Peer, taskId: number, loss: number | undefined, busyMs: number, tensors: Tensor[]): void {
+  private onResult(
+    peer: Peer,
+    taskId: number,
+    loss: number | undefined,
+    busyMs: number,
+    tensors: Tensor[],
+  ): void {
     const task = peer.tasks.get(taskId)!;
     peer.tasks.delete(taskId);
     const attempt = this.attempt;
@@ -405,15 +463,23 @@ export class Coordinator extends EventEmitter {
     for (const peer of this.peers) {
       if (!peer.authenticated) {
         const limit = this.options.authTimeoutMs ?? AUTH_TIMEOUT_MS;
-        if (now - peer.connectedAt > limit) peer.channel.fail(new ProtocolError('unauthenticated', `no authentication within ${limit} ms`));
+        if (now - peer.connectedAt > limit)
+          peer.channel.fail(new ProtocolError('unauthenticated', `no authentication within ${limit} ms`));
         continue;
       }
       // Loading a stage and its first task start an engine and compile kernels: far slower than a task.
       const warmingUp = peer.emaMs === null || peer.awaiting?.kind === 'loaded';
-      const limit = Math.max(this.config.taskTimeoutMs, 10 * (peer.emaMs ?? 0), warmingUp ? this.config.warmupTimeoutMs : 0);
-      const late = [...peer.tasks.values()].some((t) => t.attempt === this.attemptNo && now - t.sentAt > limit);
+      const limit = Math.max(
+        this.config.taskTimeoutMs,
+        10 * (peer.emaMs ?? 0),
+        warmingUp ? this.config.warmupTimeoutMs : 0,
+      );
+      const late = [...peer.tasks.values()].some(
+        (t) => t.attempt === this.attemptNo && now - t.sentAt > limit,
+      );
       if (late) this.drop(peer, `no result within ${limit} ms`);
-      else if (peer.awaiting && now - peer.awaiting.since > limit) this.drop(peer, `no ${peer.awaiting.kind} reply within ${limit} ms`);
+      else if (peer.awaiting && now - peer.awaiting.since > limit)
+        this.drop(peer, `no ${peer.awaiting.kind} reply within ${limit} ms`);
     }
   }
 
@@ -463,7 +529,10 @@ export class Coordinator extends EventEmitter {
         await this.commit(result);
       } catch (err) {
         if (this.stopping) break;
-        const reason = err instanceof AttemptFailed || err instanceof PeerLost ? err.message : `internal error: ${(err as Error).stack}`;
+        const reason =
+          err instanceof AttemptFailed || err instanceof PeerLost
+            ? err.message
+            : `internal error: ${(err as Error).stack}`;
         this.abortAttempt(reason);
         if (!(err instanceof AttemptFailed || err instanceof PeerLost)) await this.changed(1000);
       }
@@ -476,7 +545,10 @@ export class Coordinator extends EventEmitter {
 
   private abortAttempt(reason: string): void {
     this.metrics.replays.inc({ reason: reason.startsWith('internal') ? 'internal' : 'peer' });
-    this.log.warn({ step: this.step, attempt: this.attemptNo, reason }, 'step attempt abandoned; replaying it');
+    this.log.warn(
+      { step: this.step, attempt: this.attemptNo, reason },
+      'step attempt abandoned; replaying it',
+    );
     this.attempt?.fail(reason);
     this.attempt = null;
     for (const peer of this.peers) {
@@ -506,7 +578,9 @@ export class Coordinator extends EventEmitter {
 
   /** Whether the weights of `stage` at the current step exist somewhere: a replica, a checkpoint, or the seed. */
   private weightsAvailable(stage: number): boolean {
-    return this.membersOf(stage).length > 0 || this.step === 0 || this.store.latestCheckpoint()?.step === this.step;
+    return (
+      this.membersOf(stage).length > 0 || this.step === 0 || this.store.latestCheckpoint()?.step === this.step
+    );
   }
 
   /**
@@ -517,7 +591,10 @@ export class Coordinator extends EventEmitter {
     const lost = this.run.ranges.filter((r) => !this.weightsAvailable(r.index));
     if (lost.length === 0) return;
     const target = this.store.latestCheckpoint()?.step ?? 0;
-    this.log.warn({ from: this.step, to: target, stages: lost.map((r) => r.index) }, 'every replica of a stage left; rolling back to the last checkpoint');
+    this.log.warn(
+      { from: this.step, to: target, stages: lost.map((r) => r.index) },
+      'every replica of a stage left; rolling back to the last checkpoint',
+    );
     this.store.truncateSteps(target);
     const progress = this.store.progress();
     this.step = progress.step;
@@ -531,14 +608,22 @@ export class Coordinator extends EventEmitter {
   private placed(): PlacedPeer[] {
     return [...this.peers]
       .filter((p) => p.stage !== null)
-      .map((p) => ({ id: p.nodeId, stage: p.stage!, flopsPerSecond: p.unitEmaMs === null ? null : (this.stageFlops[p.stage!]! * 1000) / p.unitEmaMs }));
+      .map((p) => ({
+        id: p.nodeId,
+        stage: p.stage!,
+        flopsPerSecond: p.unitEmaMs === null ? null : (this.stageFlops[p.stage!]! * 1000) / p.unitEmaMs,
+      }));
   }
 
   private async admitJoiners(): Promise<void> {
-    const joiners = [...this.peers].filter((p) => p.authenticated && p.wantsWork && p.stage === null).sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1));
+    const joiners = [...this.peers]
+      .filter((p) => p.authenticated && p.wantsWork && p.stage === null)
+      .sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1));
     for (const peer of joiners) {
       if (!this.peers.has(peer)) continue;
-      await this.assign(peer, stageForJoiner(this.placed(), this.stageFlops)).catch((err: Error) => this.log.warn({ node: peer.shortId, err: err.message }, 'could not place node'));
+      await this.assign(peer, stageForJoiner(this.placed(), this.stageFlops)).catch((err: Error) =>
+        this.log.warn({ node: peer.shortId, err: err.message }, 'could not place node'),
+      );
     }
   }
 
@@ -548,8 +633,13 @@ export class Coordinator extends EventEmitter {
       const move = rebalanceMove(this.placed(), this.stageFlops);
       const peer = move && [...this.peers].find((p) => p.nodeId === move.id);
       if (!move || !peer) return;
-      this.log.info({ node: peer.shortId, from: move.from, to: move.to }, 'moving a node to balance the stages');
-      await this.assign(peer, move.to).catch((err: Error) => this.log.warn({ node: peer.shortId, err: err.message }, 'could not move node'));
+      this.log.info(
+        { node: peer.shortId, from: move.from, to: move.to },
+        'moving a node to balance the stages',
+      );
+      await this.assign(peer, move.to).catch((err: Error) =>
+        this.log.warn({ node: peer.shortId, err: err.message }, 'could not move node'),
+      );
     }
   }
 
@@ -557,11 +647,17 @@ export class Coordinator extends EventEmitter {
     const state = await this.stageState(stage);
     const range = this.run.ranges[stage]!;
     await this.request(peer, 'loaded', this.step, [], () =>
-      peer.send({ type: 'assign', range, optimizerStep: state.optimizerStep, step: this.step }, stateTensors(state)),
+      peer.send(
+        { type: 'assign', range, optimizerStep: state.optimizerStep, step: this.step },
+        stateTensors(state),
+      ),
     );
     peer.stage = stage;
     peer.resident = null;
-    this.log.info({ node: peer.shortId, stage, blocks: `${range.firstBlock}-${range.endBlock - 1}`, step: this.step }, 'node placed');
+    this.log.info(
+      { node: peer.shortId, stage, blocks: `${range.firstBlock}-${range.endBlock - 1}`, step: this.step },
+      'node placed',
+    );
     this.wake();
   }
 
@@ -574,7 +670,9 @@ export class Coordinator extends EventEmitter {
     let state: FlatState;
     if (source) {
       const requestId = ++this.requestIds;
-      const { message, tensors } = await this.request(source, 'state', requestId, stateSpec(paramCount), () => source.send({ type: 'stateRequest', requestId }));
+      const { message, tensors } = await this.request(source, 'state', requestId, stateSpec(paramCount), () =>
+        source.send({ type: 'stateRequest', requestId }),
+      );
       state = stateFromTensors((message as Extract<NodeMessage, { type: 'state' }>).optimizerStep, tensors);
     } else {
       const checkpoint = this.store.latestCheckpoint();
@@ -582,15 +680,23 @@ export class Coordinator extends EventEmitter {
         loadCheckpoint(checkpoint.dir, this.run).forEach((s, i) => this.stateCache.set(i, s));
         return this.stateCache.get(stage)!;
       }
-      if (this.step !== 0) throw new Error(`no source for the weights of stage ${stage} at step ${this.step}`);
+      if (this.step !== 0)
+        throw new Error(`no source for the weights of stage ${stage} at step ${this.step}`);
       state = seedState(this.run.model, this.run.ranges[stage]!, this.config.seed);
     }
     this.stateCache.set(stage, state);
     return state;
   }
 
-  private request(peer: Peer, kind: Awaiting['kind'], key: number, spec: TensorSpec[], send: () => void): Promise<Received<NodeMessage>> {
-    if (peer.channel.isClosed || !this.peers.has(peer)) return Promise.reject(new PeerLost(`node ${peer.shortId} is gone`));
+  private request(
+    peer: Peer,
+    kind: Awaiting['kind'],
+    key: number,
+    spec: TensorSpec[],
+    send: () => void,
+  ): Promise<Received<NodeMessage>> {
+    if (peer.channel.isClosed || !this.peers.has(peer))
+      return Promise.reject(new PeerLost(`node ${peer.shortId} is gone`));
     return new Promise((resolve, reject) => {
       peer.awaiting = { kind, key, spec, since: Date.now(), resolve, reject };
       send();
@@ -601,7 +707,12 @@ export class Coordinator extends EventEmitter {
     return this.options.corpus.microBatch(this.config.seed, step, index, this.run.shape);
   }
 
-  private async runAttempt(): Promise<{ result: AttemptResult; grads: Float32Array[]; clipScale: number; members: Peer[][] }> {
+  private async runAttempt(): Promise<{
+    result: AttemptResult;
+    grads: Float32Array[];
+    clipScale: number;
+    members: Peer[][];
+  }> {
     const attemptNo = ++this.attemptNo;
     this.stepAttempts++;
     const step = this.step;
@@ -634,7 +745,9 @@ export class Coordinator extends EventEmitter {
         const contributors = stagePeers.filter((p) => result.units.some((u) => u.peer === p));
         const parts = await Promise.all(
           contributors.map((p) =>
-            this.request(p, 'grads', attemptNo, [{ dtype: 'f32', shape: [n] }], () => p.send({ type: 'gradsRequest', step, attempt: attemptNo })),
+            this.request(p, 'grads', attemptNo, [{ dtype: 'f32', shape: [n] }], () =>
+              p.send({ type: 'gradsRequest', step, attempt: attemptNo }),
+            ),
           ),
         );
         const sum = new Float32Array(n);
@@ -655,7 +768,12 @@ export class Coordinator extends EventEmitter {
   }
 
   /** Applies the step on every replica, then records receipts, progress and (when due) a checkpoint. */
-  private async commit({ result, grads, clipScale, members }: Awaited<ReturnType<Coordinator['runAttempt']>>): Promise<void> {
+  private async commit({
+    result,
+    grads,
+    clipScale,
+    members,
+  }: Awaited<ReturnType<Coordinator['runAttempt']>>): Promise<void> {
     const step = this.step;
     const checkpointDue = (step + 1) % this.config.checkpointEvery === 0 || step + 1 === this.config.steps;
     const states: Array<FlatState | null> = members.map(() => null);
@@ -665,10 +783,21 @@ export class Coordinator extends EventEmitter {
           const sendState = checkpointDue && i === 0;
           const n = grads[stage]!.length;
           try {
-            const { message, tensors } = await this.request(peer, 'applied', step, sendState ? stateSpec(n) : [], () =>
-              peer.send({ type: 'apply', step, clipScale, adamw: this.config.adamw, sendState }, [{ dtype: 'f32', shape: [n], data: grads[stage]! }]),
+            const { message, tensors } = await this.request(
+              peer,
+              'applied',
+              step,
+              sendState ? stateSpec(n) : [],
+              () =>
+                peer.send({ type: 'apply', step, clipScale, adamw: this.config.adamw, sendState }, [
+                  { dtype: 'f32', shape: [n], data: grads[stage]! },
+                ]),
             );
-            if (sendState) states[stage] = stateFromTensors((message as Extract<NodeMessage, { type: 'applied' }>).optimizerStep, tensors);
+            if (sendState)
+              states[stage] = stateFromTensors(
+                (message as Extract<NodeMessage, { type: 'applied' }>).optimizerStep,
+                tensors,
+              );
           } catch (err) {
             // A replica lost while applying: the others hold the new weights; prepareStep handles a stage left empty.
             this.log.warn({ node: peer.shortId, err: (err as Error).message }, 'replica lost during apply');
@@ -699,10 +828,19 @@ export class Coordinator extends EventEmitter {
       peer?.send({ type: 'receipt', seq: receiptSeq, signed });
     }
     if (states.every((s) => s !== null)) {
-      const dir = saveCheckpoint(this.checkpointRoot, step + 1, this.run, this.config.runId, states as FlatState[]);
+      const dir = saveCheckpoint(
+        this.checkpointRoot,
+        step + 1,
+        this.run,
+        this.config.runId,
+        states as FlatState[],
+      );
       this.store.addCheckpoint(step + 1, dir);
     } else if (checkpointDue) {
-      this.log.warn({ step: step + 1, dir: checkpointDir(this.checkpointRoot, step + 1) }, 'checkpoint skipped: a stage did not return its state');
+      this.log.warn(
+        { step: step + 1, dir: checkpointDir(this.checkpointRoot, step + 1) },
+        'checkpoint skipped: a stage did not return its state',
+      );
     }
     this.step = step + 1;
     this.tokens += tokens;
@@ -712,7 +850,9 @@ export class Coordinator extends EventEmitter {
     this.stateCache.clear();
     this.metrics.step.set(this.step);
     this.metrics.loss.set(loss);
-    this.run.ranges.forEach((r) => this.metrics.stageNodes.set({ stage: String(r.index) }, this.membersOf(r.index).length));
+    this.run.ranges.forEach((r) =>
+      this.metrics.stageNodes.set({ stage: String(r.index) }, this.membersOf(r.index).length),
+    );
     const event: StepEvent = {
       step: this.step,
       loss,

@@ -27,8 +27,14 @@ export class Corpus {
   microBatch(seed: number, step: number, index: number, shape: MicroBatchShape): MicroBatch {
     const { batch, seq } = shape;
     const span = this.tokens.length - seq - 1;
-    if (span < 1) throw new Error(`the corpus has ${this.tokens.length} tokens, fewer than one sequence of ${seq + 1}`);
-    const rand = mulberry32((Math.imul(seed >>> 0, 0x85ebca6b) ^ Math.imul(step + 1, 0xc2b2ae35) ^ Math.imul(index + 1, 0x27d4eb2f)) >>> 0);
+    if (span < 1)
+      throw new Error(`the corpus has ${this.tokens.length} tokens, fewer than one sequence of ${seq + 1}`);
+    const rand = mulberry32(
+      (Math.imul(seed >>> 0, 0x85ebca6b) ^
+        Math.imul(step + 1, 0xc2b2ae35) ^
+        Math.imul(index + 1, 0x27d4eb2f)) >>>
+        0,
+    );
     const tokens = new Int32Array(batch * seq);
     const targets = new Int32Array(batch * seq);
     for (let b = 0; b < batch; b++) {
@@ -42,7 +48,9 @@ export class Corpus {
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The repository root, from coordinator/ in sources or dist/coordinator/ in the build. */
-const repoRoot = existsSync(resolve(here, '..', 'package.json')) ? resolve(here, '..') : resolve(here, '..', '..');
+const repoRoot = existsSync(resolve(here, '..', 'package.json'))
+  ? resolve(here, '..')
+  : resolve(here, '..', '..');
 
 /** tinyshakespeare next to the repository when present, else the small text shipped in coordinator/corpus. */
 export function defaultCorpusPath(): string {

@@ -3,14 +3,57 @@ import { Counter, Gauge, Registry } from 'prom-client';
 /** The coordinator's Prometheus metrics, on a registry of its own so several coordinators can share a process. */
 export class CoordinatorMetrics {
   readonly registry = new Registry();
-  readonly step = new Gauge({ name: 'tributary_step', help: 'Global steps committed', registers: [this.registry] });
-  readonly loss = new Gauge({ name: 'tributary_loss', help: 'Mean training loss of the last step', registers: [this.registry] });
-  readonly tokensPerSecond = new Gauge({ name: 'tributary_tokens_per_second', help: 'Training tokens per second since start', registers: [this.registry] });
-  readonly nodes = new Gauge({ name: 'tributary_nodes', help: 'Authenticated connections', registers: [this.registry] });
-  readonly stageNodes = new Gauge({ name: 'tributary_stage_nodes', help: 'Nodes training each stage', labelNames: ['stage'], registers: [this.registry] });
-  readonly relayedBytes = new Counter({ name: 'tributary_relayed_bytes_total', help: 'Activation and gradient bytes relayed between stages', registers: [this.registry] });
-  readonly receipts = new Counter({ name: 'tributary_receipts_total', help: 'Work receipts issued', registers: [this.registry] });
-  readonly replays = new Counter({ name: 'tributary_step_replays_total', help: 'Step attempts abandoned and replayed', labelNames: ['reason'], registers: [this.registry] });
-  readonly rejected = new Counter({ name: 'tributary_rejected_messages_total', help: 'Messages refused as invalid', labelNames: ['code'], registers: [this.registry] });
-  readonly dropped = new Counter({ name: 'tributary_dropped_peers_total', help: 'Peers dropped for silence or errors', registers: [this.registry] });
+  readonly step = new Gauge({
+    name: 'tributary_step',
+    help: 'Global steps committed',
+    registers: [this.registry],
+  });
+  readonly loss = new Gauge({
+    name: 'tributary_loss',
+    help: 'Mean training loss of the last step',
+    registers: [this.registry],
+  });
+  readonly tokensPerSecond = new Gauge({
+    name: 'tributary_tokens_per_second',
+    help: 'Training tokens per second since start',
+    registers: [this.registry],
+  });
+  readonly nodes = new Gauge({
+    name: 'tributary_nodes',
+    help: 'Authenticated connections',
+    registers: [this.registry],
+  });
+  readonly stageNodes = new Gauge({
+    name: 'tributary_stage_nodes',
+    help: 'Nodes training each stage',
+    labelNames: ['stage'],
+    registers: [this.registry],
+  });
+  readonly relayedBytes = new Counter({
+    name: 'tributary_relayed_bytes_total',
+    help: 'Activation and gradient bytes relayed between stages',
+    registers: [this.registry],
+  });
+  readonly receipts = new Counter({
+    name: 'tributary_receipts_total',
+    help: 'Work receipts issued',
+    registers: [this.registry],
+  });
+  readonly replays = new Counter({
+    name: 'tributary_step_replays_total',
+    help: 'Step attempts abandoned and replayed',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
+  readonly rejected = new Counter({
+    name: 'tributary_rejected_messages_total',
+    help: 'Messages refused as invalid',
+    labelNames: ['code'],
+    registers: [this.registry],
+  });
+  readonly dropped = new Counter({
+    name: 'tributary_dropped_peers_total',
+    help: 'Peers dropped for silence or errors',
+    registers: [this.registry],
+  });
 }

@@ -21,7 +21,9 @@ function capacities(peers: readonly PlacedPeer[]): Map<string, number> {
   const measured = peers.map((p) => p.flopsPerSecond).filter((f): f is number => f !== null && f > 0);
   // An unmeasured peer counts as an average one (or 1 FLOP/s when nobody is measured: only ratios matter).
   const fallback = measured.length > 0 ? measured.reduce((a, b) => a + b, 0) / measured.length : 1;
-  return new Map(peers.map((p) => [p.id, p.flopsPerSecond && p.flopsPerSecond > 0 ? p.flopsPerSecond : fallback]));
+  return new Map(
+    peers.map((p) => [p.id, p.flopsPerSecond && p.flopsPerSecond > 0 ? p.flopsPerSecond : fallback]),
+  );
 }
 
 /** Micro-batches per second of each stage; `stageFlops` is one micro-batch's forward+backward on it. */
@@ -39,7 +41,11 @@ export function stageForJoiner(peers: readonly PlacedPeer[], stageFlops: readonl
 }
 
 /** The single move that raises the bottleneck most, if it raises it by more than `margin` (x); else null. */
-export function rebalanceMove(peers: readonly PlacedPeer[], stageFlops: readonly number[], margin = 1.5): Move | null {
+export function rebalanceMove(
+  peers: readonly PlacedPeer[],
+  stageFlops: readonly number[],
+  margin = 1.5,
+): Move | null {
   const cap = capacities(peers);
   const counts = stageFlops.map((_, s) => peers.filter((p) => p.stage === s).length);
   const before = Math.min(...stageRates(peers, stageFlops));
@@ -52,7 +58,9 @@ export function rebalanceMove(peers: readonly PlacedPeer[], stageFlops: readonly
     if (counts[p.stage]! < 2) continue;
     for (let to = 0; to < stageFlops.length; to++) {
       if (to === p.stage) continue;
-      const moved = peers.map((q) => (q.id === p.id ? { ...q, stage: to, flopsPerSecond: cap.get(q.id)! } : q));
+      const moved = peers.map((q) =>
+        q.id === p.id ? { ...q, stage: to, flopsPerSecond: cap.get(q.id)! } : q,
+      );
       const after = Math.min(...stageRates(moved, stageFlops));
       if (after > bestAfter) {
         best = { id: p.id, from: p.stage, to };

@@ -14,7 +14,10 @@ export function receiptId(runId: string, step: number, stage: number, microBatch
   return `${runId}/${step}/${stage}/${microBatch}`;
 }
 
-export function signReceipt(keys: CoordinatorKeys, fields: Omit<WorkReceipt, 'version' | 'issuedAt'>): SignedReceipt {
+export function signReceipt(
+  keys: CoordinatorKeys,
+  fields: Omit<WorkReceipt, 'version' | 'issuedAt'>,
+): SignedReceipt {
   const receipt: WorkReceipt = { version: 1, ...fields, issuedAt: new Date().toISOString() };
   const signature = Buffer.from(keys.sign(canonicalReceiptBytes(receipt))).toString('base64');
   return { receipt, signature, coordinatorKey: keys.publicKeyHex };

@@ -1,6 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { splitBlocks, validateConfig, type GptConfig, type MicroBatchShape, type StageRange } from '../gpu/model/config.js';
+import {
+  splitBlocks,
+  validateConfig,
+  type GptConfig,
+  type MicroBatchShape,
+  type StageRange,
+} from '../gpu/model/config.js';
 import type { AdamWSettings } from '../gpu/stage/types.js';
 import { adamWSchema, gptConfigSchema, microBatchShapeSchema } from '../shared/protocol/messages.js';
 import { byteVocabSize } from '../shared/tokenizer.js';
@@ -8,8 +14,20 @@ import { byteVocabSize } from '../shared/tokenizer.js';
 /** A training run as the operator describes it in run.json. Every field has a default for a tiny model. */
 export const runConfigSchema = z
   .object({
-    runId: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/).default('tributary-tiny'),
-    model: gptConfigSchema.default({ vocabSize: byteVocabSize, contextLength: 32, width: 32, heads: 2, layers: 2, mlpRatio: 4 }),
+    runId: z
+      .string()
+      .min(1)
+      .max(64)
+      .regex(/^[A-Za-z0-9._-]+$/)
+      .default('tributary-tiny'),
+    model: gptConfigSchema.default({
+      vocabSize: byteVocabSize,
+      contextLength: 32,
+      width: 32,
+      heads: 2,
+      layers: 2,
+      mlpRatio: 4,
+    }),
     stages: z.number().int().min(1).max(64).default(2),
     microBatch: microBatchShapeSchema.default({ batch: 2, seq: 32 }),
     microBatchesPerStep: z.number().int().min(1).max(4096).default(4),
@@ -43,7 +61,9 @@ export function parseRunConfig(raw: unknown): RunConfig {
   validateConfig(config.model);
   splitBlocks(config.model, config.stages);
   if (config.microBatch.seq > config.model.contextLength) {
-    throw new Error(`run config: microBatch.seq (${config.microBatch.seq}) exceeds model.contextLength (${config.model.contextLength})`);
+    throw new Error(
+      `run config: microBatch.seq (${config.microBatch.seq}) exceeds model.contextLength (${config.model.contextLength})`,
+    );
   }
   if (config.model.vocabSize < byteVocabSize) {
     throw new Error(`run config: model.vocabSize must be at least ${byteVocabSize} for the byte tokenizer`);
@@ -70,5 +90,10 @@ export interface RunShape {
 }
 
 export function runShape(config: RunConfig): RunShape {
-  return { model: config.model, shape: config.microBatch, ranges: splitBlocks(config.model, config.stages), adamw: config.adamw };
+  return {
+    model: config.model,
+    shape: config.microBatch,
+    ranges: splitBlocks(config.model, config.stages),
+    adamw: config.adamw,
+  };
 }

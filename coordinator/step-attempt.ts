@@ -69,7 +69,10 @@ export class StepAttempt {
       this.reject = reject;
     });
     this.done.catch(() => {});
-    this.states = Array.from({ length: microBatches }, () => ({ path: ctx.members.map(() => null), loss: null }));
+    this.states = Array.from({ length: microBatches }, () => ({
+      path: ctx.members.map(() => null),
+      loss: null,
+    }));
     this.remaining = microBatches;
   }
 
@@ -79,7 +82,12 @@ export class StepAttempt {
 
   /** True when losing `peer` loses work of this attempt (its activations, gradients or queued tasks). */
   involves(peer: Peer): boolean {
-    return peer.queue.length > 0 || peer.busy || this.units.some((u) => u.peer === peer) || this.states.some((s) => s.path.includes(peer));
+    return (
+      peer.queue.length > 0 ||
+      peer.busy ||
+      this.units.some((u) => u.peer === peer) ||
+      this.states.some((s) => s.path.includes(peer))
+    );
   }
 
   fail(reason: string): void {
@@ -145,7 +153,8 @@ export class StepAttempt {
     // step before routing goes by expected completion, so a peer whose estimate is stale (a slow first task,
     // a busy moment) is measured again instead of starving.
     const measured = candidates.map((p) => p.emaMs).filter((ms): ms is number => ms !== null);
-    const fallback = measured.length > 0 ? measured.reduce((a, b) => a + b, 0) / measured.length : this.ctx.fallbackMs;
+    const fallback =
+      measured.length > 0 ? measured.reduce((a, b) => a + b, 0) / measured.length : this.ctx.fallbackMs;
     const unprobed = candidates.filter((p) => !p.busy && !this.routed.has(p));
     const peer = pickPeer(unprobed.length > 0 ? unprobed : candidates, Date.now(), fallback);
     if (!peer) {
@@ -182,7 +191,26 @@ export class StepAttempt {
   private send(peer: Peer, kind: TaskKind, mb: number, tensors: Tensor[], result: TensorSpec[]): void {
     const taskId = this.ctx.nextTaskId();
     const lossScale = 1 / this.states.length;
-    peer.tasks.set(taskId, { taskId, kind, step: this.ctx.step, attempt: this.ctx.attempt, microBatch: mb, sentAt: Date.now(), result });
-    peer.send({ type: 'task', taskId, kind, step: this.ctx.step, attempt: this.ctx.attempt, microBatch: mb, lossScale }, tensors);
+    peer.tasks.set(taskId, {
+      taskId,
+      kind,
+      step: this.ctx.step,
+      attempt: this.ctx.attempt,
+      microBatch: mb,
+      sentAt: Date.now(),
+      result,
+    });
+    peer.send(
+      {
+        type: 'task',
+        taskId,
+        kind,
+        step: this.ctx.step,
+        attempt: this.ctx.attempt,
+        microBatch: mb,
+        lossScale,
+      },
+      tensors,
+    );
   }
 }

@@ -59,25 +59,33 @@ export class CoordinatorStore {
 
   /** Binds the database to one run; a database of another run is refused rather than mixed. */
   claimRun(runId: string): void {
-    const row = this.db.prepare('SELECT value FROM meta WHERE key = ?').get('runId') as { value: string } | undefined;
+    const row = this.db.prepare('SELECT value FROM meta WHERE key = ?').get('runId') as
+      { value: string } | undefined;
     if (row && row.value !== runId) throw new Error(`database belongs to run "${row.value}", not "${runId}"`);
     if (!row) this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('runId', runId);
   }
 
   progress(): Progress {
-    const last = this.db.prepare('SELECT step, loss FROM steps ORDER BY step DESC LIMIT 1').get() as { step: number; loss: number } | undefined;
-    const tokens = (this.db.prepare('SELECT COALESCE(SUM(tokens), 0) AS t FROM steps').get() as { t: number }).t;
+    const last = this.db.prepare('SELECT step, loss FROM steps ORDER BY step DESC LIMIT 1').get() as
+      { step: number; loss: number } | undefined;
+    const tokens = (this.db.prepare('SELECT COALESCE(SUM(tokens), 0) AS t FROM steps').get() as { t: number })
+      .t;
     return { step: last ? last.step + 1 : 0, tokens, loss: last?.loss ?? null };
   }
 
   losses(): Array<{ step: number; loss: number }> {
-    return this.db.prepare('SELECT step, loss FROM steps ORDER BY step').all() as Array<{ step: number; loss: number }>;
+    return this.db.prepare('SELECT step, loss FROM steps ORDER BY step').all() as Array<{
+      step: number;
+      loss: number;
+    }>;
   }
 
   touchNode(nodeId: string, engine: string): void {
     const now = new Date().toISOString();
     this.db
-      .prepare('INSERT INTO nodes (node_id, engine, first_seen, last_seen) VALUES (?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET engine = excluded.engine, last_seen = excluded.last_seen')
+      .prepare(
+        'INSERT INTO nodes (node_id, engine, first_seen, last_seen) VALUES (?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET engine = excluded.engine, last_seen = excluded.last_seen',
+      )
       .run(nodeId, engine, now, now);
   }
 
@@ -96,24 +104,39 @@ export class CoordinatorStore {
       const stored: StoredReceipt[] = [];
       for (const signed of receipts) {
         const r = signed.receipt;
-        const info = insertReceipt.run(r.receiptId, r.nodeId, r.step, r.stage, r.microBatch, r.tokens, r.flops, JSON.stringify(signed));
+        const info = insertReceipt.run(
+          r.receiptId,
+          r.nodeId,
+          r.step,
+          r.stage,
+          r.microBatch,
+          r.tokens,
+          r.flops,
+          JSON.stringify(signed),
+        );
         if (info.changes === 0) continue;
         credit.run(r.nodeId, r.flops);
         stored.push({ seq: Number(info.lastInsertRowid), signed });
       }
-      this.db.prepare('INSERT OR REPLACE INTO steps (step, loss, tokens, finished_at) VALUES (?, ?, ?, ?)').run(step, loss, tokens, new Date().toISOString());
+      this.db
+        .prepare('INSERT OR REPLACE INTO steps (step, loss, tokens, finished_at) VALUES (?, ?, ?, ?)')
+        .run(step, loss, tokens, new Date().toISOString());
       return stored;
     });
     return run();
   }
 
   receiptsSince(nodeId: string, afterSeq: number): StoredReceipt[] {
-    const rows = this.db.prepare('SELECT seq, signed FROM receipts WHERE node_id = ? AND seq > ? ORDER BY seq').all(nodeId, afterSeq) as Array<{ seq: number; signed: string }>;
+    const rows = this.db
+      .prepare('SELECT seq, signed FROM receipts WHERE node_id = ? AND seq > ? ORDER BY seq')
+      .all(nodeId, afterSeq) as Array<{ seq: number; signed: string }>;
     return rows.map((row) => ({ seq: row.seq, signed: JSON.parse(row.signed) as SignedReceipt }));
   }
 
   balances(): Balance[] {
-    return this.db.prepare('SELECT node_id AS nodeId, flops, units FROM balances ORDER BY node_id').all() as Balance[];
+    return this.db
+      .prepare('SELECT node_id AS nodeId, flops, units FROM balances ORDER BY node_id')
+      .all() as Balance[];
   }
 
   receiptCount(): number {
@@ -121,11 +144,16 @@ export class CoordinatorStore {
   }
 
   addCheckpoint(step: number, dir: string): void {
-    this.db.prepare('INSERT OR REPLACE INTO checkpoints (step, dir, created_at) VALUES (?, ?, ?)').run(step, dir, new Date().toISOString());
+    this.db
+      .prepare('INSERT OR REPLACE INTO checkpoints (step, dir, created_at) VALUES (?, ?, ?)')
+      .run(step, dir, new Date().toISOString());
   }
 
   latestCheckpoint(): CheckpointRow | null {
-    return (this.db.prepare('SELECT step, dir FROM checkpoints ORDER BY step DESC LIMIT 1').get() as CheckpointRow | undefined) ?? null;
+    return (
+      (this.db.prepare('SELECT step, dir FROM checkpoints ORDER BY step DESC LIMIT 1').get() as
+        CheckpointRow | undefined) ?? null
+    );
   }
 
   /** Forgets steps after a rollback point, so progress and the loss curve match the weights again. */

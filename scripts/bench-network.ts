@@ -22,7 +22,12 @@ import { Ed25519Keys, verifyEd25519 } from '../main/identity/ed25519.js';
 import { NodeRuntime } from '../main/node/runtime.js';
 import { authChallengeBytes } from '../shared/protocol/auth.js';
 import { Channel } from '../shared/protocol/channel.js';
-import { coordinatorMessageSchema, nodeMessageSchema, type CoordinatorMessage, type NodeMessage } from '../shared/protocol/messages.js';
+import {
+  coordinatorMessageSchema,
+  nodeMessageSchema,
+  type CoordinatorMessage,
+  type NodeMessage,
+} from '../shared/protocol/messages.js';
 import { WireReader, encodeMessage } from '../shared/protocol/wire.js';
 import { singleProcessTrainer } from '../test/network/helpers.js';
 
@@ -65,9 +70,21 @@ async function singleProcess(): Promise<number> {
 }
 
 async function pipeline(dataDir: string): Promise<number> {
-  const coordinator = await Coordinator.start({ config, corpus, dataDir, keys: Ed25519Keys.generate(), verify: verifyEd25519, logger: quiet });
+  const coordinator = await Coordinator.start({
+    config,
+    corpus,
+    dataDir,
+    keys: Ed25519Keys.generate(),
+    verify: verifyEd25519,
+    logger: quiet,
+  });
   const nodes = [0, 1, 2, 3].map(() => {
-    const node = new NodeRuntime({ coordinatorUrl: coordinator.url, keys: Ed25519Keys.generate(), engine: 'gpu', logger: quiet });
+    const node = new NodeRuntime({
+      coordinatorUrl: coordinator.url,
+      keys: Ed25519Keys.generate(),
+      engine: 'gpu',
+      logger: quiet,
+    });
     node.start();
     return node;
   });
@@ -76,7 +93,9 @@ async function pipeline(dataDir: string): Promise<number> {
   coordinator.on('step', (e: StepEvent) => {
     if (e.step === WARMUP_STEPS) started = performance.now();
     ended = performance.now();
-    progress(`  pipeline step ${e.step}: loss ${e.loss.toFixed(4)}, nodes per stage [${e.stageNodes.join(', ')}]`);
+    progress(
+      `  pipeline step ${e.step}: loss ${e.loss.toFixed(4)}, nodes per stage [${e.stageNodes.join(', ')}]`,
+    );
   });
   await coordinator.finished;
   await Promise.all(nodes.map((n) => n.stop()));
@@ -100,21 +119,42 @@ async function relay(): Promise<number> {
   await Promise.all([sender, receiver].map((ws) => new Promise((r) => ws.once('open', r))));
   while (sockets.length < 2) await new Promise((r) => setTimeout(r, 5));
   const [fromSender, toReceiver] = sockets as [WebSocket, WebSocket];
-  const out = new Channel<NodeMessage, CoordinatorMessage>(toReceiver, new WireReader(nodeMessageSchema, () => []), () => {});
-  const inbound = new Channel<NodeMessage, CoordinatorMessage>(fromSender, new WireReader(nodeMessageSchema, () => spec), ({ tensors }) =>
-    out.send({ type: 'task', taskId: 1, kind: 'backward', step: 0, attempt: 0, microBatch: 0, lossScale: 1 }, tensors),
+  const out = new Channel<NodeMessage, CoordinatorMessage>(
+    toReceiver,
+    new WireReader(nodeMessageSchema, () => []),
+    () => {},
   );
-  fromSender.on('message', (d: Buffer, bin: boolean) => inbound.receive(bin ? new Uint8Array(d.buffer, d.byteOffset, d.byteLength) : d.toString()));
+  const inbound = new Channel<NodeMessage, CoordinatorMessage>(
+    fromSender,
+    new WireReader(nodeMessageSchema, () => spec),
+    ({ tensors }) =>
+      out.send(
+        { type: 'task', taskId: 1, kind: 'backward', step: 0, attempt: 0, microBatch: 0, lossScale: 1 },
+        tensors,
+      ),
+  );
+  fromSender.on('message', (d: Buffer, bin: boolean) =>
+    inbound.receive(bin ? new Uint8Array(d.buffer, d.byteOffset, d.byteLength) : d.toString()),
+  );
   let received = 0;
   const done = new Promise<void>((resolveDone) => {
-    const reader = new Channel<CoordinatorMessage, NodeMessage>(receiver, new WireReader(coordinatorMessageSchema, () => spec), () => {
-      if (++received === frames) resolveDone();
-    });
-    receiver.on('message', (d: Buffer, bin: boolean) => reader.receive(bin ? new Uint8Array(d.buffer, d.byteOffset, d.byteLength) : d.toString()));
+    const reader = new Channel<CoordinatorMessage, NodeMessage>(
+      receiver,
+      new WireReader(coordinatorMessageSchema, () => spec),
+      () => {
+        if (++received === frames) resolveDone();
+      },
+    );
+    receiver.on('message', (d: Buffer, bin: boolean) =>
+      reader.receive(bin ? new Uint8Array(d.buffer, d.byteOffset, d.byteLength) : d.toString()),
+    );
   });
   const started = performance.now();
   for (let i = 0; i < frames; i++) {
-    for (const part of encodeMessage<NodeMessage>(i + 1, { type: 'result', taskId: i, busyMs: 1 }, [{ dtype: 'f32', shape, data }])) sender.send(part);
+    for (const part of encodeMessage<NodeMessage>(i + 1, { type: 'result', taskId: i, busyMs: 1 }, [
+      { dtype: 'f32', shape, data },
+    ]))
+      sender.send(part);
     if (sender.bufferedAmount > 64 << 20) await new Promise((r) => setTimeout(r, 1));
   }
   await done;
@@ -136,13 +176,19 @@ async function lightNode(url: string): Promise<{ ping(): Promise<number>; close(
   });
   const next = (type: string): Promise<Record<string, unknown>> => new Promise((r) => waiting.set(type, r));
   let id = 1;
-  const send = (m: Parameters<typeof encodeMessage<NodeMessage>>[1]): void => void ws.send(encodeMessage<NodeMessage>(id++, m)[0]!);
+  const send = (m: Parameters<typeof encodeMessage<NodeMessage>>[1]): void =>
+    void ws.send(encodeMessage<NodeMessage>(id++, m)[0]!);
   await new Promise((r) => ws.once('open', r));
   const challenge = next('challenge');
   send({ type: 'hello', nodeId: keys.publicKeyHex, client: 'bench', engine: 'cpu', receiptCursor: 0 });
   const c = await challenge;
   const welcome = next('welcome');
-  send({ type: 'auth', signature: Buffer.from(keys.sign(authChallengeBytes(c.nonce as string, c.coordinatorKey as string, keys.publicKeyHex))).toString('base64') });
+  send({
+    type: 'auth',
+    signature: Buffer.from(
+      keys.sign(authChallengeBytes(c.nonce as string, c.coordinatorKey as string, keys.publicKeyHex)),
+    ).toString('base64'),
+  });
   await welcome;
   return {
     ping: async () => {
@@ -157,12 +203,25 @@ async function lightNode(url: string): Promise<{ ping(): Promise<number>; close(
 }
 
 async function control(dataDir: string): Promise<{ p50: number; p99: number }> {
-  const coordinator = await Coordinator.start({ config, corpus, dataDir, keys: Ed25519Keys.generate(), verify: verifyEd25519, logger: quiet });
+  const coordinator = await Coordinator.start({
+    config,
+    corpus,
+    dataDir,
+    keys: Ed25519Keys.generate(),
+    verify: verifyEd25519,
+    logger: quiet,
+  });
   const nodes = [];
-  for (let i = 0; i < LIGHT_NODES; i += 50) nodes.push(...(await Promise.all(Array.from({ length: Math.min(50, LIGHT_NODES - i) }, () => lightNode(coordinator.url)))));
+  for (let i = 0; i < LIGHT_NODES; i += 50)
+    nodes.push(
+      ...(await Promise.all(
+        Array.from({ length: Math.min(50, LIGHT_NODES - i) }, () => lightNode(coordinator.url)),
+      )),
+    );
   progress(`  ${coordinator.status().nodes} lightweight nodes authenticated`);
   const samples: number[] = [];
-  for (let round = 0; round < PING_ROUNDS; round++) samples.push(...(await Promise.all(nodes.map((n) => n.ping()))));
+  for (let round = 0; round < PING_ROUNDS; round++)
+    samples.push(...(await Promise.all(nodes.map((n) => n.ping()))));
   for (const n of nodes) n.close();
   await coordinator.close();
   samples.sort((a, b) => a - b);
@@ -172,7 +231,9 @@ async function control(dataDir: string): Promise<{ p50: number; p99: number }> {
 
 const root = mkdtempSync(join(tmpdir(), 'tributary-bench-'));
 try {
-  progress(`model: ${config.model.layers} layers, width ${config.model.width}; micro-batch ${config.microBatch.batch}x${config.microBatch.seq}, ${config.microBatchesPerStep} per step; ${TIMED_STEPS} timed steps`);
+  progress(
+    `model: ${config.model.layers} layers, width ${config.model.width}; micro-batch ${config.microBatch.batch}x${config.microBatch.seq}, ${config.microBatchesPerStep} per step; ${TIMED_STEPS} timed steps`,
+  );
   progress('single-process trainer...');
   const single = await singleProcess();
   progress('2 stages x 2 replicas over WebSockets...');
@@ -194,7 +255,9 @@ try {
     console.log(`single-process trainer      ${report.single_tokens_per_s} tokens/s`);
     console.log(`pipeline 2 stages x 2       ${report.pipeline_tokens_per_s} tokens/s`);
     console.log(`relay (decode+check+encode) ${report.relay_mb_per_s} MB/s`);
-    console.log(`control ping, ${LIGHT_NODES} nodes      p50 ${report.control_p50_ms} ms, p99 ${report.control_p99_ms} ms`);
+    console.log(
+      `control ping, ${LIGHT_NODES} nodes      p50 ${report.control_p50_ms} ms, p99 ${report.control_p99_ms} ms`,
+    );
   }
 } finally {
   rmSync(root, { recursive: true, force: true });

@@ -32,7 +32,9 @@ export class ArenaPlan {
   add(role: string, floats: number, what: string): Slot {
     const bytes = floats * 4;
     if (bytes > this.maxBindingBytes) {
-      throw new Error(`${what} needs ${bytes} bytes, over the device's ${this.maxBindingBytes}-byte storage binding limit`);
+      throw new Error(
+        `${what} needs ${bytes} bytes, over the device's ${this.maxBindingBytes}-byte storage binding limit`,
+      );
     }
     this.largest = Math.max(this.largest, bytes);
     const buffers = this.sizes.get(role) ?? [0];

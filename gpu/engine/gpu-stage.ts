@@ -2,7 +2,13 @@ import { DeviceWatch } from '../device/lost.js';
 import type { AdamW } from '../kernels/adamw.js';
 import type { ScaledOp } from '../kernels/crossentropy.js';
 import type { EncodedOp, TensorRef } from '../kernels/types.js';
-import { isFirstStage, validateConfig, type GptConfig, type MicroBatchShape, type StageRange } from '../model/config.js';
+import {
+  isFirstStage,
+  validateConfig,
+  type GptConfig,
+  type MicroBatchShape,
+  type StageRange,
+} from '../model/config.js';
 import { initStageParams, numel, stageParamCount } from '../model/params.js';
 import {
   NonFiniteError,
@@ -13,7 +19,14 @@ import {
   checkShape,
   checkTokenIds,
 } from '../stage/checks.js';
-import type { AdamWSettings, NamedTensor, StageForwardResult, StageInput, StageState, StageTrainer } from '../stage/types.js';
+import type {
+  AdamWSettings,
+  NamedTensor,
+  StageForwardResult,
+  StageInput,
+  StageState,
+  StageTrainer,
+} from '../stage/types.js';
 import { Arena, type Slot } from './arena.js';
 import { KernelSet } from './kernel-set.js';
 import { PacedWait } from './paced-wait.js';
@@ -70,7 +83,9 @@ export class GpuStage implements StageTrainer {
     this.watch = new DeviceWatch(device);
     this.arena = new Arena(device, layout.plan, `stage ${range.index}`);
     this.adam = kernels.adamw();
-    this.program = buildProgram(kernels, this.adam, layout, config, range, shape, (slot) => this.arena.ref(slot));
+    this.program = buildProgram(kernels, this.adam, layout, config, range, shape, (slot) =>
+      this.arena.ref(slot),
+    );
     this.readback = new Readback(device, this.watch, layout.stagingBytes, `stage ${range.index}`, this.pace);
     this.small = new Readback(device, this.watch, 256, `stage ${range.index} scalars`, this.pace);
   }
@@ -86,10 +101,15 @@ export class GpuStage implements StageTrainer {
     validateConfig(config);
     checkRange(config, range);
     checkShape(config, shape);
-    const limits = { maxBufferSize: device.limits.maxBufferSize, maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize };
+    const limits = {
+      maxBufferSize: device.limits.maxBufferSize,
+      maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
+    };
     const needed = estimateStageMemoryBytes(config, range, shape, limits);
     if (options.maxBytes !== undefined && needed > options.maxBytes) {
-      throw new Error(`stage ${range.index} needs ${mib(needed)} of GPU memory, over the ${mib(options.maxBytes)} cap`);
+      throw new Error(
+        `stage ${range.index} needs ${mib(needed)} of GPU memory, over the ${mib(options.maxBytes)} cap`,
+      );
     }
     const layout = planStage(config, range, shape, limits);
     device.pushErrorScope('out-of-memory');
@@ -102,7 +122,9 @@ export class GpuStage implements StageTrainer {
       const oom = await device.popErrorScope();
       if (validation || oom) {
         stage?.destroy();
-        throw new Error(`could not build stage ${range.index} on this device: ${(oom ?? validation)!.message}`);
+        throw new Error(
+          `could not build stage ${range.index} on this device: ${(oom ?? validation)!.message}`,
+        );
       }
     }
     stage.writeParams('params', initStageParams(config, range, options.seed));
@@ -120,7 +142,8 @@ export class GpuStage implements StageTrainer {
         checkTokenIds('tokens', input.tokens, BT, V);
         this.write(this.layout.tokens!, input.tokens);
       } else {
-        if (input.kind !== 'activations') throw new Error(`stage ${this.range.index} takes activations, got tokens`);
+        if (input.kind !== 'activations')
+          throw new Error(`stage ${this.range.index} takes activations, got tokens`);
         checkLength('activations', input.data, BT * C, 'batch*seq*width');
         this.write(this.layout.x0, input.data);
       }
@@ -131,7 +154,7 @@ export class GpuStage implements StageTrainer {
         this.write(head.targets, targets);
       }
       this.hasForward = false;
-      const out = head ? this.layout.lossResult : this.layout.blocks.at(-1)?.res3 ?? this.layout.x0;
+      const out = head ? this.layout.lossResult : (this.layout.blocks.at(-1)?.res3 ?? this.layout.x0);
       const reader = head ? this.small : this.readback;
       const data = await reader.read([this.ref(out)], (enc) => record(enc, this.program.forward), 'forward');
       this.hasForward = true;
@@ -140,7 +163,8 @@ export class GpuStage implements StageTrainer {
         return { kind: 'activations', data };
       }
       const [loss, flag] = scalarWithFlag(data);
-      if (flag !== 0 || !Number.isFinite(loss)) throw new NonFiniteError(`the loss of stage ${this.range.index} is ${loss}`);
+      if (flag !== 0 || !Number.isFinite(loss))
+        throw new NonFiniteError(`the loss of stage ${this.range.index} is ${loss}`);
       return { kind: 'loss', loss };
     });
   }
@@ -182,9 +206,14 @@ export class GpuStage implements StageTrainer {
 
   gradSquaredNorm(): Promise<number> {
     return this.exclusive(async () => {
-      const data = await this.small.read([this.ref(this.layout.normResult)], (enc) => record(enc, [this.program.norm]), 'norm');
+      const data = await this.small.read(
+        [this.ref(this.layout.normResult)],
+        (enc) => record(enc, [this.program.norm]),
+        'norm',
+      );
       const [value, flag] = scalarWithFlag(data);
-      if (flag !== 0 || !Number.isFinite(value)) throw new NonFiniteError(`the gradients of stage ${this.range.index} hold NaN or Inf`);
+      if (flag !== 0 || !Number.isFinite(value))
+        throw new NonFiniteError(`the gradients of stage ${this.range.index} hold NaN or Inf`);
       return value;
     });
   }
@@ -229,19 +258,34 @@ export class GpuStage implements StageTrainer {
           return { name: spec.name, shape: [...spec.shape], data: flat.slice(offset - n, offset) };
         });
       };
-      return { step: this.stepCount, params: await named(this.layout.params), m: await named(this.layout.m), v: await named(this.layout.v) };
+      return {
+        step: this.stepCount,
+        params: await named(this.layout.params),
+        m: await named(this.layout.m),
+        v: await named(this.layout.v),
+      };
     });
   }
 
   importState(state: StageState): Promise<void> {
     return this.exclusive(async () => {
-      if (!Number.isInteger(state.step) || state.step < 0) throw new Error(`state.step must be a non-negative integer, got ${state.step}`);
+      if (!Number.isInteger(state.step) || state.step < 0)
+        throw new Error(`state.step must be a non-negative integer, got ${state.step}`);
       checkNamedTensors('params', state.params, this.layout.specs);
       checkNamedTensors('m', state.m, this.layout.specs);
       checkNamedTensors('v', state.v, this.layout.specs);
-      this.writeParams('params', state.params.map((t) => t.data));
-      this.writeParams('m', state.m.map((t) => t.data));
-      this.writeParams('v', state.v.map((t) => t.data));
+      this.writeParams(
+        'params',
+        state.params.map((t) => t.data),
+      );
+      this.writeParams(
+        'm',
+        state.m.map((t) => t.data),
+      );
+      this.writeParams(
+        'v',
+        state.v.map((t) => t.data),
+      );
       await this.watch.guard(this.device.queue.onSubmittedWorkDone());
       this.stepCount = state.step;
     });
@@ -338,40 +382,167 @@ function buildProgram(
   const forward: EncodedOp[] = [];
   const backward: EncodedOp[] = [];
   if (layout.tokens) {
-    forward.push(k.encoder.forward({ out: ref(layout.x0), tokens: ref(layout.tokens), wte: param('wte'), wpe: param('wpe'), dims: { B, T, C, vocab: V } }));
+    forward.push(
+      k.encoder.forward({
+        out: ref(layout.x0),
+        tokens: ref(layout.tokens),
+        wte: param('wte'),
+        wpe: param('wpe'),
+        dims: { B, T, C, vocab: V },
+      }),
+    );
   }
   const blockOps = layout.blocks.map((a: BlockSlots, i) => {
     const p = `blocks.${range.firstBlock + i}.`;
     const fwd: EncodedOp[] = [
-      k.layernorm.forward({ out: ref(a.ln1), mean: ref(a.ln1Mean), rstd: ref(a.ln1Rstd), inp: ref(a.input), weight: param(p + 'ln1.w'), bias: param(p + 'ln1.b'), rows: BT, C }),
-      k.matmul.forward({ out: ref(a.qkv), inp: ref(a.ln1), weight: param(p + 'attn.qkv.w'), bias: param(p + 'attn.qkv.b'), dims: dims(C, 3 * C) }),
+      k.layernorm.forward({
+        out: ref(a.ln1),
+        mean: ref(a.ln1Mean),
+        rstd: ref(a.ln1Rstd),
+        inp: ref(a.input),
+        weight: param(p + 'ln1.w'),
+        bias: param(p + 'ln1.b'),
+        rows: BT,
+        C,
+      }),
+      k.matmul.forward({
+        out: ref(a.qkv),
+        inp: ref(a.ln1),
+        weight: param(p + 'attn.qkv.w'),
+        bias: param(p + 'attn.qkv.b'),
+        dims: dims(C, 3 * C),
+      }),
       k.attention.forward({ out: ref(a.atty), att: ref(a.att), qkv: ref(a.qkv), dims: { B, T, C, NH } }),
-      k.matmul.forward({ out: ref(a.attproj), inp: ref(a.atty), weight: param(p + 'attn.proj.w'), bias: param(p + 'attn.proj.b'), dims: dims(C, C) }),
+      k.matmul.forward({
+        out: ref(a.attproj),
+        inp: ref(a.atty),
+        weight: param(p + 'attn.proj.w'),
+        bias: param(p + 'attn.proj.b'),
+        dims: dims(C, C),
+      }),
       k.elementwise.residual({ out: ref(a.res2), a: ref(a.input), b: ref(a.attproj), n: BT * C }),
-      k.layernorm.forward({ out: ref(a.ln2), mean: ref(a.ln2Mean), rstd: ref(a.ln2Rstd), inp: ref(a.res2), weight: param(p + 'ln2.w'), bias: param(p + 'ln2.b'), rows: BT, C }),
-      k.matmul.forward({ out: ref(a.fch), inp: ref(a.ln2), weight: param(p + 'mlp.fc.w'), bias: param(p + 'mlp.fc.b'), dims: dims(C, H) }),
+      k.layernorm.forward({
+        out: ref(a.ln2),
+        mean: ref(a.ln2Mean),
+        rstd: ref(a.ln2Rstd),
+        inp: ref(a.res2),
+        weight: param(p + 'ln2.w'),
+        bias: param(p + 'ln2.b'),
+        rows: BT,
+        C,
+      }),
+      k.matmul.forward({
+        out: ref(a.fch),
+        inp: ref(a.ln2),
+        weight: param(p + 'mlp.fc.w'),
+        bias: param(p + 'mlp.fc.b'),
+        dims: dims(C, H),
+      }),
       k.elementwise.gelu({ out: ref(a.fchGelu), inp: ref(a.fch), n: BT * H }),
-      k.matmul.forward({ out: ref(a.fcproj), inp: ref(a.fchGelu), weight: param(p + 'mlp.proj.w'), bias: param(p + 'mlp.proj.b'), dims: dims(H, C) }),
+      k.matmul.forward({
+        out: ref(a.fcproj),
+        inp: ref(a.fchGelu),
+        weight: param(p + 'mlp.proj.w'),
+        bias: param(p + 'mlp.proj.b'),
+        dims: dims(H, C),
+      }),
       k.elementwise.residual({ out: ref(a.res3), a: ref(a.res2), b: ref(a.fcproj), n: BT * C }),
     ];
     // dres holds the gradient of res3; the residual adds pass it unchanged to res2 and to the block input,
     // so both layernorm backwards accumulate into it in place.
     const dres = ref(s.dres);
     const bwd: EncodedOp[] = [
-      k.matmul.backwardInput({ dinp: ref(s.dfchGelu), dout: dres, weight: param(p + 'mlp.proj.w'), dims: dims(H, C), overwrite: true }),
-      k.matmul.backwardWeight({ dweight: grad(p + 'mlp.proj.w'), dbias: grad(p + 'mlp.proj.b'), dout: dres, inp: ref(a.fchGelu), dims: dims(H, C) }),
+      k.matmul.backwardInput({
+        dinp: ref(s.dfchGelu),
+        dout: dres,
+        weight: param(p + 'mlp.proj.w'),
+        dims: dims(H, C),
+        overwrite: true,
+      }),
+      k.matmul.backwardWeight({
+        dweight: grad(p + 'mlp.proj.w'),
+        dbias: grad(p + 'mlp.proj.b'),
+        dout: dres,
+        inp: ref(a.fchGelu),
+        dims: dims(H, C),
+      }),
       zero(s.dfch, BT * H),
       k.elementwise.geluBackward({ dinp: ref(s.dfch), inp: ref(a.fch), dout: ref(s.dfchGelu), n: BT * H }),
-      k.matmul.backwardInput({ dinp: ref(s.dln), dout: ref(s.dfch), weight: param(p + 'mlp.fc.w'), dims: dims(C, H), overwrite: true }),
-      k.matmul.backwardWeight({ dweight: grad(p + 'mlp.fc.w'), dbias: grad(p + 'mlp.fc.b'), dout: ref(s.dfch), inp: ref(a.ln2), dims: dims(C, H) }),
-      k.layernorm.backward({ dinp: dres, dweight: grad(p + 'ln2.w'), dbias: grad(p + 'ln2.b'), dout: ref(s.dln), inp: ref(a.res2), weight: param(p + 'ln2.w'), mean: ref(a.ln2Mean), rstd: ref(a.ln2Rstd), rows: BT, C }),
-      k.matmul.backwardInput({ dinp: ref(s.datty), dout: dres, weight: param(p + 'attn.proj.w'), dims: dims(C, C), overwrite: true }),
-      k.matmul.backwardWeight({ dweight: grad(p + 'attn.proj.w'), dbias: grad(p + 'attn.proj.b'), dout: dres, inp: ref(a.atty), dims: dims(C, C) }),
+      k.matmul.backwardInput({
+        dinp: ref(s.dln),
+        dout: ref(s.dfch),
+        weight: param(p + 'mlp.fc.w'),
+        dims: dims(C, H),
+        overwrite: true,
+      }),
+      k.matmul.backwardWeight({
+        dweight: grad(p + 'mlp.fc.w'),
+        dbias: grad(p + 'mlp.fc.b'),
+        dout: ref(s.dfch),
+        inp: ref(a.ln2),
+        dims: dims(C, H),
+      }),
+      k.layernorm.backward({
+        dinp: dres,
+        dweight: grad(p + 'ln2.w'),
+        dbias: grad(p + 'ln2.b'),
+        dout: ref(s.dln),
+        inp: ref(a.res2),
+        weight: param(p + 'ln2.w'),
+        mean: ref(a.ln2Mean),
+        rstd: ref(a.ln2Rstd),
+        rows: BT,
+        C,
+      }),
+      k.matmul.backwardInput({
+        dinp: ref(s.datty),
+        dout: dres,
+        weight: param(p + 'attn.proj.w'),
+        dims: dims(C, C),
+        overwrite: true,
+      }),
+      k.matmul.backwardWeight({
+        dweight: grad(p + 'attn.proj.w'),
+        dbias: grad(p + 'attn.proj.b'),
+        dout: dres,
+        inp: ref(a.atty),
+        dims: dims(C, C),
+      }),
       zero(s.dqkv, BT * 3 * C),
-      k.attention.backward({ dqkv: ref(s.dqkv), dpreatt: ref(s.dpreatt), dout: ref(s.datty), qkv: ref(a.qkv), att: ref(a.att), dims: { B, T, C, NH } }),
-      k.matmul.backwardInput({ dinp: ref(s.dln), dout: ref(s.dqkv), weight: param(p + 'attn.qkv.w'), dims: dims(C, 3 * C), overwrite: true }),
-      k.matmul.backwardWeight({ dweight: grad(p + 'attn.qkv.w'), dbias: grad(p + 'attn.qkv.b'), dout: ref(s.dqkv), inp: ref(a.ln1), dims: dims(C, 3 * C) }),
-      k.layernorm.backward({ dinp: dres, dweight: grad(p + 'ln1.w'), dbias: grad(p + 'ln1.b'), dout: ref(s.dln), inp: ref(a.input), weight: param(p + 'ln1.w'), mean: ref(a.ln1Mean), rstd: ref(a.ln1Rstd), rows: BT, C }),
+      k.attention.backward({
+        dqkv: ref(s.dqkv),
+        dpreatt: ref(s.dpreatt),
+        dout: ref(s.datty),
+        qkv: ref(a.qkv),
+        att: ref(a.att),
+        dims: { B, T, C, NH },
+      }),
+      k.matmul.backwardInput({
+        dinp: ref(s.dln),
+        dout: ref(s.dqkv),
+        weight: param(p + 'attn.qkv.w'),
+        dims: dims(C, 3 * C),
+        overwrite: true,
+      }),
+      k.matmul.backwardWeight({
+        dweight: grad(p + 'attn.qkv.w'),
+        dbias: grad(p + 'attn.qkv.b'),
+        dout: ref(s.dqkv),
+        inp: ref(a.ln1),
+        dims: dims(C, 3 * C),
+      }),
+      k.layernorm.backward({
+        dinp: dres,
+        dweight: grad(p + 'ln1.w'),
+        dbias: grad(p + 'ln1.b'),
+        dout: ref(s.dln),
+        inp: ref(a.input),
+        weight: param(p + 'ln1.w'),
+        mean: ref(a.ln1Mean),
+        rstd: ref(a.ln1Rstd),
+        rows: BT,
+        C,
+      }),
     ];
     return { fwd, bwd };
   });
@@ -382,24 +553,90 @@ function buildProgram(
   if (h) {
     const x = ref(layout.blocks.at(-1)?.res3 ?? layout.x0);
     forward.push(
-      k.layernorm.forward({ out: ref(h.lnf), mean: ref(h.lnfMean), rstd: ref(h.lnfRstd), inp: x, weight: param('lnf.w'), bias: param('lnf.b'), rows: BT, C }),
-      k.matmul.forward({ out: ref(h.logits), inp: ref(h.lnf), weight: param('head.w'), bias: null, dims: dims(C, V) }),
-      k.crossentropy.forward({ probs: ref(h.probs), losses: ref(h.losses), logits: ref(h.logits), targets: ref(h.targets), rows: BT, V }),
-      k.reduce.sum({ result: ref(layout.lossResult), partials: ref(layout.partials), flags: ref(layout.flags), inputs: [{ ref: ref(h.losses), n: BT }], square: false, scale: 1 / BT }),
+      k.layernorm.forward({
+        out: ref(h.lnf),
+        mean: ref(h.lnfMean),
+        rstd: ref(h.lnfRstd),
+        inp: x,
+        weight: param('lnf.w'),
+        bias: param('lnf.b'),
+        rows: BT,
+        C,
+      }),
+      k.matmul.forward({
+        out: ref(h.logits),
+        inp: ref(h.lnf),
+        weight: param('head.w'),
+        bias: null,
+        dims: dims(C, V),
+      }),
+      k.crossentropy.forward({
+        probs: ref(h.probs),
+        losses: ref(h.losses),
+        logits: ref(h.logits),
+        targets: ref(h.targets),
+        rows: BT,
+        V,
+      }),
+      k.reduce.sum({
+        result: ref(layout.lossResult),
+        partials: ref(layout.partials),
+        flags: ref(layout.flags),
+        inputs: [{ ref: ref(h.losses), n: BT }],
+        square: false,
+        scale: 1 / BT,
+      }),
     );
-    lossBackward = k.crossentropy.backward({ dlogits: ref(h.dlogits), probs: ref(h.probs), targets: ref(h.targets), rows: BT, V });
+    lossBackward = k.crossentropy.backward({
+      dlogits: ref(h.dlogits),
+      probs: ref(h.probs),
+      targets: ref(h.targets),
+      rows: BT,
+      V,
+    });
     backward.push(
       zero(h.dlogits, BT * V),
       lossBackward,
-      k.matmul.backwardInput({ dinp: ref(s.dln), dout: ref(h.dlogits), weight: param('head.w'), dims: dims(C, V), overwrite: true }),
-      k.matmul.backwardWeight({ dweight: grad('head.w'), dbias: null, dout: ref(h.dlogits), inp: ref(h.lnf), dims: dims(C, V) }),
+      k.matmul.backwardInput({
+        dinp: ref(s.dln),
+        dout: ref(h.dlogits),
+        weight: param('head.w'),
+        dims: dims(C, V),
+        overwrite: true,
+      }),
+      k.matmul.backwardWeight({
+        dweight: grad('head.w'),
+        dbias: null,
+        dout: ref(h.dlogits),
+        inp: ref(h.lnf),
+        dims: dims(C, V),
+      }),
       zero(s.dres, BT * C),
-      k.layernorm.backward({ dinp: ref(s.dres), dweight: grad('lnf.w'), dbias: grad('lnf.b'), dout: ref(s.dln), inp: x, weight: param('lnf.w'), mean: ref(h.lnfMean), rstd: ref(h.lnfRstd), rows: BT, C }),
+      k.layernorm.backward({
+        dinp: ref(s.dres),
+        dweight: grad('lnf.w'),
+        dbias: grad('lnf.b'),
+        dout: ref(s.dln),
+        inp: x,
+        weight: param('lnf.w'),
+        mean: ref(h.lnfMean),
+        rstd: ref(h.lnfRstd),
+        rows: BT,
+        C,
+      }),
     );
   }
   for (let i = blockOps.length - 1; i >= 0; i--) backward.push(...blockOps[i]!.bwd);
   if (layout.tokens) {
-    backward.push(k.encoder.backward({ dwte: grad('wte'), dwpe: grad('wpe'), dout: ref(s.dres), tokens: ref(layout.tokens), dims: { B, T, C, vocab: V } }));
+    backward.push(
+      k.encoder.backward({
+        dwte: grad('wte'),
+        dwpe: grad('wpe'),
+        dout: ref(s.dres),
+        tokens: ref(layout.tokens),
+        dims: { B, T, C, vocab: V },
+      }),
+    );
   }
   const sizes = layout.specs.map((sp) => numel(sp.shape));
   const norm = k.reduce.sum({
@@ -411,7 +648,14 @@ function buildProgram(
     scale: 1,
   });
   const adamw = adam.updateAll(
-    layout.specs.map((sp, i) => ({ param: ref(layout.params[i]!), grad: ref(layout.grads[i]!), m: ref(layout.m[i]!), v: ref(layout.v[i]!), n: sizes[i]!, decay: sp.decay })),
+    layout.specs.map((sp, i) => ({
+      param: ref(layout.params[i]!),
+      grad: ref(layout.grads[i]!),
+      m: ref(layout.m[i]!),
+      v: ref(layout.v[i]!),
+      n: sizes[i]!,
+      decay: sp.decay,
+    })),
   );
   return { forward, backward, lossBackward, norm, adamw };
 }

@@ -16,14 +16,22 @@ export class Readback {
     label: string,
     private readonly pace?: PacedWait,
   ) {
-    this.staging = device.createBuffer({ label: `${label} staging`, size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.staging = device.createBuffer({
+      label: `${label} staging`,
+      size: bytes,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
   }
 
   /**
    * The tensors' bytes, concatenated in order, as f32. With `paceKey` (a call site replaying the same work),
    * the first map waits through the PacedWait.
    */
-  async read(refs: readonly TensorRef[], before?: (encoder: GPUCommandEncoder) => void, paceKey?: string): Promise<Float32Array> {
+  async read(
+    refs: readonly TensorRef[],
+    before?: (encoder: GPUCommandEncoder) => void,
+    paceKey?: string,
+  ): Promise<Float32Array> {
     const total = refs.reduce((n, r) => n + r.size, 0);
     const out = new Uint8Array(total);
     let next = 0;
@@ -41,12 +49,17 @@ export class Readback {
         used += r.size;
         next++;
       }
-      if (used === 0 && next < refs.length) throw new Error(`a ${refs[next]!.size}-byte tensor does not fit the ${this.bytes}-byte staging buffer`);
+      if (used === 0 && next < refs.length)
+        throw new Error(
+          `a ${refs[next]!.size}-byte tensor does not fit the ${this.bytes}-byte staging buffer`,
+        );
       this.device.queue.submit([encoder.finish()]);
       const submitted = performance.now();
       if (used === 0) break;
       const map = () => this.watch.guard(this.staging.mapAsync(GPUMapMode.READ, 0, used));
-      await (this.pace && paceKey !== undefined && written === 0 ? this.pace.wait(paceKey, submitted, map) : map());
+      await (this.pace && paceKey !== undefined && written === 0
+        ? this.pace.wait(paceKey, submitted, map)
+        : map());
       out.set(new Uint8Array(this.staging.getMappedRange(0, used)), written);
       this.staging.unmap();
       written += used;

@@ -1,4 +1,10 @@
-import { isFirstStage, isLastStage, type GptConfig, type MicroBatchShape, type StageRange } from '../model/config.js';
+import {
+  isFirstStage,
+  isLastStage,
+  type GptConfig,
+  type MicroBatchShape,
+  type StageRange,
+} from '../model/config.js';
 import { numel, stageParams, type ParamSpec } from '../model/params.js';
 import { partialCount, REDUCE_RESULT_BYTES, reduceTableBytes } from '../kernels/reduce.js';
 import { adamwTableBytes } from '../kernels/adamw.js';
@@ -10,7 +16,10 @@ export interface LayoutLimits {
   maxStorageBufferBindingSize: number;
 }
 
-export const DEFAULT_LIMITS: LayoutLimits = { maxBufferSize: 256 * 2 ** 20, maxStorageBufferBindingSize: 128 * 2 ** 20 };
+export const DEFAULT_LIMITS: LayoutLimits = {
+  maxBufferSize: 256 * 2 ** 20,
+  maxStorageBufferBindingSize: 128 * 2 ** 20,
+};
 
 /** What one block keeps from forward for backward. `input` is the previous block's res3 (or the stage input). */
 export interface BlockSlots {
@@ -82,14 +91,20 @@ const UNIFORM_BYTES_FIXED = 64 * 256;
 /** Small staging buffer for the loss and the gradient norm. */
 const SMALL_STAGING_BYTES = 256;
 
-export function planStage(config: GptConfig, range: StageRange, shape: MicroBatchShape, limits: LayoutLimits = DEFAULT_LIMITS): StageLayout {
+export function planStage(
+  config: GptConfig,
+  range: StageRange,
+  shape: MicroBatchShape,
+  limits: LayoutLimits = DEFAULT_LIMITS,
+): StageLayout {
   const plan = new ArenaPlan(limits.maxBufferSize, limits.maxStorageBufferBindingSize);
   const { batch: B, seq: T } = shape;
   const { width: C, heads: NH, vocabSize: V } = config;
   const H = config.mlpRatio * C;
   const BT = B * T;
   const specs = stageParams(config, range);
-  const perParam = (role: string, kind: string): Slot[] => specs.map((s) => plan.add(role, numel(s.shape), `${kind} ${s.name}`));
+  const perParam = (role: string, kind: string): Slot[] =>
+    specs.map((s) => plan.add(role, numel(s.shape), `${kind} ${s.name}`));
   const params = perParam('params', 'parameter');
   const grads = perParam('grads', 'gradient');
   const m = perParam('adam', 'AdamW m of');
@@ -173,18 +188,34 @@ export function planStage(config: GptConfig, range: StageRange, shape: MicroBatc
  * GPU memory a stage of this shape allocates, in bytes: every buffer of its layout, its staging buffers and a
  * bound on its uniforms, and the segment tables of AdamW and the sums. Check it against a VRAM cap before creating a {@link GpuStage}.
  */
-export function estimateStageMemoryBytes(config: GptConfig, range: StageRange, shape: MicroBatchShape, limits: LayoutLimits = DEFAULT_LIMITS): number {
+export function estimateStageMemoryBytes(
+  config: GptConfig,
+  range: StageRange,
+  shape: MicroBatchShape,
+  limits: LayoutLimits = DEFAULT_LIMITS,
+): number {
   const layout = planStage(config, range, shape, limits);
-  const uniforms = UNIFORM_BYTES_FIXED + UNIFORM_BYTES_PER_BLOCK * layout.blocks.length + UNIFORM_BYTES_PER_TENSOR * layout.specs.length;
+  const uniforms =
+    UNIFORM_BYTES_FIXED +
+    UNIFORM_BYTES_PER_BLOCK * layout.blocks.length +
+    UNIFORM_BYTES_PER_TENSOR * layout.specs.length;
   const lengths = layout.specs.map((s) => numel(s.shape));
   // AdamW's and the gradient norm's over every tensor, the loss's over one value per token.
-  const tables = adamwTableBytes(lengths) + reduceTableBytes(lengths) + reduceTableBytes([shape.batch * shape.seq]);
+  const tables =
+    adamwTableBytes(lengths) + reduceTableBytes(lengths) + reduceTableBytes([shape.batch * shape.seq]);
   return layout.plan.totalBytes() + layout.stagingBytes + SMALL_STAGING_BYTES + uniforms + tables;
 }
 
 /** What a stage of this shape needs from a device: its largest tensor must fit one binding and one buffer. */
-export function stageDeviceNeeds(config: GptConfig, range: StageRange, shape: MicroBatchShape): { maxStorageBufferBindingSize: number; maxBufferSize: number } {
-  const unlimited = { maxBufferSize: Number.MAX_SAFE_INTEGER, maxStorageBufferBindingSize: Number.MAX_SAFE_INTEGER };
+export function stageDeviceNeeds(
+  config: GptConfig,
+  range: StageRange,
+  shape: MicroBatchShape,
+): { maxStorageBufferBindingSize: number; maxBufferSize: number } {
+  const unlimited = {
+    maxBufferSize: Number.MAX_SAFE_INTEGER,
+    maxStorageBufferBindingSize: Number.MAX_SAFE_INTEGER,
+  };
   const largest = planStage(config, range, shape, unlimited).plan.largestTensorBytes();
   return { maxStorageBufferBindingSize: largest, maxBufferSize: largest };
 }

@@ -1,4 +1,14 @@
-import { Uniforms, computePipeline, declare, first, flatMain, grid, launch, uniformBuffer, bindOp } from './op.js';
+import {
+  Uniforms,
+  computePipeline,
+  declare,
+  first,
+  flatMain,
+  grid,
+  launch,
+  uniformBuffer,
+  bindOp,
+} from './op.js';
 import type { EncodedOp, TensorRef } from './types.js';
 
 const WG = 64;
@@ -41,7 +51,14 @@ export class CrossEntropy {
   }
 
   /** probs = softmax(logits) per row; losses[row] = -log probs[row, targets[row]]. */
-  forward(a: { probs: TensorRef; losses: TensorRef; logits: TensorRef; targets: TensorRef; rows: number; V: number }): EncodedOp {
+  forward(a: {
+    probs: TensorRef;
+    losses: TensorRef;
+    logits: TensorRef;
+    targets: TensorRef;
+    rows: number;
+    V: number;
+  }): EncodedOp {
     const { rows: N, V } = a;
     const l = 'crossentropy.forward';
     return launch(
@@ -55,7 +72,13 @@ export class CrossEntropy {
   }
 
   /** dlogits += (probs - onehot(targets)) * dloss, the same dloss for every row. */
-  backward(a: { dlogits: TensorRef; probs: TensorRef; targets: TensorRef; rows: number; V: number }): ScaledOp {
+  backward(a: {
+    dlogits: TensorRef;
+    probs: TensorRef;
+    targets: TensorRef;
+    rows: number;
+    V: number;
+  }): ScaledOp {
     const { rows: N, V } = a;
     const l = 'crossentropy.backward';
     const uniforms = (scale: number): ArrayBuffer => new Uniforms().u32(N).u32(V).f32(scale).bytes();

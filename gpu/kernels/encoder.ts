@@ -50,21 +50,41 @@ export class Encoder {
   }
 
   /** out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:] */
-  forward(a: { out: TensorRef; tokens: TensorRef; wte: TensorRef; wpe: TensorRef; dims: EncoderDims }): EncodedOp {
+  forward(a: {
+    out: TensorRef;
+    tokens: TensorRef;
+    wte: TensorRef;
+    wpe: TensorRef;
+    dims: EncoderDims;
+  }): EncodedOp {
     const { B, T, C, vocab } = a.dims;
     const label = 'encoder.forward';
     return launch(
       this.device,
       this.fwd,
       label,
-      [first(a.out, B * T * C, label), first(a.tokens, B * T, label), first(a.wte, vocab * C, label), first(a.wpe, T * C, label)],
-      new Uniforms().u32(B * T).u32(T).u32(C),
+      [
+        first(a.out, B * T * C, label),
+        first(a.tokens, B * T, label),
+        first(a.wte, vocab * C, label),
+        first(a.wpe, T * C, label),
+      ],
+      new Uniforms()
+        .u32(B * T)
+        .u32(T)
+        .u32(C),
       grid(B * T * C, WG),
     );
   }
 
   /** dwte[tokens[b,t],:] += dout[b,t,:]; dwpe[t,:] += dout[b,t,:] */
-  backward(a: { dwte: TensorRef; dwpe: TensorRef; dout: TensorRef; tokens: TensorRef; dims: EncoderDims }): EncodedOp {
+  backward(a: {
+    dwte: TensorRef;
+    dwpe: TensorRef;
+    dout: TensorRef;
+    tokens: TensorRef;
+    dims: EncoderDims;
+  }): EncodedOp {
     const { B, T, C, vocab } = a.dims;
     const label = 'encoder.backward';
     const dout = first(a.dout, B * T * C, label);

@@ -49,7 +49,8 @@ export function wholeModel(config: GptConfig): StageRange {
  * extra block because the last stage also carries the head and the loss.
  */
 export function splitBlocks(config: GptConfig, stages: number): StageRange[] {
-  if (!Number.isInteger(stages) || stages < 1) throw new Error(`stages must be a positive integer, got ${stages}`);
+  if (!Number.isInteger(stages) || stages < 1)
+    throw new Error(`stages must be a positive integer, got ${stages}`);
   if (stages > config.layers) throw new Error(`cannot cut ${config.layers} blocks into ${stages} stages`);
   const base = Math.floor(config.layers / stages);
   const extra = config.layers % stages;

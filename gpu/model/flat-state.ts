@@ -7,7 +7,12 @@ export type { FlatState };
 
 export function seedState(model: GptConfig, range: StageRange, seed: number): FlatState {
   const n = stageParamCount(model, range);
-  return { optimizerStep: 0, params: concat(initStageParams(model, range, seed), n), m: new Float32Array(n), v: new Float32Array(n) };
+  return {
+    optimizerStep: 0,
+    params: concat(initStageParams(model, range, seed), n),
+    m: new Float32Array(n),
+    v: new Float32Array(n),
+  };
 }
 
 function concat(parts: Float32Array[], n: number): Float32Array {
@@ -21,7 +26,11 @@ function concat(parts: Float32Array[], n: number): Float32Array {
 }
 
 export function flatten(state: StageState, paramCount: number): FlatState {
-  const cat = (tensors: NamedTensor[]): Float32Array => concat(tensors.map((t) => t.data), paramCount);
+  const cat = (tensors: NamedTensor[]): Float32Array =>
+    concat(
+      tensors.map((t) => t.data),
+      paramCount,
+    );
   return { optimizerStep: state.step, params: cat(state.params), m: cat(state.m), v: cat(state.v) };
 }
 
@@ -38,4 +47,3 @@ export function unflatten(model: GptConfig, range: StageRange, flat: FlatState):
   };
   return { step: flat.optimizerStep, params: split(flat.params), m: split(flat.m), v: split(flat.v) };
 }
-

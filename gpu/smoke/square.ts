@@ -51,7 +51,7 @@ export async function runSquareSmoke(gpu: GPU, hint: string, n = 4096): Promise<
     await readback.mapAsync(GPUMapMode.READ);
     const out = new Uint32Array(readback.getMappedRange().slice(0));
     readback.unmap();
-    const ok = out.every((v, i) => v === ((i * i + 1) >>> 0));
+    const ok = out.every((v, i) => v === (i * i + 1) >>> 0);
     return { adapter: adapterName(summarizeAdapter(adapter)), ok, sample: [...out.subarray(0, 8)] };
   } finally {
     device.destroy();

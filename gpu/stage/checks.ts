@@ -20,7 +20,8 @@ export function checkRange(config: GptConfig, range: StageRange): void {
 }
 
 export function checkShape(config: GptConfig, shape: MicroBatchShape): void {
-  if (!Number.isInteger(shape.batch) || shape.batch < 1) throw new Error(`batch must be a positive integer, got ${shape.batch}`);
+  if (!Number.isInteger(shape.batch) || shape.batch < 1)
+    throw new Error(`batch must be a positive integer, got ${shape.batch}`);
   if (!Number.isInteger(shape.seq) || shape.seq < 1 || shape.seq > config.contextLength) {
     throw new Error(`seq must be an integer in [1, ${config.contextLength}], got ${shape.seq}`);
   }
@@ -30,7 +31,8 @@ export function checkTokenIds(what: string, ids: Int32Array, n: number, vocab: n
   if (ids.length !== n) throw new Error(`${what} must have ${n} ids (batch*seq), got ${ids.length}`);
   for (let i = 0; i < n; i++) {
     const id = ids[i]!;
-    if (id < 0 || id >= vocab) throw new Error(`${what}[${i}] = ${id} is outside the vocabulary [0, ${vocab})`);
+    if (id < 0 || id >= vocab)
+      throw new Error(`${what}[${i}] = ${id} is outside the vocabulary [0, ${vocab})`);
   }
 }
 
@@ -39,13 +41,20 @@ export function checkLength(what: string, data: ArrayLike<number>, n: number, me
 }
 
 /** Throws unless `tensors` are exactly the stage's parameters, in order, with their shapes. */
-export function checkNamedTensors(what: string, tensors: readonly NamedTensor[], specs: readonly ParamSpec[]): void {
-  if (tensors.length !== specs.length) throw new Error(`state.${what} has ${tensors.length} tensors, the stage has ${specs.length}`);
+export function checkNamedTensors(
+  what: string,
+  tensors: readonly NamedTensor[],
+  specs: readonly ParamSpec[],
+): void {
+  if (tensors.length !== specs.length)
+    throw new Error(`state.${what} has ${tensors.length} tensors, the stage has ${specs.length}`);
   specs.forEach((spec, i) => {
     const t = tensors[i]!;
     if (t.name !== spec.name) throw new Error(`state.${what}[${i}] is ${t.name}, expected ${spec.name}`);
     if (t.shape.join(',') !== spec.shape.join(',') || t.data.length !== numel(spec.shape)) {
-      throw new Error(`state.${what} ${t.name} has shape [${t.shape}] and ${t.data.length} values, expected [${spec.shape}]`);
+      throw new Error(
+        `state.${what} ${t.name} has shape [${t.shape}] and ${t.data.length} values, expected [${spec.shape}]`,
+      );
     }
   });
 }

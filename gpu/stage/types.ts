@@ -1,9 +1,7 @@
 import type { GptConfig, MicroBatchShape, StageRange } from '../model/config.js';
 
 /** What flows into a stage: token ids on the first stage, the previous stage's residual stream elsewhere. */
-export type StageInput =
-  | { kind: 'tokens'; tokens: Int32Array }
-  | { kind: 'activations'; data: Float32Array };
+export type StageInput = { kind: 'tokens'; tokens: Int32Array } | { kind: 'activations'; data: Float32Array };
 
 /** On every stage but the last: the outgoing residual stream (batch*seq*width). On the last: the mean loss. */
 export type StageForwardResult = { kind: 'activations'; data: Float32Array } | { kind: 'loss'; loss: number };

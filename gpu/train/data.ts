@@ -5,7 +5,8 @@ import type { MicroBatch } from './trainer.js';
 
 /** A corpus as byte-level token ids (vocabulary 256), split into a training and a held-out part. */
 export function byteCorpus(text: string, heldOutFraction = 0.1): { train: Int32Array; heldOut: Int32Array } {
-  if (!(heldOutFraction >= 0 && heldOutFraction < 1)) throw new Error(`heldOutFraction must be in [0, 1), got ${heldOutFraction}`);
+  if (!(heldOutFraction >= 0 && heldOutFraction < 1))
+    throw new Error(`heldOutFraction must be in [0, 1), got ${heldOutFraction}`);
   const ids = encode(text);
   const cut = Math.floor(ids.length * (1 - heldOutFraction));
   return { train: ids.subarray(0, cut), heldOut: ids.subarray(cut) };
@@ -23,7 +24,8 @@ export class WindowSampler {
     private readonly shape: MicroBatchShape,
     seed: number,
   ) {
-    if (tokens.length < shape.seq + 1) throw new Error(`the corpus has ${tokens.length} tokens, a window needs ${shape.seq + 1}`);
+    if (tokens.length < shape.seq + 1)
+      throw new Error(`the corpus has ${tokens.length} tokens, a window needs ${shape.seq + 1}`);
     this.rand = mulberry32(seed);
   }
 

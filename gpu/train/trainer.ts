@@ -79,7 +79,8 @@ export class Trainer<S extends StageTrainer> {
     if (!Number.isInteger(options.microBatches) || options.microBatches < 1) {
       throw new Error(`microBatches must be a positive integer, got ${options.microBatches}`);
     }
-    if (!(options.gradClip > 0)) throw new Error(`gradClip must be positive (Infinity turns it off), got ${options.gradClip}`);
+    if (!(options.gradClip > 0))
+      throw new Error(`gradClip must be positive (Infinity turns it off), got ${options.gradClip}`);
     const ranges = splitBlocks(options.config, options.stageCount);
     const trainer = new Trainer(options, ranges, await buildStages(options, ranges));
     if (options.onDeviceLost) trainer.snapshot = await trainer.exportState();
@@ -107,7 +108,8 @@ export class Trainer<S extends StageTrainer> {
         return { ...result, step: this.completed, recoveries };
       } catch (error) {
         const limit = this.options.maxRecoveries ?? 2;
-        if (!(error instanceof DeviceLostError) || !this.options.onDeviceLost || recoveries >= limit) throw error;
+        if (!(error instanceof DeviceLostError) || !this.options.onDeviceLost || recoveries >= limit)
+          throw error;
         recoveries++;
         await this.recover(error);
       }
@@ -119,7 +121,8 @@ export class Trainer<S extends StageTrainer> {
   }
 
   async importState(states: readonly StageState[]): Promise<void> {
-    if (states.length !== this.currentStages.length) throw new Error(`expected ${this.currentStages.length} stage states, got ${states.length}`);
+    if (states.length !== this.currentStages.length)
+      throw new Error(`expected ${this.currentStages.length} stage states, got ${states.length}`);
     for (let i = 0; i < states.length; i++) await this.currentStages[i]!.importState(states[i]!);
     if (this.options.onDeviceLost) this.snapshot = await this.exportState();
   }
@@ -164,7 +167,10 @@ export class Trainer<S extends StageTrainer> {
   }
 }
 
-async function buildStages<S extends StageTrainer>(options: TrainerOptions<S>, ranges: StageRange[]): Promise<S[]> {
+async function buildStages<S extends StageTrainer>(
+  options: TrainerOptions<S>,
+  ranges: StageRange[],
+): Promise<S[]> {
   const stages: S[] = [];
   try {
     for (const r of ranges) stages.push(await options.makeStage(r));

@@ -5,7 +5,10 @@ import type { Agent } from './agent.js';
 
 /** The node runtime as seen from here: it announces the stage it was given. */
 export interface StageAnnouncer extends EventEmitter {
-  on(event: 'assigned', listener: (range: StageRange, spec: { config: GptConfig; shape: MicroBatchShape }) => void): this;
+  on(
+    event: 'assigned',
+    listener: (range: StageRange, spec: { config: GptConfig; shape: MicroBatchShape }) => void,
+  ): this;
 }
 
 interface RunStatus {
@@ -54,7 +57,12 @@ export function followRun(
     return (await res.json()) as T;
   };
   const onAssigned = (range: StageRange, spec: { config: GptConfig; shape: MicroBatchShape }): void => {
-    const stage = { index: range.index, count: range.count, firstBlock: range.firstBlock, lastBlock: range.endBlock - 1 };
+    const stage = {
+      index: range.index,
+      count: range.count,
+      firstBlock: range.firstBlock,
+      lastBlock: range.endBlock - 1,
+    };
     agent.setStage(stage, estimateStageMemoryBytes(spec.config, range, spec.shape));
   };
   runtime.on('assigned', onAssigned);

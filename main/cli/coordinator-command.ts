@@ -27,8 +27,15 @@ export function registerCoordinatorCommand(program: Command): void {
     .description('run the network coordinator of a training run')
     .option('--port <n>', 'port for WebSocket, /status and /metrics', integer(0, 65535), 7700)
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
-    .option('--db <file>', 'SQLite database; checkpoints go next to it', 'tributary-coordinator/coordinator.db')
-    .option('--config <run.json>', 'run config (model, stages, micro-batches, AdamW, seed); defaults to a tiny model')
+    .option(
+      '--db <file>',
+      'SQLite database; checkpoints go next to it',
+      'tributary-coordinator/coordinator.db',
+    )
+    .option(
+      '--config <run.json>',
+      'run config (model, stages, micro-batches, AdamW, seed); defaults to a tiny model',
+    )
     .option('--corpus <file>', 'training text (byte-level tokens)')
     .option('--cert <pem>', 'TLS certificate: serve wss:// (needs --key)')
     .option('--key <pem>', 'TLS private key')
@@ -49,10 +56,16 @@ export function registerCoordinatorCommand(program: Command): void {
         verify: verifyEd25519,
         host: flags.host,
         port: flags.port,
-        tls: flags.cert && flags.key ? { cert: readFileSync(flags.cert, 'utf8'), key: readFileSync(flags.key, 'utf8') } : undefined,
+        tls:
+          flags.cert && flags.key
+            ? { cert: readFileSync(flags.cert, 'utf8'), key: readFileSync(flags.key, 'utf8') }
+            : undefined,
         logger: log,
       });
-      log.info({ url: coordinator.url, corpus: corpusPath, publicKey: coordinator.publicKey }, 'ready; nodes connect with: tributary node --coordinator <url>');
+      log.info(
+        { url: coordinator.url, corpus: corpusPath, publicKey: coordinator.publicKey },
+        'ready; nodes connect with: tributary node --coordinator <url>',
+      );
       const stop = (): void => void coordinator.close().then(() => process.exit(0));
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
@@ -60,4 +73,3 @@ export function registerCoordinatorCommand(program: Command): void {
       log.info(coordinator.status(), 'run finished; still serving status and receipts (Ctrl-C to stop)');
     });
 }
-

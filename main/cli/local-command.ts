@@ -32,7 +32,10 @@ export function registerLocalCommand(program: Command): void {
     .option('--nodes <n>', 'contributor nodes to start', integer(1, 64), 4)
     .option('--stages <n>', 'pipeline stages', integer(1, 64), 2)
     .option('--steps <n>', 'global steps to train', integer(1), 30)
-    .option('--corpus <file>', 'training text (default: tinyshakespeare next to the repo, else a built-in text)')
+    .option(
+      '--corpus <file>',
+      'training text (default: tinyshakespeare next to the repo, else a built-in text)',
+    )
     .option('--config <run.json>', 'run config; --stages and --steps override it')
     .option('--engine <kind>', 'gpu (WebGPU on dawn.node) or cpu', engineKind, 'gpu')
     .option('--data-dir <dir>', 'where the database and checkpoints go (default: a new temp dir)')
@@ -40,7 +43,12 @@ export function registerLocalCommand(program: Command): void {
     .action(async (flags: LocalFlags) => {
       const log = pino({ level: flags.logLevel });
       const base = loadRunConfig(flags.config);
-      const config = parseRunConfig({ ...base, stages: flags.stages, steps: flags.steps, runId: base.runId === 'tributary-tiny' ? 'local' : base.runId });
+      const config = parseRunConfig({
+        ...base,
+        stages: flags.stages,
+        steps: flags.steps,
+        runId: base.runId === 'tributary-tiny' ? 'local' : base.runId,
+      });
       const corpusPath = flags.corpus ?? defaultCorpusPath();
       const dataDir = resolve(flags.dataDir ?? mkdtempSync(join(tmpdir(), 'tributary-local-')));
       const coordinator = await Coordinator.start({
@@ -52,11 +60,22 @@ export function registerLocalCommand(program: Command): void {
         logger: log.child({ name: 'coordinator' }),
       });
       const m = config.model;
-      console.log(`tributary local: ${flags.nodes} nodes, ${config.stages} stages, ${config.steps} steps on ${flags.engine}`);
-      console.log(`model: ${m.layers} layers, width ${m.width}, ${m.heads} heads, context ${m.contextLength}; micro-batch ${config.microBatch.batch}x${config.microBatch.seq}, ${config.microBatchesPerStep} per step`);
-      console.log(`corpus: ${corpusPath}\ndata:   ${dataDir}\nstatus: ${coordinator.url.replace(/^ws/, 'http')}/status`);
+      console.log(
+        `tributary local: ${flags.nodes} nodes, ${config.stages} stages, ${config.steps} steps on ${flags.engine}`,
+      );
+      console.log(
+        `model: ${m.layers} layers, width ${m.width}, ${m.heads} heads, context ${m.contextLength}; micro-batch ${config.microBatch.batch}x${config.microBatch.seq}, ${config.microBatchesPerStep} per step`,
+      );
+      console.log(
+        `corpus: ${corpusPath}\ndata:   ${dataDir}\nstatus: ${coordinator.url.replace(/^ws/, 'http')}/status`,
+      );
       const nodes = Array.from({ length: flags.nodes }, (_, i) => {
-        const node = new NodeRuntime({ coordinatorUrl: coordinator.url, keys: Ed25519Keys.generate(), engine: flags.engine, logger: log.child({ name: `node${i}` }) });
+        const node = new NodeRuntime({
+          coordinatorUrl: coordinator.url,
+          keys: Ed25519Keys.generate(),
+          engine: flags.engine,
+          logger: log.child({ name: `node${i}` }),
+        });
         node.start();
         return node;
       });
@@ -68,7 +87,9 @@ export function registerLocalCommand(program: Command): void {
       }, 1000);
       coordinator.on('step', (e: StepEvent) => console.log(progressLine(e, config.steps)));
       const started = Date.now();
-      const interrupted = new Promise<void>((resolveInterrupt) => process.once('SIGINT', () => resolveInterrupt()));
+      const interrupted = new Promise<void>((resolveInterrupt) =>
+        process.once('SIGINT', () => resolveInterrupt()),
+      );
       await Promise.race([coordinator.finished, interrupted]);
       clearInterval(poll);
       const status = coordinator.status();
@@ -77,8 +98,13 @@ export function registerLocalCommand(program: Command): void {
       await Promise.all(nodes.map((n) => n.stop()));
       await coordinator.close();
       const first = losses[0]?.loss;
-      console.log(`\nsummary: ${status.step} steps in ${((Date.now() - started) / 1000).toFixed(1)} s, loss ${first?.toFixed(4) ?? '-'} -> ${status.loss?.toFixed(4) ?? '-'}, ${status.tokens} tokens, ${status.tokensPerSecond.toFixed(0)} tok/s`);
-      console.log(`relayed ${(status.relayedBytes / 1e6).toFixed(2)} MB between stages; ${status.receipts} receipts signed`);
-      for (const b of balances) console.log(`  node ${b.nodeId.slice(0, 12)}  ${b.units} units  ${(b.flops / 1e9).toFixed(3)} GFLOP`);
+      console.log(
+        `\nsummary: ${status.step} steps in ${((Date.now() - started) / 1000).toFixed(1)} s, loss ${first?.toFixed(4) ?? '-'} -> ${status.loss?.toFixed(4) ?? '-'}, ${status.tokens} tokens, ${status.tokensPerSecond.toFixed(0)} tok/s`,
+      );
+      console.log(
+        `relayed ${(status.relayedBytes / 1e6).toFixed(2)} MB between stages; ${status.receipts} receipts signed`,
+      );
+      for (const b of balances)
+        console.log(`  node ${b.nodeId.slice(0, 12)}  ${b.units} units  ${(b.flops / 1e9).toFixed(3)} GFLOP`);
     });
 }

@@ -63,7 +63,10 @@ async function resolveSettings(flags: NodeFlags): Promise<AgentSettings> {
 
 /** The renderer bundle: beside the compiled CLI in dist/, or in dist/ when running from the sources. */
 function webBundleDir(): string | null {
-  const candidates = [resolve(import.meta.dirname, '..', '..', 'web'), resolve(import.meta.dirname, '..', '..', 'dist', 'web')];
+  const candidates = [
+    resolve(import.meta.dirname, '..', '..', 'web'),
+    resolve(import.meta.dirname, '..', '..', 'dist', 'web'),
+  ];
   return candidates.find((d) => existsSync(resolve(d, 'index.html'))) ?? null;
 }
 
@@ -78,11 +81,19 @@ export function registerNodeCommand(program: Command): void {
     .option('--ca <pem-file>', 'extra CA certificate for a wss:// coordinator with a private certificate')
     .option('--data-dir <dir>', 'ledger, settings and dashboard token', defaultDataDir())
     .option('--settings <file>', 'settings JSON (default: settings.json in the data dir, else the defaults)')
-    .option('--run-when <when>', 'idle: only after the idle time without input; always: headless boxes', runWhen)
+    .option(
+      '--run-when <when>',
+      'idle: only after the idle time without input; always: headless boxes',
+      runWhen,
+    )
     .option('--duty-cycle <pct>', 'most of the time the GPU may be busy, in percent', integer(5, 100))
     .option('--temp-limit <celsius>', 'GPU temperature limit', integer(40, 100))
     .option('--vram-cap <mb>', 'most GPU memory the stage may use', integer(128))
-    .option('--dashboard-port <port>', 'local dashboard port on 127.0.0.1 (0 picks a free one)', integer(0, 65_535))
+    .option(
+      '--dashboard-port <port>',
+      'local dashboard port on 127.0.0.1 (0 picks a free one)',
+      integer(0, 65_535),
+    )
     .option('--no-dashboard', 'do not serve the local dashboard')
     .option('--log-level <level>', 'pino log level (JSON lines on stdout)', logLevel, 'warn')
     .action(async (flags: NodeFlags) => {
@@ -120,10 +131,15 @@ export function registerNodeCommand(program: Command): void {
       node.on('receipt', (signed: SignedReceipt) =>
         log.debug({ receiptId: signed.receipt.receiptId, flops: signed.receipt.flops }, 'receipt'),
       );
-      console.log(`tributary node ${keys.publicKeyHex.slice(0, 16)}… → ${flags.coordinator} (${flags.engine})`);
+      console.log(
+        `tributary node ${keys.publicKeyHex.slice(0, 16)}… → ${flags.coordinator} (${flags.engine})`,
+      );
       console.log(`ledger and settings: ${flags.dataDir}`);
       if (flags.dashboard) {
-        const dashboard = await agent.startDashboard({ staticDir: webBundleDir(), port: settings.dashboardPort });
+        const dashboard = await agent.startDashboard({
+          staticDir: webBundleDir(),
+          port: settings.dashboardPort,
+        });
         console.log(`dashboard: ${dashboard.url}`);
       }
       const line = statusLine(process.stdout);

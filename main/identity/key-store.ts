@@ -19,7 +19,10 @@ export class FileKeyStore implements KeyStore {
     if (!existsSync(this.path)) return null;
     if (process.platform !== 'win32') {
       const mode = statSync(this.path).mode & 0o777;
-      if (mode & 0o077) throw new Error(`key file ${this.path} is readable by others (mode ${mode.toString(8)}); run chmod 600 on it`);
+      if (mode & 0o077)
+        throw new Error(
+          `key file ${this.path} is readable by others (mode ${mode.toString(8)}); run chmod 600 on it`,
+        );
     }
     return readFileSync(this.path, 'utf8');
   }

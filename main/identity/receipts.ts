@@ -1,4 +1,8 @@
-import { canonicalReceiptBytes, signedReceiptSchema, type SignedReceipt } from '../../shared/protocol/receipt.js';
+import {
+  canonicalReceiptBytes,
+  signedReceiptSchema,
+  type SignedReceipt,
+} from '../../shared/protocol/receipt.js';
 import { verifyEd25519 } from './ed25519.js';
 
 /**
@@ -8,5 +12,9 @@ import { verifyEd25519 } from './ed25519.js';
 export function verifyReceipt(signed: SignedReceipt, coordinatorKey?: string): boolean {
   if (!signedReceiptSchema.safeParse(signed).success) return false;
   if (coordinatorKey !== undefined && signed.coordinatorKey !== coordinatorKey) return false;
-  return verifyEd25519(signed.coordinatorKey, canonicalReceiptBytes(signed.receipt), Buffer.from(signed.signature, 'base64'));
+  return verifyEd25519(
+    signed.coordinatorKey,
+    canonicalReceiptBytes(signed.receipt),
+    Buffer.from(signed.signature, 'base64'),
+  );
 }

@@ -2,7 +2,13 @@ import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { GptConfig, MicroBatchShape, StageRange } from '../../gpu/model/config.js';
-import type { AdamWSettings, StageForwardResult, StageInput, StageState, StageTrainer } from '../../gpu/stage/types.js';
+import type {
+  AdamWSettings,
+  StageForwardResult,
+  StageInput,
+  StageState,
+  StageTrainer,
+} from '../../gpu/stage/types.js';
 import type { EngineKind } from '../../shared/protocol/messages.js';
 import type { EngineCall, EngineMethod, EngineReply } from './engine-rpc.js';
 import type { StageSpec } from './stage-factory.js';
@@ -12,10 +18,15 @@ import type { StageSpec } from './stage-factory.js';
  * from sources (node --import tsx, vitest), where a small bootstrap registers tsx in the thread first.
  */
 function startWorker(workerData: unknown): Worker {
-  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./engine-worker.js', import.meta.url), { workerData });
+  if (!import.meta.url.endsWith('.ts'))
+    return new Worker(new URL('./engine-worker.js', import.meta.url), { workerData });
   const entry = new URL('./engine-worker.ts', import.meta.url).href;
   // require.resolve finds the CommonJS build of tsx's API; its ES module twin sits next to it.
-  const tsxApi = pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href;
+  const tsxApi = pathToFileURL(
+    createRequire(import.meta.url)
+      .resolve('tsx/esm/api')
+      .replace(/\.cjs$/, '.mjs'),
+  ).href;
   const bootstrap = `import(${JSON.stringify(tsxApi)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); })`;
   return new Worker(bootstrap, { eval: true, workerData });
 }

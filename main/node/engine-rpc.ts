@@ -18,4 +18,5 @@ export interface EngineCall {
   args: unknown;
 }
 
-export type EngineReply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string };
+export type EngineReply =
+  { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string };

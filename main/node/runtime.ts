@@ -2,16 +2,34 @@ import { EventEmitter } from 'node:events';
 import { pino, type Logger } from 'pino';
 import { WebSocket } from 'ws';
 import { unflatten, flatten } from '../../gpu/model/flat-state.js';
-import { splitBlocks, isFirstStage, isLastStage, type GptConfig, type MicroBatchShape, type StageRange } from '../../gpu/model/config.js';
+import {
+  splitBlocks,
+  isFirstStage,
+  isLastStage,
+  type GptConfig,
+  type MicroBatchShape,
+  type StageRange,
+} from '../../gpu/model/config.js';
 import { stageParamCount } from '../../gpu/model/params.js';
 import type { StageTrainer } from '../../gpu/stage/types.js';
 import { authChallengeBytes } from '../../shared/protocol/auth.js';
 import { Channel } from '../../shared/protocol/channel.js';
 import type { Tensor } from '../../shared/protocol/frame.js';
-import { coordinatorMessageSchema, type CoordinatorMessage, type EngineKind, type NodeMessage } from '../../shared/protocol/messages.js';
+import {
+  coordinatorMessageSchema,
+  type CoordinatorMessage,
+  type EngineKind,
+  type NodeMessage,
+} from '../../shared/protocol/messages.js';
 import type { SignedReceipt } from '../../shared/protocol/receipt.js';
 import { stateFromTensors, stateSpec, stateTensors } from '../../shared/protocol/stage-state.js';
-import { ProtocolError, WireReader, defaultWireLimits, type Received, type TensorSpec } from '../../shared/protocol/wire.js';
+import {
+  ProtocolError,
+  WireReader,
+  defaultWireLimits,
+  type Received,
+  type TensorSpec,
+} from '../../shared/protocol/wire.js';
 import { verifyReceipt } from '../identity/receipts.js';
 import { alwaysOpen, type ReceiptSink, type WorkGate } from './hooks.js';
 import type { StageSpec } from './stage-factory.js';
@@ -86,7 +104,14 @@ export class NodeRuntime extends EventEmitter {
   private readonly abort = new AbortController();
   private receiptCursor = 0;
   private readonly seenReceipts = new Set<string>();
-  readonly status: NodeStatus = { connected: false, stage: null, step: 0, receipts: 0, creditedFlops: 0, reason: 'starting' };
+  readonly status: NodeStatus = {
+    connected: false,
+    stage: null,
+    step: 0,
+    receipts: 0,
+    creditedFlops: 0,
+    reason: 'starting',
+  };
 
   constructor(private readonly options: NodeRuntimeOptions) {
     super();
@@ -128,9 +153,16 @@ export class NodeRuntime extends EventEmitter {
   private connect(): void {
     if (this.stopped) return;
     this.setReason(`connecting to ${this.options.coordinatorUrl}`);
-    const socket = new WebSocket(this.options.coordinatorUrl, { maxPayload: defaultWireLimits.maxBytes, ca: this.options.ca });
+    const socket = new WebSocket(this.options.coordinatorUrl, {
+      maxPayload: defaultWireLimits.maxBytes,
+      ca: this.options.ca,
+    });
     this.socket = socket;
-    const reader = new WireReader<CoordinatorMessage>(coordinatorMessageSchema, (m): TensorSpec[] => this.expect(m), defaultWireLimits);
+    const reader = new WireReader<CoordinatorMessage>(
+      coordinatorMessageSchema,
+      (m): TensorSpec[] => this.expect(m),
+      defaultWireLimits,
+    );
     const channel = new Channel<CoordinatorMessage, NodeMessage>(
       socket,
       reader,
@@ -140,10 +172,18 @@ export class NodeRuntime extends EventEmitter {
     this.channel = channel;
     socket.on('open', () => {
       this.status.connected = true;
-      channel.send({ type: 'hello', nodeId: this.nodeId, client: 'tributary-node/0.1', engine: this.options.engine, receiptCursor: this.receiptCursor });
+      channel.send({
+        type: 'hello',
+        nodeId: this.nodeId,
+        client: 'tributary-node/0.1',
+        engine: this.options.engine,
+        receiptCursor: this.receiptCursor,
+      });
     });
     socket.on('message', (data: Buffer, isBinary: boolean) =>
-      channel.receive(isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : data.toString('utf8')),
+      channel.receive(
+        isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : data.toString('utf8'),
+      ),
     );
     socket.on('error', (err) => this.log.debug({ err: err.message }, 'connection error'));
     socket.on('close', (code, reason) => {
@@ -155,7 +195,9 @@ export class NodeRuntime extends EventEmitter {
       if (this.stopped || this.paused) return;
       const delay = Math.round(this.backoff * (0.75 + Math.random() * 0.5));
       this.backoff = Math.min(this.backoff * 2, this.options.maxBackoffMs ?? 10_000);
-      this.setReason(`disconnected (${code}${reason.length ? `: ${reason.toString()}` : ''}); reconnecting in ${delay} ms`);
+      this.setReason(
+        `disconnected (${code}${reason.length ? `: ${reason.toString()}` : ''}); reconnecting in ${delay} ms`,
+      );
       this.reconnectTimer = setTimeout(() => this.connect(), delay);
     });
   }
@@ -204,7 +246,13 @@ export class NodeRuntime extends EventEmitter {
       case 'challenge':
         return this.onChallenge(message.nonce, message.coordinatorKey);
       case 'welcome':
-        this.session = { model: message.model, shape: message.shape, stages: message.stages, seed: message.seed, coordinatorKey: this.session?.coordinatorKey ?? '' };
+        this.session = {
+          model: message.model,
+          shape: message.shape,
+          stages: message.stages,
+          seed: message.seed,
+          coordinatorKey: this.session?.coordinatorKey ?? '',
+        };
         this.backoff = this.options.backoffMs ?? 250;
         this.emit('connected', { runId: message.runId });
         this.setReason('connected; waiting for a stage');
@@ -235,7 +283,9 @@ export class NodeRuntime extends EventEmitter {
       return;
     }
     this.session = this.session ? { ...this.session, coordinatorKey } : ({ coordinatorKey } as Session);
-    const signature = Buffer.from(this.options.keys.sign(authChallengeBytes(nonce, coordinatorKey, this.nodeId))).toString('base64');
+    const signature = Buffer.from(
+      this.options.keys.sign(authChallengeBytes(nonce, coordinatorKey, this.nodeId)),
+    ).toString('base64');
     this.channel?.send({ type: 'auth', signature });
   }
 
@@ -273,10 +323,19 @@ export class NodeRuntime extends EventEmitter {
     });
   }
 
-  private async handle(channel: Channel<CoordinatorMessage, NodeMessage>, message: CoordinatorMessage, tensors: Tensor[]): Promise<void> {
+  private async handle(
+    channel: Channel<CoordinatorMessage, NodeMessage>,
+    message: CoordinatorMessage,
+    tensors: Tensor[],
+  ): Promise<void> {
     switch (message.type) {
       case 'assign':
-        return this.load(channel, message.range, message.step, stateFromTensors(message.optimizerStep, tensors));
+        return this.load(
+          channel,
+          message.range,
+          message.step,
+          stateFromTensors(message.optimizerStep, tensors),
+        );
       case 'task':
         return this.runTask(channel, message, tensors);
       case 'abort':
@@ -285,7 +344,9 @@ export class NodeRuntime extends EventEmitter {
         return;
       case 'gradsRequest': {
         const grads = await this.needStage().exportGrads();
-        channel.send({ type: 'grads', step: message.step, attempt: message.attempt }, [{ dtype: 'f32', shape: [grads.length], data: grads }]);
+        channel.send({ type: 'grads', step: message.step, attempt: message.attempt }, [
+          { dtype: 'f32', shape: [grads.length], data: grads },
+        ]);
         return;
       }
       case 'apply': {
@@ -295,13 +356,19 @@ export class NodeRuntime extends EventEmitter {
         stage.zeroGrad();
         this.status.step = message.step + 1;
         const state = message.sendState ? flatten(await stage.exportState(), stage.paramCount) : null;
-        channel.send({ type: 'applied', step: message.step, optimizerStep: state?.optimizerStep ?? 0 }, state ? stateTensors(state) : []);
+        channel.send(
+          { type: 'applied', step: message.step, optimizerStep: state?.optimizerStep ?? 0 },
+          state ? stateTensors(state) : [],
+        );
         return;
       }
       case 'stateRequest': {
         const stage = this.needStage();
         const state = flatten(await stage.exportState(), stage.paramCount);
-        channel.send({ type: 'state', requestId: message.requestId, optimizerStep: state.optimizerStep }, stateTensors(state));
+        channel.send(
+          { type: 'state', requestId: message.requestId, optimizerStep: state.optimizerStep },
+          stateTensors(state),
+        );
         return;
       }
       default:
@@ -341,13 +408,20 @@ export class NodeRuntime extends EventEmitter {
     return this.stage;
   }
 
-  private async load(channel: Channel<CoordinatorMessage, NodeMessage>, range: StageRange, step: number, state: ReturnType<typeof stateFromTensors>): Promise<void> {
+  private async load(
+    channel: Channel<CoordinatorMessage, NodeMessage>,
+    range: StageRange,
+    step: number,
+    state: ReturnType<typeof stateFromTensors>,
+  ): Promise<void> {
     const { model, shape, seed } = this.need();
     const same = this.range && this.range.index === range.index && this.range.count === range.count;
     if (!same || !this.stage) {
       this.stage?.destroy();
       this.stage = null;
-      this.setReason(`loading stage ${range.index + 1} of ${range.count} (blocks ${range.firstBlock}-${range.endBlock - 1})`);
+      this.setReason(
+        `loading stage ${range.index + 1} of ${range.count} (blocks ${range.firstBlock}-${range.endBlock - 1})`,
+      );
       const create = this.options.createStage ?? ((engine, spec) => WorkerStage.create(engine, spec));
       this.stage = await create(this.options.engine, { config: model, range, shape, seed });
     }
@@ -358,11 +432,17 @@ export class NodeRuntime extends EventEmitter {
     this.status.stage = range;
     this.status.step = step;
     this.emit('assigned', range, { config: model, shape });
-    this.setReason(`training stage ${range.index + 1} of ${range.count} (blocks ${range.firstBlock}-${range.endBlock - 1})`);
+    this.setReason(
+      `training stage ${range.index + 1} of ${range.count} (blocks ${range.firstBlock}-${range.endBlock - 1})`,
+    );
     channel.send({ type: 'loaded', step });
   }
 
-  private async runTask(channel: Channel<CoordinatorMessage, NodeMessage>, task: Extract<CoordinatorMessage, { type: 'task' }>, tensors: Tensor[]): Promise<void> {
+  private async runTask(
+    channel: Channel<CoordinatorMessage, NodeMessage>,
+    task: Extract<CoordinatorMessage, { type: 'task' }>,
+    tensors: Tensor[],
+  ): Promise<void> {
     const stage = this.needStage();
     const range = this.range!;
     if (!(await this.gateIsOpen())) {
@@ -372,7 +452,9 @@ export class NodeRuntime extends EventEmitter {
     const started = performance.now();
     const unit = { step: task.step, attempt: task.attempt, microBatch: task.microBatch };
     const input = tensors[0]!;
-    const stageInput = isFirstStage(range) ? { kind: 'tokens' as const, tokens: input.data as Int32Array } : { kind: 'activations' as const, data: input.data as Float32Array };
+    const stageInput = isFirstStage(range)
+      ? { kind: 'tokens' as const, tokens: input.data as Int32Array }
+      : { kind: 'activations' as const, data: input.data as Float32Array };
     let loss: number | undefined;
     let out: Float32Array | null = null;
     if (task.kind === 'forward') {
@@ -396,7 +478,10 @@ export class NodeRuntime extends EventEmitter {
     }
     const busyMs = performance.now() - started;
     const sendOut = out !== null && (task.kind === 'forward' || !isFirstStage(range));
-    channel.send({ type: 'result', taskId: task.taskId, loss, busyMs }, sendOut ? [{ ...this.activationSpec(), data: out! }] : []);
+    channel.send(
+      { type: 'result', taskId: task.taskId, loss, busyMs },
+      sendOut ? [{ ...this.activationSpec(), data: out! }] : [],
+    );
     await this.gate.afterWork(busyMs);
   }
 }

@@ -51,7 +51,9 @@ export class FrameError extends Error {
 export function encodeFrame(messageId: number, index: number, tensor: Tensor): Uint8Array {
   const elements = tensor.shape.reduce((a, b) => a * b, 1);
   if (elements !== tensor.data.length) {
-    throw new FrameError(`tensor shape [${tensor.shape.join(', ')}] does not hold ${tensor.data.length} elements`);
+    throw new FrameError(
+      `tensor shape [${tensor.shape.join(', ')}] does not hold ${tensor.data.length} elements`,
+    );
   }
   const headerBytes = HEADER_BYTES + 4 * tensor.shape.length;
   const out = new Uint8Array(headerBytes + tensor.data.byteLength);
@@ -75,11 +77,15 @@ function lookup<T extends string>(codes: Record<T, number>, code: number, what: 
 }
 
 /** Parses a frame; throws FrameError on anything malformed. The payload is copied, so it is aligned. */
-export function decodeFrame(bytes: Uint8Array, limits: FrameLimits = defaultFrameLimits): FrameHeader & { tensor: Tensor } {
+export function decodeFrame(
+  bytes: Uint8Array,
+  limits: FrameLimits = defaultFrameLimits,
+): FrameHeader & { tensor: Tensor } {
   if (bytes.byteLength > limits.maxBytes) {
     throw new FrameError(`frame of ${bytes.byteLength} bytes exceeds the limit of ${limits.maxBytes}`);
   }
-  if (bytes.byteLength < HEADER_BYTES) throw new FrameError(`frame of ${bytes.byteLength} bytes is shorter than its header`);
+  if (bytes.byteLength < HEADER_BYTES)
+    throw new FrameError(`frame of ${bytes.byteLength} bytes is shorter than its header`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (view.getUint32(0, true) !== MAGIC) throw new FrameError('frame does not start with the TRBF magic');
   const version = view.getUint8(4);
@@ -100,9 +106,18 @@ export function decodeFrame(bytes: Uint8Array, limits: FrameLimits = defaultFram
   }
   const payload = bytes.byteLength - headerBytes;
   if (elements * 4 !== payload) {
-    throw new FrameError(`shape [${shape.join(', ')}] needs ${elements * 4} payload bytes, frame has ${payload}`);
+    throw new FrameError(
+      `shape [${shape.join(', ')}] needs ${elements * 4} payload bytes, frame has ${payload}`,
+    );
   }
   const copy = bytes.slice(headerBytes);
   const data = dtype === 'f32' ? new Float32Array(copy.buffer) : new Int32Array(copy.buffer);
-  return { messageId: view.getUint32(8, true), index: view.getUint32(12, true), dtype, codec, shape, tensor: { dtype, shape, data } };
+  return {
+    messageId: view.getUint32(8, true),
+    index: view.getUint32(12, true),
+    dtype,
+    codec,
+    shape,
+    tensor: { dtype, shape, data },
+  };
 }

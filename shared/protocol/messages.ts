@@ -10,8 +10,16 @@ export const PROTOCOL_VERSION = 1;
 
 const hex32 = z.string().regex(/^[0-9a-f]{64}$/);
 const base64 = z.string().regex(/^[A-Za-z0-9+/]+={0,2}$/);
-const count = z.number().int().min(0).max(2 ** 31);
-const positive = z.number().int().min(1).max(1 << 20);
+const count = z
+  .number()
+  .int()
+  .min(0)
+  .max(2 ** 31);
+const positive = z
+  .number()
+  .int()
+  .min(1)
+  .max(1 << 20);
 const finite = z.number().finite();
 
 export const engineKindSchema = z.enum(['gpu', 'cpu']);
@@ -70,7 +78,11 @@ export const helloSchema = msg('hello', {
 export const authSchema = msg('auth', { signature: base64.max(128) });
 /** Ask for a stage; lightweight clients (dashboards, probes) never send it and never get work. */
 export const joinSchema = msg('join', {});
-export const resultSchema = msg('result', { taskId: count, loss: finite.optional(), busyMs: finite.nonnegative() });
+export const resultSchema = msg('result', {
+  taskId: count,
+  loss: finite.optional(),
+  busyMs: finite.nonnegative(),
+});
 export const gradsSchema = msg('grads', { step: count, attempt: count });
 export const appliedSchema = msg('applied', { step: count, optimizerStep: count });
 /** The assigned stage is loaded and ready for tasks. */
@@ -79,7 +91,11 @@ export const stateSchema = msg('state', { requestId: count, optimizerStep: count
 export const pingSchema = msg('ping', { sentAt: finite });
 
 // --- coordinator -> node -------------------------------------------------------------------------------
-export const challengeSchema = msg('challenge', { nonce: base64.max(64), coordinatorKey: hex32, runId: z.string().max(128) });
+export const challengeSchema = msg('challenge', {
+  nonce: base64.max(64),
+  coordinatorKey: hex32,
+  runId: z.string().max(128),
+});
 export const welcomeSchema = msg('welcome', {
   runId: z.string().max(128),
   model: gptConfigSchema,
@@ -115,7 +131,10 @@ export const stateRequestSchema = msg('stateRequest', { requestId: count });
 export const receiptMessageSchema = msg('receipt', { seq: count, signed: signedReceiptSchema });
 export const pongSchema = msg('pong', { sentAt: finite });
 /** What the run is doing and why, in words a person can read (sent when it changes). */
-export const runStateSchema = msg('runState', { state: z.enum(['waiting', 'training', 'done']), reason: z.string().max(500) });
+export const runStateSchema = msg('runState', {
+  state: z.enum(['waiting', 'training', 'done']),
+  reason: z.string().max(500),
+});
 
 // --- both ways ---------------------------------------------------------------------------------------------
 export const errorSchema = msg('error', { code: z.string().max(64), message: z.string().max(2000) });

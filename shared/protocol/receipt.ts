@@ -22,7 +22,10 @@ export const signedReceiptSchema = z
   .object({
     receipt: workReceiptSchema,
     /** ed25519 signature over canonicalReceiptBytes(receipt), base64. */
-    signature: z.string().regex(/^[A-Za-z0-9+/]+={0,2}$/).max(128),
+    signature: z
+      .string()
+      .regex(/^[A-Za-z0-9+/]+={0,2}$/)
+      .max(128),
     /** The coordinator's ed25519 public key, hex. */
     coordinatorKey: z.string().regex(/^[0-9a-f]{64}$/),
   })

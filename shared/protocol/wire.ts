@@ -1,5 +1,13 @@
 import type { z } from 'zod';
-import { FrameError, decodeFrame, defaultFrameLimits, encodeFrame, type DType, type FrameLimits, type Tensor } from './frame.js';
+import {
+  FrameError,
+  decodeFrame,
+  defaultFrameLimits,
+  encodeFrame,
+  type DType,
+  type FrameLimits,
+  type Tensor,
+} from './frame.js';
 import { PROTOCOL_VERSION, type Outgoing } from './messages.js';
 
 /**
@@ -22,7 +30,8 @@ export const defaultWireLimits: WireLimits = { ...defaultFrameLimits, maxTextByt
 
 export class ProtocolError extends Error {
   constructor(
-    readonly code: 'too-large' | 'bad-json' | 'bad-message' | 'bad-frame' | 'bad-shape' | 'unexpected' | 'unauthenticated',
+    readonly code:
+      'too-large' | 'bad-json' | 'bad-message' | 'bad-frame' | 'bad-shape' | 'unexpected' | 'unauthenticated',
     message: string,
   ) {
     super(message);
@@ -52,9 +61,13 @@ export class WireReader<M extends { id: number; tensors: number }> {
 
   /** Returns the message when complete, or null while its tensor frames are still to come. */
   readText(text: string): Received<M> | null {
-    if (this.pending) throw new ProtocolError('unexpected', 'a text message arrived while tensor frames were due');
+    if (this.pending)
+      throw new ProtocolError('unexpected', 'a text message arrived while tensor frames were due');
     if (text.length > this.limits.maxTextBytes) {
-      throw new ProtocolError('too-large', `text message of ${text.length} bytes exceeds ${this.limits.maxTextBytes}`);
+      throw new ProtocolError(
+        'too-large',
+        `text message of ${text.length} bytes exceeds ${this.limits.maxTextBytes}`,
+      );
     }
     let raw: unknown;
     try {
@@ -66,12 +79,18 @@ export class WireReader<M extends { id: number; tensors: number }> {
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
       const where = issue?.path.length ? ` at ${issue.path.join('.')}` : '';
-      throw new ProtocolError('bad-message', `invalid message${where}: ${issue?.message ?? 'schema mismatch'}`);
+      throw new ProtocolError(
+        'bad-message',
+        `invalid message${where}: ${issue?.message ?? 'schema mismatch'}`,
+      );
     }
     const message = parsed.data;
     const specs = this.expect(message);
     if (specs.length !== message.tensors) {
-      throw new ProtocolError('bad-message', `message announces ${message.tensors} tensors, ${specs.length} expected`);
+      throw new ProtocolError(
+        'bad-message',
+        `message announces ${message.tensors} tensors, ${specs.length} expected`,
+      );
     }
     if (specs.length === 0) return { message, tensors: [] };
     this.pending = { message, specs, tensors: [] };
@@ -80,7 +99,8 @@ export class WireReader<M extends { id: number; tensors: number }> {
 
   readBinary(bytes: Uint8Array): Received<M> | null {
     const pending = this.pending;
-    if (!pending) throw new ProtocolError('unexpected', 'a tensor frame arrived without a message announcing it');
+    if (!pending)
+      throw new ProtocolError('unexpected', 'a tensor frame arrived without a message announcing it');
     let frame;
     try {
       frame = decodeFrame(bytes, this.limits);
@@ -91,9 +111,13 @@ export class WireReader<M extends { id: number; tensors: number }> {
     const index = pending.tensors.length;
     const spec = pending.specs[index]!;
     if (frame.messageId !== pending.message.id || frame.index !== index) {
-      throw new ProtocolError('bad-frame', `frame ${frame.messageId}/${frame.index} where ${pending.message.id}/${index} was due`);
+      throw new ProtocolError(
+        'bad-frame',
+        `frame ${frame.messageId}/${frame.index} where ${pending.message.id}/${index} was due`,
+      );
     }
-    const sameShape = frame.shape.length === spec.shape.length && frame.shape.every((d, i) => d === spec.shape[i]);
+    const sameShape =
+      frame.shape.length === spec.shape.length && frame.shape.every((d, i) => d === spec.shape[i]);
     if (frame.dtype !== spec.dtype || !sameShape) {
       throw new ProtocolError(
         'bad-shape',
@@ -108,7 +132,11 @@ export class WireReader<M extends { id: number; tensors: number }> {
 }
 
 /** Encodes one message and its tensors as the text frame and binary frames to send, in order. */
-export function encodeMessage<M>(id: number, message: Outgoing<M>, tensors: Tensor[] = []): Array<string | Uint8Array> {
+export function encodeMessage<M>(
+  id: number,
+  message: Outgoing<M>,
+  tensors: Tensor[] = [],
+): Array<string | Uint8Array> {
   const text = JSON.stringify({ ...message, v: PROTOCOL_VERSION, id, tensors: tensors.length });
   return [text, ...tensors.map((t, i) => encodeFrame(id, i, t))];
 }

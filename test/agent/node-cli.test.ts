@@ -19,43 +19,79 @@ function node(args: string[]): CliProcess {
 }
 
 describe('tributary node hosts the agent', () => {
-  it('trains under the agent, keeps every receipt in its ledger, serves the dashboard and stops cleanly on SIGINT', { timeout: 120_000 }, async () => {
-    const config = tinyConfig({ stages: 1, steps: 4, microBatchesPerStep: 2 });
-    const coordinator = await startCoordinator(config, join(dir, 'coord'));
-    const dataDir = join(dir, 'agent');
-    const child = node(['--coordinator', coordinator.url, '--engine', 'cpu', '--key', join(dir, 'node.key'),
-      '--data-dir', dataDir, '--run-when', 'always', '--dashboard-port', '0', '--log-level', 'debug']);
-    await coordinator.finished;
-    const nodeId = child.nodeId()!;
-    const balance = coordinator.store.balances().find((b) => b.nodeId === nodeId)!;
-    expect(balance.units).toBe(config.steps * config.microBatchesPerStep);
-    await until('receipts delivered', () => child.receipts().size === balance.units, 30_000);
-    expect(child.output.some((l) => /^dashboard: http:\/\/127\.0\.0\.1:\d+\//.test(l))).toBe(true);
+  it(
+    'trains under the agent, keeps every receipt in its ledger, serves the dashboard and stops cleanly on SIGINT',
+    { timeout: 120_000 },
+    async () => {
+      const config = tinyConfig({ stages: 1, steps: 4, microBatchesPerStep: 2 });
+      const coordinator = await startCoordinator(config, join(dir, 'coord'));
+      const dataDir = join(dir, 'agent');
+      const child = node([
+        '--coordinator',
+        coordinator.url,
+        '--engine',
+        'cpu',
+        '--key',
+        join(dir, 'node.key'),
+        '--data-dir',
+        dataDir,
+        '--run-when',
+        'always',
+        '--dashboard-port',
+        '0',
+        '--log-level',
+        'debug',
+      ]);
+      await coordinator.finished;
+      const nodeId = child.nodeId()!;
+      const balance = coordinator.store.balances().find((b) => b.nodeId === nodeId)!;
+      expect(balance.units).toBe(config.steps * config.microBatchesPerStep);
+      await until('receipts delivered', () => child.receipts().size === balance.units, 30_000);
+      expect(child.output.some((l) => /^dashboard: http:\/\/127\.0\.0\.1:\d+\//.test(l))).toBe(true);
 
-    expect(await child.kill('SIGINT')).toBe(0);
-    expect(child.output.some((l) => l.startsWith('SIGINT: finishing or handing back'))).toBe(true);
-    await coordinator.close();
+      expect(await child.kill('SIGINT')).toBe(0);
+      expect(child.output.some((l) => l.startsWith('SIGINT: finishing or handing back'))).toBe(true);
+      await coordinator.close();
 
-    // The ledger the agent flushed on the way out holds exactly what the coordinator credited, and verifies.
-    const ledger = new Ledger(join(dataDir, 'ledger.sqlite'));
-    try {
-      const { confirmedFlops, pendingFlops } = ledger.balance();
-      expect(confirmedFlops + pendingFlops).toBeCloseTo(balance.flops, 0);
-      expect(ledger.verify().ok).toBe(true);
-    } finally {
-      ledger.close();
-    }
-  });
+      // The ledger the agent flushed on the way out holds exactly what the coordinator credited, and verifies.
+      const ledger = new Ledger(join(dataDir, 'ledger.sqlite'));
+      try {
+        const { confirmedFlops, pendingFlops } = ledger.balance();
+        expect(confirmedFlops + pendingFlops).toBeCloseTo(balance.flops, 0);
+        expect(ledger.verify().ok).toBe(true);
+      } finally {
+        ledger.close();
+      }
+    },
+  );
 
-  it('waits with a readable reason while the policy says no (idle-only on a box that reports no idle time)', { timeout: 60_000 }, async () => {
-    const coordinator = await startCoordinator(tinyConfig({ stages: 1, steps: 2 }), join(dir, 'coord-idle'));
-    const child = node(['--coordinator', coordinator.url, '--engine', 'cpu', '--key', join(dir, 'idle.key'),
-      '--data-dir', join(dir, 'idle'), '--run-when', 'idle', '--no-dashboard']);
-    await until('a waiting status line', () => child.output.some((l) => l.startsWith('waiting: ')), 30_000);
-    expect(coordinator.status().step).toBe(0);
-    expect(await child.kill('SIGTERM')).toBe(0);
-    await coordinator.close();
-  });
+  it(
+    'waits with a readable reason while the policy says no (idle-only on a box that reports no idle time)',
+    { timeout: 60_000 },
+    async () => {
+      const coordinator = await startCoordinator(
+        tinyConfig({ stages: 1, steps: 2 }),
+        join(dir, 'coord-idle'),
+      );
+      const child = node([
+        '--coordinator',
+        coordinator.url,
+        '--engine',
+        'cpu',
+        '--key',
+        join(dir, 'idle.key'),
+        '--data-dir',
+        join(dir, 'idle'),
+        '--run-when',
+        'idle',
+        '--no-dashboard',
+      ]);
+      await until('a waiting status line', () => child.output.some((l) => l.startsWith('waiting: ')), 30_000);
+      expect(coordinator.status().step).toBe(0);
+      expect(await child.kill('SIGTERM')).toBe(0);
+      await coordinator.close();
+    },
+  );
 
   it.each([
     [['--duty-cycle', '150'], /duty-cycle/],
@@ -64,8 +100,15 @@ describe('tributary node hosts the agent', () => {
   ])('refuses bad input %j with exit code 2 and says why', async (args, message) => {
     const settings = join(dir, 'bad-settings.json');
     writeFileSync(settings, JSON.stringify({ gpuTempLimitC: 300 }));
-    const child = node(['--coordinator', 'ws://127.0.0.1:9', '--key', join(dir, 'usage.key'), '--data-dir', join(dir, 'usage'),
-      ...args.map((a) => (a === 'SETTINGS' ? settings : a))]);
+    const child = node([
+      '--coordinator',
+      'ws://127.0.0.1:9',
+      '--key',
+      join(dir, 'usage.key'),
+      '--data-dir',
+      join(dir, 'usage'),
+      ...args.map((a) => (a === 'SETTINGS' ? settings : a)),
+    ]);
     const stderr: string[] = [];
     child.proc.stderr!.on('data', (d: Buffer) => stderr.push(d.toString()));
     expect(await child.exited).toBe(2);

@@ -16,12 +16,16 @@ describe('the training engine in headless Chromium', () => {
 
   it(`trains ${fixedRun.steps} steps to the losses dawn.node gets`, async () => {
     const page = await pages.open('test/e2e/engine-page/index.html');
-    
+
     const chromium = (await page.evaluate('window.engineRun')) as FixedRunResult | { error: string };
     if ('error' in chromium) throw new Error(chromium.error);
     const dawn = await runFixedTraining(dawnGpu(), DRIVER_HINT);
-    console.log(`Chromium adapter: ${chromium.adapter}, lanes kernels: ${chromium.lanes ?? 'no'}\n  losses ${chromium.losses.map((l) => l.toFixed(6)).join(' ')}`);
-    console.log(`dawn.node adapter: ${dawn.adapter}, lanes kernels: ${dawn.lanes ?? 'no'}\n  losses ${dawn.losses.map((l) => l.toFixed(6)).join(' ')}`);
+    console.log(
+      `Chromium adapter: ${chromium.adapter}, lanes kernels: ${chromium.lanes ?? 'no'}\n  losses ${chromium.losses.map((l) => l.toFixed(6)).join(' ')}`,
+    );
+    console.log(
+      `dawn.node adapter: ${dawn.adapter}, lanes kernels: ${dawn.lanes ?? 'no'}\n  losses ${dawn.losses.map((l) => l.toFixed(6)).join(' ')}`,
+    );
     expect(chromium.losses).toHaveLength(fixedRun.steps);
     chromium.losses.forEach((loss, i) => {
       const rel = Math.abs(loss - dawn.losses[i]!) / dawn.losses[i]!;

@@ -73,7 +73,7 @@ describe('GPU worker page in Chromium (browser WebGPU)', () => {
 
     // The same three steps, once through the worker page's port and once on dawn.node directly.
     const page = await pages.open('main/gpu-worker/index.html');
-    
+
     const chromium = (await page.evaluate(
       async ({ spec, adamw, ids, n }) => {
         const { port1, port2 } = new MessageChannel();
@@ -148,7 +148,7 @@ describe('GPU worker page in Chromium (browser WebGPU)', () => {
 
   it('ignores a port offered from anywhere but its own window', async () => {
     const page = await pages.open('main/gpu-worker/index.html');
-    
+
     const answered = await page.evaluate(async () => {
       const { port1, port2 } = new MessageChannel();
       port1.start();

@@ -7,7 +7,7 @@ describe('GPU smoke inside headless Chromium (browser WebGPU)', () => {
 
   it('runs a compute shader on navigator.gpu and reads the result back', async () => {
     const page = await pages.open('test/e2e/smoke-page/index.html');
-    
+
     const result = (await page.evaluate('window.smoke')) as SmokeResult | { error: string };
     if ('error' in result) throw new Error(result.error);
     console.log(`Chromium adapter: ${result.adapter}`);

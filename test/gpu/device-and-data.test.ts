@@ -14,8 +14,12 @@ describe('acquireDevice', () => {
     expect(needs.maxStorageBufferBindingSize).toBe(8 * 64 * 256 * 4);
     const got = await acquireDevice(dawnGpu(), DRIVER_HINT, needs);
     try {
-      console.log(`adapter: ${adapterName(got.summary)}; maxStorageBufferBindingSize ${got.limits.maxStorageBufferBindingSize}`);
-      expect(got.limits.maxStorageBufferBindingSize).toBeGreaterThanOrEqual(needs.maxStorageBufferBindingSize);
+      console.log(
+        `adapter: ${adapterName(got.summary)}; maxStorageBufferBindingSize ${got.limits.maxStorageBufferBindingSize}`,
+      );
+      expect(got.limits.maxStorageBufferBindingSize).toBeGreaterThanOrEqual(
+        needs.maxStorageBufferBindingSize,
+      );
       expect(got.limits.maxBufferSize).toBeGreaterThanOrEqual(needs.maxBufferSize);
       expect(Object.keys(got.limits).length).toBeGreaterThan(10);
       expect(Array.isArray(got.features)).toBe(true);
@@ -26,7 +30,9 @@ describe('acquireDevice', () => {
 
   it('refuses, with the numbers, a need the adapter cannot meet', async () => {
     const huge = 2 ** 50;
-    await expect(acquireDevice(dawnGpu(), DRIVER_HINT, { maxStorageBufferBindingSize: huge, maxBufferSize: huge })).rejects.toThrow(
+    await expect(
+      acquireDevice(dawnGpu(), DRIVER_HINT, { maxStorageBufferBindingSize: huge, maxBufferSize: huge }),
+    ).rejects.toThrow(
       new RegExp(`needs maxStorageBufferBindingSize >= ${huge} bytes; the adapter offers \\d+`),
     );
   });

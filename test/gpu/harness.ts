@@ -44,12 +44,14 @@ export class TensorPack {
     for (const op of ops) op.encode(pass);
     pass.end();
     this.device.queue.submit([encoder.finish()]);
-
   }
 
   async read(name: string): Promise<Float32Array> {
     const ref = this.ref(name);
-    const staging = this.device.createBuffer({ size: ref.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const staging = this.device.createBuffer({
+      size: ref.size,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
     const encoder = this.device.createCommandEncoder();
     encoder.copyBufferToBuffer(ref.buffer, ref.offset, staging, 0, ref.size);
     this.device.queue.submit([encoder.finish()]);
@@ -69,7 +71,8 @@ export class TensorPack {
 export function maxErrorRatio(a: ArrayLike<number>, b: ArrayLike<number>, atol: number, rtol = 0): number {
   if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
   let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / (atol + rtol * Math.abs(b[i]!)));
+  for (let i = 0; i < a.length; i++)
+    worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / (atol + rtol * Math.abs(b[i]!)));
   return worst;
 }
 
@@ -99,7 +102,11 @@ export function randomTokens(n: number, vocab: number, seed: number): Int32Array
  * One dawn.node device for a whole test file, destroyed after it, with two compiled kernel sets: the default
  * (lanes kernels on lavapipe) and the workgroup-memory kernels that real GPUs run.
  */
-export function fileDevice(): { readonly device: GPUDevice; readonly kernels: KernelSet; readonly gpuKernels: KernelSet } {
+export function fileDevice(): {
+  readonly device: GPUDevice;
+  readonly kernels: KernelSet;
+  readonly gpuKernels: KernelSet;
+} {
   const held: { device?: GPUDevice; kernels?: KernelSet; gpuKernels?: KernelSet } = {};
   beforeAll(async () => {
     held.device = (await testDevice()).device;

@@ -29,9 +29,18 @@ beforeAll(async () => {
 });
 afterAll(() => device?.destroy());
 
-function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol: number, what: string): void {
+function expectClose(
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  atol: number,
+  rtol: number,
+  what: string,
+): void {
   const ratio = maxErrorRatio(got, want, atol, rtol);
-  expect(ratio, `${what}: worst error is ${ratio.toFixed(3)}x the tolerance (atol ${atol}, rtol ${rtol})`).toBeLessThanOrEqual(1);
+  expect(
+    ratio,
+    `${what}: worst error is ${ratio.toFixed(3)}x the tolerance (atol ${atol}, rtol ${rtol})`,
+  ).toBeLessThanOrEqual(1);
 }
 
 describe('WGSL kernels vs the CPU reference', () => {
@@ -69,12 +78,43 @@ describe('WGSL kernels vs the CPU reference', () => {
     const dinp0 = randomArray(BT * C, 11, 0.1);
     const dw0 = randomArray(C, 12, 0.1);
     const db0 = randomArray(C, 13, 0.1);
-    const pack = new TensorPack(device, { inp, weight, bias, dout, out: BT * C, mean: BT, rstd: BT, dinp: dinp0, dw: dw0, db: db0 });
+    const pack = new TensorPack(device, {
+      inp,
+      weight,
+      bias,
+      dout,
+      out: BT * C,
+      mean: BT,
+      rstd: BT,
+      dinp: dinp0,
+      dw: dw0,
+      db: db0,
+    });
     const k = new LayerNorm(device);
     const r = (n: string) => pack.ref(n);
     await pack.run(
-      k.forward({ out: r('out'), mean: r('mean'), rstd: r('rstd'), inp: r('inp'), weight: r('weight'), bias: r('bias'), rows: BT, C }),
-      k.backward({ dinp: r('dinp'), dweight: r('dw'), dbias: r('db'), dout: r('dout'), inp: r('inp'), weight: r('weight'), mean: r('mean'), rstd: r('rstd'), rows: BT, C }),
+      k.forward({
+        out: r('out'),
+        mean: r('mean'),
+        rstd: r('rstd'),
+        inp: r('inp'),
+        weight: r('weight'),
+        bias: r('bias'),
+        rows: BT,
+        C,
+      }),
+      k.backward({
+        dinp: r('dinp'),
+        dweight: r('dw'),
+        dbias: r('db'),
+        dout: r('dout'),
+        inp: r('inp'),
+        weight: r('weight'),
+        mean: r('mean'),
+        rstd: r('rstd'),
+        rows: BT,
+        C,
+      }),
     );
     const out = new Float32Array(BT * C);
     const mean = new Float32Array(BT);
@@ -99,31 +139,41 @@ describe('WGSL kernels vs the CPU reference', () => {
     { C: 6, NH: 2, T, lanes: true },
     { C: 32, NH: 2, T: 16, lanes: true },
     { C: 128, NH: 2, T: 16, lanes: true },
-  ])('causal attention forward and backward (C $C, NH $NH, T $T, lanes $lanes)', async ({ C, NH, T, lanes }) => {
-    const BT = B * T;
-    const qkv = randomArray(BT * 3 * C, 14, 1.5);
-    const dout = randomArray(BT * C, 15);
-    const dqkv0 = randomArray(BT * 3 * C, 16, 0.1);
-    const TT = B * NH * T * T;
-    const pack = new TensorPack(device, { qkv, dout, out: BT * C, att: TT, dpreatt: TT, dqkv: dqkv0 });
-    const k = new Attention(device, lanes ? {} : { lanes: null });
-    if (lanes) expect(k.lanes).toBe(cpuSubgroupLanes(device));
-    const dims = { B, T, C, NH };
-    const r = (n: string) => pack.ref(n);
-    await pack.run(
-      k.forward({ out: r('out'), att: r('att'), qkv: r('qkv'), dims }),
-      k.backward({ dqkv: r('dqkv'), dpreatt: r('dpreatt'), dout: r('dout'), qkv: r('qkv'), att: r('att'), dims }),
-    );
-    const out = new Float32Array(BT * C);
-    const preatt = new Float32Array(TT);
-    const att = new Float32Array(TT);
-    ref.attentionForward(out, preatt, att, qkv, B, T, C, NH);
-    const dqkv = dqkv0.slice();
-    ref.attentionBackward(dqkv, new Float32Array(TT), new Float32Array(TT), dout, qkv, att, B, T, C, NH);
-    expectClose(await pack.read('out'), out, 1e-3, 0, 'attention out');
-    expectClose(await pack.read('att'), att, 1e-5, 1e-4, 'att');
-    expectClose(await pack.read('dqkv'), dqkv, 1e-4, 1e-4, 'dqkv');
-  });
+  ])(
+    'causal attention forward and backward (C $C, NH $NH, T $T, lanes $lanes)',
+    async ({ C, NH, T, lanes }) => {
+      const BT = B * T;
+      const qkv = randomArray(BT * 3 * C, 14, 1.5);
+      const dout = randomArray(BT * C, 15);
+      const dqkv0 = randomArray(BT * 3 * C, 16, 0.1);
+      const TT = B * NH * T * T;
+      const pack = new TensorPack(device, { qkv, dout, out: BT * C, att: TT, dpreatt: TT, dqkv: dqkv0 });
+      const k = new Attention(device, lanes ? {} : { lanes: null });
+      if (lanes) expect(k.lanes).toBe(cpuSubgroupLanes(device));
+      const dims = { B, T, C, NH };
+      const r = (n: string) => pack.ref(n);
+      await pack.run(
+        k.forward({ out: r('out'), att: r('att'), qkv: r('qkv'), dims }),
+        k.backward({
+          dqkv: r('dqkv'),
+          dpreatt: r('dpreatt'),
+          dout: r('dout'),
+          qkv: r('qkv'),
+          att: r('att'),
+          dims,
+        }),
+      );
+      const out = new Float32Array(BT * C);
+      const preatt = new Float32Array(TT);
+      const att = new Float32Array(TT);
+      ref.attentionForward(out, preatt, att, qkv, B, T, C, NH);
+      const dqkv = dqkv0.slice();
+      ref.attentionBackward(dqkv, new Float32Array(TT), new Float32Array(TT), dout, qkv, att, B, T, C, NH);
+      expectClose(await pack.read('out'), out, 1e-3, 0, 'attention out');
+      expectClose(await pack.read('att'), att, 1e-5, 1e-4, 'att');
+      expectClose(await pack.read('dqkv'), dqkv, 1e-4, 1e-4, 'dqkv');
+    },
+  );
 
   it('attention: the lanes shaders give the same bits as the one-thread-per-position ones', async () => {
     const [C, NH, T] = [64, 2, 16];
@@ -139,13 +189,22 @@ describe('WGSL kernels vs the CPU reference', () => {
       const dims = { B, T, C, NH };
       await pack.run(
         k.forward({ out: r('out'), att: r('att'), qkv: r('qkv'), dims }),
-        k.backward({ dqkv: r('dqkv'), dpreatt: r('dpreatt'), dout: r('dout'), qkv: r('qkv'), att: r('att'), dims }),
+        k.backward({
+          dqkv: r('dqkv'),
+          dpreatt: r('dpreatt'),
+          dout: r('dout'),
+          qkv: r('qkv'),
+          att: r('att'),
+          dims,
+        }),
       );
       results.push(await Promise.all(['out', 'att', 'dqkv'].map((n) => pack.read(n))));
       pack.buffer.destroy();
     }
     expect(new Attention(device).lanes).not.toBeNull();
-    results[0]!.forEach((x, i) => expect(Buffer.from(x.buffer).equals(Buffer.from(results[1]![i]!.buffer))).toBe(true));
+    results[0]!.forEach((x, i) =>
+      expect(Buffer.from(x.buffer).equals(Buffer.from(results[1]![i]!.buffer))).toBe(true),
+    );
   });
 
   // 1000 runs the vec4 shaders, 1001 the scalar ones; zero-fill runs between nonzero neighbours.
@@ -155,7 +214,17 @@ describe('WGSL kernels vs the CPU reference', () => {
     const dout = randomArray(n, 19);
     const d0 = randomArray(n, 20, 0.1);
     const d1 = randomArray(n, 21, 0.1);
-    const pack = new TensorPack(device, { inp, other, dout, gelu: n, dgelu: d0, sum: n, da: d0, db: d1, zeroed: d1 });
+    const pack = new TensorPack(device, {
+      inp,
+      other,
+      dout,
+      gelu: n,
+      dgelu: d0,
+      sum: n,
+      da: d0,
+      db: d1,
+      zeroed: d1,
+    });
     const k = new Elementwise(device);
     const r = (x: string) => pack.ref(x);
     await pack.run(
@@ -193,7 +262,17 @@ describe('WGSL kernels vs the CPU reference', () => {
     const bwd = k.backward({ dlogits: r('dlogits'), probs: r('probs'), targets: r('targets'), rows: BT, V });
     const dloss = 0.37 / BT;
     bwd.setScale(dloss);
-    await pack.run(k.forward({ probs: r('probs'), losses: r('losses'), logits: r('logits'), targets: r('targets'), rows: BT, V }), bwd);
+    await pack.run(
+      k.forward({
+        probs: r('probs'),
+        losses: r('losses'),
+        logits: r('logits'),
+        targets: r('targets'),
+        rows: BT,
+        V,
+      }),
+      bwd,
+    );
     const probs = new Float32Array(BT * V);
     ref.softmaxForward(probs, logits, B, T, V);
     const losses = new Float32Array(BT);
@@ -212,58 +291,97 @@ describe('WGSL kernels vs the CPU reference', () => {
     { packing: 'by role', lengths: [700, 300], launches: 1 },
     { packing: 'by role', lengths: [700, 301], launches: 1 },
     { packing: 'by tensor', lengths: [700, 300], launches: 2 },
-  ])('AdamW with decoupled weight decay, bias correction and a gradient scale, $lengths packed $packing', async ({ packing, lengths, launches }) => {
-    // Two tensors, one decaying and one not, the second not a whole number of workgroups.
-    const settings = { learningRate: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
-    const init: Record<string, Float32Array> = {};
-    const roles = ['param', 'grad', 'm', 'v'];
-    const fill = (role: string, t: number) => {
-      const n = lengths[t]!;
-      const seed = 25 + 2 * roles.indexOf(role) + t;
-      init[`${role}${t}`] = role === 'm' ? randomArray(n, seed, 0.1) : role === 'v' ? randomArray(n, seed, 0.1).map(Math.abs) : randomArray(n, seed);
-    };
-    if (packing === 'by role') for (const role of roles) lengths.forEach((_, t) => fill(role, t));
-    else lengths.forEach((_, t) => roles.forEach((role) => fill(role, t)));
-    const pack = new TensorPack(device, init);
-    const k = new AdamW(device);
-    const r = (x: string) => pack.ref(x);
-    k.setStep(settings, 3, 0.5);
-    const tensors = lengths.map((n, t) => ({ param: r(`param${t}`), grad: r(`grad${t}`), m: r(`m${t}`), v: r(`v${t}`), n, decay: t === 0 }));
-    const ops = k.updateAll(tensors);
-    expect(ops).toHaveLength(launches);
-    await pack.run(...ops);
-    for (const [t, n] of lengths.entries()) {
-      const [p, m, v] = [init[`param${t}`]!.slice(), init[`m${t}`]!.slice(), init[`v${t}`]!.slice()];
-      ref.adamwUpdate(p, init[`grad${t}`]!, m, v, 3, settings, t === 0, 0.5);
-      expect(p.length).toBe(n);
-      expectClose(await pack.read(`param${t}`), p, 1e-6, 1e-5, `adamw param ${t}`);
-      expectClose(await pack.read(`m${t}`), m, 1e-7, 1e-5, `adamw m ${t}`);
-      expectClose(await pack.read(`v${t}`), v, 1e-7, 1e-5, `adamw v ${t}`);
-    }
-    pack.buffer.destroy();
-  });
+  ])(
+    'AdamW with decoupled weight decay, bias correction and a gradient scale, $lengths packed $packing',
+    async ({ packing, lengths, launches }) => {
+      // Two tensors, one decaying and one not, the second not a whole number of workgroups.
+      const settings = { learningRate: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
+      const init: Record<string, Float32Array> = {};
+      const roles = ['param', 'grad', 'm', 'v'];
+      const fill = (role: string, t: number) => {
+        const n = lengths[t]!;
+        const seed = 25 + 2 * roles.indexOf(role) + t;
+        init[`${role}${t}`] =
+          role === 'm'
+            ? randomArray(n, seed, 0.1)
+            : role === 'v'
+              ? randomArray(n, seed, 0.1).map(Math.abs)
+              : randomArray(n, seed);
+      };
+      if (packing === 'by role') for (const role of roles) lengths.forEach((_, t) => fill(role, t));
+      else lengths.forEach((_, t) => roles.forEach((role) => fill(role, t)));
+      const pack = new TensorPack(device, init);
+      const k = new AdamW(device);
+      const r = (x: string) => pack.ref(x);
+      k.setStep(settings, 3, 0.5);
+      const tensors = lengths.map((n, t) => ({
+        param: r(`param${t}`),
+        grad: r(`grad${t}`),
+        m: r(`m${t}`),
+        v: r(`v${t}`),
+        n,
+        decay: t === 0,
+      }));
+      const ops = k.updateAll(tensors);
+      expect(ops).toHaveLength(launches);
+      await pack.run(...ops);
+      for (const [t, n] of lengths.entries()) {
+        const [p, m, v] = [init[`param${t}`]!.slice(), init[`m${t}`]!.slice(), init[`v${t}`]!.slice()];
+        ref.adamwUpdate(p, init[`grad${t}`]!, m, v, 3, settings, t === 0, 0.5);
+        expect(p.length).toBe(n);
+        expectClose(await pack.read(`param${t}`), p, 1e-6, 1e-5, `adamw param ${t}`);
+        expectClose(await pack.read(`m${t}`), m, 1e-7, 1e-5, `adamw m ${t}`);
+        expectClose(await pack.read(`v${t}`), v, 1e-7, 1e-5, `adamw v ${t}`);
+      }
+      pack.buffer.destroy();
+    },
+  );
 
   // With a second input of 77 elements the partials read scalars; with 80, every length divides by 4 and they
   // read vec4s. Either way all inputs share one partial launch.
-  it.each([77, 80])('sums of squares over several tensors (second of %i) are deterministic and flag NaN and Inf by bit test', async (nb) => {
-    const a = randomArray(10_000, 29);
-    const b = randomArray(nb, 30, 3);
-    const count = partialCount(a.length) + partialCount(b.length);
-    const bad = b.slice();
-    bad[5] = NaN;
-    const inf = b.slice();
-    inf[70] = -Infinity;
-    const pack = new TensorPack(device, { a, b, bad, inf, partials: count, flags: count, r1: 2, r2: 2, r3: 2, r4: 2 });
-    const k = new Reduce(device);
-    const r = (x: string) => pack.ref(x);
-    const sum = (result: string, second: string) =>
-      k.sum({ result: r(result), partials: r('partials'), flags: r('flags'), inputs: [{ ref: r('a'), n: a.length }, { ref: r(second), n: b.length }], square: true, scale: 1 });
-    await pack.run(sum('r1', 'b'), sum('r2', 'b'), sum('r3', 'bad'), sum('r4', 'inf'));
-    const want = ref.squaredNorm(a) + ref.squaredNorm(b);
-    const [r1, r2, r3, r4] = await Promise.all(['r1', 'r2', 'r3', 'r4'].map((x) => pack.readU32(x)));
-    const value = (u: Uint32Array) => new Float32Array(u.buffer)[0]!;
-    expect(Math.abs(value(r1!) - want) / want).toBeLessThan(1e-5);
-    expect(r1![0]).toBe(r2![0]);
-    expect([r1![1], r3![1], r4![1]]).toEqual([0, 1, 1]);
-  });
+  it.each([77, 80])(
+    'sums of squares over several tensors (second of %i) are deterministic and flag NaN and Inf by bit test',
+    async (nb) => {
+      const a = randomArray(10_000, 29);
+      const b = randomArray(nb, 30, 3);
+      const count = partialCount(a.length) + partialCount(b.length);
+      const bad = b.slice();
+      bad[5] = NaN;
+      const inf = b.slice();
+      inf[70] = -Infinity;
+      const pack = new TensorPack(device, {
+        a,
+        b,
+        bad,
+        inf,
+        partials: count,
+        flags: count,
+        r1: 2,
+        r2: 2,
+        r3: 2,
+        r4: 2,
+      });
+      const k = new Reduce(device);
+      const r = (x: string) => pack.ref(x);
+      const sum = (result: string, second: string) =>
+        k.sum({
+          result: r(result),
+          partials: r('partials'),
+          flags: r('flags'),
+          inputs: [
+            { ref: r('a'), n: a.length },
+            { ref: r(second), n: b.length },
+          ],
+          square: true,
+          scale: 1,
+        });
+      await pack.run(sum('r1', 'b'), sum('r2', 'b'), sum('r3', 'bad'), sum('r4', 'inf'));
+      const want = ref.squaredNorm(a) + ref.squaredNorm(b);
+      const [r1, r2, r3, r4] = await Promise.all(['r1', 'r2', 'r3', 'r4'].map((x) => pack.readU32(x)));
+      const value = (u: Uint32Array) => new Float32Array(u.buffer)[0]!;
+      expect(Math.abs(value(r1!) - want) / want).toBeLessThan(1e-5);
+      expect(r1![0]).toBe(r2![0]);
+      expect([r1![1], r3![1], r4![1]]).toEqual([0, 1, 1]);
+    },
+  );
 });

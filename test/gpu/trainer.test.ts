@@ -23,11 +23,15 @@ const base = {
 
 const dev = fileDevice();
 
-const gpuStage = (range: StageRange): Promise<GpuStage> => GpuStage.create(dev.device, config, range, shape, { seed: SEED, kernels: dev.kernels });
+const gpuStage = (range: StageRange): Promise<GpuStage> =>
+  GpuStage.create(dev.device, config, range, shape, { seed: SEED, kernels: dev.kernels });
 
 function batches(step: number): MicroBatch[] {
   const BT = shape.batch * shape.seq;
-  return [0, 1].map((i) => ({ tokens: randomTokens(BT, 64, 1000 + 10 * step + i), targets: randomTokens(BT, 64, 2000 + 10 * step + i) }));
+  return [0, 1].map((i) => ({
+    tokens: randomTokens(BT, 64, 1000 + 10 * step + i),
+    targets: randomTokens(BT, 64, 2000 + 10 * step + i),
+  }));
 }
 
 async function run<S extends StageTrainer>(trainer: Trainer<S>, from: number, to: number): Promise<number[]> {
@@ -55,7 +59,9 @@ describe('Trainer', () => {
       const g = await run(gpu, 0, 3);
       const c = await run(cpu, 0, 3);
       // f32 on both sides with different summation orders: 1e-4 relative after three AdamW steps.
-      g.forEach((loss, i) => expect(Math.abs(loss - c[i]!) / c[i]!, `step ${i}: ${loss} vs ${c[i]}`).toBeLessThan(1e-4));
+      g.forEach((loss, i) =>
+        expect(Math.abs(loss - c[i]!) / c[i]!, `step ${i}: ${loss} vs ${c[i]}`).toBeLessThan(1e-4),
+      );
     } finally {
       gpu.destroy();
       cpu.destroy();
@@ -67,9 +73,13 @@ describe('Trainer', () => {
     const resumed = await Trainer.create({ ...base, makeStage: gpuStage });
     try {
       await run(first, 0, 2);
-      const files = (await first.exportState()).map((state, i) => stageStateToSafetensors(state, { config, range: first.ranges[i]! }));
+      const files = (await first.exportState()).map((state, i) =>
+        stageStateToSafetensors(state, { config, range: first.ranges[i]! }),
+      );
       const straight = await run(first, 2, 4);
-      await resumed.importState(files.map((bytes, i) => safetensorsToStageState(bytes, { config, range: resumed.ranges[i]! }).state));
+      await resumed.importState(
+        files.map((bytes, i) => safetensorsToStageState(bytes, { config, range: resumed.ranges[i]! }).state),
+      );
       const again = await run(resumed, 2, 4);
       expect(again).toEqual(straight);
       expect(flatParams(await resumed.exportState())).toEqual(flatParams(await first.exportState()));

@@ -10,7 +10,10 @@ export const repoRoot = resolve(import.meta.dirname, '..', '..');
  * Serves the repository through Vite on 127.0.0.1 (a secure origin, so pages get navigator.gpu), compiling
  * TypeScript on the fly: test pages import engine sources directly.
  */
-export async function startPageServer(): Promise<{ url: (path: string) => string; close: () => Promise<void> }> {
+export async function startPageServer(): Promise<{
+  url: (path: string) => string;
+  close: () => Promise<void>;
+}> {
   const server: ViteDevServer = await createServer({
     root: repoRoot,
     configFile: false,

@@ -4,7 +4,14 @@ import { Corpus } from '../../coordinator/data.js';
 import type { StepEvent } from '../../coordinator/coordinator.js';
 import { WorkerStage } from '../../main/node/engine-host.js';
 import { testDevice } from '../helpers/gpu.js';
-import { corpusPath, singleProcessTrainer, startCoordinator, startNode, tempDir, tinyConfig } from './helpers.js';
+import {
+  corpusPath,
+  singleProcessTrainer,
+  startCoordinator,
+  startNode,
+  tempDir,
+  tinyConfig,
+} from './helpers.js';
 
 /**
  * The correctness bar of the network: 2 stages x 2 replicas over real WebSockets, GpuStages on lavapipe in
@@ -49,13 +56,17 @@ describe('pipeline-parallel training equals single-process training', () => {
     await coordinator.finished;
 
     // Replicas of a stage must hold the same bits after every step, or they would drift apart.
-    const states = await Promise.all(stages.map(async (s) => ({ index: s.range.index, state: await s.exportState() })));
+    const states = await Promise.all(
+      stages.map(async (s) => ({ index: s.range.index, state: await s.exportState() })),
+    );
     expect(states).toHaveLength(4);
     for (const stage of [0, 1]) {
       const [first, ...others] = states.filter((s) => s.index === stage).map((r) => r.state);
       expect(first!.step).toBe(STEPS);
       for (const other of others) {
-        first!.params.forEach((t, i) => expect(Buffer.from(t.data.buffer).equals(Buffer.from(other.params[i]!.data.buffer))).toBe(true));
+        first!.params.forEach((t, i) =>
+          expect(Buffer.from(t.data.buffer).equals(Buffer.from(other.params[i]!.data.buffer))).toBe(true),
+        );
       }
     }
     await Promise.all(nodes.map((n) => n.stop()));
@@ -72,8 +83,12 @@ describe('pipeline-parallel training equals single-process training', () => {
       trainer.destroy();
       expect(events.map((e) => e.step)).toEqual(Array.from({ length: STEPS }, (_, i) => i + 1));
       const worst = Math.max(...events.map((e, i) => Math.abs(e.loss - single[i]!) / Math.abs(single[i]!)));
-      console.log(`loss ${single[0]!.toFixed(5)} -> ${single[STEPS - 1]!.toFixed(5)}; worst relative difference ${worst.toExponential(2)}`);
-      events.forEach((e, i) => expect(Math.abs(e.loss - single[i]!) / Math.abs(single[i]!)).toBeLessThan(1e-4));
+      console.log(
+        `loss ${single[0]!.toFixed(5)} -> ${single[STEPS - 1]!.toFixed(5)}; worst relative difference ${worst.toExponential(2)}`,
+      );
+      events.forEach((e, i) =>
+        expect(Math.abs(e.loss - single[i]!) / Math.abs(single[i]!)).toBeLessThan(1e-4),
+      );
       expect(single[STEPS - 1]!).toBeLessThan(single[0]!);
     } finally {
       device.destroy();

@@ -40,7 +40,11 @@ export function tempDir(prefix = 'tributary-net-'): { dir: string; cleanup(): vo
 
 export const quiet = pino({ level: process.env.TRIBUTARY_TEST_LOG ?? 'silent' });
 
-export function startCoordinator(config: RunConfig, dataDir: string, extra: Partial<CoordinatorOptions> = {}): Promise<Coordinator> {
+export function startCoordinator(
+  config: RunConfig,
+  dataDir: string,
+  extra: Partial<CoordinatorOptions> = {},
+): Promise<Coordinator> {
   return Coordinator.start({
     config,
     corpus: Corpus.fromFile(corpusPath),
@@ -52,14 +56,30 @@ export function startCoordinator(config: RunConfig, dataDir: string, extra: Part
   });
 }
 
-export function startNode(url: string, engine: EngineKind, extra: Partial<NodeRuntimeOptions> = {}): NodeRuntime {
-  const node = new NodeRuntime({ coordinatorUrl: url, keys: Ed25519Keys.generate(), engine, logger: quiet, backoffMs: 50, maxBackoffMs: 500, ...extra });
+export function startNode(
+  url: string,
+  engine: EngineKind,
+  extra: Partial<NodeRuntimeOptions> = {},
+): NodeRuntime {
+  const node = new NodeRuntime({
+    coordinatorUrl: url,
+    keys: Ed25519Keys.generate(),
+    engine,
+    logger: quiet,
+    backoffMs: 50,
+    maxBackoffMs: 500,
+    ...extra,
+  });
   node.start();
   return node;
 }
 
 /** The single-process trainer for a run config, on one device, fed the run's micro-batches by `trainStep`. */
-export async function singleProcessTrainer(device: GPUDevice, config: RunConfig, corpus: Corpus): Promise<{ trainStep(step: number): Promise<number>; destroy(): void }> {
+export async function singleProcessTrainer(
+  device: GPUDevice,
+  config: RunConfig,
+  corpus: Corpus,
+): Promise<{ trainStep(step: number): Promise<number>; destroy(): void }> {
   const trainer = await Trainer.create({
     config: config.model,
     stageCount: config.stages,
@@ -67,11 +87,14 @@ export async function singleProcessTrainer(device: GPUDevice, config: RunConfig,
     microBatches: config.microBatchesPerStep,
     adamw: config.adamw,
     gradClip: config.gradClip,
-    makeStage: (range) => GpuStage.create(device, config.model, range, config.microBatch, { seed: config.seed }),
+    makeStage: (range) =>
+      GpuStage.create(device, config.model, range, config.microBatch, { seed: config.seed }),
   });
   return {
     trainStep: async (step) => {
-      const batches = Array.from({ length: config.microBatchesPerStep }, (_, i) => corpus.microBatch(config.seed, step, i, config.microBatch));
+      const batches = Array.from({ length: config.microBatchesPerStep }, (_, i) =>
+        corpus.microBatch(config.seed, step, i, config.microBatch),
+      );
       return (await trainer.step(batches)).loss;
     },
     destroy: () => trainer.destroy(),

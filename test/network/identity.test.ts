@@ -47,7 +47,16 @@ test('signatures verify only with the right key and bytes; garbage never throws'
 test('coordinator receipts verify, and any change to them breaks the signature', () => {
   const coordinator = Ed25519Keys.generate();
   const node = Ed25519Keys.generate();
-  const signed = signReceipt(coordinator, { runId: 'r', receiptId: 'r/0/0/0', nodeId: node.publicKeyHex, stage: 0, step: 0, microBatch: 0, tokens: 64, flops: 1e6 });
+  const signed = signReceipt(coordinator, {
+    runId: 'r',
+    receiptId: 'r/0/0/0',
+    nodeId: node.publicKeyHex,
+    stage: 0,
+    step: 0,
+    microBatch: 0,
+    tokens: 64,
+    flops: 1e6,
+  });
   expect(verifyReceipt(signed)).toBe(true);
   expect(verifyReceipt(signed, coordinator.publicKeyHex)).toBe(true);
   expect(verifyReceipt(signed, node.publicKeyHex)).toBe(false);

@@ -1,7 +1,11 @@
 import { expect, test } from 'vitest';
 import { rebalanceMove, stageForJoiner, stageRates, type PlacedPeer } from '../../coordinator/placement.js';
 
-const peer = (id: string, stage: number, flopsPerSecond: number | null = 100): PlacedPeer => ({ id, stage, flopsPerSecond });
+const peer = (id: string, stage: number, flopsPerSecond: number | null = 100): PlacedPeer => ({
+  id,
+  stage,
+  flopsPerSecond,
+});
 const even = [10, 10];
 
 test('joiners go to the stage with the lowest rate, counting FLOPs per micro-batch', () => {
@@ -21,11 +25,16 @@ test('a stage left empty gets a replica from a stage that has two', () => {
 
 test('replicas move only when the bottleneck rises by a clear margin', () => {
   // [3, 1] -> [2, 2] doubles the slowest stage's rate.
-  expect(rebalanceMove([peer('a', 0), peer('b', 0), peer('c', 0), peer('d', 1)], even)).toMatchObject({ from: 0, to: 1 });
+  expect(rebalanceMove([peer('a', 0), peer('b', 0), peer('c', 0), peer('d', 1)], even)).toMatchObject({
+    from: 0,
+    to: 1,
+  });
   // [2, 1] -> [1, 2] changes nothing: no flapping.
   expect(rebalanceMove([peer('a', 0), peer('b', 0), peer('d', 1)], even)).toBeNull();
   // The move that lifts the bottleneck most: here a fast replica (stage rates 25/30) rather than the slow one (40/15).
-  expect(rebalanceMove([peer('fast', 0, 200), peer('slow', 0, 50), peer('x', 0, 200), peer('d', 1, 100)], even)).toMatchObject({ id: 'fast', to: 1 });
+  expect(
+    rebalanceMove([peer('fast', 0, 200), peer('slow', 0, 50), peer('x', 0, 200), peer('d', 1, 100)], even),
+  ).toMatchObject({ id: 'fast', to: 1 });
   // A 40% gain is below the margin; unmeasured peers never trigger a move unless a stage is empty.
   expect(rebalanceMove([peer('a', 0, 140), peer('b', 0, 140), peer('c', 1, 100)], [10, 10])).toBeNull();
   expect(rebalanceMove([peer('a', 0), peer('b', 0), peer('c', 0), peer('d', 1, null)], even)).toBeNull();

@@ -11,7 +11,10 @@ export class CliProcess {
   readonly exited: Promise<number | null>;
 
   constructor(args: string[]) {
-    this.proc = spawn(process.execPath, ['--import', 'tsx', 'main/cli/index.ts', ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = spawn(process.execPath, ['--import', 'tsx', 'main/cli/index.ts', ...args], {
+      cwd: repoRoot,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     createInterface({ input: this.proc.stdout! }).on('line', (line) => {
       this.output.push(line);
       try {
@@ -43,10 +46,25 @@ export class CliProcess {
 
 export function spawnNode(url: string, keyPath: string, engine = 'gpu'): CliProcess {
   const agentFlags = ['--run-when', 'always', '--data-dir', `${keyPath}.d`, '--no-dashboard'];
-  return new CliProcess(['node', '--coordinator', url, '--engine', engine, '--key', keyPath, ...agentFlags, '--log-level', 'debug']);
+  return new CliProcess([
+    'node',
+    '--coordinator',
+    url,
+    '--engine',
+    engine,
+    '--key',
+    keyPath,
+    ...agentFlags,
+    '--log-level',
+    'debug',
+  ]);
 }
 
-export async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 90_000): Promise<void> {
+export async function until(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 90_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);

@@ -42,16 +42,27 @@ export class RawClient {
     for (;;) {
       const i = this.messages.findIndex((m) => m.type === type);
       if (i >= 0) return this.messages.splice(i, 1)[0]!;
-      if (Date.now() > deadline || this.ws.readyState === WebSocket.CLOSED) throw new Error(`no ${type} message arrived`);
+      if (Date.now() > deadline || this.ws.readyState === WebSocket.CLOSED)
+        throw new Error(`no ${type} message arrived`);
       await new Promise((r) => setTimeout(r, 10));
     }
   }
 
   /** Runs hello / challenge / auth; `sign` may be swapped to forge a signature. */
   async authenticate(sign = (data: Uint8Array): Uint8Array => this.keys.sign(data)): Promise<void> {
-    this.send({ type: 'hello', nodeId: this.keys.publicKeyHex, client: 'raw', engine: 'cpu', receiptCursor: 0 });
+    this.send({
+      type: 'hello',
+      nodeId: this.keys.publicKeyHex,
+      client: 'raw',
+      engine: 'cpu',
+      receiptCursor: 0,
+    });
     const challenge = await this.next('challenge');
-    const bytes = authChallengeBytes(challenge.nonce as string, challenge.coordinatorKey as string, this.keys.publicKeyHex);
+    const bytes = authChallengeBytes(
+      challenge.nonce as string,
+      challenge.coordinatorKey as string,
+      this.keys.publicKeyHex,
+    );
     this.send({ type: 'auth', signature: Buffer.from(sign(bytes)).toString('base64') });
   }
 

@@ -29,25 +29,39 @@ class HoldingGate implements WorkGate {
   }
 }
 
-test('the status API and the dashboard show how far the network is into the current step', { timeout: 90_000 }, async () => {
-  const coordinator = await startCoordinator(tinyConfig({ stages: 1, steps: 2 }), dir);
-  const gate = new HoldingGate(2);
-  const node = startNode(coordinator.url, 'cpu', { gate });
-  const agent = await Agent.open({ dataDir: dir, telemetrySources: [], hostSensors: false, pollHost: false, tickMs: 0 });
-  const unfollow = followRun(agent, node, coordinator.url, { pollMs: 50 });
-  try {
-    // One node on the only stage: after its second micro-batch of four it is held, mid step 0.
-    await until('the node held after two micro-batches', () => gate.holding, 60_000);
-    expect(coordinator.status()).toMatchObject({ step: 0, microBatches: { done: 2, total: 4 } });
-    await until('the dashboard at half a step', () => agent.snapshot().progress?.stepFraction === 0.5, 10_000);
-    expect(agent.snapshot().progress).toMatchObject({ step: 0, totalSteps: 2 });
-    gate.release();
-    await coordinator.finished;
-    expect(coordinator.status().microBatches).toEqual({ done: 0, total: 4 });
-  } finally {
-    unfollow();
-    await node.stop();
-    await agent.stop();
-    await coordinator.close();
-  }
-});
+test(
+  'the status API and the dashboard show how far the network is into the current step',
+  { timeout: 90_000 },
+  async () => {
+    const coordinator = await startCoordinator(tinyConfig({ stages: 1, steps: 2 }), dir);
+    const gate = new HoldingGate(2);
+    const node = startNode(coordinator.url, 'cpu', { gate });
+    const agent = await Agent.open({
+      dataDir: dir,
+      telemetrySources: [],
+      hostSensors: false,
+      pollHost: false,
+      tickMs: 0,
+    });
+    const unfollow = followRun(agent, node, coordinator.url, { pollMs: 50 });
+    try {
+      // One node on the only stage: after its second micro-batch of four it is held, mid step 0.
+      await until('the node held after two micro-batches', () => gate.holding, 60_000);
+      expect(coordinator.status()).toMatchObject({ step: 0, microBatches: { done: 2, total: 4 } });
+      await until(
+        'the dashboard at half a step',
+        () => agent.snapshot().progress?.stepFraction === 0.5,
+        10_000,
+      );
+      expect(agent.snapshot().progress).toMatchObject({ step: 0, totalSteps: 2 });
+      gate.release();
+      await coordinator.finished;
+      expect(coordinator.status().microBatches).toEqual({ done: 0, total: 4 });
+    } finally {
+      unfollow();
+      await node.stop();
+      await agent.stop();
+      await coordinator.close();
+    }
+  },
+);

@@ -7,7 +7,14 @@ import { Trainer, type MicroBatch } from '../../../gpu/train/trainer.js';
 
 /** A fixed small training run, identical wherever it runs: dawn.node in Node, navigator.gpu in Chromium. */
 export const fixedRun = {
-  config: { vocabSize: 64, contextLength: 16, width: 32, heads: 4, layers: 2, mlpRatio: 4 } satisfies GptConfig,
+  config: {
+    vocabSize: 64,
+    contextLength: 16,
+    width: 32,
+    heads: 4,
+    layers: 2,
+    mlpRatio: 4,
+  } satisfies GptConfig,
   shape: { batch: 2, seq: 16 } satisfies MicroBatchShape,
   stages: 2,
   steps: 5,
