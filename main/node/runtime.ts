@@ -480,7 +480,7 @@ export class NodeRuntime extends EventEmitter {
     const sendOut = out !== null && (task.kind === 'forward' || !isFirstStage(range));
     channel.send(
       { type: 'result', taskId: task.taskId, loss, busyMs },
-      sendOut ? [{ ...this.activationSpec(), data: out! }] : [],
+      sendOut ? [{ dtype: 'f32', shape: this.activationSpec().shape, data: out! }] : [],
     );
     await this.gate.afterWork(busyMs);
   }

@@ -3,27 +3,33 @@
  *   0  magic "TRBF"          4 bytes
  *   4  frame version (1)     u8
  *   5  dtype                 u8   (1 = f32, 2 = i32)
- *   6  codec                 u8   (0 = raw; other values are reserved for compressed codecs)
+ *   6  codec                 u8   (codec.ts: 0 = none, 1 = fp16, 2 = int8, 3 = subspace)
  *   7  rank                  u8   (1..4)
  *   8  message id            u32  (the id of the JSON message the tensor belongs to)
  *  12  tensor index          u32  (position among that message's tensors)
  *  16  dims                  rank x u32
- *  ..  payload               product(dims) x 4 bytes
+ *  ..  payload               codec none: product(dims) x 4 bytes; others: as the codec lays it out
+ * dtype and dims describe the tensor before encoding; a codec's payload length is checked by the receiver,
+ * which knows the codec its run uses (wire.ts), and decoded only by the node that consumes it.
  */
+import { codecCodes, type CodecName } from './codec.js';
+
 export type DType = 'f32' | 'i32';
-export type Codec = 'raw';
 
 export interface Tensor {
   dtype: DType;
   shape: number[];
-  data: Float32Array | Int32Array;
+  /** The numbers (codec none), or the codec's payload bytes. */
+  data: Float32Array | Int32Array | Uint8Array;
+  /** Absent means none. */
+  codec?: CodecName;
 }
 
 export interface FrameHeader {
   messageId: number;
   index: number;
   dtype: DType;
-  codec: Codec;
+  codec: CodecName;
   shape: number[];
 }
 
@@ -39,7 +45,6 @@ const MAGIC = 0x46425254; // "TRBF" read as a little-endian u32
 const FRAME_VERSION = 1;
 const HEADER_BYTES = 16;
 const dtypeCodes: Record<DType, number> = { f32: 1, i32: 2 };
-const codecCodes: Record<Codec, number> = { raw: 0 };
 
 export class FrameError extends Error {
   constructor(message: string) {
@@ -50,7 +55,11 @@ export class FrameError extends Error {
 
 export function encodeFrame(messageId: number, index: number, tensor: Tensor): Uint8Array {
   const elements = tensor.shape.reduce((a, b) => a * b, 1);
-  if (elements !== tensor.data.length) {
+  const codec = tensor.codec ?? 'none';
+  if ((codec === 'none') !== !(tensor.data instanceof Uint8Array)) {
+    throw new FrameError(`codec ${codec} with a ${tensor.data.constructor.name} payload`);
+  }
+  if (codec === 'none' && elements !== tensor.data.length) {
     throw new FrameError(
       `tensor shape [${tensor.shape.join(', ')}] does not hold ${tensor.data.length} elements`,
     );
@@ -61,7 +70,7 @@ export function encodeFrame(messageId: number, index: number, tensor: Tensor): U
   view.setUint32(0, MAGIC, true);
   view.setUint8(4, FRAME_VERSION);
   view.setUint8(5, dtypeCodes[tensor.dtype]);
-  view.setUint8(6, codecCodes.raw);
+  view.setUint8(6, codecCodes[codec]);
   view.setUint8(7, tensor.shape.length);
   view.setUint32(8, messageId, true);
   view.setUint32(12, index, true);
@@ -105,6 +114,17 @@ export function decodeFrame(
     shape.push(d);
   }
   const payload = bytes.byteLength - headerBytes;
+  if (codec !== 'none') {
+    if (dtype !== 'f32') throw new FrameError(`codec ${codec} carries f32 tensors only, not ${dtype}`);
+    const header = {
+      messageId: view.getUint32(8, true),
+      index: view.getUint32(12, true),
+      dtype,
+      codec,
+      shape,
+    };
+    return { ...header, tensor: { dtype, shape, data: bytes.slice(headerBytes), codec } };
+  }
   if (elements * 4 !== payload) {
     throw new FrameError(
       `shape [${shape.join(', ')}] needs ${elements * 4} payload bytes, frame has ${payload}`,

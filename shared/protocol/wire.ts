@@ -8,6 +8,7 @@ import {
   type FrameLimits,
   type Tensor,
 } from './frame.js';
+import type { CodecName } from './codec.js';
 import { PROTOCOL_VERSION, type Outgoing } from './messages.js';
 
 /**
@@ -19,6 +20,8 @@ import { PROTOCOL_VERSION, type Outgoing } from './messages.js';
 export interface TensorSpec {
   dtype: DType;
   shape: number[];
+  /** The codec the run uses for this tensor and its payload length; absent means none (plain numbers). */
+  codec?: { name: CodecName; payloadBytes: number };
 }
 
 export interface WireLimits extends FrameLimits {
@@ -122,6 +125,19 @@ export class WireReader<M extends { id: number; tensors: number }> {
       throw new ProtocolError(
         'bad-shape',
         `tensor ${index} is ${frame.dtype}[${frame.shape.join(', ')}], expected ${spec.dtype}[${spec.shape.join(', ')}]`,
+      );
+    }
+    const codec = spec.codec?.name ?? 'none';
+    if (frame.codec !== codec) {
+      throw new ProtocolError(
+        'bad-frame',
+        `tensor ${index} uses the codec ${frame.codec}; this run uses ${codec}`,
+      );
+    }
+    if (spec.codec && frame.tensor.data.byteLength !== spec.codec.payloadBytes) {
+      throw new ProtocolError(
+        'bad-frame',
+        `tensor ${index}: ${codec} payload of ${frame.tensor.data.byteLength} bytes, expected ${spec.codec.payloadBytes}`,
       );
     }
     pending.tensors.push(frame.tensor);

@@ -1,0 +1,101 @@
+import {
+  CodecError,
+  aligned,
+  checkEncodeInput,
+  checkPayload,
+  type ActivationCodec,
+  type BoundaryShape,
+  type Direction,
+} from './codec.js';
+
+/**
+ * The shared subspace of a run (Pluralis, "Protocol Models"): an orthonormal basis U (width x rank, row-major:
+ * U[i * rank + j]) and the fixed embedding parts orthogonal to it, which every node rebuilds from the seed.
+ */
+export interface SubspaceBasis {
+  width: number;
+  rank: number;
+  basis: Float32Array;
+  /** vocab x width: the fixed part of each token's embedding. */
+  fixedToken: Float32Array;
+  /** contextLength x width: the fixed part of each position's embedding. */
+  fixedPos: Float32Array;
+}
+
+/** Token ids travel as u16, so a vocabulary must fit in 16 bits. */
+const MAX_VOCAB = 1 << 16;
+
+/**
+ * Forward: per token `U^T (x - fixedToken[id] - fixedPos[t])` (rank f32) and the id (u16); the receiver
+ * rebuilds `U c + fixedToken[id] + fixedPos[t]`, exact when x minus the fixed parts lies in span(U).
+ * Backward: per token `U^T g` (rank f32); the sender's input gradient is `U (U^T g)`, the gradient of the
+ * compressed path, since the receiver's input depends on the sender only through c.
+ */
+export function createSubspaceCodec(b: SubspaceBasis): ActivationCodec {
+  const { width: C, rank: K, basis: U } = b;
+  const vocab = b.fixedToken.length / C;
+  const context = b.fixedPos.length / C;
+  if (vocab > MAX_VOCAB) throw new CodecError(`subspace: a vocabulary of ${vocab} does not fit in u16 ids`);
+  const checkShape = (shape: BoundaryShape): void => {
+    if (shape.width !== C) throw new CodecError(`subspace: width ${shape.width}, the basis has ${C}`);
+    if (shape.seq > context)
+      throw new CodecError(`subspace: seq ${shape.seq} exceeds the context length ${context}`);
+  };
+  const fixedRow = (out: Float64Array, id: number, t: number): void => {
+    for (let i = 0; i < C; i++) out[i] = b.fixedToken[id * C + i]! + b.fixedPos[t * C + i]!;
+  };
+  const codec: ActivationCodec = {
+    name: 'subspace',
+    payloadBytes: (s: BoundaryShape, direction: Direction) =>
+      s.batch * s.seq * (4 * K + (direction === 'forward' ? 2 : 0)),
+    encode(x, shape, direction, tokens) {
+      const rows = checkEncodeInput('subspace', x, shape);
+      checkShape(shape);
+      const forward = direction === 'forward';
+      if (forward && tokens?.length !== rows)
+        throw new CodecError(`subspace: forward needs ${rows} token ids, got ${tokens?.length ?? 0}`);
+      const out = new Uint8Array(codec.payloadBytes(shape, direction));
+      const coeffs = new Float32Array(out.buffer, 0, rows * K);
+      const ids = forward ? new Uint16Array(out.buffer, 4 * rows * K, rows) : null;
+      const fixed = new Float64Array(C);
+      for (let r = 0; r < rows; r++) {
+        if (ids) {
+          const id = tokens![r]!;
+          if (!(id >= 0 && id < vocab))
+            throw new CodecError(`subspace: token id ${id} outside 0..${vocab - 1}`);
+          ids[r] = id;
+          fixedRow(fixed, id, r % shape.seq);
+        }
+        for (let j = 0; j < K; j++) {
+          let acc = 0;
+          for (let i = 0; i < C; i++) acc += (x[r * C + i]! - fixed[i]!) * U[i * K + j]!;
+          coeffs[r * K + j] = acc;
+        }
+      }
+      return out;
+    },
+    decode(payload, shape, direction) {
+      checkShape(shape);
+      checkPayload(codec, payload, shape, direction);
+      const rows = shape.batch * shape.seq;
+      const buffer = aligned(payload, 4);
+      const coeffs = new Float32Array(buffer, 0, rows * K);
+      const ids = direction === 'forward' ? new Uint16Array(buffer, 4 * rows * K, rows) : null;
+      const out = new Float32Array(rows * C);
+      const fixed = new Float64Array(C);
+      for (let r = 0; r < rows; r++) {
+        if (ids) {
+          if (ids[r]! >= vocab) throw new CodecError(`subspace: token id ${ids[r]} outside 0..${vocab - 1}`);
+          fixedRow(fixed, ids[r]!, r % shape.seq);
+        }
+        for (let i = 0; i < C; i++) {
+          let acc = fixed[i]!;
+          for (let j = 0; j < K; j++) acc += U[i * K + j]! * coeffs[r * K + j]!;
+          out[r * C + i] = acc;
+        }
+      }
+      return { data: out, tokens: ids ? Int32Array.from(ids) : null };
+    },
+  };
+  return codec;
+}
