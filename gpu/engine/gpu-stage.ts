@@ -9,7 +9,7 @@ import {
   type MicroBatchShape,
   type StageRange,
 } from '../model/config.js';
-import { initStageParams, numel, stageParamCount } from '../model/params.js';
+import { initStageParams, numel, stageParamCount, stageParamTensors } from '../model/params.js';
 import {
   NonFiniteError,
   checkFinite,
@@ -367,57 +367,52 @@ function buildProgram(
   const { width: C, heads: NH, vocabSize: V } = config;
   const H = config.mlpRatio * C;
   const BT = B * T;
-  const index = new Map(layout.specs.map((s, i) => [s.name, i]));
-  const slotOf = (slots: StageLayout['params'], name: string): TensorRef => {
-    const i = index.get(name);
-    if (i === undefined) throw new Error(`stage has no parameter ${name}`);
-    return ref(slots[i]!);
-  };
-  const param = (name: string): TensorRef => slotOf(layout.params, name);
-  const grad = (name: string): TensorRef => slotOf(layout.grads, name);
+  const P = stageParamTensors(range, layout.params.map(ref));
+  const G = stageParamTensors(range, layout.grads.map(ref));
   const s = layout.scratch;
   const zero = (slot: Slot, n: number): EncodedOp => k.elementwise.zero({ out: ref(slot), n });
   const dims = (inDim: number, outDim: number) => ({ rows: BT, inDim, outDim });
 
   const forward: EncodedOp[] = [];
   const backward: EncodedOp[] = [];
-  if (layout.tokens) {
+  if (layout.tokens && P.embed) {
     forward.push(
       k.encoder.forward({
         out: ref(layout.x0),
         tokens: ref(layout.tokens),
-        wte: param('wte'),
-        wpe: param('wpe'),
+        wte: P.embed.wte,
+        wpe: P.embed.wpe,
         dims: { B, T, C, vocab: V },
       }),
     );
   }
   const blockOps = layout.blocks.map((a: BlockSlots, i) => {
-    const p = `blocks.${range.firstBlock + i}.`;
+    const w = P.blocks[i]!;
+    const g = G.blocks[i]!;
     const fwd: EncodedOp[] = [
       k.layernorm.forward({
         out: ref(a.ln1),
         mean: ref(a.ln1Mean),
         rstd: ref(a.ln1Rstd),
         inp: ref(a.input),
-        weight: param(p + 'ln1.w'),
-        bias: param(p + 'ln1.b'),
+        weight: w.ln1w,
+        bias: w.ln1b,
         rows: BT,
         C,
       }),
       k.matmul.forward({
         out: ref(a.qkv),
         inp: ref(a.ln1),
-        weight: param(p + 'attn.qkv.w'),
-        bias: param(p + 'attn.qkv.b'),
+        weight: w.qkvw,
+        bias: w.qkvb,
         dims: dims(C, 3 * C),
       }),
       k.attention.forward({ out: ref(a.atty), att: ref(a.att), qkv: ref(a.qkv), dims: { B, T, C, NH } }),
       k.matmul.forward({
         out: ref(a.attproj),
         inp: ref(a.atty),
-        weight: param(p + 'attn.proj.w'),
-        bias: param(p + 'attn.proj.b'),
+        weight: w.attprojw,
+        bias: w.attprojb,
         dims: dims(C, C),
       }),
       k.elementwise.residual({ out: ref(a.res2), a: ref(a.input), b: ref(a.attproj), n: BT * C }),
@@ -426,24 +421,24 @@ function buildProgram(
         mean: ref(a.ln2Mean),
         rstd: ref(a.ln2Rstd),
         inp: ref(a.res2),
-        weight: param(p + 'ln2.w'),
-        bias: param(p + 'ln2.b'),
+        weight: w.ln2w,
+        bias: w.ln2b,
         rows: BT,
         C,
       }),
       k.matmul.forward({
         out: ref(a.fch),
         inp: ref(a.ln2),
-        weight: param(p + 'mlp.fc.w'),
-        bias: param(p + 'mlp.fc.b'),
+        weight: w.fcw,
+        bias: w.fcb,
         dims: dims(C, H),
       }),
       k.elementwise.gelu({ out: ref(a.fchGelu), inp: ref(a.fch), n: BT * H }),
       k.matmul.forward({
         out: ref(a.fcproj),
         inp: ref(a.fchGelu),
-        weight: param(p + 'mlp.proj.w'),
-        bias: param(p + 'mlp.proj.b'),
+        weight: w.fcprojw,
+        bias: w.fcprojb,
         dims: dims(H, C),
       }),
       k.elementwise.residual({ out: ref(a.res3), a: ref(a.res2), b: ref(a.fcproj), n: BT * C }),
@@ -455,13 +450,13 @@ function buildProgram(
       k.matmul.backwardInput({
         dinp: ref(s.dfchGelu),
         dout: dres,
-        weight: param(p + 'mlp.proj.w'),
+        weight: w.fcprojw,
         dims: dims(H, C),
         overwrite: true,
       }),
       k.matmul.backwardWeight({
-        dweight: grad(p + 'mlp.proj.w'),
-        dbias: grad(p + 'mlp.proj.b'),
+        dweight: g.fcprojw,
+        dbias: g.fcprojb,
         dout: dres,
         inp: ref(a.fchGelu),
         dims: dims(H, C),
@@ -471,24 +466,24 @@ function buildProgram(
       k.matmul.backwardInput({
         dinp: ref(s.dln),
         dout: ref(s.dfch),
-        weight: param(p + 'mlp.fc.w'),
+        weight: w.fcw,
         dims: dims(C, H),
         overwrite: true,
       }),
       k.matmul.backwardWeight({
-        dweight: grad(p + 'mlp.fc.w'),
-        dbias: grad(p + 'mlp.fc.b'),
+        dweight: g.fcw,
+        dbias: g.fcb,
         dout: ref(s.dfch),
         inp: ref(a.ln2),
         dims: dims(C, H),
       }),
       k.layernorm.backward({
         dinp: dres,
-        dweight: grad(p + 'ln2.w'),
-        dbias: grad(p + 'ln2.b'),
+        dweight: g.ln2w,
+        dbias: g.ln2b,
         dout: ref(s.dln),
         inp: ref(a.res2),
-        weight: param(p + 'ln2.w'),
+        weight: w.ln2w,
         mean: ref(a.ln2Mean),
         rstd: ref(a.ln2Rstd),
         rows: BT,
@@ -497,13 +492,13 @@ function buildProgram(
       k.matmul.backwardInput({
         dinp: ref(s.datty),
         dout: dres,
-        weight: param(p + 'attn.proj.w'),
+        weight: w.attprojw,
         dims: dims(C, C),
         overwrite: true,
       }),
       k.matmul.backwardWeight({
-        dweight: grad(p + 'attn.proj.w'),
-        dbias: grad(p + 'attn.proj.b'),
+        dweight: g.attprojw,
+        dbias: g.attprojb,
         dout: dres,
         inp: ref(a.atty),
         dims: dims(C, C),
@@ -520,24 +515,24 @@ function buildProgram(
       k.matmul.backwardInput({
         dinp: ref(s.dln),
         dout: ref(s.dqkv),
-        weight: param(p + 'attn.qkv.w'),
+        weight: w.qkvw,
         dims: dims(C, 3 * C),
         overwrite: true,
       }),
       k.matmul.backwardWeight({
-        dweight: grad(p + 'attn.qkv.w'),
-        dbias: grad(p + 'attn.qkv.b'),
+        dweight: g.qkvw,
+        dbias: g.qkvb,
         dout: ref(s.dqkv),
         inp: ref(a.ln1),
         dims: dims(C, 3 * C),
       }),
       k.layernorm.backward({
         dinp: dres,
-        dweight: grad(p + 'ln1.w'),
-        dbias: grad(p + 'ln1.b'),
+        dweight: g.ln1w,
+        dbias: g.ln1b,
         dout: ref(s.dln),
         inp: ref(a.input),
-        weight: param(p + 'ln1.w'),
+        weight: w.ln1w,
         mean: ref(a.ln1Mean),
         rstd: ref(a.ln1Rstd),
         rows: BT,
@@ -550,7 +545,7 @@ function buildProgram(
 
   let lossBackward: ScaledOp | null = null;
   const h = layout.head;
-  if (h) {
+  if (h && P.head && G.head) {
     const x = ref(layout.blocks.at(-1)?.res3 ?? layout.x0);
     forward.push(
       k.layernorm.forward({
@@ -558,15 +553,15 @@ function buildProgram(
         mean: ref(h.lnfMean),
         rstd: ref(h.lnfRstd),
         inp: x,
-        weight: param('lnf.w'),
-        bias: param('lnf.b'),
+        weight: P.head.lnfw,
+        bias: P.head.lnfb,
         rows: BT,
         C,
       }),
       k.matmul.forward({
         out: ref(h.logits),
         inp: ref(h.lnf),
-        weight: param('head.w'),
+        weight: P.head.headw,
         bias: null,
         dims: dims(C, V),
       }),
@@ -600,12 +595,12 @@ function buildProgram(
       k.matmul.backwardInput({
         dinp: ref(s.dln),
         dout: ref(h.dlogits),
-        weight: param('head.w'),
+        weight: P.head.headw,
         dims: dims(C, V),
         overwrite: true,
       }),
       k.matmul.backwardWeight({
-        dweight: grad('head.w'),
+        dweight: G.head.headw,
         dbias: null,
         dout: ref(h.dlogits),
         inp: ref(h.lnf),
@@ -614,11 +609,11 @@ function buildProgram(
       zero(s.dres, BT * C),
       k.layernorm.backward({
         dinp: ref(s.dres),
-        dweight: grad('lnf.w'),
-        dbias: grad('lnf.b'),
+        dweight: G.head.lnfw,
+        dbias: G.head.lnfb,
         dout: ref(s.dln),
         inp: x,
-        weight: param('lnf.w'),
+        weight: P.head.lnfw,
         mean: ref(h.lnfMean),
         rstd: ref(h.lnfRstd),
         rows: BT,
@@ -627,11 +622,11 @@ function buildProgram(
     );
   }
   for (let i = blockOps.length - 1; i >= 0; i--) backward.push(...blockOps[i]!.bwd);
-  if (layout.tokens) {
+  if (layout.tokens && G.embed) {
     backward.push(
       k.encoder.backward({
-        dwte: grad('wte'),
-        dwpe: grad('wpe'),
+        dwte: G.embed.wte,
+        dwpe: G.embed.wpe,
         dout: ref(s.dres),
         tokens: ref(layout.tokens),
         dims: { B, T, C, vocab: V },

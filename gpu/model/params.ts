@@ -11,20 +11,68 @@ export interface ParamSpec {
   decay: boolean;
 }
 
-export const blockParamNames = [
-  'ln1.w',
-  'ln1.b',
-  'attn.qkv.w',
-  'attn.qkv.b',
-  'attn.proj.w',
-  'attn.proj.b',
-  'ln2.w',
-  'ln2.b',
-  'mlp.fc.w',
-  'mlp.fc.b',
-  'mlp.proj.w',
-  'mlp.proj.b',
-] as const;
+/** One block's parameters, as llm.c's ParameterTensors names them (one layer's slice). */
+export interface BlockParams<T> {
+  ln1w: T;
+  ln1b: T;
+  qkvw: T;
+  qkvb: T;
+  attprojw: T;
+  attprojb: T;
+  ln2w: T;
+  ln2b: T;
+  fcw: T;
+  fcb: T;
+  fcprojw: T;
+  fcprojb: T;
+}
+
+/** A stage's parameters by role: the embeddings on the first stage, the final LayerNorm and head on the last. */
+export interface StageParamTensors<T> {
+  embed: { wte: T; wpe: T } | null;
+  blocks: BlockParams<T>[];
+  head: { lnfw: T; lnfb: T; headw: T } | null;
+}
+
+/** The order of a block's tensors within the stage order. */
+const blockParamKeys: readonly (keyof BlockParams<unknown>)[] = [
+  'ln1w',
+  'ln1b',
+  'qkvw',
+  'qkvb',
+  'attprojw',
+  'attprojb',
+  'ln2w',
+  'ln2b',
+  'fcw',
+  'fcb',
+  'fcprojw',
+  'fcprojb',
+];
+
+/**
+ * Groups tensors given in stage order (params, grads, moments, GPU slots: anything with one entry per
+ * `stageParams` spec) into their roles, so kernels take `blocks[i].qkvw` instead of looking names up.
+ */
+export function stageParamTensors<T>(range: StageRange, tensors: readonly T[]): StageParamTensors<T> {
+  const expected =
+    (isFirstStage(range) ? 2 : 0) +
+    (range.endBlock - range.firstBlock) * blockParamKeys.length +
+    (isLastStage(range) ? 3 : 0);
+  if (tensors.length !== expected)
+    throw new Error(`stage ${range.index} has ${expected} parameter tensors, got ${tensors.length}`);
+  let i = 0;
+  const next = (): T => tensors[i++]!;
+  const embed = isFirstStage(range) ? { wte: next(), wpe: next() } : null;
+  const blocks: BlockParams<T>[] = [];
+  for (let l = range.firstBlock; l < range.endBlock; l++) {
+    const block = {} as BlockParams<T>;
+    for (const key of blockParamKeys) block[key] = next();
+    blocks.push(block);
+  }
+  const head = isLastStage(range) ? { lnfw: next(), lnfb: next(), headw: next() } : null;
+  return { embed, blocks, head };
+}
 
 /**
  * The parameters a stage owns, in the fixed order every export, gradient vector and checkpoint uses.
@@ -38,36 +86,42 @@ export function stageParams(config: GptConfig, range: StageRange): ParamSpec[] {
   // GPT-2 scales the residual projections by 1/sqrt(2L) so the residual stream's variance stays bounded.
   const residStd = 0.02 / Math.sqrt(2 * config.layers);
   const specs: ParamSpec[] = [];
-  const mat = (name: string, shape: number[], s = std): void => {
-    specs.push({ name, shape, init: 'normal', std: s, decay: true });
-  };
-  const vec = (name: string, n: number, init: 'zeros' | 'ones'): void => {
-    specs.push({ name, shape: [n], init, std: 0, decay: false });
-  };
-  if (isFirstStage(range)) {
-    mat('wte', [config.vocabSize, C]);
-    mat('wpe', [config.contextLength, C], 0.01);
-  }
+  const mat = (name: string, shape: number[], s = std): ParamSpec => ({
+    name,
+    shape,
+    init: 'normal',
+    std: s,
+    decay: true,
+  });
+  const vec = (name: string, n: number, init: 'zeros' | 'ones'): ParamSpec => ({
+    name,
+    shape: [n],
+    init,
+    std: 0,
+    decay: false,
+  });
+  if (isFirstStage(range))
+    specs.push(mat('wte', [config.vocabSize, C]), mat('wpe', [config.contextLength, C], 0.01));
   for (let l = range.firstBlock; l < range.endBlock; l++) {
     const p = `blocks.${l}.`;
-    vec(p + 'ln1.w', C, 'ones');
-    vec(p + 'ln1.b', C, 'zeros');
-    mat(p + 'attn.qkv.w', [3 * C, C]);
-    vec(p + 'attn.qkv.b', 3 * C, 'zeros');
-    mat(p + 'attn.proj.w', [C, C], residStd);
-    vec(p + 'attn.proj.b', C, 'zeros');
-    vec(p + 'ln2.w', C, 'ones');
-    vec(p + 'ln2.b', C, 'zeros');
-    mat(p + 'mlp.fc.w', [H, C]);
-    vec(p + 'mlp.fc.b', H, 'zeros');
-    mat(p + 'mlp.proj.w', [C, H], residStd);
-    vec(p + 'mlp.proj.b', C, 'zeros');
+    const block: BlockParams<ParamSpec> = {
+      ln1w: vec(p + 'ln1.w', C, 'ones'),
+      ln1b: vec(p + 'ln1.b', C, 'zeros'),
+      qkvw: mat(p + 'attn.qkv.w', [3 * C, C]),
+      qkvb: vec(p + 'attn.qkv.b', 3 * C, 'zeros'),
+      attprojw: mat(p + 'attn.proj.w', [C, C], residStd),
+      attprojb: vec(p + 'attn.proj.b', C, 'zeros'),
+      ln2w: vec(p + 'ln2.w', C, 'ones'),
+      ln2b: vec(p + 'ln2.b', C, 'zeros'),
+      fcw: mat(p + 'mlp.fc.w', [H, C]),
+      fcb: vec(p + 'mlp.fc.b', H, 'zeros'),
+      fcprojw: mat(p + 'mlp.proj.w', [C, H], residStd),
+      fcprojb: vec(p + 'mlp.proj.b', C, 'zeros'),
+    };
+    specs.push(...blockParamKeys.map((key) => block[key]));
   }
-  if (isLastStage(range)) {
-    vec('lnf.w', C, 'ones');
-    vec('lnf.b', C, 'zeros');
-    mat('head.w', [config.vocabSize, C]);
-  }
+  if (isLastStage(range))
+    specs.push(vec('lnf.w', C, 'ones'), vec('lnf.b', C, 'zeros'), mat('head.w', [config.vocabSize, C]));
   return specs;
 }
 

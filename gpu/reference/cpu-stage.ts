@@ -10,7 +10,15 @@ import {
   type MicroBatchShape,
   type StageRange,
 } from '../model/config.js';
-import { initStageParams, numel, stageParamCount, stageParams, type ParamSpec } from '../model/params.js';
+import {
+  initStageParams,
+  numel,
+  stageParamCount,
+  stageParams,
+  stageParamTensors,
+  type ParamSpec,
+  type StageParamTensors,
+} from '../model/params.js';
 import {
   checkFinite,
   checkLength,
@@ -97,7 +105,6 @@ interface Tape {
 export class CpuStage implements StageTrainer {
   readonly paramCount: number;
   private readonly specs: ParamSpec[];
-  private readonly index = new Map<string, number>();
   private readonly alloc: (n: number) => Floats;
   private params: Floats[];
   private grads: Floats[];
@@ -118,7 +125,6 @@ export class CpuStage implements StageTrainer {
     checkShape(config, shape);
     this.alloc = options.precision === 'f64' ? (n) => new Float64Array(n) : (n) => new Float32Array(n);
     this.specs = stageParams(config, range);
-    this.specs.forEach((spec, i) => this.index.set(spec.name, i));
     this.paramCount = stageParamCount(config, range);
     this.params = initStageParams(config, range, seed).map((p) => this.copyIn(p));
     this.grads = this.specs.map((s) => this.alloc(numel(s.shape)));
@@ -139,7 +145,8 @@ export class CpuStage implements StageTrainer {
       checkTokenIds('tokens', input.tokens, B * T, V);
       tokens = Int32Array.from(input.tokens);
       x = this.alloc(B * T * C);
-      encoderForward(x, tokens, this.param('wte'), this.param('wpe'), B, T, C);
+      const { wte, wpe } = this.weights().embed!;
+      encoderForward(x, tokens, wte, wpe, B, T, C);
     } else {
       if (input.kind !== 'activations')
         throw new Error(`stage ${this.range.index} takes activations, got tokens`);
@@ -185,7 +192,8 @@ export class CpuStage implements StageTrainer {
     for (let i = tape.blocks.length - 1; i >= 0; i--)
       dx = this.blockBackward(this.range.firstBlock + i, tape.blocks[i]!, dx);
     if (tape.tokens !== null) {
-      encoderBackward(this.grad('wte'), this.grad('wpe'), dx, tape.tokens, B, T, C);
+      const { wte, wpe } = this.gradients().embed!;
+      encoderBackward(wte, wpe, dx, tape.tokens, B, T, C);
       return null;
     }
     const dinput = Float32Array.from(dx);
@@ -271,7 +279,7 @@ export class CpuStage implements StageTrainer {
     const { width: C, heads: NH } = this.config;
     const H = this.config.mlpRatio * C;
     const BTC = B * T * C;
-    const p = (name: string): Floats => this.param(`blocks.${l}.${name}`);
+    const w = this.weights().blocks[l - this.range.firstBlock]!;
     const a: BlockActs = {
       input,
       ln1: this.alloc(BTC),
@@ -291,15 +299,15 @@ export class CpuStage implements StageTrainer {
       fcproj: this.alloc(BTC),
       res3: this.alloc(BTC),
     };
-    layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, input, p('ln1.w'), p('ln1.b'), B, T, C);
-    matmulForward(a.qkv, a.ln1, p('attn.qkv.w'), p('attn.qkv.b'), B, T, C, 3 * C);
+    layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, input, w.ln1w, w.ln1b, B, T, C);
+    matmulForward(a.qkv, a.ln1, w.qkvw, w.qkvb, B, T, C, 3 * C);
     attentionForward(a.atty, a.preatt, a.att, a.qkv, B, T, C, NH);
-    matmulForward(a.attproj, a.atty, p('attn.proj.w'), p('attn.proj.b'), B, T, C, C);
+    matmulForward(a.attproj, a.atty, w.attprojw, w.attprojb, B, T, C, C);
     residualForward(a.res2, input, a.attproj, BTC);
-    layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.res2, p('ln2.w'), p('ln2.b'), B, T, C);
-    matmulForward(a.fch, a.ln2, p('mlp.fc.w'), p('mlp.fc.b'), B, T, C, H);
+    layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.res2, w.ln2w, w.ln2b, B, T, C);
+    matmulForward(a.fch, a.ln2, w.fcw, w.fcb, B, T, C, H);
     geluForward(a.fchGelu, a.fch, B * T * H);
-    matmulForward(a.fcproj, a.fchGelu, p('mlp.proj.w'), p('mlp.proj.b'), B, T, H, C);
+    matmulForward(a.fcproj, a.fchGelu, w.fcprojw, w.fcprojb, B, T, H, C);
     residualForward(a.res3, a.res2, a.fcproj, BTC);
     return a;
   }
@@ -310,52 +318,29 @@ export class CpuStage implements StageTrainer {
     const { width: C, heads: NH } = this.config;
     const H = this.config.mlpRatio * C;
     const BTC = B * T * C;
-    const p = (name: string): Floats => this.param(`blocks.${l}.${name}`);
-    const g = (name: string): Floats => this.grad(`blocks.${l}.${name}`);
+    const w = this.weights().blocks[l - this.range.firstBlock]!;
+    const g = this.gradients().blocks[l - this.range.firstBlock]!;
     const dres2 = this.alloc(BTC);
     const dfcproj = this.alloc(BTC);
     residualBackward(dres2, dfcproj, dres3, BTC);
     const dfchGelu = this.alloc(B * T * H);
-    matmulBackward(
-      dfchGelu,
-      g('mlp.proj.w'),
-      g('mlp.proj.b'),
-      dfcproj,
-      a.fchGelu,
-      p('mlp.proj.w'),
-      B,
-      T,
-      H,
-      C,
-    );
+    matmulBackward(dfchGelu, g.fcprojw, g.fcprojb, dfcproj, a.fchGelu, w.fcprojw, B, T, H, C);
     const dfch = this.alloc(B * T * H);
     geluBackward(dfch, a.fch, dfchGelu, B * T * H);
     const dln2 = this.alloc(BTC);
-    matmulBackward(dln2, g('mlp.fc.w'), g('mlp.fc.b'), dfch, a.ln2, p('mlp.fc.w'), B, T, C, H);
-    layernormBackward(dres2, g('ln2.w'), g('ln2.b'), dln2, a.res2, p('ln2.w'), a.ln2Mean, a.ln2Rstd, B, T, C);
+    matmulBackward(dln2, g.fcw, g.fcb, dfch, a.ln2, w.fcw, B, T, C, H);
+    layernormBackward(dres2, g.ln2w, g.ln2b, dln2, a.res2, w.ln2w, a.ln2Mean, a.ln2Rstd, B, T, C);
     const dinput = this.alloc(BTC);
     const dattproj = this.alloc(BTC);
     residualBackward(dinput, dattproj, dres2, BTC);
     const datty = this.alloc(BTC);
-    matmulBackward(datty, g('attn.proj.w'), g('attn.proj.b'), dattproj, a.atty, p('attn.proj.w'), B, T, C, C);
+    matmulBackward(datty, g.attprojw, g.attprojb, dattproj, a.atty, w.attprojw, B, T, C, C);
     const dqkv = this.alloc(3 * BTC);
     const scores = B * NH * T * T;
     attentionBackward(dqkv, this.alloc(scores), this.alloc(scores), datty, a.qkv, a.att, B, T, C, NH);
     const dln1 = this.alloc(BTC);
-    matmulBackward(dln1, g('attn.qkv.w'), g('attn.qkv.b'), dqkv, a.ln1, p('attn.qkv.w'), B, T, C, 3 * C);
-    layernormBackward(
-      dinput,
-      g('ln1.w'),
-      g('ln1.b'),
-      dln1,
-      a.input,
-      p('ln1.w'),
-      a.ln1Mean,
-      a.ln1Rstd,
-      B,
-      T,
-      C,
-    );
+    matmulBackward(dln1, g.qkvw, g.qkvb, dqkv, a.ln1, w.qkvw, B, T, C, 3 * C);
+    layernormBackward(dinput, g.ln1w, g.ln1b, dln1, a.input, w.ln1w, a.ln1Mean, a.ln1Rstd, B, T, C);
     return dinput;
   }
 
@@ -370,19 +355,10 @@ export class CpuStage implements StageTrainer {
       probs: this.alloc(B * T * V),
       targets,
     };
-    layernormForward(
-      acts.lnf,
-      acts.lnfMean,
-      acts.lnfRstd,
-      input,
-      this.param('lnf.w'),
-      this.param('lnf.b'),
-      B,
-      T,
-      C,
-    );
+    const w = this.weights().head!;
+    layernormForward(acts.lnf, acts.lnfMean, acts.lnfRstd, input, w.lnfw, w.lnfb, B, T, C);
     const logits = this.alloc(B * T * V);
-    matmulForward(logits, acts.lnf, this.param('head.w'), null, B, T, C, V);
+    matmulForward(logits, acts.lnf, w.headw, null, B, T, C, V);
     softmaxForward(acts.probs, logits, B, T, V);
     const losses = this.alloc(B * T);
     crossentropyForward(losses, acts.probs, targets, B, T, V);
@@ -395,41 +371,25 @@ export class CpuStage implements StageTrainer {
   private headBackward(acts: HeadActs, lossScale: number): Floats {
     const { batch: B, seq: T } = this.shape;
     const { width: C, vocabSize: V } = this.config;
+    const w = this.weights().head!;
+    const g = this.gradients().head!;
     const dlosses = this.alloc(B * T).fill(lossScale / (B * T));
     const dlogits = this.alloc(B * T * V);
     crossentropySoftmaxBackward(dlogits, dlosses, acts.probs, acts.targets, B, T, V);
     const dlnf = this.alloc(B * T * C);
-    matmulBackward(dlnf, this.grad('head.w'), null, dlogits, acts.lnf, this.param('head.w'), B, T, C, V);
+    matmulBackward(dlnf, g.headw, null, dlogits, acts.lnf, w.headw, B, T, C, V);
     const dx = this.alloc(B * T * C);
     const { lnfMean, lnfRstd } = acts;
-    layernormBackward(
-      dx,
-      this.grad('lnf.w'),
-      this.grad('lnf.b'),
-      dlnf,
-      acts.input,
-      this.param('lnf.w'),
-      lnfMean,
-      lnfRstd,
-      B,
-      T,
-      C,
-    );
+    layernormBackward(dx, g.lnfw, g.lnfb, dlnf, acts.input, w.lnfw, lnfMean, lnfRstd, B, T, C);
     return dx;
   }
 
-  private param(name: string): Floats {
-    return this.params[this.indexOf(name)]!;
+  private weights(): StageParamTensors<Floats> {
+    return stageParamTensors(this.range, this.params);
   }
 
-  private grad(name: string): Floats {
-    return this.grads[this.indexOf(name)]!;
-  }
-
-  private indexOf(name: string): number {
-    const i = this.index.get(name);
-    if (i === undefined) throw new Error(`stage ${this.range.index} has no parameter ${name}`);
-    return i;
+  private gradients(): StageParamTensors<Floats> {
+    return stageParamTensors(this.range, this.grads);
   }
 
   private copyIn(data: ArrayLike<number>): Floats {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { splitBlocks, wholeModel, type GptConfig } from '../../gpu/model/config.js';
+import { stageParams, stageParamTensors } from '../../gpu/model/params.js';
 import { CpuStage } from '../../gpu/reference/cpu-stage.js';
 import { NonFiniteError } from '../../gpu/stage/checks.js';
 import type { StageState } from '../../gpu/stage/types.js';
@@ -165,5 +166,27 @@ describe('CpuStage pipeline', () => {
     const s0 = new CpuStage(config, ranges[0]!, shape, seed);
     await s0.forward({ kind: 'tokens', tokens });
     await expect(s0.backward(null, 1)).rejects.toThrow(/gradient of its output/);
+  });
+});
+
+describe('stageParamTensors', () => {
+  it('gives each role the tensor of its name, on every stage of a split', () => {
+    for (const range of [wholeModel(config), ...splitBlocks(config, 2)]) {
+      const specs = stageParams(config, range);
+      const byRole = stageParamTensors(
+        range,
+        specs.map((s) => s.name),
+      );
+      if (byRole.embed) expect(byRole.embed).toEqual({ wte: 'wte', wpe: 'wpe' });
+      byRole.blocks.forEach((b, i) => {
+        const p = `blocks.${range.firstBlock + i}.`;
+        expect([b.ln1w, b.qkvw, b.attprojb, b.ln2b, b.fcw, b.fcprojw]).toEqual(
+          ['ln1.w', 'attn.qkv.w', 'attn.proj.b', 'ln2.b', 'mlp.fc.w', 'mlp.proj.w'].map((n) => p + n),
+        );
+      });
+      if (byRole.head) expect(byRole.head).toEqual({ lnfw: 'lnf.w', lnfb: 'lnf.b', headw: 'head.w' });
+      expect(byRole.embed !== null).toBe(range.firstBlock === 0);
+      expect(() => stageParamTensors(range, specs.slice(1))).toThrow(/parameter tensors/);
+    }
   });
 });
