@@ -10,7 +10,7 @@ import type {
   AgentState,
   WalletSnapshot,
 } from '../../shared/dashboard/contract.js';
-import { applySettingsPatch, type AgentSettings } from '../../shared/dashboard/settings.js';
+import type { AgentSettings } from '../../shared/dashboard/settings.js';
 import type { SignedReceipt } from '../../shared/protocol/receipt.js';
 import type { ReceiptSink, WorkGate } from '../node/hooks.js';
 import { systemClock, type Clock } from './clock.js';
@@ -20,7 +20,13 @@ import { EXPORT_TABLES, Ledger, ReceiptRejected, type ExportTable, type WorkUnit
 import { listProcessNames, readOnBattery } from './host-signals.js';
 import { agentPaths } from './paths.js';
 import { neutralInputs, Policy, type PolicyDecision, type PolicyInputs } from './policy.js';
-import { loadSettings, saveSettings } from './settings-store.js';
+import {
+  layerSettings,
+  loadSettings,
+  patchLayeredSettings,
+  saveSettings,
+  type LayeredSettings,
+} from './settings-store.js';
 import { DutyCyclePacer } from './throttle/pacer.js';
 import { TemperatureController } from './throttle/temperature.js';
 import { readInventory } from './telemetry/inventory.js';
@@ -33,6 +39,8 @@ export interface AgentOptions {
   clock?: Clock;
   /** Overrides settings.json (tests, `--settings` flags); otherwise settings.json or defaults. */
   settings?: AgentSettings;
+  /** For this run only (command-line flags): applied over the settings, never saved to settings.json. */
+  overrides?: Partial<AgentSettings>;
   /** GPU telemetry sources; defaults to nvidia-smi (+ amdgpu sysfs on Linux). Pass [] to feed readings by hand. */
   telemetrySources?: TelemetrySource[];
   /** Read CPU temperature and the macOS thermal state (off in tests). */
@@ -66,7 +74,7 @@ export class Agent {
   private readonly policy: Policy;
   private readonly thermal: TemperatureController;
   private readonly logger: Logger;
-  private settings: AgentSettings;
+  private layered: LayeredSettings;
   private inputs: PolicyInputs = { ...neutralInputs };
   private decision: PolicyDecision | null = null;
   private effectiveDuty = 0;
@@ -83,11 +91,12 @@ export class Agent {
 
   private constructor(
     private readonly options: AgentOptions,
-    settings: AgentSettings,
+    layered: LayeredSettings,
   ) {
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger ?? pino({ level: 'silent' });
-    this.settings = settings;
+    this.layered = layered;
+    const settings = layered.effective;
     this.policy = new Policy(settings);
     this.thermal = new TemperatureController(settings.gpuTempLimitC);
     this.pacer = new DutyCyclePacer(this.clock);
@@ -106,10 +115,16 @@ export class Agent {
 
   static async open(options: AgentOptions): Promise<Agent> {
     await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
-    const settings = options.settings ?? (await loadSettings(agentPaths(options.dataDir).settings));
-    const agent = new Agent(options, settings);
+    const stored = options.settings ?? (await loadSettings(agentPaths(options.dataDir).settings));
+    const layered = layerSettings(stored, options.overrides);
+    if (!layered.ok) throw new Error(`invalid settings:\n  ${layered.errors.join('\n  ')}`);
+    const agent = new Agent(options, layered.settings);
     agent.tick();
     return agent;
+  }
+
+  private get settings(): AgentSettings {
+    return this.layered.effective;
   }
 
   /** The runtime awaits this around every micro-batch (see main/node/hooks.ts). */
@@ -312,12 +327,12 @@ export class Agent {
         this.ledger.recordEvent('resume');
         break;
       case 'updateSettings': {
-        const result = applySettingsPatch(this.settings, command.patch);
+        const result = patchLayeredSettings(this.layered, command.patch);
         if (!result.ok) return result;
-        this.settings = result.settings;
-        this.policy.setSettings(result.settings);
-        this.thermal.setLimit(result.settings.gpuTempLimitC);
-        await saveSettings(agentPaths(this.options.dataDir).settings, result.settings);
+        this.layered = result.settings;
+        this.policy.setSettings(this.settings);
+        this.thermal.setLimit(this.settings.gpuTempLimitC);
+        await saveSettings(agentPaths(this.options.dataDir).settings, this.layered.stored);
         break;
       }
       case 'setPayoutAddress': {
