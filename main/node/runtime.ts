@@ -22,6 +22,7 @@ import {
   type NodeMessage,
 } from '../../shared/protocol/messages.js';
 import type { SignedReceipt } from '../../shared/protocol/receipt.js';
+import { stageLabel } from '../../shared/stage-label.js';
 import { stateFromTensors, stateSpec, stateTensors } from '../../shared/protocol/stage-state.js';
 import {
   ProtocolError,
@@ -62,6 +63,14 @@ export interface NodeRuntimeOptions {
    * re-sends every receipt after it on each connect. 0 (default) asks for all; the sink drops duplicates.
    */
   receiptCursor?: number;
+  /**
+   * Asked before a stage is allocated: a reason to refuse it (a VRAM cap), or the most bytes the engine may
+   * allocate for it. A refused assignment goes back to the coordinator with nothing allocated.
+   */
+  admitStage?: (
+    range: StageRange,
+    spec: { config: GptConfig; shape: MicroBatchShape },
+  ) => { ok: false; reason: string } | { ok: true; maxBytes?: number };
 }
 
 export interface NodeStatus {
@@ -71,6 +80,10 @@ export interface NodeStatus {
   receipts: number;
   creditedFlops: number;
   reason: string;
+}
+
+function describeStage(range: StageRange): string {
+  return stageLabel({ ...range, lastBlock: range.endBlock - 1 });
 }
 
 interface Session {
@@ -152,7 +165,8 @@ export class NodeRuntime extends EventEmitter {
 
   private connect(): void {
     if (this.stopped) return;
-    this.setReason(`connecting to ${this.options.coordinatorUrl}`);
+    // Retries keep the reason that says why the last attempt failed.
+    if (this.status.reason === 'starting') this.setReason(`connecting to ${this.options.coordinatorUrl}`);
     const socket = new WebSocket(this.options.coordinatorUrl, {
       maxPayload: defaultWireLimits.maxBytes,
       ca: this.options.ca,
@@ -185,18 +199,27 @@ export class NodeRuntime extends EventEmitter {
         isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : data.toString('utf8'),
       ),
     );
-    socket.on('error', (err) => this.log.debug({ err: err.message }, 'connection error'));
+    let failure: string | null = null;
+    socket.on('error', (err) => {
+      failure = err.message;
+      this.log.debug({ err: err.message }, 'connection error');
+    });
     socket.on('close', (code, reason) => {
       channel.markClosed();
       if (this.socket !== socket) return;
+      const wasOpen = this.status.connected;
       this.status.connected = false;
       this.resident = null;
       this.emit('disconnected', { code, reason: reason.toString() });
       if (this.stopped || this.paused) return;
       const delay = Math.round(this.backoff * (0.75 + Math.random() * 0.5));
       this.backoff = Math.min(this.backoff * 2, this.options.maxBackoffMs ?? 10_000);
+      const retry = `retrying in ${(delay / 1000).toFixed(1)} s`;
       this.setReason(
-        `disconnected (${code}${reason.length ? `: ${reason.toString()}` : ''}); reconnecting in ${delay} ms`,
+        wasOpen
+          ? `disconnected (${code}${reason.length ? `: ${reason.toString()}` : ''}); ${retry}`
+          : `cannot reach the coordinator at ${this.options.coordinatorUrl} (${failure ?? `closed with ${code}`}); ` +
+              `is it running, and are the host and port right? ${retry}`,
       );
       this.reconnectTimer = setTimeout(() => this.connect(), delay);
     });
@@ -419,11 +442,20 @@ export class NodeRuntime extends EventEmitter {
     if (!same || !this.stage) {
       this.stage?.destroy();
       this.stage = null;
-      this.setReason(
-        `loading stage ${range.index + 1} of ${range.count} (blocks ${range.firstBlock}-${range.endBlock - 1})`,
-      );
+      const admission = this.options.admitStage?.(range, { config: model, shape }) ?? { ok: true };
+      if (!admission.ok) {
+        this.setReason(`refused ${describeStage(range)}: ${admission.reason}`);
+        throw new Error(admission.reason);
+      }
+      this.setReason(`loading ${describeStage(range)}`);
       const create = this.options.createStage ?? ((engine, spec) => WorkerStage.create(engine, spec));
-      this.stage = await create(this.options.engine, { config: model, range, shape, seed });
+      this.stage = await create(this.options.engine, {
+        config: model,
+        range,
+        shape,
+        seed,
+        maxBytes: admission.maxBytes,
+      });
     }
     await this.stage.importState(unflatten(model, range, state));
     this.stage.zeroGrad();
@@ -432,9 +464,7 @@ export class NodeRuntime extends EventEmitter {
     this.status.stage = range;
     this.status.step = step;
     this.emit('assigned', range, { config: model, shape });
-    this.setReason(
-      `training stage ${range.index + 1} of ${range.count} (blocks ${range.firstBlock}-${range.endBlock - 1})`,
-    );
+    this.setReason(`training ${describeStage(range)}`);
     channel.send({ type: 'loaded', step });
   }
 

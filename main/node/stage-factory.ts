@@ -11,6 +11,8 @@ export interface StageSpec {
   range: StageRange;
   shape: MicroBatchShape;
   seed: number;
+  /** Refuse to allocate more than this many bytes of GPU memory (the user's VRAM cap). */
+  maxBytes?: number;
 }
 
 /** Builds stages on one engine; the GPU engine holds one dawn.node device for all of them. */
@@ -25,7 +27,8 @@ export async function openEngine(engine: EngineKind): Promise<StageEngine> {
   }
   const { device } = await acquireDevice(dawnGpu(), DRIVER_HINT);
   return {
-    create: (s) => GpuStage.create(device, s.config, s.range, s.shape, { seed: s.seed }),
+    create: (s) =>
+      GpuStage.create(device, s.config, s.range, s.shape, { seed: s.seed, maxBytes: s.maxBytes }),
     close: () => device.destroy(),
   };
 }

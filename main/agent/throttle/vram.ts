@@ -41,3 +41,26 @@ export function checkVram(
   }
   return { ok: true };
 }
+
+/** What a node runtime asks before it allocates a stage (NodeRuntimeOptions.admitStage). */
+export type StageAdmission = { ok: false; reason: string } | { ok: true; maxBytes?: number };
+
+/**
+ * Admits a stage only under the cap read at that moment (the dashboard may change it): a stage over it is
+ * refused before the engine allocates anything, and one under it is built with the cap as the engine's
+ * `maxBytes`, which re-checks against the device's own limits. `onStage` hears every estimate, so the policy
+ * can pause with the reason.
+ */
+export function admitUnderCap(
+  estimate: StageMemoryEstimator,
+  capMb: () => number | null,
+  onStage: (range: StageRange, bytes: number) => void = () => {},
+): (range: StageRange, spec: { config: GptConfig; shape: MicroBatchShape }) => StageAdmission {
+  return (range, { config, shape }) => {
+    const bytes = stageMemoryBytes({ estimate, config, range, shape });
+    onStage(range, bytes);
+    const cap = capMb();
+    const check = checkVram(bytes, cap);
+    return check.ok ? { ok: true, maxBytes: cap === null ? undefined : cap * 1e6 } : check;
+  };
+}
