@@ -10,7 +10,7 @@ const program = new Command()
   .name('tributary')
   .description('Lend your idle GPU to decentralized AI training')
   .version('0.1.0')
-  .showHelpAfterError()
+  .showHelpAfterError('(add --help for the options)')
   .exitOverride();
 
 registerCoordinatorCommand(program);

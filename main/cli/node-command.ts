@@ -1,23 +1,25 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pino } from 'pino';
-import { parseSettings, type AgentSettings } from '../../shared/dashboard/settings.js';
+import { estimateStageMemoryBytes } from '../../gpu/engine/stage-layout.js';
+import type { AgentSettings } from '../../shared/dashboard/settings.js';
 import type { SignedReceipt } from '../../shared/protocol/receipt.js';
 import { Agent } from '../agent/agent.js';
 import { followRun } from '../agent/follow-run.js';
 import { agentPaths, defaultDataDir } from '../agent/paths.js';
-import { loadSettings } from '../agent/settings-store.js';
+import { layerSettings, loadSettings, SettingsFileError } from '../agent/settings-store.js';
+import { admitUnderCap } from '../agent/throttle/vram.js';
 import { FileKeyStore, loadOrCreateKeys } from '../identity/key-store.js';
 import { NodeRuntime } from '../node/runtime.js';
-import { defaultNodeKeyPath, engineKind, integer, logLevel, UsageError } from './options.js';
+import { coordinatorUrl, engineKind, integer, logLevel, nodeKeyPath, UsageError } from './options.js';
 import { statusLine } from './status-line.js';
 
 interface NodeFlags {
   coordinator: string;
   engine: 'gpu' | 'cpu';
-  key: string;
+  key?: string;
   coordinatorKey?: string;
   ca?: string;
   dataDir: string;
@@ -36,29 +38,56 @@ function runWhen(value: string): 'idle' | 'always' {
   return value;
 }
 
-async function readSettingsFile(path: string): Promise<unknown> {
+/** A file named on the command line; one that cannot be read is bad usage (exit 2), not a failure. */
+async function readFlagFile(flag: string, path: string): Promise<string> {
   try {
-    return JSON.parse(await readFile(path, 'utf8')) as unknown;
+    return await readFile(path, 'utf8');
   } catch (err) {
-    throw new UsageError(`cannot read settings from ${path}: ${(err as Error).message}`);
+    throw new UsageError(`cannot read ${flag} ${path}: ${(err as Error).message}`);
   }
 }
 
-/** Settings from the data dir (or --settings), with the flags on top, validated as a whole. */
-async function resolveSettings(flags: NodeFlags): Promise<AgentSettings> {
-  const base = flags.settings
-    ? await readSettingsFile(flags.settings)
-    : await loadSettings(agentPaths(flags.dataDir).settings);
-  const overrides = {
+/**
+ * Settings from the data dir (or --settings) and, separately, the flags that override them for this run only,
+ * validated as a whole. The dashboard saves the stored layer only.
+ */
+async function resolveSettings(
+  flags: NodeFlags,
+): Promise<{ stored: AgentSettings; overrides: Partial<AgentSettings>; effective: AgentSettings }> {
+  let stored: AgentSettings;
+  try {
+    stored = flags.settings
+      ? await loadSettings(resolve(flags.settings), { mustExist: true })
+      : await loadSettings(agentPaths(flags.dataDir).settings);
+  } catch (err) {
+    throw err instanceof SettingsFileError ? new UsageError(err.message) : err;
+  }
+  const overrides: Partial<AgentSettings> = {
     ...(flags.runWhen !== undefined && { runWhen: flags.runWhen }),
     ...(flags.dutyCycle !== undefined && { dutyCyclePct: flags.dutyCycle }),
     ...(flags.tempLimit !== undefined && { gpuTempLimitC: flags.tempLimit }),
     ...(flags.vramCap !== undefined && { vramCapMb: flags.vramCap }),
     ...(flags.dashboardPort !== undefined && { dashboardPort: flags.dashboardPort }),
   };
-  const parsed = parseSettings({ ...(base as object), ...overrides });
-  if (!parsed.ok) throw new UsageError(`invalid settings:\n  ${parsed.errors.join('\n  ')}`);
-  return parsed.settings;
+  const layered = layerSettings(stored, overrides);
+  if (!layered.ok) throw new UsageError(`invalid settings:\n  ${layered.errors.join('\n  ')}`);
+  return layered.settings;
+}
+
+async function prepareDataDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw new UsageError(`cannot use --data-dir ${dir}: ${(err as Error).message}`);
+  }
+}
+
+function loadKeys(path: string): ReturnType<typeof loadOrCreateKeys> {
+  try {
+    return loadOrCreateKeys(new FileKeyStore(path));
+  } catch (err) {
+    throw new UsageError(`cannot use the node key ${path}: ${(err as Error).message}`);
+  }
 }
 
 /** The renderer bundle: beside the compiled CLI in dist/, or in dist/ when running from the sources. */
@@ -74,12 +103,15 @@ export function registerNodeCommand(program: Command): void {
   program
     .command('node')
     .description('contribute this machine to a training run, within the limits you set')
-    .requiredOption('--coordinator <url>', 'ws:// or wss:// URL of the coordinator')
+    .requiredOption('--coordinator <url>', 'ws:// or wss:// URL of the coordinator', coordinatorUrl)
     .option('--engine <kind>', 'gpu (WebGPU on dawn.node) or cpu (reference, slow)', engineKind, 'gpu')
-    .option('--key <file>', 'node identity key (created with mode 0600 when missing)', defaultNodeKeyPath())
+    .option(
+      '--key <file>',
+      'node identity key, created with mode 0600 when missing (default: node.key in the data dir)',
+    )
     .option('--coordinator-key <hex>', 'refuse a coordinator whose public key differs')
     .option('--ca <pem-file>', 'extra CA certificate for a wss:// coordinator with a private certificate')
-    .option('--data-dir <dir>', 'ledger, settings and dashboard token', defaultDataDir())
+    .option('--data-dir <dir>', 'node key, ledger, settings and dashboard token', defaultDataDir())
     .option('--settings <file>', 'settings JSON (default: settings.json in the data dir, else the defaults)')
     .option(
       '--run-when <when>',
@@ -103,17 +135,20 @@ export function registerNodeCommand(program: Command): void {
         process.once('SIGTERM', () => done('SIGTERM'));
       });
       const log = pino({ name: 'node', level: flags.logLevel });
-      const settings = await resolveSettings(flags);
-      const keys = loadOrCreateKeys(new FileKeyStore(flags.key));
+      // Everything a flag names is checked before the key, the ledger or a connection exists.
+      const { stored, overrides, effective: settings } = await resolveSettings(flags);
+      const ca = flags.ca ? await readFlagFile('--ca', flags.ca) : undefined;
+      await prepareDataDir(flags.dataDir);
+      const keys = loadKeys(flags.key ?? nodeKeyPath(flags.dataDir));
       const agent = await Agent.open({
         dataDir: flags.dataDir,
-        settings,
+        settings: stored,
+        overrides,
         nodeId: keys.publicKeyHex,
         trustedCoordinatorKeys: flags.coordinatorKey ? [flags.coordinatorKey] : undefined,
         logger: log.child({ name: 'agent' }),
       });
       agent.start();
-      const ca = flags.ca ? await readFile(flags.ca, 'utf8') : undefined;
       const node = new NodeRuntime({
         coordinatorUrl: flags.coordinator,
         keys,
@@ -123,6 +158,21 @@ export function registerNodeCommand(program: Command): void {
         gate: agent.gate,
         sink: agent.receipts,
         logger: log,
+        // The VRAM cap refuses a stage before the engine allocates it; the policy then pauses with the reason.
+        admitStage: admitUnderCap(
+          estimateStageMemoryBytes,
+          () => agent.snapshot().settings.vramCapMb,
+          (range, bytes) =>
+            agent.setStage(
+              {
+                index: range.index,
+                count: range.count,
+                firstBlock: range.firstBlock,
+                lastBlock: range.endBlock - 1,
+              },
+              bytes,
+            ),
+        ),
       });
       const unfollow = followRun(agent, node, flags.coordinator, {
         onError: (message) => log.debug(message),

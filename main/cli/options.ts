@@ -1,5 +1,4 @@
 import { InvalidArgumentError } from 'commander';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 
 /** Commander parser for whole numbers in [min, max]. */
@@ -24,9 +23,31 @@ export function logLevel(value: string): string {
   return value;
 }
 
-/** Where a headless node keeps its identity by default. */
-export function defaultNodeKeyPath(): string {
-  return join(homedir(), '.tributary', 'node.key');
+/**
+ * Commander parser for the coordinator's address: a ws:// or wss:// URL. Checked while parsing, so a typo
+ * exits with code 2 before a key or a ledger is created.
+ */
+export function coordinatorUrl(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new InvalidArgumentError('expected a URL such as ws://HOST:7700');
+  }
+  if (url.protocol === 'http:' || url.protocol === 'https:') {
+    const scheme = url.protocol === 'https:' ? 'wss' : 'ws';
+    throw new InvalidArgumentError(
+      `nodes talk to the coordinator over WebSocket: use ${scheme}://${url.host}${url.pathname === '/' ? '' : url.pathname}`,
+    );
+  }
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:')
+    throw new InvalidArgumentError(`expected a ws:// or wss:// URL, not ${url.protocol}//`);
+  return value;
+}
+
+/** The node's identity lives in its data dir, so two nodes on one machine (two data dirs) are two nodes. */
+export function nodeKeyPath(dataDir: string): string {
+  return join(dataDir, 'node.key');
 }
 
 /** Bad input found after parsing (a settings file, a combination of flags): exit code 2, like a bad flag. */

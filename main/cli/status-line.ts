@@ -1,31 +1,47 @@
 import type { AgentSnapshot } from '../../shared/dashboard/contract.js';
+import { stageLabel } from '../../shared/stage-label.js';
 import type { NodeStatus } from '../node/runtime.js';
 
 function describe(snapshot: AgentSnapshot, node: NodeStatus): { headline: string; detail: string } {
-  const stage = snapshot.stage
-    ? `stage ${snapshot.stage.index + 1}/${snapshot.stage.count} (blocks ${snapshot.stage.firstBlock}-${snapshot.stage.lastBlock})`
-    : 'no stage';
+  const stage = snapshot.stage ? stageLabel(snapshot.stage) : 'no stage';
   const progress = snapshot.progress
     ? `step ${snapshot.progress.step}${snapshot.progress.totalSteps ? `/${snapshot.progress.totalSteps}` : ''}`
     : `step ${node.step}`;
   const temp = snapshot.telemetry.gpuTempC === null ? '' : `  ${snapshot.telemetry.gpuTempC.toFixed(0)} °C`;
   const loss = snapshot.loss.at(-1);
-  const headline = `${snapshot.state}: ${snapshot.state === 'running' ? node.reason : snapshot.reason}`;
+  // While the policy holds the node back, a coordinator it cannot reach must still be said.
+  const why =
+    snapshot.state === 'running'
+      ? node.reason
+      : `${snapshot.reason}${node.connected ? '' : `; ${node.reason}`}`;
+  const headline = `${snapshot.state}: ${why}`;
   const detail =
     `${stage}  ${progress}${loss ? `  loss ${loss.loss.toFixed(3)}` : ''}  duty ${snapshot.dutyCyclePct.toFixed(0)}%${temp}` +
     `  ${node.receipts} receipts  ${(node.creditedFlops / 1e12).toFixed(3)} TFLOP`;
   return { headline, detail };
 }
 
+export interface StatusLineOptions {
+  /** Without a terminal, the line is printed at least this often, so a log never looks stale. */
+  everyMs?: number;
+  now?: () => number;
+}
+
 /**
- * One line that says what the node is doing and why: rewritten in place on a terminal, printed only when the
- * state or its reason changes when output goes to a file or a journal.
+ * One line that says what the node is doing and why: rewritten in place on a terminal; when output goes to a
+ * file or a journal, printed when the state or its reason changes and otherwise every `everyMs`.
  */
-export function statusLine(out: NodeJS.WriteStream): {
+export function statusLine(
+  out: Pick<NodeJS.WriteStream, 'write' | 'isTTY' | 'columns'>,
+  options: StatusLineOptions = {},
+): {
   update: (snapshot: AgentSnapshot, node: NodeStatus) => void;
   finish: (message: string) => void;
 } {
+  const everyMs = options.everyMs ?? 30_000;
+  const now = options.now ?? Date.now;
   let lastHeadline = '';
+  let lastPrinted = Number.NEGATIVE_INFINITY;
   let drawn = false;
   return {
     update(snapshot, node) {
@@ -34,8 +50,9 @@ export function statusLine(out: NodeJS.WriteStream): {
         const text = `${headline} | ${detail}`.slice(0, Math.max(20, (out.columns ?? 120) - 1));
         out.write(`\r\x1b[2K${text}`);
         drawn = true;
-      } else if (headline !== lastHeadline) {
+      } else if (headline !== lastHeadline || now() - lastPrinted >= everyMs) {
         out.write(`${headline} | ${detail}\n`);
+        lastPrinted = now();
       }
       lastHeadline = headline;
     },

@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Ledger } from '../../main/agent/ledger/ledger.js';
@@ -93,25 +93,50 @@ describe('tributary node hosts the agent', () => {
     },
   );
 
+  it(
+    'keeps its key in --data-dir and says so, with a hint, while the coordinator cannot be reached',
+    { timeout: 60_000 },
+    async () => {
+      const dataDir = join(dir, 'unreachable');
+      const child = node(['--coordinator', 'ws://127.0.0.1:9', '--data-dir', dataDir, '--no-dashboard']);
+      await until(
+        'a line saying the coordinator cannot be reached',
+        () =>
+          child.output.some((l) =>
+            /cannot reach the coordinator at ws:\/\/127\.0\.0\.1:9 \(.*ECONNREFUSED.*\); is it running, and are the host and port right\? retrying in [\d.]+ s/.test(
+              l,
+            ),
+          ),
+        30_000,
+      );
+      expect(existsSync(join(dataDir, 'node.key'))).toBe(true);
+      expect(await child.kill('SIGTERM')).toBe(0);
+    },
+  );
+
   it.each([
     [['--duty-cycle', '150'], /duty-cycle/],
     [['--settings', 'SETTINGS'], /gpuTempLimitC/],
     [['--settings', join(dir, 'missing.json')], /cannot read settings/],
-  ])('refuses bad input %j with exit code 2 and says why', async (args, message) => {
+    [['--ca', join(dir, 'missing.pem')], /cannot read --ca .*missing\.pem/],
+    [['--coordinator', 'notaurl'], /expected a URL such as ws:\/\/HOST:7700/],
+    [['--coordinator', 'http://127.0.0.1:7700'], /use ws:\/\/127\.0\.0\.1:7700/],
+    [['--coordinator', 'https://example.org'], /use wss:\/\/example\.org/],
+  ])('refuses bad input %j with exit code 2, says why and creates nothing', async (args, message) => {
     const settings = join(dir, 'bad-settings.json');
     writeFileSync(settings, JSON.stringify({ gpuTempLimitC: 300 }));
+    const dataDir = join(dir, `usage-${args.join('').replace(/\W/g, '')}`);
     const child = node([
       '--coordinator',
       'ws://127.0.0.1:9',
-      '--key',
-      join(dir, 'usage.key'),
       '--data-dir',
-      join(dir, 'usage'),
+      dataDir,
       ...args.map((a) => (a === 'SETTINGS' ? settings : a)),
     ]);
     const stderr: string[] = [];
     child.proc.stderr!.on('data', (d: Buffer) => stderr.push(d.toString()));
     expect(await child.exited).toBe(2);
     expect(stderr.join('')).toMatch(message);
+    expect(existsSync(dataDir)).toBe(false);
   });
 });
