@@ -1,0 +1,307 @@
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { WebSocket } from 'ws';
+import { stageParamCount } from '../gpu/model/params.js';
+import { authChallengeBytes } from '../shared/protocol/auth.js';
+import { Channel } from '../shared/protocol/channel.js';
+import {
+  nodeMessageSchema,
+  type CoordinatorMessage,
+  type NodeMessage,
+  type Outgoing,
+} from '../shared/protocol/messages.js';
+import {
+  ProtocolError,
+  WireReader,
+  type Received,
+  type TensorSpec,
+  type WireLimits,
+} from '../shared/protocol/wire.js';
+import type { CoordinatorMetrics } from './metrics.js';
+import type { VerifySignature } from './receipts.js';
+import { Peer, type Awaiting } from './peer.js';
+import type { RunConfig, RunShape } from './run-config.js';
+import type { CoordinatorStore } from './store.js';
+
+export class PeerLost extends Error {}
+
+/** Sends a request to a peer and resolves with its reply (`kind` and `key` must match); rejects when it leaves. */
+export type Request = (
+  peer: Peer,
+  kind: Awaiting['kind'],
+  key: number,
+  spec: TensorSpec[],
+  send: () => void,
+) => Promise<Received<NodeMessage>>;
+
+/** A connection that has not proven its key by then is closed, so idle sockets cannot pile up. */
+const AUTH_TIMEOUT_MS = 10_000;
+
+export interface SessionsOptions {
+  config: RunConfig;
+  run: RunShape;
+  publicKey: string;
+  verify: VerifySignature;
+  store: CoordinatorStore;
+  metrics: CoordinatorMetrics;
+  log: Logger;
+  limits: WireLimits;
+  authTimeoutMs?: number;
+  /** The attempt now running: its tasks are watched for silence, older attempts' gradients are still accepted. */
+  attemptNo(): number;
+  /** A task result, validated against what the task asked for. */
+  onResult(
+    peer: Peer,
+    message: Extract<NodeMessage, { type: 'result' }>,
+    received: Received<NodeMessage>,
+  ): void;
+  /** Something placement cares about changed: a node asked for work. */
+  onJoin(): void;
+  /** A peer is gone (closed, refused or dropped); its work may have to be redone. */
+  onLost(peer: Peer, reason: string): void;
+}
+
+/**
+ * The control plane's connections: one session per node WebSocket, the challenge-response authentication,
+ * bans, liveness (the watchdog), and request/reply with a node. Every byte a node sends goes through a
+ * WireReader that knows what tensors the coordinator asked that node for.
+ */
+export class Sessions {
+  readonly peers = new Set<Peer>();
+  private readonly bans = new Map<string, number>();
+  private connections = 0;
+
+  constructor(private readonly options: SessionsOptions) {}
+
+  get authenticatedCount(): number {
+    return [...this.peers].filter((p) => p.authenticated).length;
+  }
+
+  /** The replicas of `stage`, in node-id order. */
+  membersOf(stage: number): Peer[] {
+    return [...this.peers].filter((p) => p.stage === stage).sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1));
+  }
+
+  broadcast(message: Outgoing<CoordinatorMessage>): void {
+    for (const peer of this.peers) if (peer.authenticated) peer.send(message);
+  }
+
+  readonly request: Request = (peer, kind, key, spec, send) => {
+    if (peer.channel.isClosed || !this.peers.has(peer))
+      return Promise.reject(new PeerLost(`node ${peer.shortId} is gone`));
+    return new Promise((resolve, reject) => {
+      peer.awaiting = { kind, key, spec, since: Date.now(), resolve, reject };
+      send();
+    });
+  };
+
+  accept(socket: WebSocket): void {
+    const reader: WireReader<NodeMessage> = new WireReader<NodeMessage>(
+      nodeMessageSchema,
+      (m): TensorSpec[] => this.expect(peer, m),
+      this.options.limits,
+    );
+    const channel: Channel<NodeMessage, CoordinatorMessage> = new Channel<NodeMessage, CoordinatorMessage>(
+      socket,
+      reader,
+      (received): void => this.onMessage(peer, received),
+      (error): void => {
+        const code = error instanceof ProtocolError ? error.code : 'error';
+        this.options.metrics.rejected.inc({ code });
+        this.options.log.warn({ node: peer.shortId, code, error: error.message }, 'refused a message');
+        // An authenticated node that sends malformed work is not trusted again for a while.
+        if (peer.authenticated) this.bans.set(peer.nodeId, Date.now() + this.options.config.banMs);
+        this.lose(peer, `protocol violation: ${error.message}`);
+      },
+    );
+    const peer: Peer = new Peer(++this.connections, channel);
+    this.peers.add(peer);
+    socket.on('message', (data: Buffer, isBinary: boolean) =>
+      channel.receive(
+        isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : data.toString('utf8'),
+      ),
+    );
+    socket.on('close', () => {
+      channel.markClosed();
+      this.lose(peer, 'connection closed');
+    });
+    socket.on('error', (err) =>
+      this.options.log.debug({ node: peer.shortId, err: err.message }, 'socket error'),
+    );
+  }
+
+  /** The tensors a message from `peer` must carry, decided from what we asked it for. */
+  private expect(peer: Peer, m: NodeMessage): TensorSpec[] {
+    switch (m.type) {
+      case 'result': {
+        const task = peer.tasks.get(m.taskId);
+        if (!task) throw new ProtocolError('unexpected', `no task ${m.taskId} is outstanding`);
+        return task.result;
+      }
+      case 'grads': {
+        const { run } = this.options;
+        if (peer.awaiting?.kind === 'grads' && peer.awaiting.key === m.attempt) return peer.awaiting.spec;
+        if (peer.stage !== null && m.attempt < this.options.attemptNo())
+          return [{ dtype: 'f32', shape: [stageParamCount(run.model, run.ranges[peer.stage]!)] }];
+        throw new ProtocolError('unexpected', 'gradients were not requested');
+      }
+      case 'applied':
+      case 'state':
+      case 'loaded': {
+        const a = peer.awaiting;
+        const key = m.type === 'state' ? m.requestId : m.step;
+        if (a?.kind !== m.type || a.key !== key)
+          throw new ProtocolError('unexpected', `no ${m.type} reply is due`);
+        return a.kind === 'loaded' ? [] : a.spec;
+      }
+      default:
+        return [];
+    }
+  }
+
+  private onMessage(peer: Peer, received: Received<NodeMessage>): void {
+    const { message } = received;
+    if (!peer.authenticated && message.type !== 'hello' && message.type !== 'auth') {
+      peer.channel.fail(new ProtocolError('unauthenticated', `${message.type} before authentication`));
+      return;
+    }
+    switch (message.type) {
+      case 'hello':
+        return this.onHello(peer, message);
+      case 'auth':
+        return this.onAuth(peer, message.signature);
+      case 'join':
+        peer.wantsWork = true;
+        this.options.log.info({ node: peer.shortId, engine: peer.engine }, 'node asks for work');
+        return this.options.onJoin();
+      case 'result':
+        return this.options.onResult(peer, message, received);
+      case 'grads':
+      case 'applied':
+      case 'state':
+      case 'loaded': {
+        const a = peer.awaiting;
+        if (a && a.kind === message.type) {
+          peer.awaiting = null;
+          a.resolve(received);
+        }
+        return;
+      }
+      case 'ping':
+        return peer.send({ type: 'pong', sentAt: message.sentAt });
+      case 'error':
+        this.options.log.warn(
+          { node: peer.shortId, code: message.code, error: message.message },
+          'node reported an error',
+        );
+        return this.drop(peer, `node error: ${message.message}`);
+    }
+  }
+
+  private onHello(peer: Peer, hello: Extract<NodeMessage, { type: 'hello' }>): void {
+    if (peer.nodeId) return peer.channel.fail(new ProtocolError('unexpected', 'hello sent twice'));
+    const bannedUntil = this.bans.get(hello.nodeId) ?? 0;
+    if (bannedUntil > Date.now()) {
+      return peer.channel.fail(
+        new ProtocolError(
+          'unauthenticated',
+          `node is banned for ${Math.ceil((bannedUntil - Date.now()) / 1000)} s more`,
+        ),
+      );
+    }
+    peer.nodeId = hello.nodeId;
+    peer.engine = hello.engine;
+    peer.receiptCursor = hello.receiptCursor;
+    peer.nonce = randomBytes(32).toString('base64');
+    peer.send({
+      type: 'challenge',
+      nonce: peer.nonce,
+      coordinatorKey: this.options.publicKey,
+      runId: this.options.config.runId,
+    });
+  }
+
+  private onAuth(peer: Peer, signature: string): void {
+    const { config, run, store, publicKey } = this.options;
+    if (!peer.nonce || peer.authenticated)
+      return peer.channel.fail(new ProtocolError('unexpected', 'auth without a challenge'));
+    const ok = this.options.verify(
+      peer.nodeId,
+      authChallengeBytes(peer.nonce, publicKey, peer.nodeId),
+      Buffer.from(signature, 'base64'),
+    );
+    if (!ok)
+      return peer.channel.fail(new ProtocolError('unauthenticated', 'signature does not match the node key'));
+    for (const other of this.peers) {
+      if (other !== peer && other.nodeId === peer.nodeId) {
+        other.channel.close(4000, 'replaced by a newer connection');
+        this.lose(other, 'replaced by a newer connection');
+      }
+    }
+    peer.authenticated = true;
+    store.touchNode(peer.nodeId, peer.engine);
+    this.options.metrics.nodes.set(this.authenticatedCount);
+    const { model, shape } = run;
+    peer.send({
+      type: 'welcome',
+      runId: config.runId,
+      model,
+      shape,
+      stages: config.stages,
+      seed: config.seed,
+    });
+    for (const { seq, signed } of store.receiptsSince(peer.nodeId, peer.receiptCursor))
+      peer.send({ type: 'receipt', seq, signed });
+  }
+
+  /** Removes a peer; work it held is replayed. */
+  lose(peer: Peer, reason: string): void {
+    if (!this.peers.delete(peer)) return;
+    this.options.metrics.nodes.set(this.authenticatedCount);
+    if (peer.authenticated)
+      this.options.log.info({ node: peer.shortId, stage: peer.stage, reason }, 'node left');
+    const awaiting = peer.awaiting;
+    peer.awaiting = null;
+    awaiting?.reject(new PeerLost(`node ${peer.shortId} left: ${reason}`));
+    this.options.onLost(peer, reason);
+  }
+
+  /** Drops a peer that went silent or failed, and bans it for a while. */
+  drop(peer: Peer, reason: string): void {
+    this.options.metrics.dropped.inc();
+    if (peer.nodeId) this.bans.set(peer.nodeId, Date.now() + this.options.config.banMs);
+    this.options.log.warn({ node: peer.shortId, reason }, 'dropping node');
+    peer.channel.close(4001, reason.slice(0, 120));
+    this.lose(peer, reason);
+  }
+
+  /** The watchdog: unauthenticated connections past their time, and nodes silent on a task or a request. */
+  checkSilentPeers(): void {
+    const { config } = this.options;
+    const now = Date.now();
+    const attemptNo = this.options.attemptNo();
+    for (const peer of this.peers) {
+      if (!peer.authenticated) {
+        const limit = this.options.authTimeoutMs ?? AUTH_TIMEOUT_MS;
+        if (now - peer.connectedAt > limit)
+          peer.channel.fail(new ProtocolError('unauthenticated', `no authentication within ${limit} ms`));
+        continue;
+      }
+      // Loading a stage and its first task start an engine and compile kernels: far slower than a task.
+      const warmingUp = peer.emaMs === null || peer.awaiting?.kind === 'loaded';
+      const limit = Math.max(
+        config.taskTimeoutMs,
+        10 * (peer.emaMs ?? 0),
+        warmingUp ? config.warmupTimeoutMs : 0,
+      );
+      const late = [...peer.tasks.values()].some((t) => t.attempt === attemptNo && now - t.sentAt > limit);
+      if (late) this.drop(peer, `no result within ${limit} ms`);
+      else if (peer.awaiting && now - peer.awaiting.since > limit)
+        this.drop(peer, `no ${peer.awaiting.kind} reply within ${limit} ms`);
+    }
+  }
+
+  closeAll(): void {
+    for (const peer of this.peers) peer.channel.close(1001, 'coordinator shutting down');
+  }
+}

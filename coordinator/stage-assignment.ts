@@ -1,0 +1,158 @@
+import type { Logger } from 'pino';
+import { seedState, type FlatState } from '../gpu/model/flat-state.js';
+import { stageParamCount } from '../gpu/model/params.js';
+import { stateFromTensors, stateSpec, stateTensors } from '../shared/protocol/stage-state.js';
+import { loadCheckpoint } from './checkpoints.js';
+import type { Peer } from './peer.js';
+import { rebalanceMove, stageForJoiner, type PlacedPeer } from './placement.js';
+import type { RunConfig, RunShape } from './run-config.js';
+import type { Sessions } from './sessions.js';
+import type { CoordinatorStore } from './store.js';
+
+export interface StageAssignmentOptions {
+  config: RunConfig;
+  run: RunShape;
+  /** One micro-batch's forward + backward FLOPs on each stage. */
+  stageFlops: number[];
+  sessions: Sessions;
+  store: CoordinatorStore;
+  log: Logger;
+  /** The step whose weights a newly placed replica must hold. */
+  step(): number;
+  /** A replica was placed or moved. */
+  onPlaced(): void;
+}
+
+/**
+ * The control plane's stage assignment, between steps: joiners go where the pipeline is slowest, replicas
+ * move when that clearly raises the bottleneck, and a placed node loads the stage's weights and moments from
+ * a live replica, the checkpoint of this very step, or the seed.
+ */
+export class StageAssignment {
+  private readonly stateCache = new Map<number, FlatState>();
+  private requestIds = 0;
+
+  constructor(private readonly options: StageAssignmentOptions) {}
+
+  /** Places joiners and moves replicas; returns the stages still without a replica. */
+  async place(): Promise<number[]> {
+    await this.admitJoiners();
+    await this.rebalance();
+    const { run, sessions } = this.options;
+    return run.ranges.filter((r) => sessions.membersOf(r.index).length === 0).map((r) => r.index);
+  }
+
+  /** The cached stage states belong to the step that just ended (or was rolled back). */
+  forgetStates(): void {
+    this.stateCache.clear();
+  }
+
+  /** Whether the weights of `stage` at the current step exist somewhere: a replica, a checkpoint, or the seed. */
+  weightsAvailable(stage: number): boolean {
+    const step = this.options.step();
+    return (
+      this.options.sessions.membersOf(stage).length > 0 ||
+      step === 0 ||
+      this.options.store.latestCheckpoint()?.step === step
+    );
+  }
+
+  /** Stages whose current weights exist nowhere any more. */
+  lostStages(): number[] {
+    return this.options.run.ranges.filter((r) => !this.weightsAvailable(r.index)).map((r) => r.index);
+  }
+
+  /** After a rollback every replica reloads: nobody holds the checkpoint's weights yet. */
+  unplaceAll(): void {
+    this.stateCache.clear();
+    for (const peer of this.options.sessions.peers) peer.stage = null;
+  }
+
+  /** Placement's view of the replicas: FLOPs per second each sustains on its stage. */
+  private placed(): PlacedPeer[] {
+    return [...this.options.sessions.peers]
+      .filter((p) => p.stage !== null)
+      .map((p) => ({
+        id: p.nodeId,
+        stage: p.stage!,
+        flopsPerSecond:
+          p.unitEmaMs === null ? null : (this.options.stageFlops[p.stage!]! * 1000) / p.unitEmaMs,
+      }));
+  }
+
+  private async admitJoiners(): Promise<void> {
+    const { sessions, stageFlops, log } = this.options;
+    const joiners = [...sessions.peers]
+      .filter((p) => p.authenticated && p.wantsWork && p.stage === null)
+      .sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1));
+    for (const peer of joiners) {
+      if (!sessions.peers.has(peer)) continue;
+      await this.assign(peer, stageForJoiner(this.placed(), stageFlops)).catch((err: Error) =>
+        log.warn({ node: peer.shortId, err: err.message }, 'could not place node'),
+      );
+    }
+  }
+
+  /** Moves replicas while that clearly raises the slowest stage's rate (always, for a stage left empty). */
+  private async rebalance(): Promise<void> {
+    const { sessions, stageFlops, log, run } = this.options;
+    for (let i = 0; i < run.ranges.length; i++) {
+      const move = rebalanceMove(this.placed(), stageFlops);
+      const peer = move && [...sessions.peers].find((p) => p.nodeId === move.id);
+      if (!move || !peer) return;
+      log.info({ node: peer.shortId, from: move.from, to: move.to }, 'moving a node to balance the stages');
+      await this.assign(peer, move.to).catch((err: Error) =>
+        log.warn({ node: peer.shortId, err: err.message }, 'could not move node'),
+      );
+    }
+  }
+
+  private async assign(peer: Peer, stage: number): Promise<void> {
+    const step = this.options.step();
+    const state = await this.stageState(stage);
+    const range = this.options.run.ranges[stage]!;
+    await this.options.sessions.request(peer, 'loaded', step, [], () =>
+      peer.send({ type: 'assign', range, optimizerStep: state.optimizerStep, step }, stateTensors(state)),
+    );
+    peer.stage = stage;
+    peer.resident = null;
+    this.options.log.info(
+      { node: peer.shortId, stage, blocks: `${range.firstBlock}-${range.endBlock - 1}`, step },
+      'node placed',
+    );
+    this.options.onPlaced();
+  }
+
+  /** The current weights and moments of a stage: from a replica, the checkpoint of this step, or the seed. */
+  private async stageState(stage: number): Promise<FlatState> {
+    const cached = this.stateCache.get(stage);
+    if (cached) return cached;
+    const { run, sessions, store, config } = this.options;
+    const step = this.options.step();
+    const paramCount = stageParamCount(run.model, run.ranges[stage]!);
+    const source = sessions.membersOf(stage)[0];
+    let state: FlatState;
+    if (source) {
+      const requestId = ++this.requestIds;
+      const { message, tensors } = await sessions.request(
+        source,
+        'state',
+        requestId,
+        stateSpec(paramCount),
+        () => source.send({ type: 'stateRequest', requestId }),
+      );
+      if (message.type !== 'state') throw new Error(`expected state, got ${message.type}`);
+      state = stateFromTensors(message.optimizerStep, tensors);
+    } else {
+      const checkpoint = store.latestCheckpoint();
+      if (checkpoint && checkpoint.step === step) {
+        loadCheckpoint(checkpoint.dir, run).forEach((s, i) => this.stateCache.set(i, s));
+        return this.stateCache.get(stage)!;
+      }
+      if (step !== 0) throw new Error(`no source for the weights of stage ${stage} at step ${step}`);
+      state = seedState(run.model, run.ranges[stage]!, config.seed);
+    }
+    this.stateCache.set(stage, state);
+    return state;
+  }
+}
