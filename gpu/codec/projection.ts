@@ -11,19 +11,24 @@ import type { NamedTensor } from '../stage/types.js';
 export interface ProjectionTarget {
   name: string;
   kind: 'rows' | 'columns';
-  fixed: Float32Array | null;
+  /** The fixed part a row keeps outside span(U): the embeddings' (from the basis), none elsewhere. */
+  fixed: 'token' | 'position' | null;
+}
+
+export function fixedPart(basis: SubspaceBasis, fixed: ProjectionTarget['fixed']): Float32Array | null {
+  if (fixed === 'token') return basis.fixedToken;
+  return fixed === 'position' ? basis.fixedPos : null;
 }
 
 /** What a stage keeps in span(U): its embeddings (first stage) and its constrained blocks' output projections. */
 export function projectionTargets(
   range: StageRange,
   constrained: (block: number) => boolean,
-  basis: SubspaceBasis,
 ): ProjectionTarget[] {
   const targets: ProjectionTarget[] = [];
   if (isFirstStage(range)) {
-    targets.push({ name: 'wte', kind: 'rows', fixed: basis.fixedToken });
-    targets.push({ name: 'wpe', kind: 'rows', fixed: basis.fixedPos });
+    targets.push({ name: 'wte', kind: 'rows', fixed: 'token' });
+    targets.push({ name: 'wpe', kind: 'rows', fixed: 'position' });
   }
   for (let l = range.firstBlock; l < range.endBlock; l++) {
     if (!constrained(l)) continue;
@@ -44,7 +49,8 @@ export function projectParams(
   for (const t of targets) {
     const p = params.find((x) => x.name === t.name);
     if (!p) throw new Error(`subspace projection: the stage has no parameter ${t.name}`);
-    if (t.kind === 'rows') projectRows(p.data, basis.width, basis.basis, basis.rank, t.fixed);
+    if (t.kind === 'rows')
+      projectRows(p.data, basis.width, basis.basis, basis.rank, fixedPart(basis, t.fixed));
     else projectColumns(p.data, basis.width, basis.basis, basis.rank);
   }
 }

@@ -40,6 +40,11 @@ export interface GpuStageOptions {
   kernels?: KernelSet;
   /** Refuse to allocate more than this many bytes (a VRAM cap); checked before any allocation. */
   maxBytes?: number;
+  /**
+   * Ops over the stage's parameters that keep them in a constraint set (the subspace codec's projection,
+   * gpu/codec): run after the initial upload, after every importState and after every optimizer step.
+   */
+  constrainParams?: (param: (name: string) => TensorRef) => EncodedOp[];
 }
 
 /** The ops of one stage, built once for its shape and replayed every micro-batch. */
@@ -68,6 +73,7 @@ export class GpuStage implements StageTrainer {
   private readonly watch: DeviceWatch;
   private readonly pace = new PacedWait();
   private stepCount = 0;
+  private constrain: EncodedOp[] = [];
   private hasForward = false;
   private tail: Promise<unknown> = Promise.resolve();
 
@@ -128,7 +134,8 @@ export class GpuStage implements StageTrainer {
       }
     }
     stage.writeParams('params', initStageParams(config, range, options.seed));
-    await stage.watch.guard(device.queue.onSubmittedWorkDone());
+    stage.constrain = options.constrainParams?.((name) => stage.paramRef(name)) ?? [];
+    await stage.runAndWait('constrain', (enc) => record(enc, stage.constrain));
     return stage;
   }
 
@@ -242,7 +249,7 @@ export class GpuStage implements StageTrainer {
     return this.exclusive(async () => {
       if (!Number.isFinite(clipScale)) throw new Error(`clipScale must be finite, got ${clipScale}`);
       this.adam.setStep(settings, this.stepCount + 1, clipScale);
-      await this.runAndWait('adamw', (enc) => record(enc, this.program.adamw));
+      await this.runAndWait('adamw', (enc) => record(enc, [...this.program.adamw, ...this.constrain]));
       this.stepCount++;
     });
   }
@@ -286,7 +293,7 @@ export class GpuStage implements StageTrainer {
         'v',
         state.v.map((t) => t.data),
       );
-      await this.watch.guard(this.device.queue.onSubmittedWorkDone());
+      await this.runAndWait('constrain', (enc) => record(enc, this.constrain));
       this.stepCount = state.step;
     });
   }
@@ -317,6 +324,12 @@ export class GpuStage implements StageTrainer {
     const submitted = performance.now();
     await this.readback.read([], work);
     await this.pace.wait(paceKey, submitted, () => this.watch.guard(this.device.queue.onSubmittedWorkDone()));
+  }
+
+  private paramRef(name: string): TensorRef {
+    const i = this.layout.specs.findIndex((s) => s.name === name);
+    if (i < 0) throw new Error(`stage ${this.range.index} has no parameter ${name}`);
+    return this.ref(this.layout.params[i]!);
   }
 
   private ref(slot: Slot): TensorRef {
