@@ -32,42 +32,46 @@ ${flatMain(WG)}
   }
 }`;
 
-/* Encode: one thread per (token, coefficient): c = U^T (x - fixedToken[id] - fixedPos[t]). */
-const encodeWgsl = () => /* wgsl */ `${declare(
-  ['coeffs', 'x', 'basis', 'fixedToken', 'fixedPos', 'tokens: i32'],
+/**
+ * Encode and decode share their bindings: output, input, the basis, the fixed parts and the token ids. The
+ * fixed part of row r is that of its token and of its position r % seq.
+ */
+const boundaryWgsl = (io: [string, string], threads: string, body: string) => () => /* wgsl */ `${declare(
+  [...io, 'basis', 'fixedToken', 'fixedPos', 'tokens: i32'],
   ['rows', 'width', 'rank', 'seq', 'withFixed'],
 )}
+fn fixedAt(r: u32, e: u32) -> f32 {
+  if (p.withFixed == 0u) { return 0.0; }
+  return fixedToken[u32(tokens[r]) * p.width + e] + fixedPos[(r % p.seq) * p.width + e];
+}
 ${flatMain(WG)}
-  if (i >= p.rows * p.rank) { return; }
+  if (i >= p.rows * ${threads}) { return; }
+${body}
+}`;
+
+/* Encode: one thread per (token, coefficient): c = U^T (x - fixed). */
+const encodeWgsl = boundaryWgsl(
+  ['coeffs', 'x'],
+  'p.rank',
+  `
   let r = i / p.rank;
   let j = i % p.rank;
   var acc = 0.0;
-  for (var e = 0u; e < p.width; e++) {
-    var v = x[r * p.width + e];
-    if (p.withFixed != 0u) {
-      v -= fixedToken[u32(tokens[r]) * p.width + e] + fixedPos[(r % p.seq) * p.width + e];
-    }
-    acc += v * basis[e * p.rank + j];
-  }
-  coeffs[i] = acc;
-}`;
+  for (var e = 0u; e < p.width; e++) { acc += (x[r * p.width + e] - fixedAt(r, e)) * basis[e * p.rank + j]; }
+  coeffs[i] = acc;`,
+);
 
-/* Decode: one thread per (token, element): x = U c + fixedToken[id] + fixedPos[t]. */
-const decodeWgsl = () => /* wgsl */ `${declare(
-  ['x', 'coeffs', 'basis', 'fixedToken', 'fixedPos', 'tokens: i32'],
-  ['rows', 'width', 'rank', 'seq', 'withFixed'],
-)}
-${flatMain(WG)}
-  if (i >= p.rows * p.width) { return; }
+/* Decode: one thread per (token, element): x = U c + fixed. */
+const decodeWgsl = boundaryWgsl(
+  ['x', 'coeffs'],
+  'p.width',
+  `
   let r = i / p.width;
   let e = i % p.width;
-  var acc = 0.0;
-  if (p.withFixed != 0u) {
-    acc = fixedToken[u32(tokens[r]) * p.width + e] + fixedPos[(r % p.seq) * p.width + e];
-  }
+  var acc = fixedAt(r, e);
   for (var j = 0u; j < p.rank; j++) { acc += basis[e * p.rank + j] * coeffs[r * p.rank + j]; }
-  x[i] = acc;
-}`;
+  x[i] = acc;`,
+);
 
 export interface BoundaryRows {
   rows: number;
