@@ -111,18 +111,19 @@ export class GpuStage implements StageTrainer {
       maxBufferSize: device.limits.maxBufferSize,
       maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
     };
-    const needed = estimateStageMemoryBytes(config, range, shape, limits);
+    const kernels = options.kernels ?? new KernelSet(device);
+    const needed = estimateStageMemoryBytes(config, range, shape, limits, kernels.attentionKind);
     if (options.maxBytes !== undefined && needed > options.maxBytes) {
       throw new Error(
         `stage ${range.index} needs ${mib(needed)} of GPU memory, over the ${mib(options.maxBytes)} cap`,
       );
     }
-    const layout = planStage(config, range, shape, limits);
+    const layout = planStage(config, range, shape, limits, kernels.attentionKind);
     device.pushErrorScope('out-of-memory');
     device.pushErrorScope('validation');
     let stage: GpuStage | null = null;
     try {
-      stage = new GpuStage(device, config, range, shape, layout, options.kernels ?? new KernelSet(device));
+      stage = new GpuStage(device, config, range, shape, layout, kernels);
     } finally {
       const validation = await device.popErrorScope();
       const oom = await device.popErrorScope();
@@ -420,7 +421,14 @@ function buildProgram(
         bias: w.qkvb,
         dims: dims(C, 3 * C),
       }),
-      k.attention.forward({ out: ref(a.atty), att: ref(a.att), qkv: ref(a.qkv), dims: { B, T, C, NH } }),
+      layout.attention === 'flash'
+        ? k.flashAttention.forward({
+            out: ref(a.atty),
+            lse: ref(a.att),
+            qkv: ref(a.qkv),
+            dims: { B, T, C, NH },
+          })
+        : k.attention.forward({ out: ref(a.atty), att: ref(a.att), qkv: ref(a.qkv), dims: { B, T, C, NH } }),
       k.matmul.forward({
         out: ref(a.attproj),
         inp: ref(a.atty),
@@ -517,14 +525,24 @@ function buildProgram(
         dims: dims(C, C),
       }),
       zero(s.dqkv, BT * 3 * C),
-      k.attention.backward({
-        dqkv: ref(s.dqkv),
-        dpreatt: ref(s.dpreatt),
-        dout: ref(s.datty),
-        qkv: ref(a.qkv),
-        att: ref(a.att),
-        dims: { B, T, C, NH },
-      }),
+      layout.attention === 'flash'
+        ? k.flashAttention.backward({
+            dqkv: ref(s.dqkv),
+            delta: ref(s.dpreatt),
+            dout: ref(s.datty),
+            out: ref(a.atty),
+            qkv: ref(a.qkv),
+            lse: ref(a.att),
+            dims: { B, T, C, NH },
+          })
+        : k.attention.backward({
+            dqkv: ref(s.dqkv),
+            dpreatt: ref(s.dpreatt),
+            dout: ref(s.datty),
+            qkv: ref(a.qkv),
+            att: ref(a.att),
+            dims: { B, T, C, NH },
+          }),
       k.matmul.backwardInput({
         dinp: ref(s.dln),
         dout: ref(s.dqkv),

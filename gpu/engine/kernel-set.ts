@@ -3,6 +3,7 @@ import { Attention } from '../kernels/attention.js';
 import { CrossEntropy } from '../kernels/crossentropy.js';
 import { Elementwise } from '../kernels/elementwise.js';
 import { Encoder } from '../kernels/encoder.js';
+import { FlashAttention, type AttentionKind } from '../kernels/flash-attention.js';
 import { LayerNorm } from '../kernels/layernorm.js';
 import { Matmul } from '../kernels/matmul.js';
 import { Reduce } from '../kernels/reduce.js';
@@ -14,6 +15,11 @@ export interface KernelOptions {
    * the device's, when it runs subgroups as CPU SIMD lanes (`cpuSubgroupLanes`).
    */
   lanes?: number | null;
+  /**
+   * Attention kernels: 'flash' (no T x T buffer) or 'scores' (the (B, NH, T, T) softmax kept for backward).
+   * Default: 'scores' where the lanes kernels run (CPU adapters, where they measured faster), else 'flash'.
+   */
+  attention?: AttentionKind;
 }
 
 /** Every kernel's compiled pipelines on one device; shared by the stages on that device. */
@@ -22,6 +28,9 @@ export class KernelSet {
   readonly layernorm: LayerNorm;
   readonly matmul: Matmul;
   readonly attention: Attention;
+  readonly flashAttention: FlashAttention;
+  /** Which attention kernels the stages on this device run; their layouts follow it. */
+  readonly attentionKind: AttentionKind;
   readonly elementwise: Elementwise;
   readonly crossentropy: CrossEntropy;
   readonly reduce: Reduce;
@@ -34,6 +43,8 @@ export class KernelSet {
     this.layernorm = new LayerNorm(device);
     this.matmul = new Matmul(device, { lanes: options.lanes });
     this.attention = new Attention(device, { lanes: options.lanes });
+    this.flashAttention = new FlashAttention(device);
+    this.attentionKind = options.attention ?? (this.attention.lanes === null ? 'flash' : 'scores');
     this.elementwise = new Elementwise(device);
     this.crossentropy = new CrossEntropy(device);
     this.reduce = new Reduce(device);

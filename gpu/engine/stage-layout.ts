@@ -8,6 +8,7 @@ import {
 import { numel, stageParams, type ParamSpec } from '../model/params.js';
 import { partialCount, REDUCE_RESULT_BYTES, reduceTableBytes } from '../kernels/reduce.js';
 import { adamwTableBytes } from '../kernels/adamw.js';
+import type { AttentionKind } from '../kernels/flash-attention.js';
 import { ArenaPlan, type Slot } from './arena.js';
 
 /** The limits a layout must respect; WebGPU's defaults unless the device grants more. */
@@ -28,6 +29,7 @@ export interface BlockSlots {
   ln1Mean: Slot;
   ln1Rstd: Slot;
   qkv: Slot;
+  /** The softmax (B, NH, T, T) for 'scores' attention; each row's log-sum-exp (B, NH, T) for 'flash'. */
   att: Slot;
   atty: Slot;
   attproj: Slot;
@@ -59,12 +61,14 @@ export interface ScratchSlots {
   dln: Slot;
   dqkv: Slot;
   datty: Slot;
+  /** Score gradients (B, NH, T, T) for 'scores' attention; rowsum(dout * out) (B, NH, T) for 'flash'. */
   dpreatt: Slot;
   dfchGelu: Slot;
   dfch: Slot;
 }
 
 export interface StageLayout {
+  attention: AttentionKind;
   specs: ParamSpec[];
   plan: ArenaPlan;
   params: Slot[];
@@ -96,12 +100,14 @@ export function planStage(
   range: StageRange,
   shape: MicroBatchShape,
   limits: LayoutLimits = DEFAULT_LIMITS,
+  attention: AttentionKind = 'flash',
 ): StageLayout {
   const plan = new ArenaPlan(limits.maxBufferSize, limits.maxStorageBufferBindingSize);
   const { batch: B, seq: T } = shape;
   const { width: C, heads: NH, vocabSize: V } = config;
   const H = config.mlpRatio * C;
   const BT = B * T;
+  const attRows = attention === 'flash' ? B * NH * T : B * NH * T * T;
   const specs = stageParams(config, range);
   const perParam = (role: string, kind: string): Slot[] =>
     specs.map((s) => plan.add(role, numel(s.shape), `${kind} ${s.name}`));
@@ -122,7 +128,7 @@ export function planStage(
       ln1Mean: act(BT, `${w} ln1 mean`),
       ln1Rstd: act(BT, `${w} ln1 rstd`),
       qkv: act(BT * 3 * C, `${w} qkv`),
-      att: act(B * NH * T * T, `${w} attention scores`),
+      att: act(attRows, `${w} attention ${attention === 'flash' ? 'row statistics' : 'scores'}`),
       atty: act(BT * C, `${w} attention output`),
       attproj: act(BT * C, `${w} attention projection`),
       res2: act(BT * C, `${w} residual 2`),
@@ -156,7 +162,7 @@ export function planStage(
     dln: act(BT * C, 'layernorm output gradient'),
     dqkv: act(scratchFloats(BT * 3 * C), 'qkv gradient'),
     datty: act(scratchFloats(BT * C), 'attention output gradient'),
-    dpreatt: act(scratchFloats(B * NH * T * T), 'attention score gradient'),
+    dpreatt: act(scratchFloats(attRows), 'attention score gradient'),
     dfchGelu: act(scratchFloats(BT * H), 'mlp gelu gradient'),
     dfch: act(scratchFloats(BT * H), 'mlp hidden gradient'),
   };
@@ -165,6 +171,7 @@ export function planStage(
   const paramFloats = specs.reduce((n, s) => n + numel(s.shape), 0);
   const largest = specs.reduce((n, s) => Math.max(n, numel(s.shape)), 0);
   return {
+    attention,
     specs,
     plan,
     params,
@@ -193,8 +200,9 @@ export function estimateStageMemoryBytes(
   range: StageRange,
   shape: MicroBatchShape,
   limits: LayoutLimits = DEFAULT_LIMITS,
+  attention: AttentionKind = 'flash',
 ): number {
-  const layout = planStage(config, range, shape, limits);
+  const layout = planStage(config, range, shape, limits, attention);
   const uniforms =
     UNIFORM_BYTES_FIXED +
     UNIFORM_BYTES_PER_BLOCK * layout.blocks.length +
@@ -211,11 +219,12 @@ export function stageDeviceNeeds(
   config: GptConfig,
   range: StageRange,
   shape: MicroBatchShape,
+  attention: AttentionKind = 'flash',
 ): { maxStorageBufferBindingSize: number; maxBufferSize: number } {
   const unlimited = {
     maxBufferSize: Number.MAX_SAFE_INTEGER,
     maxStorageBufferBindingSize: Number.MAX_SAFE_INTEGER,
   };
-  const largest = planStage(config, range, shape, unlimited).plan.largestTensorBytes();
+  const largest = planStage(config, range, shape, unlimited, attention).plan.largestTensorBytes();
   return { maxStorageBufferBindingSize: largest, maxBufferSize: largest };
 }

@@ -91,7 +91,8 @@ function named(flat: Float32Array, like: StageState['params']): StageState['para
 }
 
 describe('GpuStage against CpuStage', () => {
-  // lavapipe runs both kernel families: the lanes kernels it picks itself, and those real GPUs get.
+  // lavapipe runs both kernel families: the lanes kernels it picks itself, and those real GPUs get (with
+  // flash attention).
   it.each([
     { model: 'the test model', family: 'lanes', config, shape },
     { model: 'the test model', family: 'workgroup-memory', config, shape },
@@ -101,6 +102,7 @@ describe('GpuStage against CpuStage', () => {
     async ({ family, config, shape }) => {
       const kernels = family === 'lanes' ? dev.kernels : dev.gpuKernels;
       expect(kernels.matmul.lanes !== null).toBe(family === 'lanes');
+      expect(kernels.attentionKind).toBe(family === 'lanes' ? 'scores' : 'flash');
       const gpu = await GpuStage.create(dev.device, config, wholeModel(config), shape, {
         seed: SEED,
         kernels,
@@ -221,7 +223,13 @@ describe('GpuStage against CpuStage', () => {
       const range = splitBlocks(config, 2)[1]!;
       const stage = await GpuStage.create(device, config, range, shape, { seed: SEED, kernels: dev.kernels });
       const allocated = created.reduce((a, b) => a + b, 0);
-      const estimate = estimateStageMemoryBytes(config, range, shape, device.limits);
+      const estimate = estimateStageMemoryBytes(
+        config,
+        range,
+        shape,
+        device.limits,
+        dev.kernels.attentionKind,
+      );
       console.log(
         `stage 1 of 2: allocated ${allocated} bytes in ${created.length} buffers; estimate ${estimate}`,
       );
