@@ -7,8 +7,9 @@ import { Coordinator, type StepEvent } from '../../coordinator/coordinator.js';
 import { Corpus, defaultCorpusPath } from '../../coordinator/data.js';
 import { loadRunConfig, parseRunConfig } from '../../coordinator/run-config.js';
 import { Ed25519Keys, verifyEd25519 } from '../identity/ed25519.js';
+import { ShapedProxy, describeLink, unshaped, type LinkShape } from '../node/link-shaping.js';
 import { NodeRuntime } from '../node/runtime.js';
-import { engineKind, integer, logLevel } from './options.js';
+import { engineKind, integer, linkShape, logLevel } from './options.js';
 
 interface LocalFlags {
   nodes: number;
@@ -19,6 +20,7 @@ interface LocalFlags {
   engine: 'gpu' | 'cpu';
   dataDir?: string;
   logLevel: string;
+  link: LinkShape;
 }
 
 function progressLine(e: StepEvent, steps: number): string {
@@ -39,6 +41,12 @@ export function registerLocalCommand(program: Command): void {
     .option('--config <run.json>', 'run config; --stages and --steps override it')
     .option('--engine <kind>', 'gpu (WebGPU on dawn.node) or cpu', engineKind, 'gpu')
     .option('--data-dir <dir>', 'where the database and checkpoints go (default: a new temp dir)')
+    .option(
+      '--link <rate,delay>',
+      'shape every connection like a home link: rate and one-way delay, e.g. 80mbit,40ms',
+      linkShape,
+      unshaped,
+    )
     .option('--log-level <level>', 'pino log level for coordinator and nodes', logLevel, 'warn')
     .action(async (flags: LocalFlags) => {
       const log = pino({ level: flags.logLevel });
@@ -59,6 +67,10 @@ export function registerLocalCommand(program: Command): void {
         verify: verifyEd25519,
         logger: log.child({ name: 'coordinator' }),
       });
+      // Nodes dial the coordinator through the shaper; each connection gets a link of its own.
+      const shaper =
+        flags.link === unshaped ? null : await ShapedProxy.start({ port: coordinator.port }, flags.link);
+      const coordinatorUrl = shaper ? `ws://127.0.0.1:${shaper.port}` : coordinator.url;
       const m = config.model;
       console.log(
         `tributary local: ${flags.nodes} nodes, ${config.stages} stages, ${config.steps} steps on ${flags.engine}`,
@@ -67,11 +79,11 @@ export function registerLocalCommand(program: Command): void {
         `model: ${m.layers} layers, width ${m.width}, ${m.heads} heads, context ${m.contextLength}; micro-batch ${config.microBatch.batch}x${config.microBatch.seq}, ${config.microBatchesPerStep} per step`,
       );
       console.log(
-        `corpus: ${corpusPath}\ndata:   ${dataDir}\nstatus: ${coordinator.url.replace(/^ws/, 'http')}/status`,
+        `link:   ${describeLink(flags.link)}\ncorpus: ${corpusPath}\ndata:   ${dataDir}\nstatus: ${coordinator.url.replace(/^ws/, 'http')}/status`,
       );
       const nodes = Array.from({ length: flags.nodes }, (_, i) => {
         const node = new NodeRuntime({
-          coordinatorUrl: coordinator.url,
+          coordinatorUrl,
           keys: Ed25519Keys.generate(),
           engine: flags.engine,
           logger: log.child({ name: `node${i}` }),
@@ -97,6 +109,7 @@ export function registerLocalCommand(program: Command): void {
       const losses = coordinator.store.losses();
       await Promise.all(nodes.map((n) => n.stop()));
       await coordinator.close();
+      await shaper?.close();
       const first = losses[0]?.loss;
       console.log(
         `\nsummary: ${status.step} steps in ${((Date.now() - started) / 1000).toFixed(1)} s, loss ${first?.toFixed(4) ?? '-'} -> ${status.loss?.toFixed(4) ?? '-'}, ${status.tokens} tokens, ${status.tokensPerSecond.toFixed(0)} tok/s`,

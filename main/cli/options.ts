@@ -1,5 +1,6 @@
 import { InvalidArgumentError } from 'commander';
 import { join } from 'node:path';
+import { LinkSpecError, parseLink, type LinkShape } from '../node/link-shaping.js';
 
 /** Commander parser for whole numbers in [min, max]. */
 export function integer(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
@@ -14,6 +15,16 @@ export function integer(min: number, max = Number.MAX_SAFE_INTEGER): (value: str
 export function engineKind(value: string): 'gpu' | 'cpu' {
   if (value !== 'gpu' && value !== 'cpu') throw new InvalidArgumentError('expected gpu or cpu');
   return value;
+}
+
+/** Commander parser for `--link RATE,DELAY` (e.g. 80mbit,40ms). */
+export function linkShape(value: string): LinkShape {
+  try {
+    return parseLink(value);
+  } catch (err) {
+    if (err instanceof LinkSpecError) throw new InvalidArgumentError(err.message);
+    throw err;
+  }
 }
 
 export const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
