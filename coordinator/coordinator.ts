@@ -11,6 +11,7 @@ import { stageTrainFlops } from '../gpu/model/flops.js';
 import { stageParamCount } from '../gpu/model/params.js';
 import type { NodeMessage } from '../shared/protocol/messages.js';
 import type { SignedReceipt } from '../shared/protocol/receipt.js';
+import { waitingForStages } from '../shared/stage-label.js';
 import { defaultWireLimits, type Received, type WireLimits } from '../shared/protocol/wire.js';
 import { applyStep, averageGradients, type AveragedGradients } from './averaging.js';
 import { checkpointDir, saveCheckpoint } from './checkpoints.js';
@@ -144,7 +145,8 @@ export class Coordinator extends EventEmitter {
       onJoin: () => this.wake(),
       onLost: (peer, reason) => {
         if (this.attempt && !this.attempt.isSettled && this.attempt.involves(peer)) {
-          this.attempt.fail(`node ${peer.shortId} on stage ${peer.stage} left (${reason})`);
+          const stage = peer.stage === null ? '' : ` on stage ${peer.stage + 1}`;
+          this.attempt.fail(`node ${peer.shortId}${stage} left (${reason})`);
         }
         this.wake();
       },
@@ -360,7 +362,7 @@ export class Coordinator extends EventEmitter {
         this.setState('training', `training step ${this.step + 1} of ${this.config.steps}`);
         return;
       }
-      this.setState('waiting', `waiting for a node to train stage ${empty.join(', ')}`);
+      this.setState('waiting', waitingForStages(empty, this.config.stages));
       await this.changed(1000);
     }
   }

@@ -117,7 +117,7 @@ export class StepAttempt {
     }
     if (task.kind === 'forwardBackward') {
       if (loss === undefined || !Number.isFinite(loss)) {
-        this.fail(`stage ${stage} returned no finite loss for micro-batch ${mb}`);
+        this.fail(`stage ${stage + 1} returned no finite loss for micro-batch ${mb}`);
         return;
       }
       state.loss = loss;
@@ -158,7 +158,7 @@ export class StepAttempt {
     const unprobed = candidates.filter((p) => !p.busy && !this.routed.has(p));
     const peer = pickPeer(unprobed.length > 0 ? unprobed : candidates, Date.now(), fallback);
     if (!peer) {
-      this.fail(`no live node on stage ${stage}`);
+      this.fail(`no live node on stage ${stage + 1}`);
       return;
     }
     this.routed.add(peer);

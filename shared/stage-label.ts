@@ -14,3 +14,11 @@ export function stageLabel(stage: StageBlocks): string {
       : `blocks ${stage.firstBlock + 1}–${stage.lastBlock + 1}`;
   return `stage ${stage.index + 1} of ${stage.count} (${blocks})`;
 }
+
+/** What a run waits for, stages counted from 1: "waiting for nodes to train stages 1 and 2 of 2". */
+export function waitingForStages(emptyIndices: number[], count: number): string {
+  const numbers = emptyIndices.map((i) => String(i + 1));
+  if (numbers.length === 1) return `waiting for a node to train stage ${numbers[0]} of ${count}`;
+  const list = `${numbers.slice(0, -1).join(', ')} and ${numbers.at(-1)}`;
+  return `waiting for nodes to train stages ${list} of ${count}`;
+}
