@@ -7,7 +7,7 @@ import { Corpus, defaultCorpusPath } from '../../coordinator/data.js';
 import { loadRunConfig } from '../../coordinator/run-config.js';
 import { verifyEd25519 } from '../identity/ed25519.js';
 import { FileKeyStore, loadOrCreateKeys } from '../identity/key-store.js';
-import { integer, logLevel } from './options.js';
+import { integer, logLevel, usage, UsageError } from './options.js';
 
 interface CoordinatorFlags {
   port: number;
@@ -42,24 +42,35 @@ export function registerCoordinatorCommand(program: Command): void {
     .option('--identity <file>', 'coordinator signing key (created when missing)', undefined)
     .option('--log-level <level>', 'pino log level', logLevel, 'info')
     .action(async (flags: CoordinatorFlags) => {
-      if (Boolean(flags.cert) !== Boolean(flags.key)) throw new Error('--cert and --key go together');
+      if (Boolean(flags.cert) !== Boolean(flags.key)) throw new UsageError('--cert and --key go together');
       const log = pino({ name: 'coordinator', level: flags.logLevel });
-      const config = loadRunConfig(flags.config);
+      // What the flags name is read before anything is created: a wrong path exits 2 and leaves nothing.
+      const config = usage(() => loadRunConfig(flags.config));
       const dataDir = dirname(resolve(flags.db));
       const corpusPath = flags.corpus ?? defaultCorpusPath();
+      const corpus = usage(() => Corpus.fromFile(corpusPath), `cannot read --corpus ${corpusPath}`);
+      const tls =
+        flags.cert && flags.key
+          ? {
+              cert: usage(() => readFileSync(flags.cert!, 'utf8'), `cannot read --cert ${flags.cert}`),
+              key: usage(() => readFileSync(flags.key!, 'utf8'), `cannot read --key ${flags.key}`),
+            }
+          : undefined;
+      const identity = flags.identity ?? resolve(dataDir, 'coordinator.key');
+      const keys = usage(
+        () => loadOrCreateKeys(new FileKeyStore(identity)),
+        `cannot use --identity ${identity}`,
+      );
       const coordinator = await Coordinator.start({
         config,
-        corpus: Corpus.fromFile(corpusPath),
+        corpus,
         dataDir,
         dbPath: resolve(flags.db),
-        keys: loadOrCreateKeys(new FileKeyStore(flags.identity ?? resolve(dataDir, 'coordinator.key'))),
+        keys,
         verify: verifyEd25519,
         host: flags.host,
         port: flags.port,
-        tls:
-          flags.cert && flags.key
-            ? { cert: readFileSync(flags.cert, 'utf8'), key: readFileSync(flags.key, 'utf8') }
-            : undefined,
+        tls,
         logger: log,
       });
       log.info(

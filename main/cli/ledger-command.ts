@@ -3,6 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { InvalidArgumentError, type Command } from 'commander';
 import { EXPORT_TABLES, Ledger, type ExportTable } from '../agent/ledger/ledger.js';
 import { agentPaths, defaultDataDir } from '../agent/paths.js';
+import { UsageError } from './options.js';
 
 function exportTable(value: string): ExportTable {
   if (!(EXPORT_TABLES as readonly string[]).includes(value)) {
@@ -12,7 +13,7 @@ function exportTable(value: string): ExportTable {
 }
 
 function openExisting(path: string): Ledger {
-  if (!existsSync(path)) throw new Error(`no ledger at ${path} (use --db to point at one)`);
+  if (!existsSync(path)) throw new UsageError(`no ledger at ${path} (use --db to point at one)`);
   return new Ledger(path);
 }
 

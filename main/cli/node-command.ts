@@ -14,6 +14,7 @@ import { admitUnderCap } from '../agent/throttle/vram.js';
 import { FileKeyStore, loadOrCreateKeys } from '../identity/key-store.js';
 import { NodeRuntime } from '../node/runtime.js';
 import { coordinatorUrl, engineKind, integer, logLevel, nodeKeyPath, UsageError } from './options.js';
+import { engineLabel } from './adapter.js';
 import { statusLine } from './status-line.js';
 
 interface NodeFlags {
@@ -138,6 +139,7 @@ export function registerNodeCommand(program: Command): void {
       // Everything a flag names is checked before the key, the ledger or a connection exists.
       const { stored, overrides, effective: settings } = await resolveSettings(flags);
       const ca = flags.ca ? await readFlagFile('--ca', flags.ca) : undefined;
+      const engine = await engineLabel(flags.engine);
       await prepareDataDir(flags.dataDir);
       const keys = loadKeys(flags.key ?? nodeKeyPath(flags.dataDir));
       const agent = await Agent.open({
@@ -181,9 +183,7 @@ export function registerNodeCommand(program: Command): void {
       node.on('receipt', (signed: SignedReceipt) =>
         log.debug({ receiptId: signed.receipt.receiptId, flops: signed.receipt.flops }, 'receipt'),
       );
-      console.log(
-        `tributary node ${keys.publicKeyHex.slice(0, 16)}… → ${flags.coordinator} (${flags.engine})`,
-      );
+      console.log(`tributary node ${keys.publicKeyHex.slice(0, 16)}… → ${flags.coordinator} on ${engine}`);
       console.log(`ledger and settings: ${flags.dataDir}`);
       if (flags.dashboard) {
         const dashboard = await agent.startDashboard({

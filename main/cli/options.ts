@@ -65,3 +65,13 @@ export function nodeKeyPath(dataDir: string): string {
 export class UsageError extends Error {
   override name = 'UsageError';
 }
+
+/** Runs `read` (a file or a config a flag names); what it throws is bad usage, prefixed with `what` if given. */
+export function usage<T>(read: () => T, what?: string): T {
+  try {
+    return read();
+  } catch (err) {
+    const message = (err as Error).message;
+    throw new UsageError(what ? `${what}: ${message}` : message);
+  }
+}

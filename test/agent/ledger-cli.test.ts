@@ -52,7 +52,7 @@ describe('tributary ledger verify|export', () => {
     expect(bad.stdout).toContain('receipts entry #3 (receipt r-2) was edited');
 
     const missing = await cli(['ledger', 'verify', '--db', join(dir, 'nope.sqlite')]);
-    expect(missing.code).toBe(1);
+    expect(missing.code).toBe(2);
     expect(missing.stderr).toContain('no ledger at');
     expect((await cli(['ledger', 'export', '--db', db, '--table', 'sqlite_master'])).stderr).toMatch(
       /expected one of receipts/,
