@@ -8,7 +8,18 @@ import {
   type StageRange,
 } from '../gpu/model/config.js';
 import type { AdamWSettings } from '../gpu/stage/types.js';
-import { adamWSchema, gptConfigSchema, microBatchShapeSchema } from '../shared/protocol/messages.js';
+import { MAX_SUBSPACE_RANK } from '../gpu/codec/basis.js';
+import { openCompression, type CompressionSettings } from '../gpu/codec/run-compression.js';
+import type { ActivationCodec, Direction } from '../shared/protocol/codec.js';
+import { boundaryTensorSpec } from '../shared/protocol/codec-tensor.js';
+import { codecNames } from '../shared/protocol/codec.js';
+import {
+  adamWSchema,
+  constrainedBlocksSchema,
+  gptConfigSchema,
+  microBatchShapeSchema,
+} from '../shared/protocol/messages.js';
+import type { TensorSpec } from '../shared/protocol/wire.js';
 import { byteVocabSize } from '../shared/tokenizer.js';
 
 /** A training run as the operator describes it in run.json. Every field has a default for a tiny model. */
@@ -45,6 +56,18 @@ export const runConfigSchema = z
     warmupTimeoutMs: z.number().int().min(100).default(300_000),
     /** How long a dropped peer may not rejoin. */
     banMs: z.number().int().min(0).default(30_000),
+    /**
+     * How activations and their gradients cross stage boundaries (shared/protocol/codec*.ts). `rank` is the
+     * subspace codec's k (default width/100, at least 1); `constrainedBlocks` which blocks it keeps in span(U).
+     */
+    compression: z
+      .object({
+        codec: z.enum(codecNames).default('none'),
+        rank: z.number().int().min(1).max(MAX_SUBSPACE_RANK).optional(),
+        constrainedBlocks: constrainedBlocksSchema.default('beforeLastStage'),
+      })
+      .strict()
+      .default({ codec: 'none', constrainedBlocks: 'beforeLastStage' }),
   })
   .strict();
 
@@ -68,6 +91,15 @@ export function parseRunConfig(raw: unknown): RunConfig {
   if (config.model.vocabSize < byteVocabSize) {
     throw new Error(`run config: model.vocabSize must be at least ${byteVocabSize} for the byte tokenizer`);
   }
+  const rank = config.compression.rank;
+  if (rank !== undefined && rank > config.model.width) {
+    throw new Error(`run config: compression.rank (${rank}) exceeds model.width (${config.model.width})`);
+  }
+  if (config.compression.codec === 'subspace' && config.model.vocabSize > 1 << 16) {
+    throw new Error(
+      'run config: the subspace codec sends u16 token ids; model.vocabSize must be at most 65536',
+    );
+  }
   return config;
 }
 
@@ -87,13 +119,30 @@ export interface RunShape {
   shape: MicroBatchShape;
   ranges: StageRange[];
   adamw: AdamWSettings;
+  /** The settings every node gets in `welcome`, rank resolved. */
+  compression: CompressionSettings;
+  /** The boundary codec; the coordinator uses it to check payload lengths, never to decode. */
+  codec: ActivationCodec;
+}
+
+export function compressionSettings(config: RunConfig): CompressionSettings {
+  const { codec, rank, constrainedBlocks } = config.compression;
+  return { codec, rank: rank ?? Math.max(1, Math.round(config.model.width / 100)), constrainedBlocks };
 }
 
 export function runShape(config: RunConfig): RunShape {
+  const compression = compressionSettings(config);
   return {
     model: config.model,
     shape: config.microBatch,
     ranges: splitBlocks(config.model, config.stages),
     adamw: config.adamw,
+    compression,
+    codec: openCompression(compression, config.model, config.seed, config.stages).codec,
   };
+}
+
+/** What a boundary tensor of this run looks like on the wire, going forward or backward. */
+export function boundarySpec(run: RunShape, direction: Direction): TensorSpec {
+  return boundaryTensorSpec(run.codec, { ...run.shape, width: run.model.width }, direction);
 }

@@ -249,6 +249,7 @@ export class Sessions {
       shape,
       stages: config.stages,
       seed: config.seed,
+      compression: run.compression,
     });
     for (const { seq, signed } of store.receiptsSince(peer.nodeId, peer.receiptCursor))
       peer.send({ type: 'receipt', seq, signed });

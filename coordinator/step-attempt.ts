@@ -3,7 +3,7 @@ import type { TaskKind } from '../shared/protocol/messages.js';
 import type { TensorSpec } from '../shared/protocol/wire.js';
 import type { MicroBatch } from './data.js';
 import { pickPeer, type Peer, type SentTask } from './peer.js';
-import type { RunShape } from './run-config.js';
+import { boundarySpec, type RunShape } from './run-config.js';
 
 /** One stage's forward + backward of one micro-batch by one peer: the unit that earns a receipt. */
 export interface WorkUnit {
@@ -181,11 +181,9 @@ export class StepAttempt {
 
   /** What the result of a task on `stage` carries: activations out, gradients in, or nothing. */
   private activationSpec(stage: number, kind: TaskKind): TensorSpec[] {
-    const { batch: B, seq: T } = this.ctx.run.shape;
-    const C = this.ctx.run.model.width;
     const S = this.ctx.members.length;
     const hasTensor = kind === 'forward' ? stage < S - 1 : stage > 0;
-    return hasTensor ? [{ dtype: 'f32', shape: [B, T, C] }] : [];
+    return hasTensor ? [boundarySpec(this.ctx.run, kind === 'forward' ? 'forward' : 'backward')] : [];
   }
 
   private send(peer: Peer, kind: TaskKind, mb: number, tensors: Tensor[], result: TensorSpec[]): void {

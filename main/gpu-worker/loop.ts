@@ -1,3 +1,5 @@
+import { openCompression } from '../../gpu/codec/run-compression.js';
+import { gpuSubspaceOptions } from '../../gpu/codec/subspace-stage.js';
 import { acquireDevice } from '../../gpu/device/acquire.js';
 import { GpuStage } from '../../gpu/engine/gpu-stage.js';
 import { KernelSet } from '../../gpu/engine/kernel-set.js';
@@ -82,10 +84,14 @@ export function serveGpuPort(port: PortLike, gpu: GPU | undefined): void {
         const current = need();
         current.stage?.destroy();
         current.stage = null;
-        const { config, range, shape, seed } = request.spec;
+        const { config, range, shape, seed, compression } = request.spec;
+        const constraint = compression
+          ? openCompression(compression, config, seed, range.count).constraint
+          : null;
         current.stage = await GpuStage.create(current.device, config, range, shape, {
           seed,
           kernels: current.kernels,
+          ...(constraint ? gpuSubspaceOptions(current.device, config, range, constraint) : {}),
         });
         return { id, type: 'stage-created', paramCount: current.stage.paramCount };
       }

@@ -1,6 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { pino, type Logger } from 'pino';
 import { WebSocket } from 'ws';
+import {
+  openCompression,
+  type CompressionSettings,
+  type RunCompression,
+} from '../../gpu/codec/run-compression.js';
 import { unflatten, flatten } from '../../gpu/model/flat-state.js';
 import {
   splitBlocks,
@@ -11,9 +16,11 @@ import {
   type StageRange,
 } from '../../gpu/model/config.js';
 import { stageParamCount } from '../../gpu/model/params.js';
-import type { StageTrainer } from '../../gpu/stage/types.js';
+import type { StageInput, StageTrainer } from '../../gpu/stage/types.js';
 import { authChallengeBytes } from '../../shared/protocol/auth.js';
 import { Channel } from '../../shared/protocol/channel.js';
+import type { BoundaryShape, Direction } from '../../shared/protocol/codec.js';
+import { boundaryTensorSpec, decodeBoundary, encodeBoundary } from '../../shared/protocol/codec-tensor.js';
 import type { Tensor } from '../../shared/protocol/frame.js';
 import {
   coordinatorMessageSchema,
@@ -92,6 +99,8 @@ interface Session {
   stages: number;
   seed: number;
   coordinatorKey: string;
+  compression: CompressionSettings;
+  codec: RunCompression['codec'];
 }
 
 /**
@@ -225,9 +234,13 @@ export class NodeRuntime extends EventEmitter {
     });
   }
 
-  private activationSpec(): TensorSpec {
+  private boundary(): BoundaryShape {
     const { model, shape } = this.need();
-    return { dtype: 'f32', shape: [shape.batch, shape.seq, model.width] };
+    return { ...shape, width: model.width };
+  }
+
+  private activationSpec(direction: Direction): TensorSpec {
+    return boundaryTensorSpec(this.need().codec, this.boundary(), direction);
   }
 
   private need(): Session {
@@ -251,10 +264,10 @@ export class NodeRuntime extends EventEmitter {
         if (!range) throw new ProtocolError('unexpected', 'task before a stage was assigned');
         const { shape } = this.need();
         const tokens: TensorSpec = { dtype: 'i32', shape: [shape.batch, shape.seq] };
-        const input = isFirstStage(range) ? tokens : this.activationSpec();
+        const input = isFirstStage(range) ? tokens : this.activationSpec('forward');
         if (m.kind === 'forward') return [input];
         if (m.kind === 'forwardBackward') return [input, tokens];
-        return [this.activationSpec()];
+        return [this.activationSpec('backward')];
       }
       case 'apply':
         if (!this.range) throw new ProtocolError('unexpected', 'apply before a stage was assigned');
@@ -268,13 +281,28 @@ export class NodeRuntime extends EventEmitter {
     switch (message.type) {
       case 'challenge':
         return this.onChallenge(message.nonce, message.coordinatorKey);
-      case 'welcome':
+      case 'welcome': {
+        let codec: RunCompression['codec'];
+        try {
+          codec = openCompression(message.compression, message.model, message.seed, message.stages).codec;
+        } catch (err) {
+          // A run this node cannot take part in: say why, take no work, and stop retrying.
+          const reason = `refused run ${message.runId}: ${(err as Error).message}`;
+          this.log.error({ compression: message.compression }, reason);
+          this.channel?.send({ type: 'error', code: 'unsupported-codec', message: reason.slice(0, 2000) });
+          this.stopped = true;
+          this.channel?.close(4003, 'unsupported codec');
+          this.setReason(reason);
+          return;
+        }
         this.session = {
           model: message.model,
           shape: message.shape,
           stages: message.stages,
           seed: message.seed,
           coordinatorKey: this.session?.coordinatorKey ?? '',
+          compression: message.compression,
+          codec,
         };
         this.backoff = this.options.backoffMs ?? 250;
         this.emit('connected', { runId: message.runId });
@@ -284,6 +312,7 @@ export class NodeRuntime extends EventEmitter {
           () => {},
         );
         return;
+      }
       case 'receipt':
         return this.onReceipt(message.seq, message.signed);
       case 'runState':
@@ -437,7 +466,7 @@ export class NodeRuntime extends EventEmitter {
     step: number,
     state: ReturnType<typeof stateFromTensors>,
   ): Promise<void> {
-    const { model, shape, seed } = this.need();
+    const { model, shape, seed, compression } = this.need();
     const same = this.range && this.range.index === range.index && this.range.count === range.count;
     if (!same || !this.stage) {
       this.stage?.destroy();
@@ -455,6 +484,7 @@ export class NodeRuntime extends EventEmitter {
         shape,
         seed,
         maxBytes: admission.maxBytes,
+        compression,
       });
     }
     await this.stage.importState(unflatten(model, range, state));
@@ -482,36 +512,48 @@ export class NodeRuntime extends EventEmitter {
     const started = performance.now();
     const unit = { step: task.step, attempt: task.attempt, microBatch: task.microBatch };
     const input = tensors[0]!;
-    const stageInput = isFirstStage(range)
-      ? { kind: 'tokens' as const, tokens: input.data as Int32Array }
-      : { kind: 'activations' as const, data: input.data as Float32Array };
+    const { codec } = this.need();
+    const boundary = this.boundary();
     let loss: number | undefined;
-    let out: Float32Array | null = null;
-    if (task.kind === 'forward') {
-      const result = await stage.forward(stageInput);
-      if (result.kind !== 'activations') throw new Error('a forward task reached the last stage');
-      out = result.data;
-      this.resident = unit;
-    } else if (task.kind === 'forwardBackward') {
-      if (!isLastStage(range)) throw new Error('forwardBackward sent to a stage that is not the last');
-      const result = await stage.forward(stageInput, tensors[1]!.data as Int32Array);
-      if (result.kind !== 'loss') throw new Error('the last stage returned no loss');
-      loss = result.loss;
-      out = await stage.backward(null, task.lossScale);
-    } else {
+    let out: Tensor | null = null;
+    if (task.kind === 'backward') {
       const r = this.resident;
       if (!r || r.step !== unit.step || r.attempt !== unit.attempt || r.microBatch !== unit.microBatch) {
         throw new Error(`backward of micro-batch ${unit.microBatch} without its forward`);
       }
-      out = await stage.backward(input.data as Float32Array, task.lossScale);
+      const gradOut = decodeBoundary(codec, input, boundary, 'backward').data;
+      const gradIn = await stage.backward(gradOut, task.lossScale);
       this.resident = null;
+      if (gradIn) out = encodeBoundary(codec, gradIn, boundary, 'backward');
+    } else {
+      // The subspace codec's receiver rebuilds the fixed embedding parts from the token ids it was sent,
+      // and passes them on with its own output.
+      let stageInput: StageInput;
+      let tokens: Int32Array | null;
+      if (isFirstStage(range)) {
+        tokens = input.data as Int32Array;
+        stageInput = { kind: 'tokens', tokens };
+      } else {
+        const decoded = decodeBoundary(codec, input, boundary, 'forward');
+        tokens = decoded.tokens;
+        stageInput = { kind: 'activations', data: decoded.data };
+      }
+      if (task.kind === 'forward') {
+        const result = await stage.forward(stageInput);
+        if (result.kind !== 'activations') throw new Error('a forward task reached the last stage');
+        out = encodeBoundary(codec, result.data, boundary, 'forward', tokens ?? undefined);
+        this.resident = unit;
+      } else {
+        if (!isLastStage(range)) throw new Error('forwardBackward sent to a stage that is not the last');
+        const result = await stage.forward(stageInput, tensors[1]!.data as Int32Array);
+        if (result.kind !== 'loss') throw new Error('the last stage returned no loss');
+        loss = result.loss;
+        const gradIn = await stage.backward(null, task.lossScale);
+        if (gradIn) out = encodeBoundary(codec, gradIn, boundary, 'backward');
+      }
     }
     const busyMs = performance.now() - started;
-    const sendOut = out !== null && (task.kind === 'forward' || !isFirstStage(range));
-    channel.send(
-      { type: 'result', taskId: task.taskId, loss, busyMs },
-      sendOut ? [{ dtype: 'f32', shape: this.activationSpec().shape, data: out! }] : [],
-    );
+    channel.send({ type: 'result', taskId: task.taskId, loss, busyMs }, out ? [out] : []);
     await this.gate.afterWork(busyMs);
   }
 }

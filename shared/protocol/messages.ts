@@ -53,6 +53,16 @@ export const adamWSchema = z
   })
   .strict();
 
+export const constrainedBlocksSchema = z.enum(['beforeLastStage', 'all']);
+
+/**
+ * The run's boundary codec. The name is any short string here, so that a node can refuse, in words, a codec
+ * it does not know (shared/protocol/codec-registry.ts) instead of failing the schema.
+ */
+export const compressionSchema = z
+  .object({ codec: z.string().min(1).max(32), rank: positive, constrainedBlocks: constrainedBlocksSchema })
+  .strict();
+
 /** Fields every message has: protocol version, a sender-chosen id (ties tensor frames to it), tensor count. */
 const envelope = {
   v: z.literal(PROTOCOL_VERSION),
@@ -102,6 +112,7 @@ export const welcomeSchema = msg('welcome', {
   shape: microBatchShapeSchema,
   stages: positive,
   seed: z.number().int(),
+  compression: compressionSchema,
 });
 /** Load this stage with the attached state (params, m, v, flattened in parameter order). */
 export const assignSchema = msg('assign', {
