@@ -9,7 +9,12 @@ import { WebSocketServer } from 'ws';
 import type { FlatState } from '../gpu/model/flat-state.js';
 import { stageTrainFlops } from '../gpu/model/flops.js';
 import { stageParamCount } from '../gpu/model/params.js';
-import type { NodeMessage } from '../shared/protocol/messages.js';
+import {
+  MAX_PROGRESS_LOSSES,
+  type NodeMessage,
+  type Outgoing,
+  type RunProgress,
+} from '../shared/protocol/messages.js';
 import type { SignedReceipt } from '../shared/protocol/receipt.js';
 import { waitingForStages } from '../shared/stage-label.js';
 import { defaultWireLimits, type Received, type WireLimits } from '../shared/protocol/wire.js';
@@ -115,6 +120,8 @@ export class Coordinator extends EventEmitter {
   private relayed = 0;
   private state: CoordinatorStatus['state'] = 'waiting';
   private reason = 'starting';
+  private progressPushedAt = 0;
+  private progressTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   private wakers: Array<() => void> = [];
   private resolveFinished!: () => void;
@@ -143,6 +150,7 @@ export class Coordinator extends EventEmitter {
       attemptNo: () => this.attemptNo,
       onResult: (peer, message, { tensors }) => this.onResult(peer, message, tensors),
       onJoin: () => this.wake(),
+      onWelcomed: (peer) => peer.send(this.progress(this.store.losses().slice(-MAX_PROGRESS_LOSSES))),
       onLost: (peer, reason) => {
         if (this.attempt && !this.attempt.isSettled && this.attempt.involves(peer)) {
           const stage = peer.stage === null ? '' : ` on stage ${peer.stage + 1}`;
@@ -184,6 +192,30 @@ export class Coordinator extends EventEmitter {
     return this.options.keys.publicKeyHex;
   }
 
+  private progress(losses: Array<{ step: number; loss: number }>): Outgoing<RunProgress> {
+    const { step, steps, microBatches, tokensPerSecond } = this.status();
+    return { type: 'progress', step, steps, microBatches, tokensPerSecond, losses };
+  }
+
+  /**
+   * Pushes the run's progress to every node: at once with a new loss, else at most once a second (the last
+   * change within that second still goes out, when the second is over).
+   */
+  private pushProgress(loss: { step: number; loss: number } | null): void {
+    const wait = this.progressPushedAt + 1000 - Date.now();
+    if (!loss && wait > 0) {
+      this.progressTimer ??= setTimeout(() => {
+        this.progressTimer = null;
+        this.pushProgress(null);
+      }, wait);
+      return;
+    }
+    if (this.progressTimer) clearTimeout(this.progressTimer);
+    this.progressTimer = null;
+    this.progressPushedAt = Date.now();
+    this.sessions.broadcast(this.progress(loss ? [loss] : []));
+  }
+
   status(): CoordinatorStatus {
     return {
       runId: this.config.runId,
@@ -216,6 +248,7 @@ export class Coordinator extends EventEmitter {
     this.wake();
     this.attempt?.fail('coordinator is shutting down');
     clearInterval(this.watchdog);
+    if (this.progressTimer) clearTimeout(this.progressTimer);
     this.sessions.closeAll();
     for (const client of this.wss.clients) client.terminate();
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
@@ -279,6 +312,7 @@ export class Coordinator extends EventEmitter {
     if (!attempt || task.attempt !== this.attemptNo || task.step !== this.step) return;
     peer.observeTaskTime(Math.max(message.busyMs, 0.01));
     attempt.onResult(peer, task, message.loss, tensors);
+    this.pushProgress(null);
   }
 
   // --- the training loop ---------------------------------------------------------------------------------
@@ -497,6 +531,7 @@ export class Coordinator extends EventEmitter {
     };
     this.stepAttempts = 0;
     this.log.info(event, 'step committed');
+    this.pushProgress({ step, loss });
     this.emit('step', event);
   }
 }

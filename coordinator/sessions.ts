@@ -57,6 +57,8 @@ export interface SessionsOptions {
   ): void;
   /** Something placement cares about changed: a node asked for work. */
   onJoin(): void;
+  /** A peer proved its key and got its welcome and receipts; the run's progress follows. */
+  onWelcomed(peer: Peer): void;
   /** A peer is gone (closed, refused or dropped); its work may have to be redone. */
   onLost(peer: Peer, reason: string): void;
 }
@@ -253,6 +255,7 @@ export class Sessions {
     });
     for (const { seq, signed } of store.receiptsSince(peer.nodeId, peer.receiptCursor))
       peer.send({ type: 'receipt', seq, signed });
+    this.options.onWelcomed(peer);
   }
 
   /** Removes a peer; work it held is replayed. */

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import pino, { type Logger } from 'pino';
 import type {
@@ -6,14 +7,19 @@ import type {
   CommandResult,
   Inventory,
   ReconciliationSnapshot,
-  ReasonCode,
-  AgentState,
+  NetworkSnapshot,
   WalletSnapshot,
 } from '../../shared/dashboard/contract.js';
-import type { AgentSettings } from '../../shared/dashboard/settings.js';
+import {
+  networkEntrySchema,
+  type AgentSettings,
+  type NetworkEntry,
+  type SettingsPatch,
+} from '../../shared/dashboard/settings.js';
 import type { SignedReceipt } from '../../shared/protocol/receipt.js';
 import type { ReceiptSink, WorkGate } from '../node/hooks.js';
 import { systemClock, type Clock } from './clock.js';
+import { combineState, offlineNetwork, type StateLine } from './combined-state.js';
 import { startDashboardServer, type DashboardServer } from './dashboard/server.js';
 import { loadOrCreateToken } from './dashboard/token.js';
 import { EXPORT_TABLES, Ledger, ReceiptRejected, type ExportTable, type WorkUnit } from './ledger/ledger.js';
@@ -28,6 +34,8 @@ import {
   type LayeredSettings,
 } from './settings-store.js';
 import { DutyCyclePacer } from './throttle/pacer.js';
+import { probeNetwork } from './probe-network.js';
+import { RateMeter } from './rate-meter.js';
 import { TemperatureController } from './throttle/temperature.js';
 import { readInventory } from './telemetry/inventory.js';
 import { Telemetry } from './telemetry/telemetry.js';
@@ -55,9 +63,16 @@ export interface AgentOptions {
   /** How often the policy is re-evaluated and a snapshot published; 0 leaves ticking to the caller. */
   tickMs?: number;
   logger?: Logger;
+  /**
+   * The network given on the command line (`tributary node --coordinator`): joining it there is the
+   * person's consent. Without it the agent works for the network accepted in settings, if any.
+   */
+  network?: { url: string; coordinatorKey: string | null };
 }
 
 type StageInfo = AgentSnapshot['stage'];
+/** A network to work for: where its coordinator is and the key it must hold (null: trust on first use). */
+export type AgentNetwork = { url: string; coordinatorKey: string | null };
 type Progress = AgentSnapshot['progress'];
 const MAX_LOSS_POINTS = 2000;
 
@@ -88,6 +103,16 @@ export class Agent {
   private reconciliation: ReconciliationSnapshot | undefined;
   private dashboard: DashboardServer | null = null;
   private stopped = false;
+  /** Null while no node is attached (the agent alone); then the policy's state is the whole state. */
+  private network: NetworkSnapshot | null = null;
+  private gpuProblem: string | null = null;
+  private readonly rates: RateMeter;
+  private readonly networkListeners = new Set<(network: AgentNetwork | null) => void | Promise<void>>();
+  /**
+   * Coordinator keys whose receipts the ledger accepts: the host's, the command line's network's and every
+   * network the person accepted. The ledger reads this list on each receipt, so accepting a network extends it.
+   */
+  private readonly trustedKeys: string[] = [];
 
   private constructor(
     private readonly options: AgentOptions,
@@ -99,10 +124,12 @@ export class Agent {
     const settings = layered.effective;
     this.policy = new Policy(settings);
     this.thermal = new TemperatureController(settings.gpuTempLimitC);
+    this.rates = new RateMeter(this.clock);
     this.pacer = new DutyCyclePacer(this.clock);
     this.pacer.setDutyCycle(0);
+    this.syncTrustedKeys();
     this.ledger = new Ledger(agentPaths(options.dataDir).ledger, {
-      trustedCoordinatorKeys: options.trustedCoordinatorKeys,
+      trustedCoordinatorKeys: this.trustedKeys,
       nodeId: options.nodeId,
       now: () => this.clock.now(),
     });
@@ -142,6 +169,7 @@ export class Agent {
       }
       try {
         this.ledger.acceptReceipt(signed);
+        this.rates.add(signed.receipt.tokens, signed.receipt.flops);
       } catch (err) {
         if (!(err instanceof ReceiptRejected)) throw err;
         this.logger.warn({ receipt: signed?.receipt?.receiptId }, err.message);
@@ -215,7 +243,36 @@ export class Agent {
     this.progress = progress;
   }
 
+  /** Where the node stands with its network (main/agent/follow-run.ts reports it). */
+  setNetwork(network: NetworkSnapshot | null): void {
+    this.network = network;
+  }
+
+  /** Why the GPU cannot work right now (the worker crashed or lost its device), or null once it can. */
+  setGpuProblem(problem: string | null): void {
+    this.gpuProblem = problem;
+    this.tick();
+  }
+
+  /**
+   * The network this machine works for: the command line's, else the one accepted in settings; null until
+   * the person has chosen one (the first-run screen), which keeps the agent paused.
+   */
+  activeNetwork(): AgentNetwork | null {
+    if (this.options.network) return this.options.network;
+    const url = this.settings.activeNetwork;
+    return this.settings.networks.find((n) => n.url === url) ?? null;
+  }
+
+  /** Called (and awaited) with the new active network whenever the person switches networks or leaves them. */
+  onNetworkChange(listener: (network: AgentNetwork | null) => void | Promise<void>): () => void {
+    this.networkListeners.add(listener);
+    return () => this.networkListeners.delete(listener);
+  }
+
   addLoss(step: number, loss: number): void {
+    // After a reconnect the coordinator sends its recent history again.
+    if (step <= (this.loss.at(-1)?.step ?? -1)) return;
     this.loss.push({ step, loss });
     if (this.loss.length > MAX_LOSS_POINTS) this.loss.splice(0, this.loss.length - MAX_LOSS_POINTS);
   }
@@ -255,13 +312,19 @@ export class Agent {
     );
     const factor = decision.state === 'running' ? this.thermal.update(telemetry.gpuTempC, now) : 1;
     this.decision = decision;
-    this.effectiveDuty = decision.dutyCycle * factor;
+    // Not set up: nothing runs until the person accepts a network (the node is not even started then).
+    const blocked = this.network?.phase === 'not-joined' || this.gpuProblem !== null;
+    this.effectiveDuty = blocked ? 0 : decision.dutyCycle * factor;
     this.pacer.setDutyCycle(this.effectiveDuty);
     this.publish();
     return decision;
   }
 
-  private status(): { state: AgentState; reasonCode: ReasonCode; reason: string } {
+  private status(): StateLine {
+    return combineState(this.policyStatus(), this.network, this.gpuProblem);
+  }
+
+  private policyStatus(): StateLine {
     const d = this.decision!;
     if (d.state !== 'running' || this.thermal.factor >= 0.995)
       return { state: d.state, reasonCode: d.reasonCode, reason: d.reason };
@@ -296,6 +359,8 @@ export class Agent {
       stage: this.stage,
       progress: this.progress,
       loss: this.loss,
+      network: this.network ?? offlineNetwork(this.activeNetwork(), 'not-joined', 'No node attached'),
+      rates: this.rates.read(),
       wallet: this.reconciliation
         ? { ...this.wallet.value, reconciliation: this.reconciliation }
         : this.wallet.value,
@@ -327,12 +392,8 @@ export class Agent {
         this.ledger.recordEvent('resume');
         break;
       case 'updateSettings': {
-        const result = patchLayeredSettings(this.layered, command.patch);
+        const result = await this.applySettings(command.patch);
         if (!result.ok) return result;
-        this.layered = result.settings;
-        this.policy.setSettings(this.settings);
-        this.thermal.setLimit(this.settings.gpuTempLimitC);
-        await saveSettings(agentPaths(this.options.dataDir).settings, this.layered.stored);
         break;
       }
       case 'setPayoutAddress': {
@@ -341,9 +402,60 @@ export class Agent {
         this.ledger.setPayoutAddress(result.address);
         break;
       }
+      case 'probeNetwork': {
+        const result = await probeNetwork(
+          command.url,
+          this.options.nodeId ?? randomBytes(32).toString('hex'),
+        );
+        if (!result.ok) return { ok: false, errors: [result.error] };
+        return { ok: true, probe: result.probe };
+      }
+      case 'joinNetwork': {
+        const payout = command.payoutAddress ? validatePayoutAddress(command.payoutAddress) : null;
+        if (payout && !payout.ok) return { ok: false, errors: [`payoutAddress: ${payout.error}`] };
+        const entry: NetworkEntry = networkEntrySchema.parse(command.network);
+        const networks = [...this.settings.networks.filter((n) => n.url !== entry.url), entry];
+        const result = await this.applySettings({
+          networks,
+          activeNetwork: entry.url,
+          startAtLogin: command.startAtLogin,
+        });
+        if (!result.ok) return result;
+        if (payout?.ok) this.ledger.setPayoutAddress(payout.address);
+        this.ledger.recordEvent('joined-network', { url: entry.url, coordinatorKey: entry.coordinatorKey });
+        break;
+      }
     }
     this.tick();
     return { ok: true };
+  }
+
+  /** Validates, saves and applies a settings change; tells the host when the active network changed. */
+  private async applySettings(patch: SettingsPatch): Promise<CommandResult> {
+    const result = patchLayeredSettings(this.layered, patch);
+    if (!result.ok) return result;
+    const before = this.activeNetwork();
+    this.layered = result.settings;
+    this.policy.setSettings(this.settings);
+    this.thermal.setLimit(this.settings.gpuTempLimitC);
+    this.syncTrustedKeys();
+    // Only what the person chose is saved; one-run flag overrides stay out of settings.json.
+    await saveSettings(agentPaths(this.options.dataDir).settings, this.layered.stored);
+    const after = this.activeNetwork();
+    if (before?.url !== after?.url || before?.coordinatorKey !== after?.coordinatorKey) {
+      // The command answers once the host has switched, so the UI never shows the old network as current.
+      await Promise.all([...this.networkListeners].map((listener) => listener(after)));
+    }
+    return { ok: true };
+  }
+
+  private syncTrustedKeys(): void {
+    const keys = [
+      ...(this.options.trustedCoordinatorKeys ?? []),
+      ...(this.options.network?.coordinatorKey ? [this.options.network.coordinatorKey] : []),
+      ...this.settings.networks.map((n) => n.coordinatorKey),
+    ];
+    for (const key of keys) if (!this.trustedKeys.includes(key)) this.trustedKeys.push(key);
   }
 
   exportCsv(table: string): string {

@@ -1,93 +1,92 @@
 import type { EventEmitter } from 'node:events';
-import { estimateStageMemoryBytes } from '../../gpu/engine/stage-layout.js';
-import type { GptConfig, MicroBatchShape, StageRange } from '../../gpu/model/config.js';
+import type { StageRange } from '../../gpu/model/config.js';
+import type { NetworkPhase, NetworkSnapshot } from '../../shared/dashboard/contract.js';
+import type { RunProgress } from '../../shared/protocol/messages.js';
+import { stageLabel } from '../../shared/stage-label.js';
 import type { Agent } from './agent.js';
 
-/** The node runtime as seen from here: it announces the stage it was given. */
-export interface StageAnnouncer extends EventEmitter {
-  on(
-    event: 'assigned',
-    listener: (range: StageRange, spec: { config: GptConfig; shape: MicroBatchShape }) => void,
-  ): this;
-}
+/**
+ * The node runtime as seen from here. Its events: `connected`, `retrying` ({ delayMs, code, reason }),
+ * `refused` (reason), `runState` ({ state, reason }), `progress` (RunProgress), `assigned` (range, spec).
+ */
+export type RunEvents = Pick<EventEmitter, 'on' | 'off'>;
+type Listener = Parameters<EventEmitter['on']>[1];
 
-interface RunStatus {
-  step: number;
-  steps: number;
-  /** Absent from coordinators older than this field. */
-  microBatches?: { done: number; total: number };
-}
-
-/** How far the network is into its current step, 0 to 1. */
-function stepFraction(status: RunStatus): number {
-  const mb = status.microBatches;
-  return mb && mb.total > 0 ? Math.min(1, Math.max(0, mb.done / mb.total)) : 0;
-}
-
-export interface FollowRunOptions {
-  /** How often the coordinator's status API is read. */
-  pollMs?: number;
-  fetch?: typeof globalThis.fetch;
-  onError?: (message: string) => void;
-}
-
-/** The coordinator's HTTP API lives on the same port as its WebSocket. */
-export function coordinatorHttpBase(coordinatorUrl: string): string {
-  const url = new URL(coordinatorUrl);
-  url.protocol = url.protocol === 'wss:' ? 'https:' : 'http:';
-  url.pathname = '';
-  url.search = '';
-  return url.toString().replace(/\/$/, '');
+function hostOf(url: string): string {
+  try {
+    return new URL(url).host;
+  } catch {
+    return url;
+  }
 }
 
 /**
- * Feeds the dashboard what the node and the network know: the stage this node trains (and the GPU memory it
- * needs, which the policy checks against the VRAM cap), the run's progress and the network's loss curve.
- * Returns a function that stops following.
+ * Feeds the agent what the node and the network know, as the node's connection pushes it: where the node
+ * stands with the network (connecting, waiting for a stage, training, finished, disconnected and when it
+ * retries), the run's progress and the network's loss curve. Nothing is polled. Returns a function that stops following.
  */
 export function followRun(
   agent: Agent,
-  runtime: StageAnnouncer,
-  coordinatorUrl: string,
-  options: FollowRunOptions = {},
+  runtime: RunEvents,
+  network: { url: string; coordinatorKey: string | null },
 ): () => void {
-  const fetchJson = async <T>(path: string): Promise<T> => {
-    const res = await (options.fetch ?? globalThis.fetch)(`${coordinatorHttpBase(coordinatorUrl)}${path}`);
-    if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
-    return (await res.json()) as T;
-  };
-  const onAssigned = (range: StageRange, spec: { config: GptConfig; shape: MicroBatchShape }): void => {
-    const stage = {
-      index: range.index,
-      count: range.count,
-      firstBlock: range.firstBlock,
-      lastBlock: range.endBlock - 1,
+  let stage: StageRange | null = null;
+  let runState: { state: 'waiting' | 'training' | 'done'; reason: string } | null = null;
+  let tokensPerSecond: number | null = null;
+  const set = (phase: NetworkPhase, detail: string, retryAt: number | null = null): void => {
+    const snapshot: NetworkSnapshot = {
+      url: network.url,
+      coordinatorKey: network.coordinatorKey,
+      phase,
+      detail,
+      retryAt: retryAt === null ? null : new Date(retryAt).toISOString(),
+      tokensPerSecond,
     };
-    agent.setStage(stage, estimateStageMemoryBytes(spec.config, range, spec.shape));
+    agent.setNetwork(snapshot);
   };
-  runtime.on('assigned', onAssigned);
+  /** Connected: what the run and this node's stage say. */
+  const settle = (): void => {
+    if (runState?.state === 'done') return set('run-finished', `The run finished: ${runState.reason}`);
+    if (stage && runState?.state !== 'waiting')
+      return set('training', `Training ${stageLabel({ ...stage, lastBlock: stage.endBlock - 1 })}`);
+    const why = runState?.reason ? `: ${runState.reason}` : '';
+    set('waiting-for-stage', `Connected; waiting for a stage${why}`);
+  };
 
-  let lastLossStep = -1;
-  const poll = async (): Promise<void> => {
-    try {
-      const [status, losses] = await Promise.all([
-        fetchJson<RunStatus>('/status'),
-        fetchJson<{ step: number; loss: number }[]>('/api/losses'),
-      ]);
-      agent.setProgress({ step: status.step, stepFraction: stepFraction(status), totalSteps: status.steps });
-      for (const point of losses) {
-        if (point.step > lastLossStep) agent.addLoss(point.step, point.loss);
-        lastLossStep = Math.max(lastLossStep, point.step);
-      }
-    } catch (err) {
-      options.onError?.(`could not read the run's status from the coordinator: ${(err as Error).message}`);
-    }
+  const handlers = {
+    connected: () => settle(),
+    retrying: ({ delayMs, why }: { delayMs: number; why: string }) => {
+      stage = null;
+      const seconds = Math.max(1, Math.round(delayMs / 1000));
+      const sentence = `${why.charAt(0).toUpperCase()}${why.slice(1)}`;
+      set(
+        'disconnected',
+        `${sentence}${/[?.]$/.test(why) ? '' : ';'} retrying in ${seconds} s`,
+        agent.clock.now() + delayMs,
+      );
+    },
+    refused: (reason: string) => set('refused', `Stopped: ${reason}; check the network in Settings`),
+    runState: (next: { state: 'waiting' | 'training' | 'done'; reason: string }) => {
+      runState = next;
+      settle();
+    },
+    progress: (p: RunProgress) => {
+      tokensPerSecond = p.tokensPerSecond;
+      const fraction = p.microBatches.total > 0 ? Math.min(1, p.microBatches.done / p.microBatches.total) : 0;
+      agent.setProgress({ step: p.step, stepFraction: fraction, totalSteps: p.steps });
+      for (const point of p.losses) agent.addLoss(point.step, point.loss);
+      if (p.steps > 0 && p.step >= p.steps) runState = { state: 'done', reason: `all ${p.steps} steps done` };
+      settle();
+    },
+    // The stage and its memory reached the agent through the host's admitStage, before it was allocated.
+    assigned: (range: StageRange) => {
+      stage = range;
+      settle();
+    },
   };
-  void poll();
-  const timer = setInterval(() => void poll(), options.pollMs ?? 5000);
-  timer.unref();
+  set('connecting', `Connecting to ${hostOf(network.url)}…`);
+  for (const [event, handler] of Object.entries(handlers)) runtime.on(event, handler as Listener);
   return () => {
-    clearInterval(timer);
-    runtime.off('assigned', onAssigned);
+    for (const [event, handler] of Object.entries(handlers)) runtime.off(event, handler as Listener);
   };
 }

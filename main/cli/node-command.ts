@@ -3,16 +3,12 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pino } from 'pino';
-import { estimateStageMemoryBytes } from '../../gpu/engine/stage-layout.js';
 import type { AgentSettings } from '../../shared/dashboard/settings.js';
 import type { SignedReceipt } from '../../shared/protocol/receipt.js';
-import { Agent } from '../agent/agent.js';
-import { followRun } from '../agent/follow-run.js';
 import { agentPaths, defaultDataDir } from '../agent/paths.js';
 import { layerSettings, loadSettings, SettingsFileError } from '../agent/settings-store.js';
-import { admitUnderCap } from '../agent/throttle/vram.js';
+import { ContributorHost } from '../host/contributor-host.js';
 import { FileKeyStore, loadOrCreateKeys } from '../identity/key-store.js';
-import { NodeRuntime } from '../node/runtime.js';
 import { coordinatorUrl, engineKind, integer, logLevel, nodeKeyPath, UsageError } from './options.js';
 import { engineLabel } from './adapter.js';
 import { statusLine } from './status-line.js';
@@ -142,71 +138,42 @@ export function registerNodeCommand(program: Command): void {
       const engine = await engineLabel(flags.engine);
       await prepareDataDir(flags.dataDir);
       const keys = loadKeys(flags.key ?? nodeKeyPath(flags.dataDir));
-      const agent = await Agent.open({
+      const host = await ContributorHost.start({
         dataDir: flags.dataDir,
-        settings: stored,
-        overrides,
-        nodeId: keys.publicKeyHex,
-        trustedCoordinatorKeys: flags.coordinatorKey ? [flags.coordinatorKey] : undefined,
-        logger: log.child({ name: 'agent' }),
-      });
-      agent.start();
-      const node = new NodeRuntime({
-        coordinatorUrl: flags.coordinator,
         keys,
         engine: flags.engine,
-        coordinatorKey: flags.coordinatorKey,
-        ca,
-        gate: agent.gate,
-        sink: agent.receipts,
         logger: log,
-        // The VRAM cap refuses a stage before the engine allocates it; the policy then pauses with the reason.
-        admitStage: admitUnderCap(
-          estimateStageMemoryBytes,
-          () => agent.snapshot().settings.vramCapMb,
-          (range, bytes) =>
-            agent.setStage(
-              {
-                index: range.index,
-                count: range.count,
-                firstBlock: range.firstBlock,
-                lastBlock: range.endBlock - 1,
-              },
-              bytes,
-            ),
-        ),
+        network: { url: flags.coordinator, coordinatorKey: flags.coordinatorKey ?? null },
+        settings: stored,
+        overrides,
+        ca,
+        dashboard: flags.dashboard ? { staticDir: webBundleDir(), port: settings.dashboardPort } : null,
       });
-      const unfollow = followRun(agent, node, flags.coordinator, {
-        onError: (message) => log.debug(message),
-      });
-      log.info({ nodeId: keys.publicKeyHex, engine: flags.engine }, 'starting node');
-      node.on('receipt', (signed: SignedReceipt) =>
-        log.debug({ receiptId: signed.receipt.receiptId, flops: signed.receipt.flops }, 'receipt'),
-      );
+      const { agent } = host;
       console.log(`tributary node ${keys.publicKeyHex.slice(0, 16)}… → ${flags.coordinator} on ${engine}`);
       console.log(`ledger and settings: ${flags.dataDir}`);
-      if (flags.dashboard) {
-        const dashboard = await agent.startDashboard({
-          staticDir: webBundleDir(),
-          port: settings.dashboardPort,
-        });
-        console.log(`dashboard: ${dashboard.url}`);
-      }
+      if (host.dashboard) console.log(`dashboard: ${host.dashboard.url}`);
       const line = statusLine(process.stdout);
-      const render = (): void => line.update(agent.snapshot(), node.status);
+      const render = (): void => {
+        const node = host.currentNode;
+        if (node) line.update(agent.snapshot(), node.status);
+      };
       agent.onSnapshot(render);
-      node.on('status', render);
-      node.start();
+      host.onNode((next) => {
+        next?.on('status', render);
+        next?.on('receipt', (signed: SignedReceipt) =>
+          log.debug({ receiptId: signed.receipt.receiptId, flops: signed.receipt.flops }, 'receipt'),
+        );
+      });
 
       const signal = await stopSignal;
       line.finish(`${signal}: finishing or handing back the micro-batch in flight…`);
-      unfollow();
-      // The runtime first: the unit in flight completes or goes back to the coordinator; then the ledger flushes.
-      await node.stop();
+      const receipts = host.currentNode?.status.receipts ?? 0;
       const { confirmedFlops, pendingFlops } = agent.snapshot().wallet;
-      await agent.stop();
+      // The runtime first: the unit in flight completes or goes back to the coordinator; then the ledger flushes.
+      await host.stop();
       console.log(
-        `stopped: ${node.status.receipts} receipts this session; ledger holds ${((confirmedFlops + pendingFlops) / 1e12).toFixed(3)} TFLOP`,
+        `stopped: ${receipts} receipts this session; ledger holds ${((confirmedFlops + pendingFlops) / 1e12).toFixed(3)} TFLOP`,
       );
     });
 }

@@ -9,15 +9,16 @@ function describe(snapshot: AgentSnapshot, node: NodeStatus): { headline: string
     : `step ${node.step}`;
   const temp = snapshot.telemetry.gpuTempC === null ? '' : `  ${snapshot.telemetry.gpuTempC.toFixed(0)} °C`;
   const loss = snapshot.loss.at(-1);
-  // While the policy holds the node back, a coordinator it cannot reach must still be said.
-  const why =
-    snapshot.state === 'running'
-      ? node.reason
-      : `${snapshot.reason}${node.connected ? '' : `; ${node.reason}`}`;
-  const headline = `${snapshot.state}: ${why}`;
+  // The agent's one combined state (policy, GPU, network): the same words the dashboard and the tray show.
+  const headline = `${snapshot.state}: ${snapshot.reason}`;
+  const { tokensPerSecond, flopsPerHour } = snapshot.rates;
+  const rate =
+    tokensPerSecond === null || flopsPerHour === null
+      ? ''
+      : `  ${tokensPerSecond.toFixed(1)} tok/s  ${(flopsPerHour / 1e12).toFixed(2)} TFLOP/h`;
   const detail =
     `${stage}  ${progress}${loss ? `  loss ${loss.loss.toFixed(3)}` : ''}  duty ${snapshot.dutyCyclePct.toFixed(0)}%${temp}` +
-    `  ${node.receipts} receipts  ${(node.creditedFlops / 1e12).toFixed(3)} TFLOP`;
+    `  ${node.receipts} receipts  ${(node.creditedFlops / 1e12).toFixed(3)} TFLOP${rate}`;
   return { headline, detail };
 }
 

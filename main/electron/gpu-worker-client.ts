@@ -48,6 +48,7 @@ export class GpuWorkerClient {
     { resolve: (reply: GpuWorkerReply) => void; reject: (error: Error) => void }
   >();
   private readonly eventListeners = new Set<(event: GpuWorkerEvent) => void>();
+  private readonly closedListeners = new Set<(reason: string) => void>();
   private closed = false;
 
   constructor(private readonly port: MainPortLike) {
@@ -59,6 +60,11 @@ export class GpuWorkerClient {
   onEvent(listener: (event: GpuWorkerEvent) => void): () => void {
     this.eventListeners.add(listener);
     return () => this.eventListeners.delete(listener);
+  }
+
+  /** Called once when the worker is gone (its port closed, its page died, or close() was called). */
+  onClosed(listener: (reason: string) => void): void {
+    this.closedListeners.add(listener);
   }
 
   async request<T extends Request['type']>(
@@ -74,9 +80,9 @@ export class GpuWorkerClient {
     return reply as ReplyByRequest[T];
   }
 
-  close(): void {
+  close(reason = 'the GPU worker client was closed'): void {
     if (this.closed) return;
-    this.fail('the GPU worker client was closed');
+    this.fail(reason);
     this.port.close();
   }
 
@@ -91,8 +97,10 @@ export class GpuWorkerClient {
   }
 
   private fail(reason: string): void {
+    if (this.closed) return;
     this.closed = true;
     for (const { reject } of this.pending.values()) reject(new GpuWorkerError(reason));
     this.pending.clear();
+    for (const listener of this.closedListeners) listener(reason);
   }
 }

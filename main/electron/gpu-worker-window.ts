@@ -15,7 +15,9 @@ export async function openGpuWorker(
   const { port1, port2 } = new MessageChannelMain();
   const client = new GpuWorkerClient(port1);
   worker.webContents.postMessage(IPC.gpuPort, null, [port2]);
-  worker.webContents.on('render-process-gone', () => client.close());
-  worker.on('closed', () => client.close());
+  worker.webContents.on('render-process-gone', (_event, details) =>
+    client.close(`its process ended: ${details.reason}`),
+  );
+  worker.on('closed', () => client.close('its window closed'));
   return { client, window: worker };
 }

@@ -16,21 +16,21 @@ import {
 } from 'electron';
 import electronUpdater from 'electron-updater';
 import pino from 'pino';
-import { Agent } from '../agent/agent.js';
-import { followRun } from '../agent/follow-run.js';
+import type { AgentCommand } from '../../shared/dashboard/contract.js';
 import { listProcessNames } from '../agent/host-signals.js';
-import { defaultDataDir } from '../agent/paths.js';
+import { ContributorHost } from '../host/contributor-host.js';
 import { loadOrCreateKeys } from '../identity/key-store.js';
-import { NodeRuntime } from '../node/runtime.js';
 import { APP_CSP, contentType, resolveAppUrl } from './app-protocol.js';
 import { APP_SCHEME, GPU_WORKER_HOST, RENDERER_HOST, RENDERER_URL } from './channels.js';
-import type { GpuWorkerClient } from './gpu-worker-client.js';
 import { GpuWorkerStage } from './gpu-worker-stage.js';
+import { GpuWorkerSupervisor } from './gpu-worker-supervisor.js';
 import { openGpuWorker } from './gpu-worker-window.js';
 import { denyAllPermissions, hardenContents } from './hardening.js';
 import { registerAgentIpc } from './ipc.js';
+import { wireLifecycle } from './lifecycle.js';
 import { linuxAutostartEntry, loginItemSettings, startedHidden } from './login-item.js';
 import { PowerSignalReader } from './power-signals.js';
+import { RotatingLog } from './rotating-log.js';
 import { SafeStorageKeyStore } from './safe-key-store.js';
 import { isTrustedRendererFrame } from './sender-check.js';
 import { trayMenuTemplate } from './tray-menu.js';
@@ -44,7 +44,13 @@ import { mainWindowOptions, webGpuSwitches } from './window-options.js';
  * only wires them to Electron.
  */
 
-const logger = pino({ name: 'tributary-desktop' });
+/** The per-user app-data folder (TRIBUTARY_HOME overrides it for development and tests). */
+const dataDir = process.env.TRIBUTARY_HOME ?? app.getPath('userData');
+const logFile = new RotatingLog({ dir: join(dataDir, 'logs') });
+const logger = pino(
+  { name: 'tributary-desktop' },
+  pino.multistream([{ stream: process.stdout }, { stream: logFile }]),
+);
 const appRoot = app.getAppPath();
 const paths = {
   web: join(appRoot, 'dist', 'web'),
@@ -110,29 +116,6 @@ async function setStartAtLogin(enabled: boolean): Promise<void> {
   await writeFile(linuxAutostartFile, linuxAutostartEntry(process.env.APPIMAGE ?? process.execPath));
 }
 
-/**
- * Joins the training run the coordinator at TRIBUTARY_COORDINATOR runs, training on the GPU worker page and
- * gated and credited by the agent, whose dashboard follows the stage, the run's progress and its loss. The node key lives encrypted in the OS keychain. Without that variable the
- * app only shows the agent's state: there is no default network to join yet.
- */
-function startNode(client: GpuWorkerClient, agent: Agent): NodeRuntime | null {
-  const coordinatorUrl = process.env.TRIBUTARY_COORDINATOR;
-  if (!coordinatorUrl) return null;
-  const keys = loadOrCreateKeys(new SafeStorageKeyStore(safeStorage, join(defaultDataDir(), 'node-key.enc')));
-  const node = new NodeRuntime({
-    coordinatorUrl,
-    keys,
-    engine: 'gpu',
-    gate: agent.gate,
-    sink: agent.receipts,
-    createStage: (_engine, spec) => GpuWorkerStage.create(client, spec),
-    logger,
-  });
-  followRun(agent, node, coordinatorUrl, { onError: (message) => logger.debug(message) });
-  node.start();
-  return node;
-}
-
 async function start(): Promise<void> {
   let mainWindow: BrowserWindow | null = null;
   const showWindow = (): void => {
@@ -157,8 +140,48 @@ async function start(): Promise<void> {
   serveAppProtocol();
   Menu.setApplicationMenu(null);
 
-  const agent = await Agent.open({ dataDir: defaultDataDir(), hostSensors: true, logger });
-  agent.start();
+  const gpuWorker = new GpuWorkerSupervisor({
+    open: async () => {
+      const { client } = await openGpuWorker(paths.gpuWorkerPreload);
+      client.onEvent((event) => logger.info({ event }, 'GPU worker'));
+      const { adapter } = await client.request({ type: 'acquire' });
+      logger.info({ adapter }, 'GPU worker acquired a WebGPU device');
+      return client;
+    },
+    onProblem: (problem) => {
+      if (problem) logger.warn(problem);
+      host.agent.setGpuProblem(problem);
+    },
+  });
+  const host = await ContributorHost.start({
+    dataDir,
+    keys: loadOrCreateKeys(new SafeStorageKeyStore(safeStorage, join(dataDir, 'node-key.enc'))),
+    engine: 'gpu',
+    logger,
+    pollHost: false,
+    hostSensors: true,
+    dashboard: null,
+    createStage: async (_engine, spec) => {
+      const client = gpuWorker.current;
+      if (!client) throw new Error('the GPU worker is restarting');
+      try {
+        return await GpuWorkerStage.create(client, spec);
+      } catch (error) {
+        gpuWorker.fail((error as Error).message);
+        throw error;
+      }
+    },
+  });
+  const agent = host.agent;
+  const lifecycle = wireLifecycle(
+    powerMonitor,
+    host,
+    () => app.quit(),
+    (message) => logger.info(message),
+  );
+  app.on('browser-window-created', (_event, window) => window.on('session-end', lifecycle.sessionEnded));
+  agent.setGpuProblem('Starting the GPU worker');
+  gpuWorker.start();
 
   registerAgentIpc(ipcMain, agent, isTrustedRendererFrame, () =>
     BrowserWindow.getAllWindows().map((w) => ({
@@ -178,7 +201,7 @@ async function start(): Promise<void> {
   let trayState: TrayState = trayStateFor(null);
   let loginEnabled = await startAtLogin();
   let updateReady: string | null = null;
-  const command = (c: Parameters<Agent['command']>[0]): void =>
+  const command = (c: AgentCommand): void =>
     void agent.command(c).then((result) => {
       if (!result.ok) logger.warn({ errors: result.errors }, 'tray command refused');
     });
@@ -197,10 +220,7 @@ async function start(): Promise<void> {
             pause: (duration) => command({ type: 'pause', duration }),
             resume: () => command({ type: 'resume' }),
             setStartAtLogin: (enabled) =>
-              void setStartAtLogin(enabled).then(() => {
-                loginEnabled = enabled;
-                renderTray();
-              }),
+              command({ type: 'updateSettings', patch: { startAtLogin: enabled } }),
             quit: () => app.quit(),
           },
         ),
@@ -209,6 +229,13 @@ async function start(): Promise<void> {
   };
   tray.on('click', showWindow);
   agent.onSnapshot((snapshot) => {
+    // The setting (first-run screen, Settings, tray) is the truth; the OS entry follows it.
+    if (snapshot.settings.startAtLogin !== loginEnabled) {
+      loginEnabled = snapshot.settings.startAtLogin;
+      void setStartAtLogin(loginEnabled).then(renderTray, (error: unknown) =>
+        logger.warn({ err: error }, 'could not change the start-at-login entry'),
+      );
+    }
     const next = trayStateFor(snapshot);
     if (
       next.icon !== trayState.icon ||
@@ -221,20 +248,6 @@ async function start(): Promise<void> {
   });
   trayState = trayStateFor(agent.snapshot());
   renderTray();
-
-  let node: NodeRuntime | null = null;
-  void openGpuWorker(paths.gpuWorkerPreload)
-    .then(async ({ client }) => {
-      client.onEvent((event) => logger.info({ event }, 'GPU worker'));
-      const { adapter } = await client.request({ type: 'acquire' });
-      logger.info({ adapter }, 'GPU worker acquired a WebGPU device');
-      node = startNode(client, agent);
-    })
-    .catch((error: unknown) => {
-      logger.error({ err: error }, 'GPU worker failed');
-      trayState = trayStateFor(null, `the GPU is not available (${(error as Error).message})`);
-      renderTray();
-    });
 
   if (app.isPackaged) {
     wireUpdater(electronUpdater.autoUpdater, {
@@ -254,13 +267,13 @@ async function start(): Promise<void> {
     if (stopped) return;
     // The node finishes or hands back its micro-batch, then the agent flushes the ledger; only then exit.
     event.preventDefault();
-    void Promise.resolve(node?.stop())
-      .then(() => agent.stop())
-      .finally(() => {
-        stopped = true;
-        signals.dispose();
-        app.quit();
-      });
+    void host.stop().finally(() => {
+      stopped = true;
+      gpuWorker.stop();
+      signals.dispose();
+      logFile.close();
+      app.quit();
+    });
   });
 
   if (!startedHidden(process.argv)) showWindow();

@@ -223,13 +223,12 @@ export class NodeRuntime extends EventEmitter {
       if (this.stopped || this.paused) return;
       const delay = Math.round(this.backoff * (0.75 + Math.random() * 0.5));
       this.backoff = Math.min(this.backoff * 2, this.options.maxBackoffMs ?? 10_000);
-      const retry = `retrying in ${(delay / 1000).toFixed(1)} s`;
-      this.setReason(
-        wasOpen
-          ? `disconnected (${code}${reason.length ? `: ${reason.toString()}` : ''}); ${retry}`
-          : `cannot reach the coordinator at ${this.options.coordinatorUrl} (${failure ?? `closed with ${code}`}); ` +
-              `is it running, and are the host and port right? ${retry}`,
-      );
+      const why = wasOpen
+        ? `disconnected (${code}${reason.length ? `: ${reason.toString()}` : ''})`
+        : `cannot reach the coordinator at ${this.options.coordinatorUrl} (${failure ?? `closed with ${code}`}); ` +
+          `is it running, and are the host and port right?`;
+      this.emit('retrying', { delayMs: delay, why });
+      this.setReason(`${why}${wasOpen ? ';' : ''} retrying in ${(delay / 1000).toFixed(1)} s`);
       this.reconnectTimer = setTimeout(() => this.connect(), delay);
     });
   }
@@ -316,7 +315,11 @@ export class NodeRuntime extends EventEmitter {
       case 'receipt':
         return this.onReceipt(message.seq, message.signed);
       case 'runState':
+        this.emit('runState', { state: message.state, reason: message.reason });
         return this.setReason(`run ${message.state}: ${message.reason}`);
+      case 'progress':
+        this.emit('progress', message);
+        return;
       case 'error':
         this.log.warn({ code: message.code, error: message.message }, 'coordinator refused a message');
         return;
@@ -330,6 +333,7 @@ export class NodeRuntime extends EventEmitter {
   private onChallenge(nonce: string, coordinatorKey: string): void {
     if (this.options.coordinatorKey && this.options.coordinatorKey !== coordinatorKey) {
       this.log.error({ coordinatorKey }, 'coordinator key does not match the pinned key; disconnecting');
+      this.emit('refused', `the coordinator's key ${coordinatorKey.slice(0, 16)}… is not the pinned one`);
       this.stopped = true;
       this.channel?.close(4002, 'unexpected coordinator key');
       return;

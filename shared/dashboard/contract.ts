@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { agentSettingsSchema, settingsPatchSchema } from './settings.js';
+import { agentSettingsSchema, networkEntrySchema, settingsPatchSchema } from './settings.js';
 
 /**
  * The one contract between the agent and any UI: the Electron preload (IPC) and the local web dashboard
@@ -22,6 +22,14 @@ export const reasonCodeSchema = z.enum([
   'gpu-hot',
   'vram-cap',
   'no-work',
+  /** No network chosen yet, or its terms not accepted: the first-run screen. */
+  'not-set-up',
+  'connecting',
+  'disconnected',
+  'waiting-for-stage',
+  'run-finished',
+  /** The GPU worker crashed or lost its device and is being restarted. */
+  'gpu-restarting',
 ]);
 export type ReasonCode = z.infer<typeof reasonCodeSchema>;
 
@@ -62,6 +70,45 @@ export const progressSchema = z
     totalSteps: z.number().int().min(0).nullable(),
   })
   .strict();
+
+/** Where this node stands with its network, as the node runtime last reported it. */
+export const networkPhaseSchema = z.enum([
+  'not-joined',
+  'connecting',
+  'waiting-for-stage',
+  'training',
+  'run-finished',
+  'disconnected',
+  'refused',
+]);
+export type NetworkPhase = z.infer<typeof networkPhaseSchema>;
+
+export const networkSnapshotSchema = z
+  .object({
+    /** The coordinator this node works for; null before the person chose one. */
+    url: z.string().nullable(),
+    /** The coordinator's pinned ed25519 key (hex); null when none is pinned. */
+    coordinatorKey: z.string().nullable(),
+    phase: networkPhaseSchema,
+    /** A sentence: "Disconnected (1006); reconnecting in 4 s", "The run finished: 2000 steps done". */
+    detail: z.string(),
+    /** When the next reconnect attempt is due, while disconnected. */
+    retryAt: z.iso.datetime().nullable(),
+    /** The whole network's training speed, from the coordinator. */
+    tokensPerSecond: nullableNumber,
+  })
+  .strict();
+export type NetworkSnapshot = z.infer<typeof networkSnapshotSchema>;
+
+/** This node's own pace, measured over the last few minutes of receipts. */
+export const ratesSchema = z
+  .object({
+    tokensPerSecond: nullableNumber,
+    /** Credit earned per hour at that pace, FLOP. */
+    flopsPerHour: nullableNumber,
+  })
+  .strict();
+export type Rates = z.infer<typeof ratesSchema>;
 
 export const receiptStatusSchema = z.enum(['pending', 'confirmed', 'revoked']);
 export type ReceiptStatus = z.infer<typeof receiptStatusSchema>;
@@ -141,6 +188,8 @@ export const agentSnapshotSchema = z
     progress: progressSchema.nullable(),
     /** The network's loss curve, as the coordinator reports it. */
     loss: z.array(z.object({ step: z.number().int(), loss: z.number() }).strict()),
+    network: networkSnapshotSchema,
+    rates: ratesSchema,
     wallet: walletSnapshotSchema,
     settings: agentSettingsSchema,
     /** Absent until the one-off hardware inventory has been read. */
@@ -157,10 +206,27 @@ export const agentCommandSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('resume') }).strict(),
   z.object({ type: z.literal('updateSettings'), patch: settingsPatchSchema }).strict(),
   z.object({ type: z.literal('setPayoutAddress'), address: z.string().max(100) }).strict(),
+  /** Ask a coordinator for its key, so the person can see it before accepting (first run, Settings). */
+  z.object({ type: z.literal('probeNetwork'), url: z.string().max(500) }).strict(),
+  /** The first-run screen's one "accept": the network (its key pinned), a payout address, start at login. */
+  z
+    .object({
+      type: z.literal('joinNetwork'),
+      network: networkEntrySchema,
+      payoutAddress: z.string().max(100).optional(),
+      startAtLogin: z.boolean(),
+    })
+    .strict(),
 ]);
 export type AgentCommand = z.infer<typeof agentCommandSchema>;
 
-export type CommandResult = { ok: true } | { ok: false; errors: string[] };
+/** What probeNetwork found: the coordinator's key (from its signed challenge) and the run it serves. */
+export const networkProbeSchema = z
+  .object({ url: z.string(), coordinatorKey: z.string(), runId: z.string() })
+  .strict();
+export type NetworkProbe = z.infer<typeof networkProbeSchema>;
+
+export type CommandResult = { ok: true; probe?: NetworkProbe } | { ok: false; errors: string[] };
 
 /** UI -> agent. `id` pairs the command with its result. */
 export const clientMessageSchema = z.discriminatedUnion('type', [
@@ -179,6 +245,7 @@ export const serverMessageSchema = z.discriminatedUnion('type', [
       id: z.string(),
       ok: z.boolean(),
       errors: z.array(z.string()).optional(),
+      probe: networkProbeSchema.optional(),
     })
     .strict(),
   z.object({ type: z.literal('error'), error: z.string() }).strict(),

@@ -23,6 +23,19 @@ export const timeWindowSchema = z
   .refine((w) => w.start !== w.end, { message: 'a window needs different start and end times' });
 export type TimeWindow = z.infer<typeof timeWindowSchema>;
 
+/** A training network: its coordinator's address and the key it must prove it holds (pinned on accept). */
+export const networkEntrySchema = z
+  .object({
+    url: z
+      .string()
+      .trim()
+      .max(500)
+      .regex(/^wss?:\/\/[^\s/]+(\/\S*)?$/, 'a network address starts with ws:// or wss://'),
+    coordinatorKey: z.string().regex(/^[0-9a-f]{64}$/, "the coordinator's key is 64 hexadecimal characters"),
+  })
+  .strict();
+export type NetworkEntry = z.infer<typeof networkEntrySchema>;
+
 /** Every limit a contributor can set. */
 const settingsFieldsSchema = z
   .object({
@@ -54,6 +67,12 @@ const settingsFieldsSchema = z
     /** Most device memory the stage may use; null means no cap. */
     vramCapMb: z.number().int().min(128, 'the GPU memory cap must be at least 128 MB').nullable(),
     dashboardPort: z.number().int().min(0).max(65_535),
+    /** Networks the person has accepted; at most one is active. */
+    networks: z.array(networkEntrySchema).max(20, 'at most 20 networks'),
+    /** The URL of the network this machine works for; null until the person accepts one (first run). */
+    activeNetwork: z.string().nullable(),
+    /** Start Tributary (in the tray) when the person logs in; the desktop shell applies it. */
+    startAtLogin: z.boolean(),
   })
   .strict();
 export type AgentSettings = z.infer<typeof settingsFieldsSchema>;
@@ -71,6 +90,9 @@ export const defaultSettings: AgentSettings = {
   pausePrograms: [],
   vramCapMb: null,
   dashboardPort: 7733,
+  networks: [],
+  activeNetwork: null,
+  startAtLogin: false,
 };
 
 /** Complete settings; keys left out take their defaults, so older settings files keep working. */
@@ -79,7 +101,10 @@ export const agentSettingsSchema = z.preprocess(
     value !== null && typeof value === 'object' && !Array.isArray(value)
       ? { ...defaultSettings, ...value }
       : value,
-  settingsFieldsSchema,
+  settingsFieldsSchema.refine(
+    (s) => s.activeNetwork === null || s.networks.some((n) => n.url === s.activeNetwork),
+    { message: 'the active network must be one of the networks', path: ['activeNetwork'] },
+  ),
 );
 
 /** A change to some settings; unlike agentSettingsSchema it fills in nothing. */

@@ -146,6 +146,22 @@ export const runStateSchema = msg('runState', {
   state: z.enum(['waiting', 'training', 'done']),
   reason: z.string().max(500),
 });
+/** The most loss points one `progress` message carries (the newest ones, right after `welcome`). */
+export const MAX_PROGRESS_LOSSES = 2000;
+/**
+ * How far the run is, pushed to nodes after `welcome`, after every committed step, and at most once a second
+ * within a step, so a node's dashboard follows the run without polling the coordinator's HTTP API.
+ */
+export const runProgressSchema = msg('progress', {
+  step: count,
+  steps: count,
+  microBatches: z.object({ done: count, total: count }).strict(),
+  /** The whole network's training speed. */
+  tokensPerSecond: finite.nonnegative(),
+  /** Steps committed since the last `progress` to this node, oldest first. */
+  losses: z.array(z.object({ step: count, loss: finite }).strict()).max(MAX_PROGRESS_LOSSES),
+});
+export type RunProgress = z.infer<typeof runProgressSchema>;
 
 // --- both ways ---------------------------------------------------------------------------------------------
 export const errorSchema = msg('error', { code: z.string().max(64), message: z.string().max(2000) });
@@ -176,6 +192,7 @@ export const coordinatorMessageSchema = z.discriminatedUnion('type', [
   receiptMessageSchema,
   pongSchema,
   runStateSchema,
+  runProgressSchema,
   errorSchema,
 ]);
 export type CoordinatorMessage = z.infer<typeof coordinatorMessageSchema>;

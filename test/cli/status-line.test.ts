@@ -13,6 +13,7 @@ const snapshot = {
   progress: { step: 4, stepFraction: 0, totalSteps: 30 },
   loss: [{ step: 4, loss: 4.25 }],
   settings: defaultSettings,
+  rates: { tokensPerSecond: null, flopsPerHour: null },
 } as unknown as AgentSnapshot;
 const node: NodeStatus = {
   connected: true,
@@ -35,7 +36,7 @@ describe('the node status line without a terminal', () => {
     const line = statusLine(out, { everyMs: 30_000, now: () => now });
     line.update(snapshot, node);
     expect(lines).toEqual([
-      'running: training stage 2 of 2 (blocks 3–4) | stage 2 of 2 (blocks 3–4)  step 4/30  loss 4.250  duty 100%  7 receipts  2.000 TFLOP\n',
+      'running: Contributing | stage 2 of 2 (blocks 3–4)  step 4/30  loss 4.250  duty 100%  7 receipts  2.000 TFLOP\n',
     ]);
     now = 29_000;
     line.update(snapshot, node);
@@ -48,19 +49,22 @@ describe('the node status line without a terminal', () => {
     expect(lines).toHaveLength(3);
   });
 
-  it('says a coordinator cannot be reached even while the policy holds the node back', () => {
+  it("prints the agent's one combined state, and the node's pace once it is measured", () => {
     const { lines, out } = pipe();
     statusLine(out).update(
-      { ...snapshot, state: 'waiting', reason: 'Waiting for idle', stage: null },
       {
-        ...node,
-        connected: false,
-        reason: 'cannot reach the coordinator at ws://127.0.0.1:9 (ECONNREFUSED)',
+        ...snapshot,
+        state: 'waiting',
+        reason: 'Waiting for idle; cannot reach the coordinator at ws://127.0.0.1:9 (ECONNREFUSED)',
+        stage: null,
+        rates: { tokensPerSecond: 41.25, flopsPerHour: 3.6e12 },
       },
+      { ...node, connected: false },
     );
     expect(lines[0]).toMatch(
       /^waiting: Waiting for idle; cannot reach the coordinator at ws:\/\/127\.0\.0\.1:9/,
     );
     expect(lines[0]).toMatch(/\| no stage {2}step 4/);
+    expect(lines[0]).toMatch(/41\.3 tok\/s {2}3\.60 TFLOP\/h\n$/);
   });
 });

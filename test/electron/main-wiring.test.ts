@@ -1,14 +1,15 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { IPC, RENDERER_URL, GPU_WORKER_URL } from '../../main/electron/channels.js';
-import { sampleSnapshot } from '../e2e/renderer-fixtures/snapshot.js';
+import { NETWORK } from '../e2e/renderer-fixtures/snapshot.js';
 
 /**
- * Loads the real main.ts against a fake Electron (the binary is not installed here) and a fake agent, and
- * checks the wiring: what is registered before and after `ready`, which windows open with which options,
- * and that quitting waits for the agent.
+ * Loads the real main.ts against a fake Electron (the binary is not installed here) with the real agent and
+ * host composition (a fake node runtime stands in for the network), and checks the wiring: what is
+ * registered before and after `ready`, which windows open with which options, that the node joins the
+ * network accepted in settings with its key pinned, and that quitting waits for the node and the agent.
  */
 const fake = await vi.hoisted(async () => {
   const { EventEmitter } = await import('node:events');
@@ -19,7 +20,6 @@ const fake = await vi.hoisted(async () => {
   let protocolHandler: ((request: Request) => Promise<Response>) | null = null;
   let permissionRequest: ((c: unknown, p: string, cb: (granted: boolean) => void) => void) | null = null;
   const trays: { image: string; tooltip: string }[] = [];
-  const agentStopped = { value: false };
 
   class FakeWindow {
     options: Record<string, unknown>;
@@ -87,6 +87,7 @@ const fake = await vi.hoisted(async () => {
         appEvents.set(event, [...(appEvents.get(event) ?? []), listener]);
       },
       whenReady: () => (calls.push('whenReady'), Promise.resolve()),
+      getPath: () => process.env.TRIBUTARY_HOME,
       getLoginItemSettings: () => ({ openAtLogin: false }),
       setLoginItemSettings: () => undefined,
     },
@@ -142,20 +143,6 @@ const fake = await vi.hoisted(async () => {
     },
   };
 
-  const agent = {
-    gate: 'agent-gate',
-    receipts: 'agent-receipts',
-    start: () => calls.push('agent.start'),
-    stop: async () => {
-      agentStopped.value = true;
-      calls.push('agent.stop');
-    },
-    setInputs: () => undefined,
-    snapshot: () => null as unknown,
-    onSnapshot: () => () => undefined,
-    command: async () => ({ ok: true }),
-  };
-
   const nodes: { options: Record<string, unknown> }[] = [];
   class FakeNodeRuntime extends EventEmitter {
     constructor(readonly options: Record<string, unknown>) {
@@ -168,11 +155,11 @@ const fake = await vi.hoisted(async () => {
     async stop() {
       calls.push('node.stop');
     }
+    status = { receipts: 0 };
   }
 
   return {
     electron,
-    agent,
     nodes,
     FakeNodeRuntime,
     calls,
@@ -180,7 +167,6 @@ const fake = await vi.hoisted(async () => {
     windows,
     handlers,
     trays,
-    agentStopped,
     protocol: () => protocolHandler,
     permissionRequest: () => permissionRequest,
   };
@@ -188,13 +174,11 @@ const fake = await vi.hoisted(async () => {
 
 vi.mock('electron', () => fake.electron);
 vi.mock('electron-updater', () => ({ default: { autoUpdater: {} } }));
-vi.mock('../../main/agent/agent.js', () => ({ Agent: { open: async () => fake.agent } }));
 vi.mock('../../main/agent/host-signals.js', () => ({ listProcessNames: async () => [] }));
 vi.mock('../../main/node/runtime.js', () => ({ NodeRuntime: fake.FakeNodeRuntime }));
 
-describe('Electron main wiring (fake Electron, fake agent)', () => {
+describe('Electron main wiring (fake Electron, real agent)', () => {
   beforeAll(async () => {
-    fake.agent.snapshot = () => sampleSnapshot();
     const root = process.env.TRIBUTARY_TEST_APP_ROOT;
     if (!root) throw new Error('set by the setup below');
     await import('../../main/electron/main.js');
@@ -242,30 +226,47 @@ describe('Electron main wiring (fake Electron, fake agent)', () => {
     expect(worker?.posted[0]?.ports).toHaveLength(1);
   });
 
-  it('shows the agent state in the tray', () => {
-    expect(fake.trays[0]?.image).toMatch(/assets\/tray-running-(16|32)\.png$/);
-    expect(fake.trays[0]?.tooltip).toMatch(/^Tributary: Contributing/);
-    expect(fake.calls).toContain('agent.start');
+  it("shows the agent's one state in the tray", async () => {
+    // The node has not connected (its runtime is a fake), so the truthful state is "connecting".
+    await vi.waitFor(() => expect(fake.trays[0]?.tooltip).toBe('Tributary: Connecting to 127.0.0.1:9…'));
+    expect(fake.trays[0]?.image).toMatch(/assets\/tray-waiting-(16|32)\.png$/);
   });
 
-  it('joins the configured run, training on the GPU worker with the agent as gate and ledger', () => {
+  it('joins the network accepted in settings, its key pinned, training on the GPU worker', () => {
     const options = fake.nodes[0]!.options;
-    expect(options).toMatchObject({ coordinatorUrl: 'ws://127.0.0.1:9/run', engine: 'gpu' });
-    expect(options.gate).toBe('agent-gate');
-    expect(options.sink).toBe('agent-receipts');
+    expect(options).toMatchObject({
+      coordinatorUrl: NETWORK.url,
+      coordinatorKey: NETWORK.coordinatorKey,
+      engine: 'gpu',
+    });
+    expect(typeof (options.gate as { waitUntilAllowed: unknown }).waitUntilAllowed).toBe('function');
+    expect(typeof (options.sink as { accept: unknown }).accept).toBe('function');
     expect(typeof options.createStage).toBe('function');
     expect((options.keys as { publicKeyHex: string }).publicKeyHex).toMatch(/^[0-9a-f]{64}$/);
     expect(fake.calls).toContain('node.start');
   });
 
-  it('stops the node, then the agent, before quitting', async () => {
+  it('writes its log to rotating files in the app-data folder', () => {
+    expect(readFileSync(join(process.env.TRIBUTARY_HOME!, 'logs', 'tributary.log'), 'utf8')).toContain(
+      'GPU worker acquired a WebGPU device',
+    );
+  });
+
+  it('hands work back before the computer sleeps and reconnects after', async () => {
+    const before = fake.nodes.length;
+    fake.electron.powerMonitor.emit('suspend');
+    await vi.waitFor(() => expect(fake.calls.filter((c) => c === 'node.stop')).toHaveLength(1));
+    fake.electron.powerMonitor.emit('resume');
+    await vi.waitFor(() => expect(fake.nodes).toHaveLength(before + 1));
+  });
+
+  it('stops the node and flushes the ledger before quitting', async () => {
     let prevented = false;
     for (const listener of fake.appEvents.get('before-quit') ?? [])
       listener({ preventDefault: () => (prevented = true) });
     expect(prevented).toBe(true);
     await vi.waitFor(() => expect(fake.calls.at(-1)).toBe('quit'));
-    expect(fake.calls.indexOf('node.stop')).toBeLessThan(fake.calls.indexOf('agent.stop'));
-    expect(fake.calls.indexOf('agent.stop')).toBeLessThan(fake.calls.lastIndexOf('quit'));
+    expect(fake.calls.lastIndexOf('node.stop')).toBeLessThan(fake.calls.lastIndexOf('quit'));
   });
 });
 
@@ -275,4 +276,8 @@ mkdirSync(join(appRoot, 'dist', 'web'), { recursive: true });
 writeFileSync(join(appRoot, 'dist', 'web', 'index.html'), '<!doctype html><title>test bundle</title>');
 process.env.TRIBUTARY_TEST_APP_ROOT = appRoot;
 process.env.TRIBUTARY_HOME = join(appRoot, 'home');
-process.env.TRIBUTARY_COORDINATOR = 'ws://127.0.0.1:9/run';
+mkdirSync(process.env.TRIBUTARY_HOME);
+writeFileSync(
+  join(process.env.TRIBUTARY_HOME, 'settings.json'),
+  JSON.stringify({ runWhen: 'always', networks: [NETWORK], activeNetwork: NETWORK.url }),
+);

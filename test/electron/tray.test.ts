@@ -11,7 +11,9 @@ describe('tray state', () => {
   it('shows the agent state as the icon and its reason as the tooltip', () => {
     const running = trayStateFor(sampleSnapshot());
     expect(running).toMatchObject({ icon: 'running', canResume: false });
-    expect(running.tooltip).toMatch(/^Tributary: Contributing: you have been away/);
+    expect(running.tooltip).toMatch(
+      /^Tributary: Training stage 3 of 8 \(blocks 6–8\) at 85%: you have been away/,
+    );
 
     const paused = trayStateFor({
       ...sampleSnapshot(),
@@ -76,7 +78,10 @@ describe('tray menu', () => {
       { startAtLogin: false, updateReady: null },
       actions,
     );
-    expect(items[0]).toMatchObject({ enabled: false, label: expect.stringMatching(/^Contributing/) });
+    expect(items[0]).toMatchObject({
+      enabled: false,
+      label: expect.stringMatching(/^Training stage 3 of 8/),
+    });
     click(items, 'Pause for 1 hour');
     click(items, 'Pause until tomorrow');
     click(items, 'Start at login', true);

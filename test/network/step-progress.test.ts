@@ -30,7 +30,7 @@ class HoldingGate implements WorkGate {
 }
 
 test(
-  'the status API and the dashboard show how far the network is into the current step',
+  "the status API and the dashboard (pushed over the node's connection) show how far the step is",
   { timeout: 90_000 },
   async () => {
     const coordinator = await startCoordinator(tinyConfig({ stages: 1, steps: 2 }), dir);
@@ -43,7 +43,7 @@ test(
       pollHost: false,
       tickMs: 0,
     });
-    const unfollow = followRun(agent, node, coordinator.url, { pollMs: 50 });
+    const unfollow = followRun(agent, node, { url: coordinator.url, coordinatorKey: coordinator.publicKey });
     try {
       // One node on the only stage: after its second micro-batch of four it is held, mid step 0.
       await until('the node held after two micro-batches', () => gate.holding, 60_000);
@@ -57,6 +57,13 @@ test(
       gate.release();
       await coordinator.finished;
       expect(coordinator.status().microBatches).toEqual({ done: 0, total: 4 });
+      // Both steps' losses reached the agent with the progress pushes, and the run's end reads as such.
+      await until(
+        'the run finished on the dashboard',
+        () => agent.snapshot().network.phase === 'run-finished',
+        10_000,
+      );
+      expect(agent.snapshot().loss.map((p) => p.step)).toEqual([0, 1]);
     } finally {
       unfollow();
       await node.stop();

@@ -62,6 +62,18 @@ export class FakeAgent {
         }
         this.push({ wallet: { ...this.current.wallet, payoutAddress: command.address } });
         return { ok: true };
+      case 'probeNetwork':
+        return { ok: false, errors: [`url: cannot reach ${command.url}`] };
+      case 'joinNetwork':
+        this.push({
+          settings: {
+            ...this.current.settings,
+            networks: [command.network],
+            activeNetwork: command.network.url,
+            startAtLogin: command.startAtLogin,
+          },
+        });
+        return { ok: true };
     }
   }
 

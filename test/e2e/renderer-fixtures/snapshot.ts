@@ -3,6 +3,12 @@ import { defaultSettings } from '../../../shared/dashboard/settings.js';
 
 const DAY_MS = 86_400_000;
 
+/** The network the sample contributor accepted. */
+export const NETWORK = {
+  url: 'ws://127.0.0.1:9',
+  coordinatorKey: '3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29',
+};
+
 function receipts(now: number): ReceiptRow[] {
   const statuses: ReceiptRow['status'][] = [
     'pending',
@@ -31,7 +37,7 @@ export function sampleSnapshot(now = Date.parse('2026-11-25T15:30:00Z')): AgentS
     at: new Date(now).toISOString(),
     state: 'running',
     reasonCode: 'running',
-    reason: 'Contributing: you have been away for 12 min; the GPU is within its limits.',
+    reason: 'Training stage 3 of 8 (blocks 6–8) at 85%: you have been away for 12 min',
     resumeAt: null,
     dutyCyclePct: 85,
     telemetry: {
@@ -50,6 +56,15 @@ export function sampleSnapshot(now = Date.parse('2026-11-25T15:30:00Z')): AgentS
       step: i * 10,
       loss: 1.55 + 2.9 * Math.exp(-i / 9) + 0.04 * Math.sin(i),
     })),
+    network: {
+      url: NETWORK.url,
+      coordinatorKey: NETWORK.coordinatorKey,
+      phase: 'training',
+      detail: 'Training stage 3 of 8 (blocks 6–8)',
+      retryAt: null,
+      tokensPerSecond: 5_320,
+    },
+    rates: { tokensPerSecond: 412.5, flopsPerHour: 1.9e15 },
     wallet: {
       confirmedFlops: 8.46e15,
       pendingFlops: 6.2e12,
@@ -75,6 +90,8 @@ export function sampleSnapshot(now = Date.parse('2026-11-25T15:30:00Z')): AgentS
       dutyCyclePct: 85,
       pausePrograms: ['steam', 'Code.exe'],
       vramCapMb: 8_192,
+      networks: [NETWORK],
+      activeNetwork: NETWORK.url,
     },
     inventory: {
       gpus: [{ vendor: 'NVIDIA', model: 'GeForce RTX 3060', vramMb: 12_288 }],
