@@ -22,6 +22,8 @@ import { systemClock, type Clock } from './clock.js';
 import { combineState, offlineNetwork, type StateLine } from './combined-state.js';
 import { startDashboardServer, type DashboardServer } from './dashboard/server.js';
 import { loadOrCreateToken } from './dashboard/token.js';
+import type { HeadSigner } from './ledger/head-file.js';
+import { inspectLedger, setLedgerAside } from './ledger/health.js';
 import { EXPORT_TABLES, Ledger, ReceiptRejected, type ExportTable, type WorkUnit } from './ledger/ledger.js';
 import { listProcessNames, readOnBattery } from './host-signals.js';
 import { agentPaths } from './paths.js';
@@ -55,6 +57,13 @@ export interface AgentOptions {
   hostSensors?: boolean;
   trustedCoordinatorKeys?: string[];
   nodeId?: string;
+  /** The node's key, to sign the ledger's chain head (ledger/head-file.ts). */
+  headSigner?: HeadSigner;
+  /**
+   * An empty, truncated or cut-short ledger stops the agent from opening (LedgerUnusable); true sets that
+   * file aside and starts a new ledger instead. The person chooses this, never the code.
+   */
+  freshLedger?: boolean;
   /**
    * Poll battery state and running programs from plain Node (off where the host pushes them with
    * setInputs, as the Electron shell does from powerMonitor, and in tests).
@@ -69,6 +78,9 @@ export interface AgentOptions {
    */
   network?: { url: string; coordinatorKey: string | null };
 }
+
+/** The ledger on disk is empty, truncated or lost its newest entries; the agent will not start on it. */
+export class LedgerUnusable extends Error {}
 
 type StageInfo = AgentSnapshot['stage'];
 /** A network to work for: where its coordinator is and the key it must hold (null: trust on first use). */
@@ -131,6 +143,7 @@ export class Agent {
     this.ledger = new Ledger(agentPaths(options.dataDir).ledger, {
       trustedCoordinatorKeys: this.trustedKeys,
       nodeId: options.nodeId,
+      headSigner: options.headSigner,
       now: () => this.clock.now(),
     });
     this.telemetry = new Telemetry({
@@ -142,10 +155,23 @@ export class Agent {
 
   static async open(options: AgentOptions): Promise<Agent> {
     await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
+    const ledgerPath = agentPaths(options.dataDir).ledger;
+    const health = inspectLedger(ledgerPath);
+    let setAside: { path: string; reason: string } | null = null;
+    if (health.state === 'unusable') {
+      if (!options.freshLedger)
+        throw new LedgerUnusable(
+          `The ledger at ${ledgerPath} is unusable: ${health.reason}. Nothing was changed. ` +
+            'Run `tributary ledger verify` to see more; start with --fresh-ledger to set it aside and begin a new ' +
+            'one (the coordinator still holds your receipts).',
+        );
+      setAside = { path: setLedgerAside(ledgerPath, new Date()), reason: health.reason };
+    }
     const stored = options.settings ?? (await loadSettings(agentPaths(options.dataDir).settings));
     const layered = layerSettings(stored, options.overrides);
     if (!layered.ok) throw new Error(`invalid settings:\n  ${layered.errors.join('\n  ')}`);
     const agent = new Agent(options, layered.settings);
+    if (setAside) agent.ledger.recordEvent('ledger-set-aside', setAside);
     agent.tick();
     return agent;
   }

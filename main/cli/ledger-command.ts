@@ -1,6 +1,6 @@
-import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { InvalidArgumentError, type Command } from 'commander';
+import { inspectLedger } from '../agent/ledger/health.js';
 import { EXPORT_TABLES, Ledger, type ExportTable } from '../agent/ledger/ledger.js';
 import { agentPaths, defaultDataDir } from '../agent/paths.js';
 import { UsageError } from './options.js';
@@ -12,9 +12,22 @@ function exportTable(value: string): ExportTable {
   return value as ExportTable;
 }
 
+interface LedgerFlags {
+  db?: string;
+  dataDir?: string;
+}
+
+function ledgerPath(flags: LedgerFlags): string {
+  return flags.db ?? agentPaths(flags.dataDir ?? defaultDataDir()).ledger;
+}
+
+/** Read-only: checking or exporting a ledger never changes it. */
 function openExisting(path: string): Ledger {
-  if (!existsSync(path)) throw new UsageError(`no ledger at ${path} (use --db to point at one)`);
-  return new Ledger(path);
+  const health = inspectLedger(path);
+  if (health.state === 'absent')
+    throw new UsageError(`no ledger at ${path} (use --db or --data-dir to point at one)`);
+  if (health.state === 'unusable') throw new Error(`Ledger UNUSABLE (${path}): ${health.reason}`);
+  return new Ledger(path, { readonly: true });
 }
 
 /** `tributary ledger verify|export`: check the hash chain, or write a table as CSV. */
@@ -22,15 +35,18 @@ export function registerLedgerCommand(program: Command): void {
   const ledger = program
     .command('ledger')
     .description('Check or export your local ledger of work and credits');
-  const dbOption = ['--db <path>', 'ledger file', agentPaths(defaultDataDir()).ledger] as const;
+  const dbOption = ['--db <path>', `ledger file (default: ledger.sqlite in the data dir)`] as const;
+  const dataDirOption = ['--data-dir <dir>', "the node's data directory", defaultDataDir()] as const;
 
   ledger
     .command('verify')
     .description('Check every entry against the hash chain and every receipt against its signature')
     .option(...dbOption)
+    .option(...dataDirOption)
     .option('--json', 'print the result as JSON')
-    .action((options: { db: string; json?: boolean }) => {
-      const db = openExisting(options.db);
+    .action((options: LedgerFlags & { json?: boolean }) => {
+      const path = ledgerPath(options);
+      const db = openExisting(path);
       try {
         const result = db.verify((checked, total) => {
           if (total > 10_000)
@@ -39,11 +55,11 @@ export function registerLedgerCommand(program: Command): void {
         if (options.json) console.log(JSON.stringify(result));
         else if (result.ok)
           console.log(
-            `Ledger intact: ${result.entries} entries, hash chain and receipt signatures verified (${options.db})`,
+            `Ledger intact: ${result.entries} entries, hash chain, signed head and coordinator signatures verified (${path})`,
           );
         else {
           console.log(
-            `Ledger TAMPERED (${options.db}): ${result.problems.length} problem(s) in ${result.entries} entries`,
+            `Ledger TAMPERED (${path}): ${result.problems.length} problem(s) in ${result.entries} entries`,
           );
           for (const p of result.problems) console.log(`  - ${p.message}`);
         }
@@ -57,10 +73,11 @@ export function registerLedgerCommand(program: Command): void {
     .command('export')
     .description('Write a ledger table as CSV (receipts include their credit state)')
     .option(...dbOption)
+    .option(...dataDirOption)
     .option('--table <name>', `one of ${EXPORT_TABLES.join(', ')}`, exportTable, 'receipts' as ExportTable)
     .option('--out <file>', 'write here instead of standard output')
-    .action(async (options: { db: string; table: ExportTable; out?: string }) => {
-      const db = openExisting(options.db);
+    .action(async (options: LedgerFlags & { table: ExportTable; out?: string }) => {
+      const db = openExisting(ledgerPath(options));
       try {
         const csv = db.exportCsv(options.table);
         if (options.out === undefined) process.stdout.write(csv);

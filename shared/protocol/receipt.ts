@@ -18,17 +18,18 @@ export const workReceiptSchema = z
   .strict();
 export type WorkReceipt = z.infer<typeof workReceiptSchema>;
 
+/** The coordinator's signature beside what it signs: ed25519, base64, and its public key, hex. */
+export const coordinatorSignatureShape = {
+  signature: z
+    .string()
+    .regex(/^[A-Za-z0-9+/]+={0,2}$/)
+    .max(128),
+  coordinatorKey: z.string().regex(/^[0-9a-f]{64}$/),
+};
+
+/** The signature is over canonicalReceiptBytes(receipt). */
 export const signedReceiptSchema = z
-  .object({
-    receipt: workReceiptSchema,
-    /** ed25519 signature over canonicalReceiptBytes(receipt), base64. */
-    signature: z
-      .string()
-      .regex(/^[A-Za-z0-9+/]+={0,2}$/)
-      .max(128),
-    /** The coordinator's ed25519 public key, hex. */
-    coordinatorKey: z.string().regex(/^[0-9a-f]{64}$/),
-  })
+  .object({ receipt: workReceiptSchema, ...coordinatorSignatureShape })
   .strict();
 export type SignedReceipt = z.infer<typeof signedReceiptSchema>;
 

@@ -55,7 +55,7 @@ describe('Agent', () => {
     agent.receipts.accept(coordinator.sign(testReceipt(1)));
     agent.receipts.accept(coordinator.sign(testReceipt(2)));
     agent.receipts.accept(testCoordinator().sign(testReceipt(3)));
-    agent.ledger.confirmCredit('r-1');
+    agent.ledger.applyStatement(coordinator.state({ seq: 1, receipts: 2, confirmed: ['r-1'] }));
     const wallet = agent.snapshot().wallet;
     expect(wallet).toMatchObject({
       confirmedFlops: testReceipt(1).flops,

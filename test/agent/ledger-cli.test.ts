@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
@@ -28,13 +28,15 @@ describe('tributary ledger verify|export', () => {
   const coordinator = testCoordinator();
   const ledger = new Ledger(db);
   for (let i = 1; i <= 3; i++) ledger.acceptReceipt(coordinator.sign(testReceipt(i)));
-  ledger.confirmCredit('r-2');
+  ledger.applyStatement(coordinator.state({ seq: 1, receipts: 3, confirmed: ['r-2'] }));
   ledger.close();
 
   it('verifies an intact ledger, exports CSV, then names the edited row and fails', async () => {
-    const ok = await cli(['ledger', 'verify', '--db', db]);
+    const ok = await cli(['ledger', 'verify', '--data-dir', dir]);
     expect(ok).toMatchObject({ code: 0 });
-    expect(ok.stdout).toMatch(/^Ledger intact: 7 entries, hash chain and receipt signatures verified/);
+    expect(ok.stdout).toMatch(
+      /^Ledger intact: 8 entries, hash chain, signed head and coordinator signatures verified/,
+    );
 
     const out = join(dir, 'receipts.csv');
     const exported = await cli(['ledger', 'export', '--db', db, '--out', out]);
@@ -57,5 +59,11 @@ describe('tributary ledger verify|export', () => {
     expect((await cli(['ledger', 'export', '--db', db, '--table', 'sqlite_master'])).stderr).toMatch(
       /expected one of receipts/,
     );
+
+    truncateSync(db, 0);
+    const empty = await cli(['ledger', 'verify', '--data-dir', dir]);
+    expect(empty.code).toBe(1);
+    expect(empty.stderr).toContain('the ledger file is empty (0 bytes)');
+    expect(statSync(db).size).toBe(0);
   }, 60_000);
 });

@@ -16,7 +16,8 @@ for (let i = 0; ; i++) {
   const id = `${process.pid}-${i}`;
   ledger.acceptReceipt(coordinator.sign(testReceipt(i, { receiptId: id, nodeId: NODE_ID })));
   ledger.recordWorkUnit({ runId: 'run-1', stage: 1, step: i, microBatch: 0, tokens: 512, busyMs: i * 0.25 });
-  if (i % 2 === 0) ledger.confirmCredit(id);
+  if (i % 2 === 0)
+    ledger.applyStatement(coordinator.state({ seq: i / 2 + 1, receipts: i + 1, confirmed: [id] }));
   if (i % 7 === 0) ledger.recordEvent('tick', { i });
   process.stdout.write(`committed ${head()}\n`);
 }

@@ -25,9 +25,14 @@ describe('ledger', () => {
     ledger.recordEvent('start', { version: '0.1.0' });
     for (let i = 1; i <= 5; i++) ledger.acceptReceipt(coordinator.sign(testReceipt(i)));
     ledger.recordWorkUnit({ runId: 'run-1', stage: 1, step: 1, microBatch: 0, tokens: 512, busyMs: 12.5 });
-    ledger.confirmCredit('r-1');
-    ledger.confirmCredit('r-2');
-    ledger.revokeCredit('r-3', 'outputs disagreed with a replica');
+    ledger.applyStatement(
+      coordinator.state({
+        seq: 1,
+        receipts: 5,
+        confirmed: ['r-1', 'r-2'],
+        revoked: [{ receiptId: 'r-3', reason: 'outputs disagreed with a replica' }],
+      }),
+    );
     ledger.recordPayout({
       payoutId: 'p-1',
       flops: 1e12,
@@ -40,7 +45,7 @@ describe('ledger', () => {
   it('uses WAL and records its schema version', () => {
     const ledger = open();
     expect(ledger.db.pragma('journal_mode', { simple: true })).toBe('wal');
-    expect(ledger.db.prepare('SELECT MAX(version) AS v FROM migrations').get()).toEqual({ v: 1 });
+    expect(ledger.db.prepare('SELECT MAX(version) AS v FROM migrations').get()).toEqual({ v: 2 });
     ledger.close();
   });
 
@@ -59,7 +64,7 @@ describe('ledger', () => {
       ['r-1', 'confirmed'],
     ]);
     expect(() => ledger.confirmCredit('r-3')).toThrow(/revoked; cannot become confirmed/);
-    expect(ledger.verify()).toEqual({ ok: true, entries: 16, problems: [] });
+    expect(ledger.verify()).toEqual({ ok: true, entries: 17, problems: [] });
     ledger.close();
   });
 
@@ -106,9 +111,9 @@ describe('ledger', () => {
       tamper("DELETE FROM credits WHERE receipt_id = 'r-2' AND status = 'confirmed'").problems.map(
         (p) => p.message,
       ),
-    ).toEqual(['entry #14 is missing (deleted)']);
+    ).toEqual(['entry #15 is missing (deleted)']);
     expect(tamper('DELETE FROM payouts').problems.map((p) => p.message)).toEqual([
-      'entry #16 is missing (deleted)',
+      'entry #17 is missing (deleted)',
     ]);
   });
 

@@ -140,6 +140,9 @@ export async function startDashboardServer(options: DashboardServerOptions): Pro
     send({ type: 'snapshot', snapshot: host.snapshot() });
     const unsubscribe = host.onSnapshot((snapshot) => send({ type: 'snapshot', snapshot }));
     ws.on('close', unsubscribe);
+    // An oversized or malformed frame (close code 1009 or 1002) is an error event on this socket; ws closes
+    // the socket itself, and without a listener the error would take the whole node process down.
+    ws.on('error', () => ws.terminate());
     ws.on('message', (data, isBinary) => {
       let json: unknown = null;
       try {

@@ -1,5 +1,12 @@
+import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { ReceiptRow, ReceiptStatus, WalletSnapshot } from '../../../shared/dashboard/contract.js';
+import {
+  creditStatementSchema,
+  signedCreditStatementSchema,
+  type CreditStatement,
+} from '../../../shared/protocol/credit-statement.js';
+import { canonicalJson } from '../../../shared/protocol/receipt.js';
 import {
   signedReceiptSchema,
   type SignedReceipt,
@@ -7,18 +14,27 @@ import {
 } from '../../../shared/protocol/receipt.js';
 import { GENESIS_HASH, rowHash, type RowValue } from './chain.js';
 import { toCsv } from './csv.js';
+import { readHead, writeHead, type HeadSigner } from './head-file.js';
 import { CHAINED_TABLES, migrate, type ChainedTable } from './schema.js';
-import { receiptSignatureValid } from './verify-receipt.js';
+import { receiptSignatureValid, statementSignatureValid } from './verify-receipt.js';
 
 export interface LedgerOptions {
-  /** Coordinator public keys (hex) whose receipts are accepted; empty accepts any validly signed receipt. */
+  /**
+   * Coordinator public keys (hex) whose receipts and statements are accepted; more can be added with
+   * trustCoordinatorKey. Left out, any validly signed receipt is accepted (tools and tests only).
+   */
   trustedCoordinatorKeys?: readonly string[];
   /** This node's public key (hex); receipts for another node are refused. */
   nodeId?: string;
   now?: () => number;
+  /** Signs the chain head kept beside the ledger (head-file.ts); unsigned without one. */
+  headSigner?: HeadSigner;
+  /** Open an existing ledger without writing anything to it (verify, export). */
+  readonly?: boolean;
 }
 
 export class ReceiptRejected extends Error {}
+export class StatementRejected extends Error {}
 
 export interface WorkUnit {
   runId: string;
@@ -64,11 +80,23 @@ export class Ledger {
   /** Bumped on every append by this process, so readers can cache derived views. */
   revision = 0;
   private readonly statements = new Map<string, Database.Statement>();
+  private readonly trusted: Set<string> | null;
+  /** The sequence number the head file beside the ledger was last written with. */
+  private headSeq = -1;
 
   constructor(
     readonly path: string,
     private readonly options: LedgerOptions = {},
   ) {
+    this.now = options.now ?? Date.now;
+    this.trusted = options.trustedCoordinatorKeys ? new Set(options.trustedCoordinatorKeys) : null;
+    if (options.readonly) {
+      this.db = new Database(path, { readonly: true, fileMustExist: true });
+      return;
+    }
+    // Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the same mode.
+    if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600));
+    if (process.platform !== 'win32') chmodSync(path, 0o600);
     this.db = new Database(path);
     this.db.pragma('journal_mode = WAL');
     // WAL + NORMAL: a killed process never loses or tears a commit; only a power cut can roll back the
@@ -76,7 +104,34 @@ export class Ledger {
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
     migrate(this.db);
-    this.now = options.now ?? Date.now;
+    this.writeHeadFile();
+  }
+
+  /** Accept receipts and statements signed by this coordinator key too (first contact, trust on first use). */
+  trustCoordinatorKey(keyHex: string): void {
+    this.trusted?.add(keyHex);
+  }
+
+  private trusts(keyHex: string): boolean {
+    return this.trusted === null || this.trusted.has(keyHex);
+  }
+
+  private chainHead(): { seq: number; hash: string } | undefined {
+    return this.statement('SELECT seq, hash FROM chain_head WHERE id = 1').get() as
+      { seq: number; hash: string } | undefined;
+  }
+
+  /** Mirrors the committed chain head into the signed file beside the ledger; its sequence never goes back. */
+  private writeHeadFile(): void {
+    const head = this.chainHead();
+    if (!head || head.seq <= this.headSeq) return;
+    if (this.headSeq < 0) {
+      // A head file ahead of the chain records lost entries: keep it as evidence, never overwrite it.
+      const previous = readHead(this.path);
+      if (previous.kind === 'ok' && previous.head.seq > head.seq) return;
+    }
+    writeHead(this.path, head.seq, head.hash, this.options.headSigner);
+    this.headSeq = head.seq;
   }
 
   close(): void {
@@ -98,8 +153,7 @@ export class Ledger {
   }
 
   private append(table: ChainedTable, content: Row): number {
-    const head = this.statement('SELECT seq, hash FROM chain_head WHERE id = 1').get() as
-      { seq: number; hash: string } | undefined;
+    const head = this.chainHead();
     const seq = (head?.seq ?? 0) + 1;
     const row: Row = { seq, ...content, prev_hash: head?.hash ?? GENESIS_HASH };
     const hash = rowHash(table, row);
@@ -115,7 +169,9 @@ export class Ledger {
   }
 
   private inTransaction<T>(fn: () => T): T {
-    return this.db.transaction(fn).immediate();
+    const result = this.db.transaction(fn).immediate();
+    if (!this.db.inTransaction) this.writeHeadFile();
+    return result;
   }
 
   recordWorkUnit(unit: WorkUnit): number {
@@ -147,8 +203,7 @@ export class Ledger {
     if (!parsed.success)
       throw new ReceiptRejected(`malformed receipt: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
     const signed = parsed.data;
-    const trusted = this.options.trustedCoordinatorKeys ?? [];
-    if (trusted.length > 0 && !trusted.includes(signed.coordinatorKey)) {
+    if (!this.trusts(signed.coordinatorKey)) {
       throw new ReceiptRejected(
         `receipt ${signed.receipt.receiptId} is signed by an unknown coordinator key`,
       );
@@ -187,6 +242,60 @@ export class Ledger {
       });
       return 'stored';
     });
+  }
+
+  /**
+   * Applies the coordinator's signed credit statement: stores it in the chain, then confirms and revokes the
+   * credits it names. A statement no newer than the last one stored from that coordinator is a no-op.
+   * Receipts it names that the ledger does not hold are left for reconciliation.
+   */
+  applyStatement(input: unknown): { stored: boolean; confirmed: number; revoked: number } {
+    const parsed = signedCreditStatementSchema.safeParse(input);
+    if (!parsed.success)
+      throw new StatementRejected(`malformed statement: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
+    const signed = parsed.data;
+    const s = signed.statement;
+    if (!this.trusts(signed.coordinatorKey))
+      throw new StatementRejected(`statement #${s.seq} is signed by an unknown coordinator key`);
+    if (this.options.nodeId !== undefined && s.nodeId !== this.options.nodeId)
+      throw new StatementRejected(`statement #${s.seq} was issued to another node`);
+    if (!statementSignatureValid(signed))
+      throw new StatementRejected(`statement #${s.seq} has a signature that does not verify`);
+    return this.inTransaction(() => {
+      const last = this.statement(
+        'SELECT MAX(statement_seq) AS n FROM statements WHERE coordinator_key = ? AND run_id = ?',
+      ).get(signed.coordinatorKey, s.runId) as { n: number | null };
+      if ((last.n ?? 0) >= s.seq) return { stored: false, confirmed: 0, revoked: 0 };
+      this.append('statements', {
+        run_id: s.runId,
+        statement_seq: s.seq,
+        body: canonicalJson(s),
+        signature: signed.signature,
+        coordinator_key: signed.coordinatorKey,
+        at: this.iso(),
+      });
+      let confirmed = 0;
+      let revoked = 0;
+      for (const id of s.confirmed) {
+        if (this.creditStatus(id)?.status !== 'pending') continue;
+        this.confirmCredit(id, `statement #${s.seq}`);
+        confirmed++;
+      }
+      for (const { receiptId, reason } of s.revoked) {
+        const status = this.creditStatus(receiptId)?.status;
+        if (status !== 'pending' && status !== 'confirmed') continue;
+        this.revokeCredit(receiptId, `statement #${s.seq}: ${reason}`);
+        revoked++;
+      }
+      return { stored: true, confirmed, revoked };
+    });
+  }
+
+  /** The newest statement stored from any coordinator, for the wallet and reconciliation. */
+  latestStatement(): CreditStatement | null {
+    const row = this.db.prepare('SELECT body FROM statements ORDER BY seq DESC LIMIT 1').get() as
+      { body: string } | undefined;
+    return row ? creditStatementSchema.parse(JSON.parse(row.body)) : null;
   }
 
   /** The coordinator verified the work: pending -> confirmed. */
@@ -304,17 +413,24 @@ export class Ledger {
 
   /**
    * Walks the whole chain: every row's hash must match its contents, link to the row before, and the
-   * sequence must have no gaps up to the recorded head. Receipt signatures are checked again too, so a
-   * rewritten chain cannot carry invented receipts.
+   * sequence must have no gaps up to the recorded head and the signed head file beside the ledger. Receipt
+   * and statement signatures are checked again, every credit must carry its signed receipt's amount, and a
+   * confirmed or revoked credit needs a coordinator statement that says so: rewriting rows and recomputing
+   * the chain cannot invent, inflate or confirm credit. The newest statement from each coordinator says how
+   * many receipts it had sent, so deleting the newest receipts shows too.
    */
   verify(onProgress?: (checked: number, total: number) => void): VerifyResult {
     const problems: LedgerProblem[] = [];
     const entries: { table: ChainedTable; row: Row }[] = [];
-    for (const table of CHAINED_TABLES) {
+    for (const table of this.chainedTables()) {
       for (const row of this.db.prepare(`SELECT * FROM ${table}`).all() as Row[])
         entries.push({ table, row });
     }
     entries.sort((a, b) => Number(a.row.seq) - Number(b.row.seq));
+    const receipts = new Map<string, HeldReceipt>();
+    /** receiptId -> statuses some verified statement gave it. */
+    const stated = new Map<string, Set<ReceiptStatus>>();
+    const newestStatements = new Map<string, { statement: CreditStatement; seq: number; key: string }>();
     let expected = 1;
     let prevHash = GENESIS_HASH;
     for (const [i, { table, row }] of entries.entries()) {
@@ -334,34 +450,172 @@ export class Ledger {
           message: `${label} does not link to the entry before it (an earlier entry was replaced)`,
         });
       }
-      if (rowHash(table, row) !== row.hash) {
-        problems.push({ seq, table, message: `${label} was edited: its contents no longer match its hash` });
-      } else if (table === 'receipts' && !receiptSignatureValid(storedReceipt(row))) {
-        problems.push({
-          seq,
-          table,
-          message: `${label} carries a coordinator signature that does not verify`,
-        });
-      }
       prevHash = String(row.hash);
       expected = seq + 1;
+      if (rowHash(table, row) !== row.hash) {
+        problems.push({ seq, table, message: `${label} was edited: its contents no longer match its hash` });
+        // Counted, so the rows that refer to it do not each report the same edit again.
+        if (table === 'receipts')
+          receipts.set(String(row.receipt_id), {
+            flops: null,
+            runId: String(row.run_id),
+            key: String(row.coordinator_key),
+            nodeId: String(row.node_id),
+          });
+        continue;
+      }
+      const problem = this.checkContent(table, row, { receipts, stated, newestStatements });
+      if (problem) problems.push({ seq, table, message: `${label} ${problem}` });
     }
     onProgress?.(entries.length, entries.length);
+    for (const { statement, seq, key } of newestStatements.values()) {
+      const held = [...receipts.values()].filter(
+        (r) => r.runId === statement.runId && r.nodeId === statement.nodeId && r.key === key,
+      ).length;
+      if (held < statement.receipts)
+        problems.push({
+          seq,
+          table: 'statements',
+          message:
+            `the coordinator's statement #${statement.seq} for run ${statement.runId} says it sent ` +
+            `${statement.receipts} receipts; the ledger holds ${held} (receipts were deleted)`,
+        });
+    }
+    const last = expected - 1;
+    problems.push(...this.checkHeads(last, prevHash, entries.length, receipts));
+    return { ok: problems.length === 0, entries: entries.length, problems };
+  }
+
+  /** What is wrong with one row whose hash holds, beyond the chain itself; null when nothing. */
+  private checkContent(
+    table: ChainedTable,
+    row: Row,
+    seen: {
+      receipts: Map<string, HeldReceipt>;
+      stated: Map<string, Set<ReceiptStatus>>;
+      newestStatements: Map<string, { statement: CreditStatement; seq: number; key: string }>;
+    },
+  ): string | null {
+    if (table === 'receipts') {
+      const signed = storedReceipt(row);
+      if (!receiptSignatureValid(signed)) return 'carries a coordinator signature that does not verify';
+      seen.receipts.set(signed.receipt.receiptId, {
+        flops: signed.receipt.flops,
+        runId: signed.receipt.runId,
+        key: signed.coordinatorKey,
+        nodeId: signed.receipt.nodeId,
+      });
+    } else if (table === 'statements') {
+      const statement = creditStatementSchema.safeParse(safeJson(String(row.body)));
+      if (
+        !statement.success ||
+        !statementSignatureValid({
+          statement: statement.data,
+          signature: String(row.signature),
+          coordinatorKey: String(row.coordinator_key),
+        })
+      )
+        return 'carries a coordinator signature that does not verify';
+      for (const id of statement.data.confirmed) addTo(seen.stated, id, 'confirmed');
+      for (const { receiptId } of statement.data.revoked) addTo(seen.stated, receiptId, 'revoked');
+      const key = String(row.coordinator_key);
+      seen.newestStatements.set(`${key} ${statement.data.runId}`, {
+        statement: statement.data,
+        seq: Number(row.seq),
+        key,
+      });
+    } else if (table === 'credits') {
+      const id = String(row.receipt_id);
+      const receipt = seen.receipts.get(id);
+      if (!receipt) return 'credits a receipt the ledger does not hold';
+      if (receipt.flops !== null && Number(row.flops) !== receipt.flops)
+        return `credits ${String(row.flops)} FLOP but its signed receipt says ${receipt.flops}`;
+      const status = row.status as ReceiptStatus;
+      if (status !== 'pending' && !seen.stated.get(id)?.has(status))
+        return `is ${status} but no coordinator statement says so`;
+    }
+    return null;
+  }
+
+  /** The in-file chain head and the signed head file beside the ledger against the last entry. */
+  private checkHeads(
+    last: number,
+    lastHash: string,
+    entries: number,
+    receipts: Map<string, { nodeId: string }>,
+  ): LedgerProblem[] {
+    const problems: LedgerProblem[] = [];
     const head = this.db.prepare('SELECT seq, hash FROM chain_head WHERE id = 1').get() as
       { seq: number; hash: string } | undefined;
-    const last = expected - 1;
-    if (head && head.seq > last)
-      problems.push({ seq: last + 1, table: null, message: missing(last + 1, head.seq) });
-    else if (head && head.seq === last && head.hash !== prevHash) {
+    const inFileGap = head !== undefined && head.seq > last;
+    if (inFileGap) problems.push({ seq: last + 1, table: null, message: missing(last + 1, head.seq) });
+    else if (head && head.seq === last && head.hash !== lastHash) {
       problems.push({
         seq: last,
         table: null,
         message: `the last entry #${last} was replaced after it was written`,
       });
-    } else if (!head && entries.length > 0) {
+    } else if (!head && entries > 0) {
       problems.push({ seq: 0, table: null, message: 'the chain head record was deleted' });
     }
-    return { ok: problems.length === 0, entries: entries.length, problems };
+    if (this.path === ':memory:') return problems;
+    const file = readHead(this.path);
+    if (file.kind === 'invalid') {
+      problems.push({
+        seq: 0,
+        table: null,
+        message: `the signed chain head beside the ledger is invalid: ${file.why}`,
+      });
+      return problems;
+    }
+    if (file.kind === 'absent') {
+      if (entries > 0)
+        problems.push({ seq: 0, table: null, message: 'the signed chain head beside the ledger is missing' });
+      return problems;
+    }
+    const nodeIds = new Set([...receipts.values()].map((r) => r.nodeId));
+    // Unsigned where the host has no node key to sign with; a signed head must be this ledger's node's.
+    if (file.head.nodeId !== null && nodeIds.size > 0 && !nodeIds.has(file.head.nodeId))
+      problems.push({
+        seq: 0,
+        table: null,
+        message: "the chain head beside the ledger is not signed by this ledger's node",
+      });
+    if (file.head.seq > last && !(inFileGap && head.seq >= file.head.seq)) {
+      problems.push({
+        seq: last + 1,
+        table: null,
+        message: `${missing(last + 1, file.head.seq)}: the signed chain head records ${file.head.seq} entries, the ledger ends at #${last}`,
+      });
+    } else if (file.head.seq > 0 && file.head.seq <= last) {
+      const at = entries > 0 ? this.hashAt(file.head.seq) : null;
+      if (at !== file.head.hash)
+        problems.push({
+          seq: file.head.seq,
+          table: null,
+          message: `entry #${file.head.seq} differs from the one the signed chain head recorded (it was replaced)`,
+        });
+    }
+    return problems;
+  }
+
+  /** The chained tables this file has: a read-only ledger from an older version may lack newer ones. */
+  private chainedTables(): ChainedTable[] {
+    const present = new Set(
+      (
+        this.db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[]
+      ).map((t) => t.name),
+    );
+    return CHAINED_TABLES.filter((t) => present.has(t));
+  }
+
+  private hashAt(seq: number): string | null {
+    for (const table of this.chainedTables()) {
+      const row = this.db.prepare(`SELECT hash FROM ${table} WHERE seq = ?`).get(seq) as
+        { hash: string } | undefined;
+      if (row) return row.hash;
+    }
+    return null;
   }
 
   exportCsv(table: ExportTable): string {
@@ -399,6 +653,28 @@ export class Ledger {
   }
 }
 
+/** A receipt verify has seen; flops null when its row was edited (already reported). */
+interface HeldReceipt {
+  flops: number | null;
+  runId: string;
+  key: string;
+  nodeId: string;
+}
+
+function addTo(map: Map<string, Set<ReceiptStatus>>, id: string, status: ReceiptStatus): void {
+  const set = map.get(id) ?? new Set<ReceiptStatus>();
+  set.add(status);
+  map.set(id, set);
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
 function missing(from: number, to: number): string {
   return from === to
     ? `entry #${from} is missing (deleted)`
@@ -409,6 +685,7 @@ function describeRow(table: ChainedTable, row: Row): string {
   if (table === 'receipts' || table === 'credits') return ` (receipt ${String(row.receipt_id)})`;
   if (table === 'payouts') return ` (payout ${String(row.payout_id)})`;
   if (table === 'events') return ` (${String(row.kind)})`;
+  if (table === 'statements') return ` (statement ${String(row.statement_seq)})`;
   return '';
 }
 

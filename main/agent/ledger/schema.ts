@@ -4,7 +4,14 @@ import type Database from 'better-sqlite3';
  * Every chained table carries `seq` (one sequence across all tables, 1, 2, 3, ...), `prev_hash` and `hash`.
  * Rows are only ever appended: a credit that changes state gets a new credits row.
  */
-export const CHAINED_TABLES = ['work_units', 'receipts', 'credits', 'payouts', 'events'] as const;
+export const CHAINED_TABLES = [
+  'work_units',
+  'receipts',
+  'credits',
+  'payouts',
+  'events',
+  'statements',
+] as const;
 export type ChainedTable = (typeof CHAINED_TABLES)[number];
 
 const MIGRATIONS: string[] = [
@@ -33,7 +40,17 @@ const MIGRATIONS: string[] = [
     prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
   CREATE INDEX events_by_kind ON events (kind, seq);
   `,
+  // The coordinator's signed credit statements: what moved credits from pending to confirmed or revoked.
+  `
+  CREATE TABLE statements (
+    seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, statement_seq INTEGER NOT NULL, body TEXT NOT NULL,
+    signature TEXT NOT NULL, coordinator_key TEXT NOT NULL, at TEXT NOT NULL,
+    prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
+    UNIQUE (coordinator_key, run_id, statement_seq));
+  `,
 ];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
 
 export function migrate(db: Database.Database): void {
   db.exec('CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)');
