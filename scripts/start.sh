@@ -7,4 +7,4 @@ source scripts/ensure-node.sh
 
 bash scripts/ensure-npm.sh
 npm run --silent build:node
-exec node dist/main/cli/index.js local "$@"
+exec node bin/tributary.js local "$@"

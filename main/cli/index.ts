@@ -13,6 +13,12 @@ const program = new Command()
   .showHelpAfterError('(add --help for the options)')
   .exitOverride();
 
+// Started by bin/tributary.js, whose IPC channel closes when it dies: stop as on SIGTERM, never run on unseen.
+if (process.channel) {
+  process.channel.unref();
+  process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
+}
+
 registerCoordinatorCommand(program);
 registerNodeCommand(program);
 registerLocalCommand(program);
