@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import type { FlatState } from '../gpu/model/flat-state.js';
-import { stageTrainFlops } from '../gpu/model/flops.js';
+import { stageForwardFlopsPerToken, stageTrainFlops } from '../gpu/model/flops.js';
 import { stageParamCount } from '../gpu/model/params.js';
 import {
   MAX_PROGRESS_LOSSES,
@@ -29,7 +29,8 @@ import { runShape, type RunConfig, type RunShape } from './run-config.js';
 import { PeerLost, Sessions } from './sessions.js';
 import { StageAssignment } from './stage-assignment.js';
 import { AttemptFailed, StepAttempt, type AttemptResult } from './step-attempt.js';
-import { CoordinatorStore } from './store.js';
+import { CoordinatorStore, type StoredReceipt } from './store.js';
+import { SplitCorpus, validationDue } from './validation.js';
 
 export interface CoordinatorOptions {
   config: RunConfig;
@@ -77,6 +78,8 @@ export interface CoordinatorStatus {
   stages: Array<{ index: number; firstBlock: number; endBlock: number; nodes: string[] }>;
   relayedBytes: number;
   receipts: number;
+  /** Held-out validation loss: the latest (with the steps trained when it was measured) and the best. */
+  validation: { step: number; loss: number; best: number } | null;
 }
 
 /** Until a peer has been measured, a task is assumed to take this long (only ratios matter for routing). */
@@ -118,6 +121,8 @@ export class Coordinator extends EventEmitter {
   private trainingMs = 0;
   private stepStarted = 0;
   private relayed = 0;
+  private readonly data: SplitCorpus;
+  private validation: CoordinatorStatus['validation'] = null;
   private state: CoordinatorStatus['state'] = 'waiting';
   private reason = 'starting';
   private progressPushedAt = 0;
@@ -130,6 +135,7 @@ export class Coordinator extends EventEmitter {
     super();
     this.config = options.config;
     this.run = runShape(options.config);
+    this.data = new SplitCorpus(options.corpus, options.config.validation, options.config.microBatch);
     this.log = options.logger ?? pino({ name: 'coordinator' });
     this.limits = { ...defaultWireLimits, ...options.limits };
     mkdirSync(options.dataDir, { recursive: true });
@@ -239,6 +245,7 @@ export class Coordinator extends EventEmitter {
       })),
       relayedBytes: this.relayed,
       receipts: this.store.receiptCount(),
+      validation: this.validation,
     };
   }
 
@@ -354,6 +361,7 @@ export class Coordinator extends EventEmitter {
         this.stepStarted = Date.now();
         const finished = await this.runAttempt();
         await this.commit(finished);
+        if (validationDue(this.config.validation, this.step, this.config.steps)) await this.validate();
       } catch (err) {
         if (this.stopping) break;
         const reason =
@@ -419,22 +427,25 @@ export class Coordinator extends EventEmitter {
   }
 
   private microBatch(step: number, index: number): MicroBatch {
-    return this.options.corpus.microBatch(this.config.seed, step, index, this.run.shape);
+    return this.data.train.microBatch(this.config.seed, step, index, this.run.shape);
   }
 
-  private async runAttempt(): Promise<FinishedAttempt> {
+  /** Starts an attempt over the live replicas; `evaluate` runs held-out micro-batches forward only. */
+  private startAttempt(
+    microBatches: number,
+    batch: (index: number) => MicroBatch,
+    mode: 'train' | 'evaluate',
+  ): { attempt: StepAttempt; attemptNo: number; members: Peer[][] } {
     const attemptNo = ++this.attemptNo;
-    this.stepAttempts++;
-    const step = this.step;
     const members = this.run.ranges.map((r) => this.sessions.membersOf(r.index));
     const batches = new Map<number, MicroBatch>();
     const attempt = new StepAttempt(
       {
         run: this.run,
-        step,
+        step: this.step,
         attempt: attemptNo,
         members,
-        microBatch: (i) => batches.get(i) ?? batches.set(i, this.microBatch(step, i)).get(i)!,
+        microBatch: (i) => batches.get(i) ?? batches.set(i, batch(i)).get(i)!,
         nextTaskId: () => ++this.taskIds,
         fallbackMs: FALLBACK_TASK_MS,
         onRelay: (bytes) => {
@@ -442,10 +453,22 @@ export class Coordinator extends EventEmitter {
           this.metrics.relayedBytes.inc(bytes);
         },
       },
-      this.config.microBatchesPerStep,
+      microBatches,
+      mode,
     );
     this.attempt = attempt;
     attempt.start();
+    return { attempt, attemptNo, members };
+  }
+
+  private async runAttempt(): Promise<FinishedAttempt> {
+    this.stepAttempts++;
+    const step = this.step;
+    const { attempt, attemptNo, members } = this.startAttempt(
+      this.config.microBatchesPerStep,
+      (i) => this.microBatch(step, i),
+      'train',
+    );
     const result = await attempt.done;
     const paramCounts = this.run.ranges.map((r) => stageParamCount(this.run.model, r));
     const averaged = await averageGradients(
@@ -458,6 +481,14 @@ export class Coordinator extends EventEmitter {
       this.config.gradClip,
     );
     return { ...averaged, result, members };
+  }
+
+  private sendReceipts(stored: StoredReceipt[]): void {
+    this.metrics.receipts.inc(stored.length);
+    for (const { seq: receiptSeq, signed } of stored) {
+      const peer = [...this.sessions.peers].find((p) => p.nodeId === signed.receipt.nodeId);
+      peer?.send({ type: 'receipt', seq: receiptSeq, signed });
+    }
   }
 
   /** Applies the step on every replica, then records receipts, progress and (when due) a checkpoint. */
@@ -489,12 +520,7 @@ export class Coordinator extends EventEmitter {
         flops: stageTrainFlops(this.run.model, this.run.ranges[u.stage]!, this.run.shape),
       }),
     );
-    const stored = this.store.commitStep(step, loss, tokens, receipts);
-    this.metrics.receipts.inc(stored.length);
-    for (const { seq: receiptSeq, signed } of stored) {
-      const peer = [...this.sessions.peers].find((p) => p.nodeId === signed.receipt.nodeId);
-      peer?.send({ type: 'receipt', seq: receiptSeq, signed });
-    }
+    this.sendReceipts(this.store.commitStep(step, loss, tokens, receipts));
     if (states.every((s) => s !== null)) {
       const dir = saveCheckpoint(
         this.checkpointRoot,
@@ -533,5 +559,61 @@ export class Coordinator extends EventEmitter {
     this.log.info(event, 'step committed');
     this.pushProgress({ step, loss });
     this.emit('step', event);
+  }
+
+  /**
+   * The held-out evaluation after `this.step` steps: fixed micro-batches of the corpus tail forward through
+   * the pipeline, credited per stage forward like any other work (receipt micro-batch indices from
+   * microBatchesPerStep up, so they never collide with the step's training units). A lost peer replays it.
+   */
+  private async validate(): Promise<void> {
+    const { microBatches } = this.config.validation;
+    const shape = this.run.shape;
+    for (;;) {
+      await this.prepareStep();
+      this.setState('training', `validating on held-out data after step ${this.step}`);
+      const { attempt } = this.startAttempt(
+        microBatches,
+        (i) => this.data.validationBatch(i, microBatches, shape),
+        'evaluate',
+      );
+      let result: AttemptResult;
+      try {
+        result = await attempt.done;
+      } catch (err) {
+        if (this.stopping || !(err instanceof AttemptFailed)) throw err;
+        this.abortAttempt(err.message);
+        continue;
+      }
+      this.attempt = null;
+      const loss = result.losses.reduce((a, b) => a + b, 0) / result.losses.length;
+      const best = Math.min(loss, this.validation?.best ?? Infinity);
+      this.validation = { step: this.step, loss, best };
+      this.metrics.validationLoss.set(loss);
+      const receipts = result.units.map((u) =>
+        signReceipt(this.options.keys, {
+          runId: this.config.runId,
+          receiptId: receiptId(
+            this.config.runId,
+            this.step,
+            u.stage,
+            this.config.microBatchesPerStep + u.microBatch,
+          ),
+          nodeId: u.peer.nodeId,
+          stage: u.stage,
+          step: this.step,
+          microBatch: this.config.microBatchesPerStep + u.microBatch,
+          tokens: shape.batch * shape.seq,
+          flops:
+            shape.batch *
+            shape.seq *
+            stageForwardFlopsPerToken(this.run.model, this.run.ranges[u.stage]!, shape.seq),
+        }),
+      );
+      this.sendReceipts(this.store.creditReceipts(receipts));
+      this.log.info({ step: this.step, validationLoss: loss, best }, 'validated on held-out data');
+      this.emit('validation', { step: this.step, loss, best });
+      return;
+    }
   }
 }

@@ -13,6 +13,11 @@ export class CoordinatorMetrics {
     help: 'Mean training loss of the last step',
     registers: [this.registry],
   });
+  readonly validationLoss = new Gauge({
+    name: 'tributary_validation_loss',
+    help: 'Mean loss on the held-out validation micro-batches at the last evaluation',
+    registers: [this.registry],
+  });
   readonly tokensPerSecond = new Gauge({
     name: 'tributary_tokens_per_second',
     help: 'Training tokens per second since start',

@@ -68,6 +68,19 @@ export const runConfigSchema = z
       })
       .strict()
       .default({ codec: 'none', constrainedBlocks: 'beforeLastStage' }),
+    /**
+     * Held-out validation: the tail `heldOutFraction` of the corpus never trains; `microBatches` fixed
+     * micro-batches of it go forward through the pipeline after every `every` steps and after the last.
+     * `every` 0 (the default) turns it off and trains on the whole corpus.
+     */
+    validation: z
+      .object({
+        every: z.number().int().min(0).default(0),
+        microBatches: z.number().int().min(1).max(4096).default(4),
+        heldOutFraction: z.number().gt(0).max(0.5).default(0.1),
+      })
+      .strict()
+      .default({ every: 0, microBatches: 4, heldOutFraction: 0.1 }),
   })
   .strict();
 

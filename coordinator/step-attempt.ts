@@ -60,9 +60,14 @@ export class StepAttempt {
   private remaining: number;
   private settled = false;
 
+  /**
+   * `evaluate` runs the micro-batches forward only (held-out validation): each stage's forward is a unit of
+   * its own, and the last stage returns the loss without a gradient.
+   */
   constructor(
     private readonly ctx: AttemptContext,
     microBatches: number,
+    private readonly mode: 'train' | 'evaluate' = 'train',
   ) {
     this.done = new Promise((resolve, reject) => {
       this.resolve = resolve;
@@ -112,10 +117,11 @@ export class StepAttempt {
     const mb = task.microBatch;
     const state = this.states[mb]!;
     if (task.kind === 'forward') {
+      if (this.mode === 'evaluate') this.release(peer, stage, mb);
       this.routeForward(stage + 1, mb, tensors[0]!);
       return;
     }
-    if (task.kind === 'forwardBackward') {
+    if (task.kind === 'forwardBackward' || task.kind === 'evaluate') {
       if (loss === undefined || !Number.isFinite(loss)) {
         this.fail(`stage ${stage + 1} returned no finite loss for micro-batch ${mb}`);
         return;
@@ -123,7 +129,7 @@ export class StepAttempt {
       state.loss = loss;
     }
     this.release(peer, stage, mb);
-    if (stage === 0) {
+    if (stage === 0 || task.kind === 'evaluate') {
       if (--this.remaining === 0) this.finish();
       return;
     }
@@ -172,7 +178,7 @@ export class StepAttempt {
       const input: Tensor = activations ?? { dtype: 'i32', shape: [B, T], data: batch.tokens };
       const last = stage === S - 1;
       const tensors = last ? [input, { dtype: 'i32' as const, shape: [B, T], data: batch.targets }] : [input];
-      const kind: TaskKind = last ? 'forwardBackward' : 'forward';
+      const kind: TaskKind = !last ? 'forward' : this.mode === 'evaluate' ? 'evaluate' : 'forwardBackward';
       this.send(peer, kind, mb, tensors, this.activationSpec(stage, kind));
     };
     if (peer.busy) peer.queue.push(run);
@@ -182,7 +188,7 @@ export class StepAttempt {
   /** What the result of a task on `stage` carries: activations out, gradients in, or nothing. */
   private activationSpec(stage: number, kind: TaskKind): TensorSpec[] {
     const S = this.ctx.members.length;
-    const hasTensor = kind === 'forward' ? stage < S - 1 : stage > 0;
+    const hasTensor = kind === 'forward' ? stage < S - 1 : kind !== 'evaluate' && stage > 0;
     return hasTensor ? [boundarySpec(this.ctx.run, kind === 'forward' ? 'forward' : 'backward')] : [];
   }
 

@@ -94,36 +94,46 @@ export class CoordinatorStore {
    * rollback) is skipped and credits nothing, so no unit of work is counted twice. Returns the new receipts.
    */
   commitStep(step: number, loss: number, tokens: number, receipts: SignedReceipt[]): StoredReceipt[] {
-    const insertReceipt = this.db.prepare(
-      'INSERT OR IGNORE INTO receipts (receipt_id, node_id, step, stage, micro_batch, tokens, flops, signed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-    );
-    const credit = this.db.prepare(
-      'INSERT INTO balances (node_id, flops, units) VALUES (?, ?, 1) ON CONFLICT(node_id) DO UPDATE SET flops = flops + excluded.flops, units = units + 1',
-    );
     const run = this.db.transaction(() => {
-      const stored: StoredReceipt[] = [];
-      for (const signed of receipts) {
-        const r = signed.receipt;
-        const info = insertReceipt.run(
-          r.receiptId,
-          r.nodeId,
-          r.step,
-          r.stage,
-          r.microBatch,
-          r.tokens,
-          r.flops,
-          JSON.stringify(signed),
-        );
-        if (info.changes === 0) continue;
-        credit.run(r.nodeId, r.flops);
-        stored.push({ seq: Number(info.lastInsertRowid), signed });
-      }
+      const stored = this.insertReceipts(receipts);
       this.db
         .prepare('INSERT OR REPLACE INTO steps (step, loss, tokens, finished_at) VALUES (?, ?, ?, ?)')
         .run(step, loss, tokens, new Date().toISOString());
       return stored;
     });
     return run();
+  }
+
+  /** Records and credits receipts of work outside a step (the held-out validation), with the same rules. */
+  creditReceipts(receipts: SignedReceipt[]): StoredReceipt[] {
+    return this.db.transaction(() => this.insertReceipts(receipts))();
+  }
+
+  private insertReceipts(receipts: SignedReceipt[]): StoredReceipt[] {
+    const insertReceipt = this.db.prepare(
+      'INSERT OR IGNORE INTO receipts (receipt_id, node_id, step, stage, micro_batch, tokens, flops, signed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+    );
+    const credit = this.db.prepare(
+      'INSERT INTO balances (node_id, flops, units) VALUES (?, ?, 1) ON CONFLICT(node_id) DO UPDATE SET flops = flops + excluded.flops, units = units + 1',
+    );
+    const stored: StoredReceipt[] = [];
+    for (const signed of receipts) {
+      const r = signed.receipt;
+      const info = insertReceipt.run(
+        r.receiptId,
+        r.nodeId,
+        r.step,
+        r.stage,
+        r.microBatch,
+        r.tokens,
+        r.flops,
+        JSON.stringify(signed),
+      );
+      if (info.changes === 0) continue;
+      credit.run(r.nodeId, r.flops);
+      stored.push({ seq: Number(info.lastInsertRowid), signed });
+    }
+    return stored;
   }
 
   receiptsSince(nodeId: string, afterSeq: number): StoredReceipt[] {

@@ -265,7 +265,7 @@ export class NodeRuntime extends EventEmitter {
         const tokens: TensorSpec = { dtype: 'i32', shape: [shape.batch, shape.seq] };
         const input = isFirstStage(range) ? tokens : this.activationSpec('forward');
         if (m.kind === 'forward') return [input];
-        if (m.kind === 'forwardBackward') return [input, tokens];
+        if (m.kind === 'forwardBackward' || m.kind === 'evaluate') return [input, tokens];
         return [this.activationSpec('backward')];
       }
       case 'apply':
@@ -548,12 +548,15 @@ export class NodeRuntime extends EventEmitter {
         out = encodeBoundary(codec, result.data, boundary, 'forward', tokens ?? undefined);
         this.resident = unit;
       } else {
-        if (!isLastStage(range)) throw new Error('forwardBackward sent to a stage that is not the last');
+        if (!isLastStage(range)) throw new Error(`${task.kind} sent to a stage that is not the last`);
         const result = await stage.forward(stageInput, tensors[1]!.data as Int32Array);
         if (result.kind !== 'loss') throw new Error('the last stage returned no loss');
         loss = result.loss;
-        const gradIn = await stage.backward(null, task.lossScale);
-        if (gradIn) out = encodeBoundary(codec, gradIn, boundary, 'backward');
+        // Held-out validation stops at the loss: nothing may reach the gradients.
+        if (task.kind === 'forwardBackward') {
+          const gradIn = await stage.backward(null, task.lossScale);
+          if (gradIn) out = encodeBoundary(codec, gradIn, boundary, 'backward');
+        }
       }
     }
     const busyMs = performance.now() - started;

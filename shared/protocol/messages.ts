@@ -73,8 +73,11 @@ const envelope = {
 const msg = <T extends string, S extends z.ZodRawShape>(type: T, shape: S) =>
   z.object({ ...envelope, type: z.literal(type), ...shape }).strict();
 
-/** Task kinds: `forwardBackward` is the last stage, which computes the loss and its gradient at once. */
-export const taskKindSchema = z.enum(['forward', 'forwardBackward', 'backward']);
+/**
+ * Task kinds: `forwardBackward` is the last stage, which computes the loss and its gradient at once;
+ * `evaluate` is the last stage's forward and loss alone (held-out validation: no gradient, no backward).
+ */
+export const taskKindSchema = z.enum(['forward', 'forwardBackward', 'backward', 'evaluate']);
 export type TaskKind = z.infer<typeof taskKindSchema>;
 
 // --- node -> coordinator -------------------------------------------------------------------------------
