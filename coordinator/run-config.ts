@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import {
+  PRECISIONS,
   splitBlocks,
   validateConfig,
   type GptConfig,
@@ -48,6 +49,8 @@ export const runConfigSchema = z
     /** Global gradient-norm clip; 0 turns clipping off. */
     gradClip: z.number().nonnegative().default(1),
     seed: z.number().int().min(0).max(0xffffffff).default(1337),
+    /** 'mixed': f16 operands with f32 accumulation and dynamic loss scaling (gpu/model/config.ts Precision). */
+    precision: z.enum(PRECISIONS).default('fp32'),
     /** Write a checkpoint of every stage after every this many steps. */
     checkpointEvery: z.number().int().min(1).default(5),
     /** A task not answered within max(this, 10 x the peer's usual time) drops the peer. */

@@ -61,8 +61,11 @@ const requestedLimits = [
   'maxStorageBuffersPerShaderStage',
 ] as const;
 
-/** Optional features the kernels use when present: `subgroups` feeds the lanes matmul on CPU adapters. */
-const optionalFeatures = ['subgroups'] as const;
+/**
+ * Optional features the kernels use when present: `subgroups` feeds the lanes matmul on CPU adapters,
+ * `shader-f16` the f16 operands of mixed precision.
+ */
+const optionalFeatures = ['subgroups', 'shader-f16'] as const;
 
 export function wantedFeatures(adapter: GPUAdapter): GPUFeatureName[] {
   return optionalFeatures.filter((f) => adapter.features.has(f));

@@ -6,6 +6,7 @@ import { Encoder } from '../kernels/encoder.js';
 import { FlashAttention, type AttentionKind } from '../kernels/flash-attention.js';
 import { LayerNorm } from '../kernels/layernorm.js';
 import { Matmul } from '../kernels/matmul.js';
+import type { Precision } from '../model/config.js';
 import { Reduce } from '../kernels/reduce.js';
 
 /** Choices that change which kernels run, not what they compute. */
@@ -20,6 +21,8 @@ export interface KernelOptions {
    * Default: 'scores' where the lanes kernels run (CPU adapters, where they measured faster), else 'flash'.
    */
   attention?: AttentionKind;
+  /** 'mixed' runs attention as flash attention with f16 operands; needs the device's `shader-f16`. */
+  precision?: Precision;
 }
 
 /** Every kernel's compiled pipelines on one device; shared by the stages on that device. */
@@ -43,8 +46,11 @@ export class KernelSet {
     this.layernorm = new LayerNorm(device);
     this.matmul = new Matmul(device, { lanes: options.lanes });
     this.attention = new Attention(device, { lanes: options.lanes });
-    this.flashAttention = new FlashAttention(device);
-    this.attentionKind = options.attention ?? (this.attention.lanes === null ? 'flash' : 'scores');
+    const mixed = options.precision === 'mixed';
+    this.flashAttention = new FlashAttention(device, { f16: mixed });
+    this.attentionKind = options.attention ?? (mixed || this.attention.lanes === null ? 'flash' : 'scores');
+    if (mixed && this.attentionKind !== 'flash')
+      throw new Error("mixed precision runs flash attention: pass attention 'flash' or leave it out");
     this.elementwise = new Elementwise(device);
     this.crossentropy = new CrossEntropy(device);
     this.reduce = new Reduce(device);

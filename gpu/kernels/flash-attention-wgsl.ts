@@ -5,6 +5,8 @@
  * memory, so each k, v (or q, dout) row is read from storage once per workgroup instead of once per thread.
  * Tiles wholly above the causal diagonal are never loaded. Rows past T repeat row T-1 so every thread reaches
  * every barrier, and store nothing. Every sum runs in one fixed order: results are the same bits each run.
+ * With `f16` the operands (q, k, v, dout rows and tiles) are held as f16, halving workgroup memory and
+ * registers, and converted to f32 for every product: the arithmetic and all sums stay f32, as on tensor cores.
  */
 import { declare } from './op.js';
 
@@ -20,18 +22,23 @@ export interface FlashShape {
   vec: 1 | 4;
   /** Rows of the other side per workgroup-memory tile. */
   tile: number;
+  /** Operands as f16 (needs the device's `shader-f16`); accumulation stays f32. */
+  f16: boolean;
 }
 
-/** Bytes of workgroup memory the largest of the three shaders (key side of backward) needs for `tile`. */
-export function flashTileBytes(hs: number, tile: number): number {
-  return 2 * tile * hs * 4 + 2 * tile * 4;
+/**
+ * Bytes of workgroup memory the largest of the three shaders (key side of backward) needs for `tile`, with
+ * operands of `operandBytes` (4 for f32, 2 for f16).
+ */
+export function flashTileBytes(hs: number, tile: number, operandBytes = 4): number {
+  return 2 * tile * hs * operandBytes + 2 * tile * 4;
 }
 
 /** The largest power-of-two tile from 4 to 64 whose workgroup memory fits `limit` bytes. */
-export function flashTile(hs: number, limit: number): number {
+export function flashTile(hs: number, limit: number, operandBytes = 4): number {
   let tile = 64;
-  while (tile > 4 && flashTileBytes(hs, tile) > limit) tile /= 2;
-  if (flashTileBytes(hs, tile) > limit)
+  while (tile > 4 && flashTileBytes(hs, tile, operandBytes) > limit) tile /= 2;
+  if (flashTileBytes(hs, tile, operandBytes) > limit)
     throw new Error(
       `flash attention: head size ${hs} needs more than the ${limit} bytes of workgroup memory`,
     );
@@ -42,10 +49,12 @@ export function flashTile(hs: number, limit: number): number {
  * Common prologue: `t` is the thread's own row (clamped to T-1), `live` whether it is a real one, `bh` the
  * (b, h) pair, `rb` the first row of batch b, `hv` the head's offset in vector units.
  */
-function prologue(storage: string[], shared: string, { hs, vec, tile }: FlashShape): string {
+function prologue(storage: string[], shared: string, { hs, vec, tile, f16 }: FlashShape): string {
   const V = vec === 4 ? 'vec4f' : 'f32';
-  return `${declare(storage, DIMS)}
+  const H = f16 ? (vec === 4 ? 'vec4<f16>' : 'f16') : V;
+  return `${f16 ? 'enable f16;\n' : ''}${declare(storage, DIMS)}
 alias V = ${V};
+alias H = ${H};
 const N = ${hs / vec}u;
 const BI = ${tile}u;
 const BO = ${FLASH_ROWS}u;
@@ -70,20 +79,20 @@ function loadTile(a: string, aSrc: string, b: string, bSrc: string): string {
   return `    workgroupBarrier();
     for (var e = lid.x; e < BI * N; e += BO) {
       let r = rb + min(i0 + e / N, p.T - 1u);
-      ${a}[e] = ${aSrc};
-      ${b}[e] = ${bSrc};
+      ${a}[e] = H(${aSrc});
+      ${b}[e] = H(${bSrc});
     }`;
 }
 
-const KV_TILE = `var<workgroup> kt: array<V, BI * N>;
-var<workgroup> vt: array<V, BI * N>;`;
+const KV_TILE = `var<workgroup> kt: array<H, BI * N>;
+var<workgroup> vt: array<H, BI * N>;`;
 
 const LOAD_KV = loadTile('kt', 'qkv[r * C3v + Cv + hv + e % N]', 'vt', 'qkv[r * C3v + 2u * Cv + hv + e % N]');
 
 /** Loads the thread's own row of a packed tensor into a register array. */
 function ownRow(name: string, src: string, base: string): string {
-  return `  var ${name}: array<V, N>;
-  for (var c = 0u; c < N; c++) { ${name}[c] = ${src}[${base} + c]; }`;
+  return `  var ${name}: array<H, N>;
+  for (var c = 0u; c < N; c++) { ${name}[c] = H(${src}[${base} + c]); }`;
 }
 
 /**
@@ -105,7 +114,7 @@ ${LOAD_KV}
     var mt = m;
     for (var j = 0u; j < BI; j++) {
       var acc = V(0.0);
-      for (var c = 0u; c < N; c++) { acc += q[c] * kt[j * N + c]; }
+      for (var c = 0u; c < N; c++) { acc += V(q[c]) * V(kt[j * N + c]); }
       let sc = select(hsum(acc) * scale, -3.0e38, i0 + j > t);
       s[j] = sc;
       mt = max(mt, sc);
@@ -116,7 +125,7 @@ ${LOAD_KV}
     for (var j = 0u; j < BI; j++) {
       let pj = exp(s[j] - mt);
       l += pj;
-      for (var c = 0u; c < N; c++) { o[c] += pj * vt[j * N + c]; }
+      for (var c = 0u; c < N; c++) { o[c] += pj * V(vt[j * N + c]); }
     }
     m = mt;
   }
@@ -138,7 +147,7 @@ export function flashQueryBackwardShader(shape: FlashShape): string {
 ${ownRow('q', 'qkv', '(rb + t) * C3v + hv')}
 ${ownRow('g', 'dout', '(rb + t) * Cv + hv')}
   var dsum = V(0.0);
-  for (var c = 0u; c < N; c++) { dsum += g[c] * out[(rb + t) * Cv + hv + c]; }
+  for (var c = 0u; c < N; c++) { dsum += V(g[c]) * out[(rb + t) * Cv + hv + c]; }
   let D = hsum(dsum);
   let L = lse[bh * p.T + t];
   var dq: array<V, N>;
@@ -150,12 +159,12 @@ ${LOAD_KV}
       var acc = V(0.0);
       var dp = V(0.0);
       for (var c = 0u; c < N; c++) {
-        acc += q[c] * kt[j * N + c];
-        dp += g[c] * vt[j * N + c];
+        acc += V(q[c]) * V(kt[j * N + c]);
+        dp += V(g[c]) * V(vt[j * N + c]);
       }
       let pj = select(exp(min(hsum(acc) * scale - L, 0.0)), 0.0, i0 + j > t);
       let ds = pj * (hsum(dp) - D);
-      for (var c = 0u; c < N; c++) { dq[c] += ds * kt[j * N + c]; }
+      for (var c = 0u; c < N; c++) { dq[c] += ds * V(kt[j * N + c]); }
     }
   }
   if (live) {
@@ -171,8 +180,8 @@ ${LOAD_KV}
  * start to T, gathering dv += p dout and dk += ds q in query order (a fixed order: no atomics needed).
  */
 export function flashKeyBackwardShader(shape: FlashShape): string {
-  const shared = `var<workgroup> qt: array<V, BI * N>;
-var<workgroup> gt: array<V, BI * N>;
+  const shared = `var<workgroup> qt: array<H, BI * N>;
+var<workgroup> gt: array<H, BI * N>;
 var<workgroup> lt: array<f32, BI>;
 var<workgroup> dt: array<f32, BI>;`;
   return `${prologue(['dqkv: V', 'qkv: V', 'dout: V', 'lse', 'delta'], shared, shape)}
@@ -192,15 +201,15 @@ ${loadTile('qt', 'qkv[r * C3v + hv + e % N]', 'gt', 'dout[r * Cv + hv + e % N]')
       var acc = V(0.0);
       var dp = V(0.0);
       for (var c = 0u; c < N; c++) {
-        acc += qt[j * N + c] * k[c];
-        dp += gt[j * N + c] * v[c];
+        acc += V(qt[j * N + c]) * V(k[c]);
+        dp += V(gt[j * N + c]) * V(v[c]);
       }
       let i = i0 + j;
       let pj = select(exp(min(hsum(acc) * scale - lt[j], 0.0)), 0.0, i < t || i >= p.T);
       let ds = pj * (hsum(dp) - dt[j]);
       for (var c = 0u; c < N; c++) {
-        dv[c] += pj * gt[j * N + c];
-        dk[c] += ds * qt[j * N + c];
+        dv[c] += pj * V(gt[j * N + c]);
+        dk[c] += ds * V(qt[j * N + c]);
       }
     }
   }

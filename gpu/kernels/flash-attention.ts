@@ -29,14 +29,23 @@ export class FlashAttention {
   private readonly pipelines: PipelineCache;
   private readonly storageLimit: number;
 
-  constructor(private readonly device: GPUDevice) {
+  /** Operands as f16 with f32 arithmetic (mixed precision); needs `shader-f16` on the device. */
+  readonly f16: boolean;
+
+  constructor(
+    private readonly device: GPUDevice,
+    options: { f16?: boolean } = {},
+  ) {
     this.pipelines = new PipelineCache(device);
     this.storageLimit = device.limits.maxComputeWorkgroupStorageSize;
+    this.f16 = options.f16 ?? false;
+    if (this.f16 && !device.features.has('shader-f16'))
+      throw new Error('flash attention: f16 operands need the shader-f16 feature, which this device lacks');
   }
 
   /** Rows of the key (or query) tile for head size `hs`: the largest that fits this device's workgroup memory. */
   tile(hs: number): number {
-    return flashTile(hs, this.storageLimit);
+    return flashTile(hs, this.storageLimit, this.f16 ? 2 : 4);
   }
 
   forward(a: { out: TensorRef; lse: TensorRef; qkv: TensorRef; dims: AttentionDims }): EncodedOp {
@@ -77,8 +86,8 @@ export class FlashAttention {
     if (B * NH > this.device.limits.maxComputeWorkgroupsPerDimension)
       throw new Error(`flash attention: B*NH (${B * NH}) exceeds the device's workgroups per dimension`);
     const hs = C / NH;
-    const shape: FlashShape = { hs, vec: vec4Width(hs), tile: this.tile(hs) };
-    const key = `flashAttention.${name} hs${hs} vec${shape.vec} tile${shape.tile}`;
+    const shape: FlashShape = { hs, vec: vec4Width(hs), tile: this.tile(hs), f16: this.f16 };
+    const key = `flashAttention.${name} hs${hs} vec${shape.vec} tile${shape.tile}${this.f16 ? ' f16' : ''}`;
     const pipeline = this.pipelines.get(key, () => SHADERS[name](shape));
     const params = new Uniforms().u32(B).u32(T).u32(C).u32(NH);
     return launch(this.device, pipeline, `flashAttention.${name}`, tensors, params, [

@@ -25,6 +25,14 @@ export interface StageRange {
   endBlock: number;
 }
 
+/**
+ * Arithmetic of a run. 'fp32': everything f32. 'mixed' (where the device offers `shader-f16`): f16 operands
+ * with f32 accumulation in attention, f32 master weights and AdamW state, and dynamic loss scaling.
+ */
+export type Precision = 'fp32' | 'mixed';
+
+export const PRECISIONS: readonly Precision[] = ['fp32', 'mixed'];
+
 /** Shape of one micro-batch: `batch` sequences of `seq` tokens each (seq <= contextLength). */
 export interface MicroBatchShape {
   batch: number;

@@ -22,6 +22,8 @@
  * first, targets into the last), then backward in reverse with lossScale = 1/microBatches, so gradients are
  * those of the mean loss; gradSquaredNorm summed over stages gives the global norm; AdamW with
  * clipScale = min(1, gradClip / norm). A NaN/Inf loss or gradient throws NonFiniteError before any update.
+ * With `lossScaling` (mixed precision) backward uses lossScale = scale/microBatches and AdamW unscales by
+ * clipScale/scale; NaN/Inf gradients then halve the scale and skip the step (`skipped`), see loss-scaler.ts.
  *
  * Device loss: with `onDeviceLost`, the trainer keeps the StageState of the last completed step on the host
  * (one readback of weights and moments per step). When a step fails with DeviceLostError it destroys the
@@ -32,6 +34,7 @@ import { DeviceLostError } from '../device/lost.js';
 import { splitBlocks, type GptConfig, type MicroBatchShape, type StageRange } from '../model/config.js';
 import { NonFiniteError } from '../stage/checks.js';
 import type { AdamWSettings, StageInput, StageState, StageTrainer } from '../stage/types.js';
+import { LossScaler, type LossScaling } from './loss-scaler.js';
 
 export interface MicroBatch {
   /** batch*seq token ids, the input. */
@@ -51,6 +54,11 @@ export interface TrainerOptions<S extends StageTrainer> {
   onDeviceLost?: (error: DeviceLostError) => Promise<void>;
   /** Consecutive recoveries allowed for one step before the error is passed on (default 2). */
   maxRecoveries?: number;
+  /**
+   * Dynamic loss scaling (mixed precision): backward differentiates scale * loss; a NaN/Inf gradient halves the
+   * scale and skips the step instead of throwing, until the scale reaches its minimum. Off when absent.
+   */
+  lossScaling?: LossScaling;
 }
 
 export interface StepResult {
@@ -63,17 +71,24 @@ export interface StepResult {
   step: number;
   /** Device losses recovered from during this step. */
   recoveries: number;
+  /** The loss scale the step's backward used (1 without loss scaling). */
+  lossScale: number;
+  /** True when the gradients overflowed at that scale and no update was applied. */
+  skipped: boolean;
 }
 
 export class Trainer<S extends StageTrainer> {
   private snapshot: StageState[] | null = null;
   private completed = 0;
+  private readonly scaler: LossScaler | null;
 
   private constructor(
     private readonly options: TrainerOptions<S>,
     readonly ranges: StageRange[],
     private currentStages: S[],
-  ) {}
+  ) {
+    this.scaler = options.lossScaling ? new LossScaler(options.lossScaling) : null;
+  }
 
   static async create<S extends StageTrainer>(options: TrainerOptions<S>): Promise<Trainer<S>> {
     if (!Number.isInteger(options.microBatches) || options.microBatches < 1) {
@@ -135,25 +150,36 @@ export class Trainer<S extends StageTrainer> {
   private async runStep(batches: readonly MicroBatch[]): Promise<Omit<StepResult, 'step' | 'recoveries'>> {
     const stages = this.currentStages;
     for (const s of stages) s.zeroGrad();
-    const lossScale = 1 / batches.length;
+    const mean = 1 / batches.length;
+    const scale = this.scaler?.scale ?? 1;
     let loss = 0;
-    for (const mb of batches) {
-      let input: StageInput = { kind: 'tokens', tokens: mb.tokens };
-      for (const stage of stages) {
-        const out = await stage.forward(input, mb.targets);
-        if (out.kind === 'loss') loss += out.loss * lossScale;
-        else input = { kind: 'activations', data: out.data };
-      }
-      let grad: Float32Array | null = null;
-      for (let i = stages.length - 1; i >= 0; i--) grad = await stages[i]!.backward(grad, lossScale);
-    }
     let sumSquares = 0;
-    for (const s of stages) sumSquares += await s.gradSquaredNorm();
-    const gradNorm = Math.sqrt(sumSquares);
-    if (!Number.isFinite(gradNorm)) throw new NonFiniteError(`the global gradient norm is ${gradNorm}`);
+    let inBackward = false;
+    try {
+      for (const mb of batches) {
+        inBackward = false;
+        let input: StageInput = { kind: 'tokens', tokens: mb.tokens };
+        for (const stage of stages) {
+          const out = await stage.forward(input, mb.targets);
+          if (out.kind === 'loss') loss += out.loss * mean;
+          else input = { kind: 'activations', data: out.data };
+        }
+        inBackward = true;
+        let grad: Float32Array | null = null;
+        for (let i = stages.length - 1; i >= 0; i--) grad = await stages[i]!.backward(grad, scale * mean);
+      }
+      for (const s of stages) sumSquares += await s.gradSquaredNorm();
+      if (!Number.isFinite(sumSquares)) throw new NonFiniteError(`the global gradient norm is ${sumSquares}`);
+    } catch (error) {
+      // Non-finite gradients from a finite forward are an overflow of the scaled backward: skip and back off.
+      if (!(error instanceof NonFiniteError) || !inBackward || !this.scaler?.overflow()) throw error;
+      return { loss, gradNorm: NaN, clipScale: 0, lossScale: scale, skipped: true };
+    }
+    const gradNorm = Math.sqrt(sumSquares) / scale;
     const clipScale = gradNorm > this.options.gradClip ? this.options.gradClip / gradNorm : 1;
-    for (const s of stages) await s.step(this.options.adamw, clipScale);
-    return { loss, gradNorm, clipScale };
+    for (const s of stages) await s.step(this.options.adamw, clipScale / scale);
+    this.scaler?.cleanStep();
+    return { loss, gradNorm, clipScale, lossScale: scale, skipped: false };
   }
 
   private async recover(error: DeviceLostError): Promise<void> {

@@ -15,7 +15,14 @@ import { mulberry32 } from '../../gpu/model/params.js';
 import { stageDeviceNeeds } from '../../gpu/engine/stage-layout.js';
 import { DRIVER_HINT, dawnGpu } from '../../main/gpu-host/dawn.js';
 
-const CONFIG: GptConfig = { vocabSize: 256, contextLength: 1024, width: 128, heads: 4, layers: 4, mlpRatio: 4 };
+const CONFIG: GptConfig = {
+  vocabSize: 256,
+  contextLength: 1024,
+  width: 128,
+  heads: 4,
+  layers: 4,
+  mlpRatio: 4,
+};
 const SHAPES: MicroBatchShape[] = [
   { batch: 4, seq: 256 },
   { batch: 1, seq: 1024 },
@@ -49,7 +56,9 @@ for (const attention of kinds) {
       const t0 = performance.now();
       await step();
       times.push(performance.now() - t0);
-      process.stderr.write(`${attention} seq ${shape.seq}: step ${i + 1}/${steps} ${times.at(-1)!.toFixed(0)} ms\n`);
+      process.stderr.write(
+        `${attention} seq ${shape.seq}: step ${i + 1}/${steps} ${times.at(-1)!.toFixed(0)} ms\n`,
+      );
     }
     stage.destroy();
     const tokens = shape.batch * shape.seq;

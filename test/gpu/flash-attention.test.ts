@@ -4,7 +4,7 @@ import { wholeModel, type GptConfig } from '../../gpu/model/config.js';
 import { FlashAttention } from '../../gpu/kernels/flash-attention.js';
 import { flashTile } from '../../gpu/kernels/flash-attention-wgsl.js';
 import * as ref from '../../gpu/reference/kernels.js';
-import { TensorPack, fileDevice, maxErrorRatio, randomArray } from './harness.js';
+import { TensorPack, fileDevice, maxAbsDiff, maxErrorRatio, randomArray } from './harness.js';
 
 /*
  * Flash attention against the CPU reference (f64 inside). Tolerances: output within 1e-4 absolute + 1e-4
@@ -89,10 +89,10 @@ function expectWithin(
 }
 
 /** dq, dk, dv of packed (B, T, 3C) gradients, checked one section at a time so a failure names the part. */
-function expectGradients(got: Float32Array, want: Float32Array, C: number): void {
+function expectGradients(got: Float32Array, want: Float32Array, C: number, atol = 2e-4, rtol = 1e-3): void {
   ['dq', 'dk', 'dv'].forEach((name, s) => {
     const pick = (x: Float32Array) => x.filter((_, i) => Math.floor((i % (3 * C)) / C) === s);
-    expectWithin(pick(got), pick(want), 2e-4, 1e-3, name);
+    expectWithin(pick(got), pick(want), atol, rtol, name);
   });
 }
 
@@ -116,6 +116,33 @@ describe('flash attention', () => {
     expectWithin(got.lse, want.lse, 1e-4, 0, 'lse');
     expectGradients(got.dqkv, want.dqkv, C);
   });
+
+  // Mixed precision: q, k, v and dout rounded to f16 (relative error 2^-11), products and sums in f32. Stated
+  // tolerances: output and lse within 4e-3 absolute + 4e-3 relative, gradients within 1e-2 absolute + 1e-2
+  // relative (measured worst errors are printed).
+  it.each([
+    { B: 2, T: 8, C: 16, NH: 2 },
+    { B: 1, T: 70, C: 18, NH: 2 },
+    { B: 2, T: 130, C: 64, NH: 2 },
+  ])(
+    'with f16 operands matches the reference within f16 tolerances (B $B, T $T, C $C, NH $NH)',
+    async (c) => {
+      expect(gpu.device.features.has('shader-f16'), 'lavapipe offers shader-f16').toBe(true);
+      const { B, T, C } = c;
+      const qkv = randomArray(B * T * 3 * C, 21, 1.5);
+      const dout = randomArray(B * T * C, 22);
+      const dqkv0 = randomArray(B * T * 3 * C, 23, 0.1);
+      const want = reference(c, qkv, dout, dqkv0);
+      const got = await runFlash(new FlashAttention(gpu.device, { f16: true }), c, qkv, dout, dqkv0);
+      console.log(
+        `f16 flash (T ${T}, C ${C}): max |error| out ${maxAbsDiff(got.out, want.out).toExponential(2)}, ` +
+          `lse ${maxAbsDiff(got.lse, want.lse).toExponential(2)}, dqkv ${maxAbsDiff(got.dqkv, want.dqkv).toExponential(2)}`,
+      );
+      expectWithin(got.out, want.out, 4e-3, 4e-3, 'out');
+      expectWithin(got.lse, want.lse, 4e-3, 4e-3, 'lse');
+      expectGradients(got.dqkv, want.dqkv, C, 1e-2, 1e-2);
+    },
+  );
 
   it('gives the same bits every run', async () => {
     const c = { B: 1, T: 100, C: 16, NH: 2 };
