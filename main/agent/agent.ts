@@ -475,6 +475,11 @@ export class Agent {
     return { ok: true };
   }
 
+  /** A coordinator key pinned on first contact: its receipts and statements are accepted from now on. */
+  trustCoordinatorKey(key: string): void {
+    if (!this.trustedKeys.includes(key)) this.trustedKeys.push(key);
+  }
+
   private syncTrustedKeys(): void {
     const keys = [
       ...(this.options.trustedCoordinatorKeys ?? []),

@@ -9,9 +9,15 @@ export function defaultDataDir(): string {
   return process.env.TRIBUTARY_HOME ?? join(homedir(), '.tributary');
 }
 
-export function agentPaths(dataDir: string): { ledger: string; settings: string; dashboardToken: string } {
+export function agentPaths(dataDir: string): {
+  ledger: string;
+  settings: string;
+  dashboardToken: string;
+  coordinatorPins: string;
+} {
   return {
     ledger: join(dataDir, 'ledger.sqlite'),
+    coordinatorPins: join(dataDir, 'coordinators.json'),
     settings: join(dataDir, 'settings.json'),
     dashboardToken: join(dataDir, 'dashboard-token'),
   };

@@ -20,6 +20,7 @@ interface NodeFlags {
   coordinatorKey?: string;
   ca?: string;
   dataDir: string;
+  freshLedger?: boolean;
   settings?: string;
   runWhen?: 'idle' | 'always';
   dutyCycle?: number;
@@ -106,9 +107,13 @@ export function registerNodeCommand(program: Command): void {
       '--key <file>',
       'node identity key, created with mode 0600 when missing (default: node.key in the data dir)',
     )
-    .option('--coordinator-key <hex>', 'refuse a coordinator whose public key differs')
+    .option(
+      '--coordinator-key <hex>',
+      "pin the coordinator's public key (default: the key it shows first is pinned in the data dir)",
+    )
     .option('--ca <pem-file>', 'extra CA certificate for a wss:// coordinator with a private certificate')
     .option('--data-dir <dir>', 'node key, ledger, settings and dashboard token', defaultDataDir())
+    .option('--fresh-ledger', 'set an empty, truncated or cut-short ledger aside and start a new one')
     .option('--settings <file>', 'settings JSON (default: settings.json in the data dir, else the defaults)')
     .option(
       '--run-when <when>',
@@ -147,6 +152,7 @@ export function registerNodeCommand(program: Command): void {
         settings: stored,
         overrides,
         ca,
+        freshLedger: flags.freshLedger,
         dashboard: flags.dashboard ? { staticDir: webBundleDir(), port: settings.dashboardPort } : null,
       });
       const { agent } = host;

@@ -5,6 +5,8 @@ import { Agent, type AgentNetwork } from '../agent/agent.js';
 import type { DashboardServer } from '../agent/dashboard/server.js';
 import { offlineNetwork } from '../agent/combined-state.js';
 import { followRun } from '../agent/follow-run.js';
+import { agentPaths } from '../agent/paths.js';
+import { FileCoordinatorPins } from '../identity/coordinator-pins.js';
 import type { TelemetrySource } from '../agent/telemetry/types.js';
 import { admitUnderCap } from '../agent/throttle/vram.js';
 import { estimateStageMemoryBytes } from '../../gpu/engine/stage-layout.js';
@@ -30,6 +32,8 @@ export interface ContributorHostOptions {
   hostSensors?: boolean;
   /** GPU telemetry sources (default: nvidia-smi, amdgpu sysfs); [] where there are none to read. */
   telemetrySources?: TelemetrySource[];
+  /** Set an unusable ledger aside and start a new one (the person chose it: --fresh-ledger). */
+  freshLedger?: boolean;
   /** Serve the local dashboard; null: don't. */
   dashboard: { staticDir: string | null; port?: number } | null;
 }
@@ -60,6 +64,8 @@ export class ContributorHost {
       overrides: options.overrides,
       network: options.network,
       nodeId: options.keys.publicKeyHex,
+      headSigner: options.keys,
+      freshLedger: options.freshLedger,
       pollHost: options.pollHost,
       hostSensors: options.hostSensors,
       telemetrySources: options.telemetrySources,
@@ -136,11 +142,16 @@ export class ContributorHost {
 
   private startNode(network: AgentNetwork): NodeRuntime {
     const { keys, engine, ca, createStage, logger } = this.options;
+    // Trust on first use: a network given without its key is pinned the first time it answers.
+    const pins = new FileCoordinatorPins(agentPaths(this.options.dataDir).coordinatorPins);
+    const pinned = network.coordinatorKey ?? pins.get(network.url);
+    if (pinned) this.agent.trustCoordinatorKey(pinned);
     const node = new NodeRuntime({
       coordinatorUrl: network.url,
       keys,
       engine,
       coordinatorKey: network.coordinatorKey ?? undefined,
+      pins,
       ca,
       gate: this.agent.gate,
       sink: this.agent.receipts,
@@ -161,6 +172,13 @@ export class ContributorHost {
             bytes,
           ),
       ),
+    });
+    node.on('pinned', (key: string) => {
+      logger.warn(
+        { network: network.url, coordinatorKey: key },
+        'pinned the coordinator key on first contact',
+      );
+      this.agent.trustCoordinatorKey(key);
     });
     this.unfollow = followRun(this.agent, node, network);
     this.agent.tick();

@@ -38,6 +38,7 @@ import {
   type Received,
   type TensorSpec,
 } from '../../shared/protocol/wire.js';
+import { MemoryCoordinatorPins, type CoordinatorPins } from '../identity/coordinator-pins.js';
 import { verifyReceipt } from '../identity/receipts.js';
 import { alwaysOpen, type ReceiptSink, type WorkGate } from './hooks.js';
 import type { StageSpec } from './stage-factory.js';
@@ -57,6 +58,11 @@ export interface NodeRuntimeOptions {
   sink?: ReceiptSink;
   /** Refuse coordinators whose key is not this one (hex). */
   coordinatorKey?: string;
+  /**
+   * Coordinator keys learned on first contact, by URL (trust on first use); afterwards a different key is
+   * refused. Defaults to this runtime's memory. An explicit coordinatorKey replaces the pin.
+   */
+  pins?: CoordinatorPins;
   /** Builds the stage; defaults to the engine in a worker thread. */
   createStage?: (engine: EngineKind, spec: StageSpec) => Promise<StageTrainer>;
   logger?: Logger;
@@ -111,6 +117,7 @@ interface Session {
 export class NodeRuntime extends EventEmitter {
   private readonly log: Logger;
   private readonly gate: WorkGate;
+  private readonly pins: CoordinatorPins;
   private socket: WebSocket | null = null;
   private channel: Channel<CoordinatorMessage, NodeMessage> | null = null;
   private session: Session | null = null;
@@ -141,6 +148,10 @@ export class NodeRuntime extends EventEmitter {
     this.gate = options.gate ?? alwaysOpen;
     this.backoff = options.backoffMs ?? 250;
     this.receiptCursor = options.receiptCursor ?? 0;
+    this.pins = options.pins ?? new MemoryCoordinatorPins();
+    const url = options.coordinatorUrl;
+    if (options.coordinatorKey && this.pins.get(url) !== options.coordinatorKey)
+      this.pins.set(url, options.coordinatorKey);
   }
 
   get nodeId(): string {
@@ -331,9 +342,17 @@ export class NodeRuntime extends EventEmitter {
   }
 
   private onChallenge(nonce: string, coordinatorKey: string): void {
-    if (this.options.coordinatorKey && this.options.coordinatorKey !== coordinatorKey) {
+    const url = this.options.coordinatorUrl;
+    const pinned = this.options.coordinatorKey ?? this.pins.get(url);
+    if (pinned === null) {
+      this.pins.set(url, coordinatorKey);
+      this.emit('pinned', coordinatorKey);
+    } else if (pinned !== coordinatorKey) {
       this.log.error({ coordinatorKey }, 'coordinator key does not match the pinned key; disconnecting');
-      this.emit('refused', `the coordinator's key ${coordinatorKey.slice(0, 16)}… is not the pinned one`);
+      this.emit(
+        'refused',
+        `the coordinator's key ${coordinatorKey.slice(0, 16)}… is not the pinned one (${pinned.slice(0, 16)}…)`,
+      );
       this.stopped = true;
       this.channel?.close(4002, 'unexpected coordinator key');
       return;

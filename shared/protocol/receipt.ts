@@ -33,6 +33,15 @@ export const signedReceiptSchema = z
   .strict();
 export type SignedReceipt = z.infer<typeof signedReceiptSchema>;
 
+/** JSON.parse that answers null for text that is not JSON, for input checked by a schema next. */
+export function parseJsonOrNull(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
 /** JSON with keys sorted at every level, so signer and verifier hash the same bytes. */
 export function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;

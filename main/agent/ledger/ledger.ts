@@ -6,7 +6,7 @@ import {
   signedCreditStatementSchema,
   type CreditStatement,
 } from '../../../shared/protocol/credit-statement.js';
-import { canonicalJson } from '../../../shared/protocol/receipt.js';
+import { canonicalJson, parseJsonOrNull } from '../../../shared/protocol/receipt.js';
 import {
   signedReceiptSchema,
   type SignedReceipt,
@@ -80,7 +80,8 @@ export class Ledger {
   /** Bumped on every append by this process, so readers can cache derived views. */
   revision = 0;
   private readonly statements = new Map<string, Database.Statement>();
-  private readonly trusted: Set<string> | null;
+  /** Keys trusted after opening (trustCoordinatorKey), beside the caller's list, which may grow too. */
+  private readonly learned = new Set<string>();
   /** The sequence number the head file beside the ledger was last written with. */
   private headSeq = -1;
 
@@ -89,7 +90,6 @@ export class Ledger {
     private readonly options: LedgerOptions = {},
   ) {
     this.now = options.now ?? Date.now;
-    this.trusted = options.trustedCoordinatorKeys ? new Set(options.trustedCoordinatorKeys) : null;
     if (options.readonly) {
       this.db = new Database(path, { readonly: true, fileMustExist: true });
       return;
@@ -109,11 +109,12 @@ export class Ledger {
 
   /** Accept receipts and statements signed by this coordinator key too (first contact, trust on first use). */
   trustCoordinatorKey(keyHex: string): void {
-    this.trusted?.add(keyHex);
+    this.learned.add(keyHex);
   }
 
   private trusts(keyHex: string): boolean {
-    return this.trusted === null || this.trusted.has(keyHex);
+    const listed = this.options.trustedCoordinatorKeys;
+    return listed === undefined || listed.includes(keyHex) || this.learned.has(keyHex);
   }
 
   private chainHead(): { seq: number; hash: string } | undefined {
@@ -506,7 +507,7 @@ export class Ledger {
         nodeId: signed.receipt.nodeId,
       });
     } else if (table === 'statements') {
-      const statement = creditStatementSchema.safeParse(safeJson(String(row.body)));
+      const statement = creditStatementSchema.safeParse(parseJsonOrNull(String(row.body)));
       if (
         !statement.success ||
         !statementSignatureValid({
@@ -665,14 +666,6 @@ function addTo(map: Map<string, Set<ReceiptStatus>>, id: string, status: Receipt
   const set = map.get(id) ?? new Set<ReceiptStatus>();
   set.add(status);
   map.set(id, set);
-}
-
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return null;
-  }
 }
 
 function missing(from: number, to: number): string {
