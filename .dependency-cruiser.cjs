@@ -1,6 +1,6 @@
 /**
- * The layer rules of DESIGN.md. `npm run lint` fails on any import that points up or sideways.
- * test/lint-boundaries.test.ts runs this config against fixtures with wrong-way imports.
+ * The layer rules of the README's Architecture table. `npm run lint` fails on any import that points up or
+ * sideways. test/lint/boundaries.test.ts runs this config against fixtures with wrong-way imports.
  */
 // Fixtures under test/fixtures/boundaries/ mirror the real layers so the rules can be proven to fire.
 const layer = (name) => `^(?:test/fixtures/boundaries/)?${name}/`;

@@ -252,15 +252,17 @@ export const serverMessageSchema = z.discriminatedUnion('type', [
 ]);
 export type ServerMessage = z.infer<typeof serverMessageSchema>;
 
-/** The API the Electron preload exposes to the renderer (window.tributary); the web dashboard mirrors it. */
-/** What the agent offers the processes that host it (the dashboard server, Electron's IPC): the same calls as
- * AgentBridge, but in-process, so the snapshot is read synchronously. */
+/**
+ * What the agent offers the processes that host it (the dashboard server, Electron's IPC): the same calls as
+ * AgentBridge, but in-process, so the snapshot is read synchronously.
+ */
 export interface AgentHost {
   snapshot(): AgentSnapshot;
   onSnapshot(listener: (snapshot: AgentSnapshot) => void): () => void;
   command(command: AgentCommand): Promise<CommandResult>;
 }
 
+/** The API the Electron preload exposes to the renderer (window.tributary); the web dashboard mirrors it. */
 export interface AgentBridge {
   snapshot(): Promise<AgentSnapshot>;
   onSnapshot(listener: (snapshot: AgentSnapshot) => void): () => void;

@@ -70,9 +70,10 @@ export type ExportTable = (typeof EXPORT_TABLES)[number];
 type Row = Record<string, RowValue>;
 
 /**
- * The contributor's tamper-evident record: an append-only SQLite file (WAL, fsync on every commit) whose
- * rows form one hash chain across all tables. Each append is one transaction, so a kill at any instant
- * leaves either the whole row and the new chain head, or neither.
+ * The contributor's tamper-evident record: an append-only SQLite file (WAL, synchronous = NORMAL: a power
+ * cut may undo the last few commits, never corrupt them) whose rows form one hash chain across all tables.
+ * Each append is one transaction, so a kill at any instant leaves either the whole row and the new chain
+ * head, or neither.
  */
 export class Ledger {
   readonly db: Database.Database;
