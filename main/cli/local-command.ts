@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pino } from 'pino';
-import { Coordinator, type StepEvent } from '../../coordinator/coordinator.js';
+import { Coordinator, type CoordinatorStatus, type StepEvent } from '../../coordinator/coordinator.js';
 import { Corpus, defaultCorpusPath } from '../../coordinator/data.js';
 import { loadRunConfig, parseRunConfig, type RunConfig } from '../../coordinator/run-config.js';
 import { Ed25519Keys, verifyEd25519 } from '../identity/ed25519.js';
@@ -49,11 +49,20 @@ function progressLine(e: StepEvent, steps: number): string {
   return `step ${String(e.step).padStart(String(steps).length)}/${steps}  loss ${e.loss.toFixed(4)}  ${e.tokensPerSecond.toFixed(0)} tok/s  nodes per stage [${e.stageNodes.join(', ')}]${e.attempts > 1 ? `  (replayed ${e.attempts - 1}x)` : ''}`;
 }
 
-/** First, final and best training loss; the final step's loss alone says little on a noisy curve. */
-function lossSummary(losses: Array<{ step: number; loss: number }>): string {
+/**
+ * First, final and best training loss (the final step's alone says little on a noisy curve), and the held-out
+ * validation loss when the run measured one.
+ */
+function lossSummary(
+  losses: Array<{ step: number; loss: number }>,
+  validation: CoordinatorStatus['validation'],
+): string {
   if (losses.length === 0) return 'loss: no step finished';
   const best = losses.reduce((a, b) => (b.loss < a.loss ? b : a));
-  return `loss: first ${losses[0]!.loss.toFixed(4)}, final ${losses.at(-1)!.loss.toFixed(4)}, best ${best.loss.toFixed(4)} (step ${best.step + 1})`;
+  const held = validation
+    ? `; validation ${validation.loss.toFixed(4)} after step ${validation.step}, best ${validation.best.toFixed(4)}`
+    : '';
+  return `loss: first ${losses[0]!.loss.toFixed(4)}, final ${losses.at(-1)!.loss.toFixed(4)}, best ${best.loss.toFixed(4)} (step ${best.step + 1})${held}`;
 }
 
 export function registerLocalCommand(program: Command): void {
@@ -149,7 +158,7 @@ export function registerLocalCommand(program: Command): void {
         console.log(
           `\nsummary: ${status.step} steps in ${((Date.now() - started) / 1000).toFixed(1)} s, ${status.tokens} tokens, ${status.tokensPerSecond.toFixed(0)} tok/s`,
         );
-        console.log(lossSummary(losses));
+        console.log(lossSummary(losses, status.validation));
         console.log(
           `relayed ${(status.relayedBytes / 1e6).toFixed(2)} MB between stages; ${status.receipts} receipts signed`,
         );

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, test } from 'vitest';
@@ -108,3 +108,21 @@ test('a --link the shaper cannot read is refused with the expected form', () => 
   expect(run.status).toBe(2);
   expect(run.stderr).toMatch(/--link.*expected RATE,DELAY such as 80mbit,40ms/);
 });
+
+test(
+  'the summary adds the held-out validation loss when the run config measures it',
+  { timeout: 120_000 },
+  () => {
+    const config = join(tmp, 'validation.json');
+    writeFileSync(config, JSON.stringify({ validation: { every: 2 } }));
+    const run = spawnSync(
+      process.execPath,
+      [...cli, '--engine', 'cpu', '--nodes', '2', '--steps', '3', '--config', config],
+      { cwd: repoRoot, encoding: 'utf8', timeout: 110_000, env },
+    );
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(
+      /^loss: first [\d.]+, final [\d.]+, best [\d.]+ \(step \d\); validation [\d.]+ after step 3, best [\d.]+$/m,
+    );
+  },
+);
