@@ -75,7 +75,8 @@ export interface CoordinatorStatus {
   tokens: number;
   tokensPerSecond: number;
   nodes: number;
-  stages: Array<{ index: number; firstBlock: number; endBlock: number; nodes: string[] }>;
+  /** `stashes[i]`: micro-batches `nodes[i]` can hold between forward and backward (1F1B). */
+  stages: Array<{ index: number; firstBlock: number; endBlock: number; nodes: string[]; stashes: number[] }>;
   relayedBytes: number;
   receipts: number;
   /** Held-out validation loss: the latest (with the steps trained when it was measured) and the best. */
@@ -242,6 +243,7 @@ export class Coordinator extends EventEmitter {
         firstBlock: r.firstBlock,
         endBlock: r.endBlock,
         nodes: this.sessions.membersOf(r.index).map((p) => p.nodeId),
+        stashes: this.sessions.membersOf(r.index).map((p) => p.stashes),
       })),
       relayedBytes: this.relayed,
       receipts: this.store.receiptCount(),
@@ -388,8 +390,7 @@ export class Coordinator extends EventEmitter {
     this.attempt = null;
     for (const peer of this.sessions.peers) {
       if (peer.stage === null) continue;
-      peer.resident = null;
-      peer.queue.length = 0;
+      peer.clearWork();
       peer.send({ type: 'abort', step: this.step, attempt: this.attemptNo });
     }
   }

@@ -50,10 +50,16 @@ export class Peer {
   private tasksSeen = 0;
   /** Tasks sent and not yet answered, including ones from an aborted attempt. */
   readonly tasks = new Map<number, SentTask>();
-  /** The micro-batch whose activations this peer holds (between its forward and its backward). */
-  resident: number | null = null;
-  /** Tasks routed to this peer, waiting for it to become free. */
-  readonly queue: Array<() => void> = [];
+  /** Micro-batches the stage can hold between forward and backward (reported with `loaded`). */
+  stashes = 1;
+  /** Micro-batches whose activations this peer holds (between their forward and their backward). */
+  readonly resident = new Set<number>();
+  /** The task of the current attempt it is running now; the coordinator gives it one at a time (1F1B). */
+  running: number | null = null;
+  /** Forwards routed to this peer, waiting for it to be free and to have a stash slot. */
+  readonly forwards: Array<() => void> = [];
+  /** Backwards of micro-batches it holds, waiting for it to be free; they go before forwards. */
+  readonly backwards: Array<() => void> = [];
   awaiting: Awaiting | null = null;
   readonly connectedAt = Date.now();
 
@@ -76,7 +82,19 @@ export class Peer {
   }
 
   get busy(): boolean {
-    return this.resident !== null;
+    return this.running !== null;
+  }
+
+  get queued(): number {
+    return this.forwards.length + this.backwards.length;
+  }
+
+  /** Forgets the work of an abandoned attempt. */
+  clearWork(): void {
+    this.resident.clear();
+    this.running = null;
+    this.forwards.length = 0;
+    this.backwards.length = 0;
   }
 
   /** Expected ms until a new task given now would finish: what is running, what is queued, then the task. */
@@ -87,7 +105,7 @@ export class Peer {
       const oldest = Math.min(...[...this.tasks.values()].map((t) => t.sentAt), now);
       running = Math.max(per - (now - oldest), per * 0.1);
     }
-    return running + per * (this.queue.length + 1);
+    return running + per * (this.queued + 1);
   }
 
   send(message: Outgoing<CoordinatorMessage>, tensors?: Tensor[]): void {

@@ -111,13 +111,20 @@ export class StageAssignment {
     const step = this.options.step();
     const state = await this.stageState(stage);
     const range = this.options.run.ranges[stage]!;
-    await this.options.sessions.request(peer, 'loaded', step, [], () =>
+    const { message } = await this.options.sessions.request(peer, 'loaded', step, [], () =>
       peer.send({ type: 'assign', range, optimizerStep: state.optimizerStep, step }, stateTensors(state)),
     );
     peer.stage = stage;
-    peer.resident = null;
+    peer.stashes = message.type === 'loaded' ? (message.stashes ?? 1) : 1;
+    peer.clearWork();
     this.options.log.info(
-      { node: peer.shortId, stage, blocks: `${range.firstBlock}-${range.endBlock - 1}`, step },
+      {
+        node: peer.shortId,
+        stage,
+        blocks: `${range.firstBlock}-${range.endBlock - 1}`,
+        step,
+        stashes: peer.stashes,
+      },
       'node placed',
     );
     this.options.onPlaced();

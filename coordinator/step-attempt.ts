@@ -47,8 +47,9 @@ interface MicroBatchState {
 /**
  * The micro-batches of one attempt at a global step, moved through the pipeline: forward stage by stage
  * (routed to the replica with the least expected completion time), the last stage's loss and gradient, then
- * backward along the same peers. Activations and gradients are relayed through the coordinator. Resolves
- * when every micro-batch is back at stage 0; fails as soon as a peer it depends on is lost.
+ * backward along the same peers, scheduled one-forward-one-backward so up to S micro-batches are in flight
+ * (fewer where a stage's stash is smaller). Activations and gradients are relayed through the coordinator.
+ * Resolves when every micro-batch is back at stage 0; fails as soon as a peer it depends on is lost.
  */
 export class StepAttempt {
   readonly done: Promise<AttemptResult>;
@@ -88,8 +89,9 @@ export class StepAttempt {
   /** True when losing `peer` loses work of this attempt (its activations, gradients or queued tasks). */
   involves(peer: Peer): boolean {
     return (
-      peer.queue.length > 0 ||
+      peer.queued > 0 ||
       peer.busy ||
+      peer.resident.size > 0 ||
       this.units.some((u) => u.peer === peer) ||
       this.states.some((s) => s.path.includes(peer))
     );
@@ -116,9 +118,11 @@ export class StepAttempt {
     const stage = peer.stage!;
     const mb = task.microBatch;
     const state = this.states[mb]!;
+    peer.running = null;
     if (task.kind === 'forward') {
       if (this.mode === 'evaluate') this.release(peer, stage, mb);
       this.routeForward(stage + 1, mb, tensors[0]!);
+      this.dispatch(peer);
       return;
     }
     if (task.kind === 'forwardBackward' || task.kind === 'evaluate') {
@@ -131,11 +135,15 @@ export class StepAttempt {
     this.release(peer, stage, mb);
     if (stage === 0 || task.kind === 'evaluate') {
       if (--this.remaining === 0) this.finish();
-      return;
+    } else {
+      const previous = state.path[stage - 1]!;
+      this.ctx.onRelay(tensors[0]!.data.byteLength);
+      previous.backwards.push(() =>
+        this.send(previous, 'backward', mb, [tensors[0]!], this.activationSpec(stage - 1, 'backward')),
+      );
+      this.dispatch(previous);
     }
-    const previous = state.path[stage - 1]!;
-    this.ctx.onRelay(tensors[0]!.data.byteLength);
-    this.send(previous, 'backward', mb, [tensors[0]!], this.activationSpec(stage - 1, 'backward'));
+    this.dispatch(peer);
   }
 
   private finish(): void {
@@ -146,9 +154,21 @@ export class StepAttempt {
   private release(peer: Peer, stage: number, mb: number): void {
     this.units.push({ peer, stage, microBatch: mb });
     peer.finishUnit();
-    peer.resident = null;
-    const next = peer.queue.shift();
-    if (next) next();
+    peer.resident.delete(mb);
+  }
+
+  /**
+   * One-forward-one-backward: a free peer runs a waiting backward first; else a forward, while it holds fewer
+   * micro-batches than its stash allows and than 1F1B needs at its depth (S - stage: stage 0 keeps S in
+   * flight, the last stage one at a time). So the stages fill, then alternate, then drain.
+   */
+  private dispatch(peer: Peer): void {
+    if (this.settled || peer.busy) return;
+    const backward = peer.backwards.shift();
+    if (backward) return backward();
+    const depth = this.ctx.members.length - peer.stage!;
+    if (peer.resident.size >= Math.min(peer.stashes, depth)) return;
+    peer.forwards.shift()?.();
   }
 
   /** Sends micro-batch `mb` into `stage`, with the previous stage's activations (null at stage 0). */
@@ -169,20 +189,18 @@ export class StepAttempt {
     }
     this.routed.add(peer);
     if (activations) this.ctx.onRelay(activations.data.byteLength);
-    const run = (): void => {
-      if (this.settled) return;
-      peer.resident = mb;
+    peer.forwards.push(() => {
+      const last = stage === S - 1;
+      if (!last) peer.resident.add(mb);
       this.states[mb]!.path[stage] = peer;
       const batch = this.ctx.microBatch(mb);
       const { batch: B, seq: T } = this.ctx.run.shape;
       const input: Tensor = activations ?? { dtype: 'i32', shape: [B, T], data: batch.tokens };
-      const last = stage === S - 1;
       const tensors = last ? [input, { dtype: 'i32' as const, shape: [B, T], data: batch.targets }] : [input];
       const kind: TaskKind = !last ? 'forward' : this.mode === 'evaluate' ? 'evaluate' : 'forwardBackward';
       this.send(peer, kind, mb, tensors, this.activationSpec(stage, kind));
-    };
-    if (peer.busy) peer.queue.push(run);
-    else run();
+    });
+    this.dispatch(peer);
   }
 
   /** What the result of a task on `stage` carries: activations out, gradients in, or nothing. */
@@ -194,6 +212,7 @@ export class StepAttempt {
 
   private send(peer: Peer, kind: TaskKind, mb: number, tensors: Tensor[], result: TensorSpec[]): void {
     const taskId = this.ctx.nextTaskId();
+    peer.running = taskId;
     const lossScale = 1 / this.states.length;
     peer.tasks.set(taskId, {
       taskId,

@@ -64,6 +64,20 @@ export interface CpuStageOptions {
    * export/import round-trips bit-exactly only in 'f32'.
    */
   precision?: 'f32' | 'f64';
+  /** Memory for micro-batch stashes (1F1B); sets `stashCapacity`. Default 1 GiB. */
+  maxStashBytes?: number;
+}
+
+const CPU_STASH_BYTES = 2 ** 30;
+
+/** f32 bytes one micro-batch's tape keeps on a stage (blocks' activations, the head's when it has one). */
+function tapeBytes(config: GptConfig, range: StageRange, shape: MicroBatchShape): number {
+  const BT = shape.batch * shape.seq;
+  const { width: C, heads: NH, vocabSize: V } = config;
+  const H = config.mlpRatio * C;
+  const perBlock = BT * (11 * C + 4 + 2 * H) + 2 * BT * NH * shape.seq;
+  const head = isLastStage(range) ? BT * (2 * C + 2 + V) : 0;
+  return 4 * ((range.endBlock - range.firstBlock) * perBlock + head + BT);
 }
 
 /** The activations one block saves for its backward pass. */
@@ -112,6 +126,8 @@ export class CpuStage implements StageTrainer {
   private v: Floats[];
   private stepCount = 0;
   private tape: Tape | null = null;
+  private readonly stashes = new Map<number, Tape>();
+  readonly stashCapacity: number;
 
   constructor(
     readonly config: GptConfig,
@@ -130,6 +146,25 @@ export class CpuStage implements StageTrainer {
     this.grads = this.specs.map((s) => this.alloc(numel(s.shape)));
     this.m = this.specs.map((s) => this.alloc(numel(s.shape)));
     this.v = this.specs.map((s) => this.alloc(numel(s.shape)));
+    this.stashCapacity = Math.max(
+      1,
+      Math.floor((options.maxStashBytes ?? CPU_STASH_BYTES) / tapeBytes(config, range, shape)),
+    );
+  }
+
+  async stash(id: number): Promise<void> {
+    if (this.tape === null) throw new Error('stash() needs a forward() first');
+    if (this.stashes.size >= this.stashCapacity)
+      throw new Error(`stash ${id}: already holding ${this.stashes.size} of ${this.stashCapacity}`);
+    this.stashes.set(id, this.tape);
+    this.tape = null;
+  }
+
+  async restore(id: number): Promise<void> {
+    const tape = this.stashes.get(id);
+    if (!tape) throw new Error(`no activations stashed under ${id}`);
+    this.stashes.delete(id);
+    this.tape = tape;
   }
 
   async forward(input: StageInput, targets?: Int32Array): Promise<StageForwardResult> {
@@ -202,6 +237,7 @@ export class CpuStage implements StageTrainer {
   }
 
   zeroGrad(): void {
+    this.stashes.clear();
     for (const g of this.grads) g.fill(0);
   }
 

@@ -52,6 +52,16 @@ export interface StageTrainer {
    * gradient of their output. Returns the gradient of the stage input, or null on the first stage.
    */
   backward(gradOut: Float32Array | null, lossScale: number): Promise<Float32Array | null>;
+  /**
+   * Micro-batches in flight (1F1B): how many may sit between forward() and backward() at once, bounded by
+   * the engine's memory. Engines that leave the stash methods out hold one: the last forward's.
+   */
+  readonly stashCapacity?: number;
+  /** Parks the activations of the last forward() under `id`, so further forwards can run before its backward. */
+  stash?(id: number): Promise<void>;
+  /** Makes the activations stashed under `id` the ones the next backward() differentiates, and frees the stash. */
+  restore?(id: number): Promise<void>;
+  /** Zeroes the gradient accumulators and drops every stash: a step starts with nothing in flight. */
   zeroGrad(): void;
   /** Squared L2 norm of the accumulated gradients, in a fixed reduction order. */
   gradSquaredNorm(): Promise<number>;

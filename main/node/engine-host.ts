@@ -37,6 +37,7 @@ export class WorkerStage implements StageTrainer {
   private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
   private failure: Error | null = null;
   paramCount = 0;
+  stashCapacity = 1;
 
   private constructor(
     private readonly worker: Worker,
@@ -64,7 +65,9 @@ export class WorkerStage implements StageTrainer {
     const worker = startWorker({ engine });
     const stage = new WorkerStage(worker, spec.config, spec.range, spec.shape);
     try {
-      stage.paramCount = (await stage.call('create', spec)) as number;
+      const created = (await stage.call('create', spec)) as { paramCount: number; stashCapacity: number };
+      stage.paramCount = created.paramCount;
+      stage.stashCapacity = created.stashCapacity;
     } catch (err) {
       await worker.terminate();
       throw err;
@@ -87,6 +90,14 @@ export class WorkerStage implements StageTrainer {
 
   backward(gradOut: Float32Array | null, lossScale: number): Promise<Float32Array | null> {
     return this.call('backward', [gradOut, lossScale]) as Promise<Float32Array | null>;
+  }
+
+  async stash(id: number): Promise<void> {
+    await this.call('stash', id);
+  }
+
+  async restore(id: number): Promise<void> {
+    await this.call('restore', id);
   }
 
   zeroGrad(): void {

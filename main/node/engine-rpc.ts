@@ -3,6 +3,8 @@ export type EngineMethod =
   | 'create'
   | 'forward'
   | 'backward'
+  | 'stash'
+  | 'restore'
   | 'zeroGrad'
   | 'gradSquaredNorm'
   | 'exportGrads'

@@ -26,7 +26,7 @@ async function handle(call: EngineCall): Promise<unknown> {
       stage = null;
       engine ??= await openEngine(engineKind);
       stage = await engine.create(call.args as StageSpec);
-      return need().paramCount;
+      return { paramCount: need().paramCount, stashCapacity: need().stash ? (need().stashCapacity ?? 1) : 1 };
     case 'forward': {
       const [input, targets] = call.args as Parameters<StageTrainer['forward']>;
       return need().forward(input, targets);
@@ -35,6 +35,10 @@ async function handle(call: EngineCall): Promise<unknown> {
       const [gradOut, lossScale] = call.args as Parameters<StageTrainer['backward']>;
       return need().backward(gradOut, lossScale);
     }
+    case 'stash':
+      return need().stash!(call.args as number);
+    case 'restore':
+      return need().restore!(call.args as number);
     case 'zeroGrad':
       return need().zeroGrad();
     case 'gradSquaredNorm':

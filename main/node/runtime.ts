@@ -93,7 +93,12 @@ export interface NodeStatus {
   receipts: number;
   creditedFlops: number;
   reason: string;
+  /** Micro-batches the stage can hold between forward and backward (1F1B), once a stage is loaded. */
+  stashes?: number;
 }
+
+/** 1F1B holds at most S micro-batches on a stage; more would only be memory nobody uses. */
+const MAX_STASHES = 64;
 
 function describeStage(range: StageRange): string {
   return stageLabel({ ...range, lastBlock: range.endBlock - 1 });
@@ -123,8 +128,12 @@ export class NodeRuntime extends EventEmitter {
   private session: Session | null = null;
   private stage: StageTrainer | null = null;
   private range: StageRange | null = null;
-  /** The micro-batch whose activations the stage holds for its backward pass. */
-  private resident: { step: number; attempt: number; microBatch: number } | null = null;
+  /**
+   * Micro-batches whose activations the stage holds for their backward pass (several under 1F1B), by
+   * step/attempt/micro-batch, with the engine's stash id (0 for the last forward's, when the engine cannot stash).
+   */
+  private readonly resident = new Map<string, number>();
+  private stashIds = 0;
   private work: Promise<void> = Promise.resolve();
   private stopped = false;
   private paused = false;
@@ -229,7 +238,7 @@ export class NodeRuntime extends EventEmitter {
       if (this.socket !== socket) return;
       const wasOpen = this.status.connected;
       this.status.connected = false;
-      this.resident = null;
+      this.resident.clear();
       this.emit('disconnected', { code, reason: reason.toString() });
       if (this.stopped || this.paused) return;
       const delay = Math.round(this.backoff * (0.75 + Math.random() * 0.5));
@@ -393,7 +402,7 @@ export class NodeRuntime extends EventEmitter {
         this.stage?.destroy();
         this.stage = null;
         this.range = null;
-        this.resident = null;
+        this.resident.clear();
       }
     });
   }
@@ -414,7 +423,7 @@ export class NodeRuntime extends EventEmitter {
       case 'task':
         return this.runTask(channel, message, tensors);
       case 'abort':
-        this.resident = null;
+        this.resident.clear();
         this.stage?.zeroGrad();
         return;
       case 'gradsRequest': {
@@ -478,6 +487,27 @@ export class NodeRuntime extends EventEmitter {
     if (!this.stopped) this.connect();
   }
 
+  /**
+   * The coordinator never has more than the stash capacity in flight here, so a full stash only holds
+   * forwards whose backward will not come (held-out validation, an abandoned attempt): drop the oldest.
+   */
+  private async makeRoomForForward(stage: StageTrainer, stashing: boolean): Promise<void> {
+    if (!stashing) return this.resident.clear();
+    for (const [unit, stashId] of this.resident) {
+      if (this.resident.size < this.stashes(stage)) return;
+      this.resident.delete(unit);
+      // Restoring makes it the working set, which the next forward overwrites.
+      await stage.restore!(stashId);
+    }
+  }
+
+  /** Micro-batches the stage holds at once: its stash capacity when it can stash, else the last forward's. */
+  private stashes(stage: StageTrainer): number {
+    return stage.stash && stage.restore
+      ? Math.min(MAX_STASHES, Math.max(1, Math.floor(stage.stashCapacity ?? 1)))
+      : 1;
+  }
+
   private needStage(): StageTrainer {
     if (!this.stage) throw new Error('no stage is loaded');
     return this.stage;
@@ -513,12 +543,13 @@ export class NodeRuntime extends EventEmitter {
     await this.stage.importState(unflatten(model, range, state));
     this.stage.zeroGrad();
     this.range = range;
-    this.resident = null;
+    this.resident.clear();
     this.status.stage = range;
     this.status.step = step;
     this.emit('assigned', range, { config: model, shape });
+    this.status.stashes = this.stashes(this.stage);
     this.setReason(`training ${describeStage(range)}`);
-    channel.send({ type: 'loaded', step });
+    channel.send({ type: 'loaded', step, stashes: this.status.stashes });
   }
 
   private async runTask(
@@ -533,20 +564,21 @@ export class NodeRuntime extends EventEmitter {
       return;
     }
     const started = performance.now();
-    const unit = { step: task.step, attempt: task.attempt, microBatch: task.microBatch };
+    const unit = `${task.step}/${task.attempt}/${task.microBatch}`;
     const input = tensors[0]!;
     const { codec } = this.need();
     const boundary = this.boundary();
     let loss: number | undefined;
     let out: Tensor | null = null;
+    const stashing = this.stashes(stage) > 1;
     if (task.kind === 'backward') {
-      const r = this.resident;
-      if (!r || r.step !== unit.step || r.attempt !== unit.attempt || r.microBatch !== unit.microBatch) {
-        throw new Error(`backward of micro-batch ${unit.microBatch} without its forward`);
-      }
+      const stashId = this.resident.get(unit);
+      if (stashId === undefined)
+        throw new Error(`backward of micro-batch ${task.microBatch} without its forward`);
+      this.resident.delete(unit);
+      if (stashing) await stage.restore!(stashId);
       const gradOut = decodeBoundary(codec, input, boundary, 'backward').data;
       const gradIn = await stage.backward(gradOut, task.lossScale);
-      this.resident = null;
       if (gradIn) out = encodeBoundary(codec, gradIn, boundary, 'backward');
     } else {
       // The subspace codec's receiver rebuilds the fixed embedding parts from the token ids it was sent,
@@ -562,10 +594,13 @@ export class NodeRuntime extends EventEmitter {
         stageInput = { kind: 'activations', data: decoded.data };
       }
       if (task.kind === 'forward') {
+        await this.makeRoomForForward(stage, stashing);
         const result = await stage.forward(stageInput);
         if (result.kind !== 'activations') throw new Error('a forward task reached the last stage');
         out = encodeBoundary(codec, result.data, boundary, 'forward', tokens ?? undefined);
-        this.resident = unit;
+        const stashId = stashing ? ++this.stashIds : 0;
+        if (stashing) await stage.stash!(stashId);
+        this.resident.set(unit, stashId);
       } else {
         if (!isLastStage(range)) throw new Error(`${task.kind} sent to a stage that is not the last`);
         const result = await stage.forward(stageInput, tensors[1]!.data as Int32Array);

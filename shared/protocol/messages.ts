@@ -98,8 +98,11 @@ export const resultSchema = msg('result', {
 });
 export const gradsSchema = msg('grads', { step: count, attempt: count });
 export const appliedSchema = msg('applied', { step: count, optimizerStep: count });
-/** The assigned stage is loaded and ready for tasks. */
-export const loadedSchema = msg('loaded', { step: count });
+/**
+ * The assigned stage is loaded and ready for tasks; `stashes` is how many micro-batches it can hold between
+ * forward and backward (1F1B), from its memory estimate and the VRAM cap.
+ */
+export const loadedSchema = msg('loaded', { step: count, stashes: positive.max(1024).optional() });
 export const stateSchema = msg('state', { requestId: count, optimizerStep: count });
 export const pingSchema = msg('ping', { sentAt: finite });
 
