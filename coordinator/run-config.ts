@@ -104,6 +104,12 @@ export function parseRunConfig(raw: unknown): RunConfig {
       `run config: microBatch.seq (${config.microBatch.seq}) exceeds model.contextLength (${config.model.contextLength})`,
     );
   }
+  if (config.precision === 'mixed') {
+    // The engine has it (KernelSet precision, Trainer lossScaling); the coordinator's step does not scale losses.
+    throw new Error(
+      "run config: precision 'mixed' is not available to distributed runs yet (their step has no loss scaling); use 'fp32'",
+    );
+  }
   if (config.model.vocabSize < byteVocabSize) {
     throw new Error(`run config: model.vocabSize must be at least ${byteVocabSize} for the byte tokenizer`);
   }

@@ -1,7 +1,8 @@
 /**
  * Cost per token against sequence length: `node --import tsx scripts/bench/seq-scaling.ts [steps]` trains a
  * small GPT (width 128, 4 heads, 4 layers) at seq 256 (batch 4) and seq 1024 (batch 1), the same tokens a step,
- * with each attention kind the adapter can run ('scores' keeps the T x T softmax, 'flash' does not), and prints
+ * with each attention kind ('scores' keeps the T x T softmax, 'flash' does not; 'flash f16' is mixed precision's
+ * f16-operand flash attention, where the adapter offers shader-f16), and prints
  * one JSON line a measurement: ms a step, microseconds a token, and the FLOPs a token (matmuls + attention).
  * With flash attention seq 1024 should cost what seq 256 does plus the extra attention FLOPs.
  */
@@ -9,7 +10,7 @@ import { GpuStage } from '../../gpu/engine/gpu-stage.js';
 import { KernelSet } from '../../gpu/engine/kernel-set.js';
 import { acquireDevice } from '../../gpu/device/acquire.js';
 import type { AttentionKind } from '../../gpu/kernels/flash-attention.js';
-import { wholeModel, type GptConfig, type MicroBatchShape } from '../../gpu/model/config.js';
+import { wholeModel, type GptConfig, type MicroBatchShape, type Precision } from '../../gpu/model/config.js';
 import { stageTrainFlops } from '../../gpu/model/flops.js';
 import { mulberry32 } from '../../gpu/model/params.js';
 import { stageDeviceNeeds } from '../../gpu/engine/stage-layout.js';
@@ -36,9 +37,15 @@ const { device } = await acquireDevice(
   stageDeviceNeeds(CONFIG, wholeModel(CONFIG), SHAPES[1]!, 'scores'),
 );
 const rand = mulberry32(1);
-const kinds: AttentionKind[] = ['scores', 'flash'];
-for (const attention of kinds) {
-  const kernels = new KernelSet(device, { attention });
+const variants: { name: string; attention: AttentionKind; precision: Precision }[] = [
+  { name: 'scores', attention: 'scores', precision: 'fp32' },
+  { name: 'flash', attention: 'flash', precision: 'fp32' },
+  ...(device.features.has('shader-f16')
+    ? [{ name: 'flash f16', attention: 'flash' as const, precision: 'mixed' as const }]
+    : []),
+];
+for (const { name: attention, ...options } of variants) {
+  const kernels = new KernelSet(device, options);
   for (const shape of SHAPES) {
     const stage = await GpuStage.create(device, CONFIG, wholeModel(CONFIG), shape, { seed: 1, kernels });
     const ids = () => Int32Array.from({ length: shape.batch * shape.seq }, () => Math.floor(rand() * 256));

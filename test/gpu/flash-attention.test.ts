@@ -118,8 +118,8 @@ describe('flash attention', () => {
   });
 
   // Mixed precision: q, k, v and dout rounded to f16 (relative error 2^-11), products and sums in f32. Stated
-  // tolerances: output and lse within 4e-3 absolute + 4e-3 relative, gradients within 1e-2 absolute + 1e-2
-  // relative (measured worst errors are printed).
+  // tolerances: output and lse within 2e-3 absolute + 2e-3 relative, gradients within 3e-3 absolute + 3e-3
+  // relative (measured worst errors, printed, are 2-6e-4); and the f16 rounding must show (error over 1e-5).
   it.each([
     { B: 2, T: 8, C: 16, NH: 2 },
     { B: 1, T: 70, C: 18, NH: 2 },
@@ -138,9 +138,10 @@ describe('flash attention', () => {
         `f16 flash (T ${T}, C ${C}): max |error| out ${maxAbsDiff(got.out, want.out).toExponential(2)}, ` +
           `lse ${maxAbsDiff(got.lse, want.lse).toExponential(2)}, dqkv ${maxAbsDiff(got.dqkv, want.dqkv).toExponential(2)}`,
       );
-      expectWithin(got.out, want.out, 4e-3, 4e-3, 'out');
-      expectWithin(got.lse, want.lse, 4e-3, 4e-3, 'lse');
-      expectGradients(got.dqkv, want.dqkv, C, 1e-2, 1e-2);
+      expect(maxAbsDiff(got.out, want.out)).toBeGreaterThan(1e-5);
+      expectWithin(got.out, want.out, 2e-3, 2e-3, 'out');
+      expectWithin(got.lse, want.lse, 2e-3, 2e-3, 'lse');
+      expectGradients(got.dqkv, want.dqkv, C, 3e-3, 3e-3);
     },
   );
 

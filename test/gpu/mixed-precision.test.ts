@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parseRunConfig } from '../../coordinator/run-config.js';
 import { GpuStage } from '../../gpu/engine/gpu-stage.js';
 import { KernelSet } from '../../gpu/engine/kernel-set.js';
 import type { GptConfig, MicroBatchShape } from '../../gpu/model/config.js';
@@ -135,6 +136,14 @@ describe('dynamic loss scaling', () => {
 function wholeModelRange() {
   return { index: 0, count: 1, firstBlock: 0, endBlock: config.layers };
 }
+
+describe('the run config', () => {
+  it("takes precision, fp32 by default, and refuses 'mixed' for distributed runs with a reason", () => {
+    expect(parseRunConfig({}).precision).toBe('fp32');
+    expect(() => parseRunConfig({ precision: 'mixed' })).toThrow(/no loss scaling/);
+    expect(() => parseRunConfig({ precision: 'bf16' })).toThrow(/precision/);
+  });
+});
 
 describe('mixed precision against the CPU reference', () => {
   it('tracks the fp32 CPU reference over 3 steps with loss scaling', async () => {
