@@ -321,8 +321,15 @@ export class Agent {
     return this.reconciliation;
   }
 
+  /** The node runtime reports each task its engine ran ('work'); the ledger keeps it beside the receipts. */
   recordWorkUnit(unit: WorkUnit): void {
-    this.ledger.recordWorkUnit(unit);
+    if (this.stopped) return;
+    try {
+      this.ledger.recordWorkUnit(unit);
+    } catch (err) {
+      // A full disk must not stop training: the receipts, which carry the credit, still arrive.
+      this.logger.error({ err: (err as Error).message }, 'could not record a work unit');
+    }
   }
 
   /** Re-evaluates policy and temperature, sets the pacer, and publishes a snapshot. */

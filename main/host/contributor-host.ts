@@ -10,6 +10,7 @@ import { FileCoordinatorPins } from '../identity/coordinator-pins.js';
 import type { TelemetrySource } from '../agent/telemetry/types.js';
 import { admitUnderCap } from '../agent/throttle/vram.js';
 import { estimateStageMemoryBytes } from '../../gpu/engine/stage-layout.js';
+import type { WorkUnit } from '../agent/ledger/ledger.js';
 import { NodeRuntime, type NodeKeys, type NodeRuntimeOptions } from '../node/runtime.js';
 
 export interface ContributorHostOptions {
@@ -173,6 +174,7 @@ export class ContributorHost {
           ),
       ),
     });
+    node.on('work', (unit: WorkUnit) => this.agent.recordWorkUnit(unit));
     node.on('pinned', (key: string) => {
       logger.warn(
         { network: network.url, coordinatorKey: key },

@@ -105,6 +105,7 @@ function describeStage(range: StageRange): string {
 }
 
 interface Session {
+  runId: string;
   model: GptConfig;
   shape: MicroBatchShape;
   stages: number;
@@ -315,6 +316,7 @@ export class NodeRuntime extends EventEmitter {
           return;
         }
         this.session = {
+          runId: message.runId,
           model: message.model,
           shape: message.shape,
           stages: message.stages,
@@ -615,6 +617,16 @@ export class NodeRuntime extends EventEmitter {
     }
     const busyMs = performance.now() - started;
     channel.send({ type: 'result', taskId: task.taskId, loss, busyMs }, out ? [out] : []);
+    // One unit per task the engine ran; a micro-batch's tokens count once, on the task that brought them in.
+    const { runId, shape } = this.need();
+    this.emit('work', {
+      runId,
+      stage: range.index,
+      step: task.step,
+      microBatch: task.microBatch,
+      tokens: task.kind === 'backward' ? 0 : shape.batch * shape.seq,
+      busyMs,
+    });
     await this.gate.afterWork(busyMs);
   }
 }

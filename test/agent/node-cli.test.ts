@@ -59,6 +59,12 @@ describe('tributary node hosts the agent', () => {
         const { confirmedFlops, pendingFlops } = ledger.balance();
         expect(confirmedFlops + pendingFlops).toBeCloseTo(balance.flops, 0);
         expect(ledger.verify().ok).toBe(true);
+        // Every task the engine ran is in the ledger too: one forwardBackward per micro-batch on one stage.
+        const work = ledger.db
+          .prepare('SELECT COUNT(*) AS units, SUM(tokens) AS tokens FROM work_units')
+          .get();
+        const { batch, seq } = config.microBatch;
+        expect(work).toEqual({ units: balance.units, tokens: balance.units * batch * seq });
       } finally {
         ledger.close();
       }
