@@ -48,9 +48,9 @@ export function formatDateTime(iso: string, now: Date = new Date()): string {
 }
 
 export const RECEIPT_STATUS_LABEL: Record<ReceiptStatus, string> = {
-  confirmed: 'Verified',
+  confirmed: 'Confirmed',
   pending: 'Pending',
-  revoked: 'Rejected',
+  revoked: 'Revoked',
 };
 
 export const STATE_LABEL: Record<AgentSnapshot['state'], string> = {

@@ -1,19 +1,34 @@
-import { useState } from 'react';
+import { useEffect, useRef, useState } from 'react';
 import type { AgentCommand, AgentSnapshot, CommandResult } from '../../shared/dashboard/contract.js';
 import { formatDateTime } from '../format.js';
 
 export interface PauseControlProps {
   snapshot: AgentSnapshot;
   send: (command: AgentCommand) => Promise<CommandResult>;
+  /** The agent cannot be reached: nothing can be sent. */
+  disabled?: boolean;
 }
 
 /** Pause (indefinitely, for an hour, until tomorrow) or resume; says when a timed pause ends. */
-export function PauseControl({ snapshot, send }: PauseControlProps) {
+export function PauseControl({ snapshot, send, disabled = false }: PauseControlProps) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const userPaused = snapshot.reasonCode === 'user-paused';
+  const container = useRef<HTMLDivElement>(null);
+  const keepFocus = useRef(false);
+
+  // The button pressed is replaced (Pause <-> Resume): once the agent has answered, focus moves to its
+  // replacement instead of falling back to the page.
+  useEffect(() => {
+    if (busy || !keepFocus.current) return;
+    keepFocus.current = false;
+    const root = container.current;
+    if (root && !root.contains(document.activeElement))
+      root.querySelector<HTMLButtonElement>('button')?.focus();
+  }, [busy, userPaused]);
 
   const run = async (command: AgentCommand): Promise<void> => {
+    keepFocus.current = container.current?.contains(document.activeElement) ?? false;
     setBusy(true);
     setError(null);
     const result = await send(command);
@@ -22,13 +37,13 @@ export function PauseControl({ snapshot, send }: PauseControlProps) {
   };
 
   return (
-    <div className="pause-control">
+    <div className="pause-control" ref={container}>
       {userPaused ? (
         <>
           <button
             type="button"
             className="primary"
-            disabled={busy}
+            disabled={busy || disabled}
             onClick={() => void run({ type: 'resume' })}
           >
             Resume now
@@ -44,17 +59,21 @@ export function PauseControl({ snapshot, send }: PauseControlProps) {
           <button
             type="button"
             className="primary"
-            disabled={busy}
+            disabled={busy || disabled}
             onClick={() => void run({ type: 'pause', duration: 'indefinitely' })}
           >
             Pause
           </button>
-          <button type="button" disabled={busy} onClick={() => void run({ type: 'pause', duration: '1h' })}>
+          <button
+            type="button"
+            disabled={busy || disabled}
+            onClick={() => void run({ type: 'pause', duration: '1h' })}
+          >
             Pause for 1 hour
           </button>
           <button
             type="button"
-            disabled={busy}
+            disabled={busy || disabled}
             onClick={() => void run({ type: 'pause', duration: 'tomorrow' })}
           >
             Pause until tomorrow

@@ -4,6 +4,8 @@ import { Card } from '../components/Card.js';
 import { Chart } from '../components/Chart.js';
 import { Meter, type MeterProps } from '../components/Meter.js';
 import { PauseControl } from '../components/PauseControl.js';
+import { formatCredits } from '../../shared/dashboard/credits.js';
+import { useNow } from '../components/use-now.js';
 import { formatCelsius, formatInteger, formatPercent, formatStage, STATE_LABEL } from '../format.js';
 
 interface Props {
@@ -78,6 +80,54 @@ function gpuName(snapshot: AgentSnapshot): string | null {
   return gpu.vendor && !vendorInModel ? `${gpu.vendor} ${gpu.model}` : gpu.model;
 }
 
+function hostOf(url: string | null): string {
+  if (url === null) return 'none';
+  try {
+    return new URL(url).host;
+  } catch {
+    return url;
+  }
+}
+
+/** Where this node stands with its network, the countdown to the next attempt, and both paces. */
+function NetworkCard({ snapshot }: { snapshot: AgentSnapshot }) {
+  const { network, rates } = snapshot;
+  const now = useNow(network.retryAt !== null);
+  const retryIn =
+    network.retryAt === null ? null : Math.max(0, Math.ceil((Date.parse(network.retryAt) - now) / 1000));
+  return (
+    <Card title="Network">
+      <p className="network-host" data-testid="network-host">
+        {hostOf(network.url)}
+      </p>
+      <p data-testid="network-detail">{network.detail}</p>
+      {retryIn !== null ? <p className="muted">Next attempt in {retryIn} s.</p> : null}
+      <dl className="rates">
+        <div>
+          <dt>This computer</dt>
+          <dd data-testid="rate-tokens">
+            {rates.tokensPerSecond === null ? 'measuring…' : `${rates.tokensPerSecond.toFixed(1)} tokens/s`}
+          </dd>
+        </div>
+        <div>
+          <dt>Earning</dt>
+          <dd data-testid="rate-credits">
+            {rates.flopsPerHour === null ? 'measuring…' : `${formatCredits(rates.flopsPerHour)} per hour`}
+          </dd>
+        </div>
+        <div>
+          <dt>Whole network</dt>
+          <dd>
+            {network.tokensPerSecond === null
+              ? 'not reported yet'
+              : `${formatInteger(network.tokensPerSecond)} tokens/s`}
+          </dd>
+        </div>
+      </dl>
+    </Card>
+  );
+}
+
 export function Dashboard({ snapshot, send }: Props) {
   const loss = useMemo(
     () => ({ xs: snapshot.loss.map((p) => p.step), ys: snapshot.loss.map((p) => p.loss) }),
@@ -101,6 +151,8 @@ export function Dashboard({ snapshot, send }: Props) {
         </p>
         <PauseControl snapshot={snapshot} send={send} />
       </Card>
+
+      <NetworkCard snapshot={snapshot} />
 
       <Card title="GPU">
         {name ? (

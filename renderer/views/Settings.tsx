@@ -1,8 +1,10 @@
-import { useEffect, useState, type FormEvent } from 'react';
-import type { AgentCommand, CommandResult } from '../../shared/dashboard/contract.js';
+import { useEffect, useRef, useState, type FormEvent } from 'react';
+import type { AgentCommand, CommandResult, NetworkProbe } from '../../shared/dashboard/contract.js';
 import type { AgentSettings } from '../../shared/dashboard/settings.js';
 import { Card } from '../components/Card.js';
+import { ErrorAlert } from '../components/CodeInput.js';
 import { Field, NumberField } from '../components/Field.js';
+import { NetworkChooser } from '../components/NetworkChooser.js';
 import {
   draftToPatch,
   errorsFor,
@@ -97,7 +99,8 @@ export function Settings({ settings, send }: Props) {
   const [draft, setDraft] = useState<SettingsDraft>(() => toDraft(settings));
   const [dirty, setDirty] = useState(false);
   const [errors, setErrors] = useState<FieldErrors>({});
-  const [status, setStatus] = useState<'idle' | 'saving' | 'saved'>('idle');
+  const [status, setStatus] = useState<'idle' | 'saving' | 'saved' | 'discarded'>('idle');
+  const statusRef = useRef<HTMLSpanElement>(null);
 
   // Follow the agent's settings until the person starts editing; never overwrite their edits.
   useEffect(() => {
@@ -134,6 +137,7 @@ export function Settings({ settings, send }: Props) {
 
   return (
     <form className="view settings" onSubmit={(e) => void submit(e)} noValidate aria-label="Settings">
+      <Networks settings={settings} send={send} />
       <Card title="When to contribute">
         <fieldset>
           <legend>Run</legend>
@@ -211,23 +215,24 @@ export function Settings({ settings, send }: Props) {
             setDraft(toDraft(settings));
             setDirty(false);
             setErrors({});
+            setStatus('discarded');
+            // This button is now disabled: focus goes to the message saying what happened, not to the page.
+            statusRef.current?.focus();
           }}
         >
           Discard changes
         </button>
-        <span role="status" className={errorCount > 0 ? 'error' : 'ok'}>
+        <span role="status" className={errorCount > 0 ? 'error' : 'ok'} ref={statusRef} tabIndex={-1}>
           {errorCount > 0
             ? `Not saved: ${errorCount} problem${errorCount === 1 ? '' : 's'} to fix.`
             : status === 'saved'
               ? 'Saved.'
-              : ''}
+              : status === 'discarded'
+                ? 'Changes discarded.'
+                : ''}
         </span>
       </div>
-      {general.length > 0 ? (
-        <p className="error" role="alert">
-          {general.join(' ')}
-        </p>
-      ) : null}
+      <ErrorAlert errors={general} />
     </form>
   );
 }
@@ -244,9 +249,22 @@ function ScheduleEditor({
   const setWindow = (index: number, change: Partial<SettingsDraft['schedule'][number]>): void =>
     edit({ schedule: draft.schedule.map((w, i) => (i === index ? { ...w, ...change } : w)) });
   const scheduleErrors = errors.schedule ?? [];
+  const root = useRef<HTMLFieldSetElement>(null);
+  const focusAfterRemove = useRef<number | null>(null);
+  // A removed window's button is gone: focus the next window's Remove, else "Add a time window".
+  useEffect(() => {
+    const index = focusAfterRemove.current;
+    if (index === null) return;
+    focusAfterRemove.current = null;
+    const removes = root.current?.querySelectorAll<HTMLButtonElement>('.window button') ?? [];
+    (
+      removes[Math.min(index, removes.length - 1)] ??
+      root.current?.querySelector<HTMLButtonElement>('.add-window')
+    )?.focus();
+  }, [draft.schedule.length]);
 
   return (
-    <fieldset className="schedule">
+    <fieldset className="schedule" ref={root}>
       <legend>Time windows</legend>
       <p className="hint">
         {draft.schedule.length === 0
@@ -287,7 +305,10 @@ function ScheduleEditor({
             ))}
             <button
               type="button"
-              onClick={() => edit({ schedule: draft.schedule.filter((_, i) => i !== index) })}
+              onClick={() => {
+                focusAfterRemove.current = index;
+                edit({ schedule: draft.schedule.filter((_, i) => i !== index) });
+              }}
               aria-label={`Remove window ${index + 1}`}
             >
               Remove
@@ -298,6 +319,7 @@ function ScheduleEditor({
       })}
       <button
         type="button"
+        className="add-window"
         onClick={() =>
           edit({ schedule: [...draft.schedule, { days: [1, 2, 3, 4, 5], start: '22:00', end: '07:00' }] })
         }
@@ -306,5 +328,111 @@ function ScheduleEditor({
       </button>
       {scheduleErrors.length > 0 ? <p className="error">{scheduleErrors.join(' ')}</p> : null}
     </fieldset>
+  );
+}
+
+/**
+ * The networks the person accepted: which one this computer works for, removing one, and adding another
+ * (checked first, so its key is seen before it is pinned). Changes apply at once, outside the form's Save.
+ */
+function Networks({
+  settings,
+  send,
+}: {
+  settings: AgentSettings;
+  send: (command: AgentCommand) => Promise<CommandResult>;
+}) {
+  const [probe, setProbe] = useState<NetworkProbe | null>(null);
+  const [message, setMessage] = useState<{ ok: boolean; text: string } | null>(null);
+  const [busy, setBusy] = useState(false);
+  const messageRef = useRef<HTMLParagraphElement>(null);
+
+  const apply = async (
+    networks: AgentSettings['networks'],
+    activeNetwork: string | null,
+    done: string,
+  ): Promise<boolean> => {
+    setBusy(true);
+    const result = await send({ type: 'updateSettings', patch: { networks, activeNetwork } });
+    setBusy(false);
+    setMessage(result.ok ? { ok: true, text: done } : { ok: false, text: result.errors.join(' ') });
+    return result.ok;
+  };
+
+  return (
+    <Card title="Networks" className="wide">
+      {settings.networks.length === 0 ? (
+        <p className="muted">No network yet.</p>
+      ) : (
+        <ul className="networks">
+          {settings.networks.map((network) => {
+            const active = network.url === settings.activeNetwork;
+            return (
+              <li key={network.url} className="network-row">
+                <span className="network-url">
+                  {network.url} {active ? <strong>(this computer works for it)</strong> : null}
+                </span>
+                <code className="key" title="coordinator key">
+                  {network.coordinatorKey}
+                </code>
+                <span className="button-row">
+                  {active ? null : (
+                    <button
+                      type="button"
+                      disabled={busy}
+                      onClick={() =>
+                        void apply(settings.networks, network.url, `Now working for ${network.url}.`)
+                      }
+                    >
+                      Use this network
+                    </button>
+                  )}
+                  <button
+                    type="button"
+                    disabled={busy}
+                    aria-label={`Remove ${network.url}`}
+                    onClick={() =>
+                      void apply(
+                        settings.networks.filter((n) => n.url !== network.url),
+                        active ? null : settings.activeNetwork,
+                        `Removed ${network.url}.`,
+                      ).then(() => messageRef.current?.focus())
+                    }
+                  >
+                    Remove
+                  </button>
+                </span>
+              </li>
+            );
+          })}
+        </ul>
+      )}
+      <details>
+        <summary>Add a network</summary>
+        <NetworkChooser id="settings-network" send={send} found={probe} onFound={setProbe} disabled={busy} />
+        {probe ? (
+          <button
+            type="button"
+            className="primary"
+            disabled={busy}
+            onClick={() =>
+              void apply(
+                [
+                  ...settings.networks.filter((n) => n.url !== probe.url),
+                  { url: probe.url, coordinatorKey: probe.coordinatorKey },
+                ],
+                probe.url,
+                `Accepted ${probe.url} and pinned its key; this computer now works for it.`,
+              ).then((ok) => ok && setProbe(null))
+            }
+          >
+            Accept this key and use this network
+          </button>
+        ) : null}
+      </details>
+      <p role="status" className={message?.ok === false ? 'error' : 'ok'} ref={messageRef} tabIndex={-1}>
+        {message?.text ?? ''}
+      </p>
+    </Card>
   );
 }

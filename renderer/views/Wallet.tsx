@@ -2,8 +2,11 @@ import { useEffect, useMemo, useState, type FormEvent } from 'react';
 import type { AgentCommand, AgentSnapshot, CommandResult } from '../../shared/dashboard/contract.js';
 import { Card } from '../components/Card.js';
 import { Chart } from '../components/Chart.js';
+import { CodeInput, ErrorAlert } from '../components/CodeInput.js';
 import { downloadText, receiptsCsv } from '../csv.js';
+import { flopsToCredits, formatCredits, FLOP_PER_CREDIT } from '../../shared/dashboard/credits.js';
 import { formatDateTime, formatFlops, formatInteger, RECEIPT_STATUS_LABEL } from '../format.js';
+import { groupIntoSessions } from '../receipt-sessions.js';
 
 interface Props {
   snapshot: AgentSnapshot;
@@ -31,31 +34,33 @@ function dayLabel(day: string): string {
 export function Wallet({ snapshot, send, ledgerCsvUrl }: Props) {
   const { wallet } = snapshot;
   const earnings = useMemo(
-    () => ({ labels: wallet.earnings.map((e) => dayLabel(e.day)), ys: wallet.earnings.map((e) => e.flops) }),
+    () => ({
+      labels: wallet.earnings.map((e) => dayLabel(e.day)),
+      ys: wallet.earnings.map((e) => flopsToCredits(e.flops)),
+    }),
     [wallet.earnings],
   );
   const total = wallet.earnings.reduce((sum, e) => sum + e.flops, 0);
+  const sessions = useMemo(() => groupIntoSessions(wallet.recentReceipts), [wallet.recentReceipts]);
 
   return (
     <div className="view wallet">
       <Card title="Balance">
         <dl className="balances">
-          <div>
-            <dt>Confirmed</dt>
-            <dd data-testid="balance-confirmed">{formatFlops(wallet.confirmedFlops)}</dd>
-          </div>
-          <div>
-            <dt>Pending verification</dt>
-            <dd data-testid="balance-pending">{formatFlops(wallet.pendingFlops)}</dd>
-          </div>
-          <div>
-            <dt>Paid out</dt>
-            <dd>{formatFlops(wallet.paidOutFlops)}</dd>
-          </div>
-          <div>
-            <dt>Rejected</dt>
-            <dd>{formatFlops(wallet.revokedFlops)}</dd>
-          </div>
+          {(
+            [
+              ['Confirmed', 'confirmed', wallet.confirmedFlops],
+              ['Pending confirmation', 'pending', wallet.pendingFlops],
+              ['Revoked', 'revoked', wallet.revokedFlops],
+              ['Paid out', 'paid', wallet.paidOutFlops],
+            ] as const
+          ).map(([label, id, flops]) => (
+            <div key={id}>
+              <dt>{label}</dt>
+              <dd data-testid={`balance-${id}`}>{formatCredits(flops)}</dd>
+              <dd className="flop">{formatFlops(flops)}</dd>
+            </div>
+          ))}
         </dl>
         {wallet.reconciliation ? (
           <p className={wallet.reconciliation.matches ? 'ok' : 'error'} data-testid="reconciliation">
@@ -66,7 +71,8 @@ export function Wallet({ snapshot, send, ledgerCsvUrl }: Props) {
           </p>
         ) : null}
         <p className="muted">
-          Credit is counted in verified floating-point operations (FLOP) of training work.
+          One credit is 10¹⁵ floating-point operations (1 PFLOP) of verified training work. Work is pending
+          until the network confirms the step it belongs to, and revoked if verification finds it wrong.
         </p>
       </Card>
 
@@ -74,27 +80,27 @@ export function Wallet({ snapshot, send, ledgerCsvUrl }: Props) {
 
       <Card title="Earnings over time" className="wide">
         <Chart
-          label="Credited work per day"
+          label="Credits earned per day"
           summary={
             wallet.earnings.length > 0
-              ? `${formatFlops(total)} credited over ${wallet.earnings.length} day${wallet.earnings.length === 1 ? '' : 's'}.`
-              : 'Nothing credited yet.'
+              ? `${formatCredits(total)} earned over ${wallet.earnings.length} day${wallet.earnings.length === 1 ? '' : 's'}.`
+              : 'Nothing earned yet.'
           }
           x={{ kind: 'category', labels: earnings.labels }}
           ys={earnings.ys}
-          yAxisSize={96}
-          seriesLabel="credited work"
-          formatY={formatFlops}
+          yAxisSize={80}
+          seriesLabel="credits"
+          formatY={(credits) => formatCredits(credits * FLOP_PER_CREDIT).replace(/ credits?$/, '')}
           style="bars"
         />
       </Card>
 
-      <Card title="Receipts" className="wide">
+      <Card title="Receipts by session" className="wide">
         <div className="table-actions">
           <span className="muted">
             {wallet.recentReceipts.length === 0
               ? 'No receipts yet.'
-              : `The ${wallet.recentReceipts.length} most recent signed receipts.`}
+              : `The ${wallet.recentReceipts.length} most recent signed receipts, in ${sessions.length} session${sessions.length === 1 ? '' : 's'}.`}
           </span>
           {ledgerCsvUrl ? (
             <a className="button" href={ledgerCsvUrl} download>
@@ -116,42 +122,71 @@ export function Wallet({ snapshot, send, ledgerCsvUrl }: Props) {
             </button>
           )}
         </div>
-        {wallet.recentReceipts.length > 0 ? (
-          <div className="table-scroll">
-            <table>
-              <thead>
-                <tr>
-                  <th scope="col">Issued</th>
-                  <th scope="col">Stage</th>
-                  <th scope="col" className="num">
-                    Step
-                  </th>
-                  <th scope="col" className="num">
-                    Tokens
-                  </th>
-                  <th scope="col" className="num">
-                    Work
-                  </th>
-                  <th scope="col">Verification</th>
-                </tr>
-              </thead>
-              <tbody>
-                {wallet.recentReceipts.map((r) => (
-                  <tr key={r.receiptId} title={`receipt ${r.receiptId}, run ${r.runId}`}>
-                    <td>{formatDateTime(r.issuedAt)}</td>
-                    <td>{r.stage + 1}</td>
-                    <td className="num">{formatInteger(r.step)}</td>
-                    <td className="num">{formatInteger(r.tokens)}</td>
-                    <td className="num">{formatFlops(r.flops)}</td>
-                    <td>
-                      <span className={`pill receipt-${r.status}`}>{RECEIPT_STATUS_LABEL[r.status]}</span>
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
-        ) : null}
+        <ul className="sessions">
+          {sessions.map((session) => (
+            <li key={session.key} className="session" data-testid="session">
+              <details>
+                <summary>
+                  <span className="session-when">
+                    {formatDateTime(session.start)}
+                    {session.end !== session.start ? ` – ${formatDateTime(session.end)}` : ''}
+                  </span>
+                  <span className="session-what">
+                    {session.runId}, stage{session.stages.length === 1 ? '' : 's'}{' '}
+                    {session.stages.map((stage) => stage + 1).join(', ')}: {session.receipts.length} receipt
+                    {session.receipts.length === 1 ? '' : 's'}, {formatInteger(session.tokens)} tokens,{' '}
+                    {formatCredits(session.flops)}
+                  </span>
+                  <span className="session-status">
+                    {(['confirmed', 'pending', 'revoked'] as const)
+                      .filter((status) => session.byStatus[status].count > 0)
+                      .map((status) => (
+                        <span key={status} className={`pill receipt-${status}`}>
+                          {session.byStatus[status].count} {RECEIPT_STATUS_LABEL[status].toLowerCase()}
+                        </span>
+                      ))}
+                  </span>
+                </summary>
+                <div className="table-scroll">
+                  <table>
+                    <thead>
+                      <tr>
+                        <th scope="col">Issued</th>
+                        <th scope="col">Stage</th>
+                        <th scope="col" className="num">
+                          Step
+                        </th>
+                        <th scope="col" className="num">
+                          Tokens
+                        </th>
+                        <th scope="col" className="num">
+                          Credit
+                        </th>
+                        <th scope="col">Status</th>
+                      </tr>
+                    </thead>
+                    <tbody>
+                      {session.receipts.map((r) => (
+                        <tr key={r.receiptId} title={`receipt ${r.receiptId}, run ${r.runId}`}>
+                          <td>{formatDateTime(r.issuedAt)}</td>
+                          <td>{r.stage + 1}</td>
+                          <td className="num">{formatInteger(r.step + 1)}</td>
+                          <td className="num">{formatInteger(r.tokens)}</td>
+                          <td className="num">{formatCredits(r.flops)}</td>
+                          <td>
+                            <span className={`pill receipt-${r.status}`}>
+                              {RECEIPT_STATUS_LABEL[r.status]}
+                            </span>
+                          </td>
+                        </tr>
+                      ))}
+                    </tbody>
+                  </table>
+                </div>
+              </details>
+            </li>
+          ))}
+        </ul>
       </Card>
     </div>
   );
@@ -193,15 +228,12 @@ function PayoutAddress({
       <form className="payout" onSubmit={(e) => void submit(e)} noValidate>
         <label htmlFor="payout-address">Where payouts go (an Ethereum-style address)</label>
         <div className="input-row">
-          <input
+          <CodeInput
             id="payout-address"
             name="payout-address"
-            type="text"
-            spellCheck={false}
-            autoComplete="off"
             placeholder="0x…"
             value={draft}
-            aria-invalid={invalid}
+            invalid={invalid}
             aria-describedby={invalid ? 'payout-address-error' : undefined}
             onChange={(e) => {
               setDraft(e.target.value);
@@ -212,11 +244,7 @@ function PayoutAddress({
             Save
           </button>
         </div>
-        {invalid ? (
-          <p id="payout-address-error" className="error" role="alert">
-            {errors.join(' ')}
-          </p>
-        ) : null}
+        <ErrorAlert id="payout-address-error" errors={errors} />
         {saved ? (
           <p className="ok" role="status">
             Saved.

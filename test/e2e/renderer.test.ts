@@ -8,6 +8,7 @@ import { Agent } from '../../main/agent/agent.js';
 import { startDashboardServer, type DashboardServer } from '../../main/agent/dashboard/server.js';
 import { launchChromium } from '../helpers/chromium.js';
 import { repoRoot } from '../helpers/page-server.js';
+import { axeViolations, contrastRatio } from './axe.js';
 import { FakeAgent } from './renderer-fixtures/fake-agent.js';
 import { sampleSnapshot } from './renderer-fixtures/snapshot.js';
 
@@ -56,7 +57,7 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     await server?.close();
     agent = new FakeAgent(sampleSnapshot());
     server = await startDashboardServer({ host: agent, token: 'x'.repeat(43), staticDir: bundle, port: 0 });
-    const context = await browser.newContext({ viewport: { width: 1180, height: 900 } });
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     page = await context.newPage();
     page.setDefaultTimeout(10_000);
     errors.length = 0;
@@ -64,9 +65,9 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     page.on('pageerror', (error) => errors.push(error.message));
     networkErrorsExpected = false;
     page.on('console', (message) => {
-      const refused = /net::ERR_CONNECTION_|WebSocket connection to .* failed|status of 401/.test(
-        message.text(),
-      );
+      // Stopping the server on purpose also cuts responses in flight (ERR_INCOMPLETE_CHUNKED_ENCODING, ...):
+      // every network error is expected then, and none otherwise.
+      const refused = /net::ERR_|WebSocket connection to .* failed|status of 401/.test(message.text());
       if (message.type() === 'error' && !(networkErrorsExpected && refused)) errors.push(message.text());
     });
     await page.goto(server.url);
@@ -79,7 +80,14 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
 
   it('shows the state and its reason, GPU limits, stage and progress, and a loss plot', async () => {
     await expect.poll(() => page.getByTestId('state').textContent()).toBe('Contributing');
-    expect(await page.getByTestId('reason').textContent()).toContain('you have been away for 12 min');
+    expect(await page.getByTestId('reason').textContent()).toBe(
+      'Training stage 3 of 8 (blocks 6–8) at 85%: you have been away for 12 min',
+    );
+    expect(await page.getByTestId('network-host').textContent()).toBe('127.0.0.1:9');
+    expect(await page.getByTestId('rate-tokens').textContent()).toBe('412.5 tokens/s');
+    expect(await page.getByTestId('rate-credits').textContent()).toBe('1.90 credits per hour');
+    expect(await page.locator('h1').textContent()).toBe('Dashboard');
+    expect(await page.title()).toBe('Dashboard · Contributing — Tributary');
     expect(page.url()).not.toContain('token=');
     const text = await page.locator('main').innerText();
     expect(text).toContain('71 °C of limit 80 °C');
@@ -94,14 +102,20 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
   });
 
   it('sends "pause for 1 hour" to the agent and then offers to resume', async () => {
-    await page.getByRole('button', { name: 'Pause for 1 hour' }).click();
+    await page.getByRole('button', { name: 'Pause for 1 hour' }).focus();
+    await page.keyboard.press('Enter');
     await expect.poll(() => page.getByTestId('state').textContent()).toBe('Paused');
     expect(agent.commands).toEqual([{ type: 'pause', duration: '1h' }]);
     expect(await page.locator('.pause-until').textContent()).toMatch(/^Paused until /);
+    // Focus moves to the button that replaced the one pressed, and the change is announced.
+    await expect.poll(() => page.evaluate(() => document.activeElement?.textContent)).toBe('Resume now');
+    expect(await page.getByTestId('announcer').textContent()).toBe('Paused: Paused by you.');
 
-    await page.getByRole('button', { name: 'Resume now' }).click();
+    await page.keyboard.press('Enter');
     await expect.poll(() => page.getByTestId('state').textContent()).toBe('Contributing');
     expect(agent.commands.at(-1)).toEqual({ type: 'resume' });
+    await expect.poll(() => page.evaluate(() => document.activeElement?.textContent)).toBe('Pause');
+    expect(await page.getByTestId('announcer').textContent()).toBe('Contributing: Contributing again.');
   });
 
   it('follows snapshots the agent pushes', async () => {
@@ -153,16 +167,21 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     expect(agent.snapshot().settings.gpuTempLimitC).toBe(75);
   });
 
-  it('shows balances, earnings and receipts with their verification state, and checks the payout address', async () => {
+  it('shows balances in credits, earnings and receipts grouped by session, and checks the payout address', async () => {
     await page.goto(`${server.url.replace(/\?.*$/, '')}#/wallet`);
-    await expect.poll(() => page.getByTestId('balance-confirmed').textContent()).toBe('8.46 PFLOP');
-    expect(await page.getByTestId('balance-pending').textContent()).toBe('6.20 TFLOP');
+    await expect.poll(() => page.getByTestId('balance-confirmed').textContent()).toBe('8.46 credits');
+    expect(await page.getByTestId('balance-pending').textContent()).toBe('0.0062 credits');
+    expect(await page.getByTestId('balance-revoked').textContent()).toBe('0.0031 credits');
     expect(await page.getByTestId('reconciliation').textContent()).toContain('3.10 TFLOP less');
+    // Six receipts minutes apart in one run: one session line, its receipts one click away.
+    expect(await page.getByTestId('session').count()).toBe(1);
+    expect(await page.getByTestId('session').textContent()).toContain('3 confirmed2 pending1 revoked');
+    await page.getByTestId('session').locator('summary').click();
     const rows = page.locator('tbody tr');
     expect(await rows.count()).toBe(6);
     expect(await page.locator('tbody .receipt-confirmed').count()).toBe(3);
     expect(await page.locator('tbody .receipt-pending').first().textContent()).toBe('Pending');
-    expect(await page.locator('tbody .receipt-revoked').textContent()).toBe('Rejected');
+    expect(await page.locator('tbody .receipt-revoked').textContent()).toBe('Revoked');
     expect(await page.locator('.chart-plot canvas').count()).toBe(1);
 
     const address = page.getByLabel('Where payouts go');
@@ -193,12 +212,24 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     const background = await page.evaluate(() => getComputedStyle(document.documentElement).backgroundColor);
     expect(background).toBe('rgb(17, 22, 28)');
     await page.screenshot({ path: join(SCREENSHOT_DIR, 'tributary-dashboard-dark.png'), fullPage: true });
-    // The desktop window's minimum width: one column, nothing cut off sideways.
-    await page.setViewportSize({ width: 520, height: 900 });
+    // 420 px (the narrowest desktop window) and 320 px (WCAG's reflow width): one column, nothing cut off.
+    for (const width of [420, 320]) {
+      await page.setViewportSize({ width, height: 900 });
+      for (const view of ['dashboard', 'wallet', 'settings']) {
+        await page.goto(`${server.url.replace(/\?.*$/, '')}#/${view}`);
+        await expect
+          .poll(() => page.locator('h1').textContent())
+          .toBe(view[0]!.toUpperCase() + view.slice(1));
+        expect(
+          await page.evaluate(() => document.documentElement.scrollWidth),
+          `${view} at ${width}`,
+        ).toBeLessThanOrEqual(width);
+      }
+    }
+    await page.setViewportSize({ width: 420, height: 900 });
     await page.goto(`${server.url.replace(/\?.*$/, '')}#/wallet`);
-    await expect.poll(() => page.getByTestId('balance-confirmed').textContent()).toBe('8.46 PFLOP');
-    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(520);
-    await page.screenshot({ path: join(SCREENSHOT_DIR, 'tributary-wallet-narrow-dark.png'), fullPage: true });
+    await expect.poll(() => page.getByTestId('balance-confirmed').textContent()).toBe('8.46 credits');
+    await page.screenshot({ path: join(SCREENSHOT_DIR, 'tributary-wallet-420-dark.png'), fullPage: true });
   });
 
   it('says so when the agent goes away, and reconnects when it is back', async () => {
@@ -209,11 +240,137 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     await expect
       .poll(() => page.getByRole('status').first().textContent())
       .toContain('Cannot reach the Tributary agent');
+    // The last known state stays, greyed, with nothing that could send a command.
+    expect(await page.getByTestId('view-frame').getAttribute('disabled')).toBe('');
+    expect(await page.getByRole('button', { name: 'Pause', exact: true }).isDisabled()).toBe(true);
+    expect(await page.getByTestId('reason').textContent()).toContain('Training stage 3 of 8');
+    expect(await axeViolations(page)).toEqual([]);
     server = await startDashboardServer({ host: agent, token: 'x'.repeat(43), staticDir: bundle, port });
     agent.push({ reason: 'Contributing: back after a restart.' });
     await expect
       .poll(() => page.getByTestId('reason').textContent(), { timeout: 20_000 })
       .toContain('back after a restart');
+  });
+
+  it('passes axe (WCAG 2.1 AA) on every view, in both schemes, running, paused, with errors, empty and first run', async () => {
+    const base = server.url.replace(/\?.*$/, '');
+    const failures: string[] = [];
+    const check = async (what: string): Promise<void> => {
+      for (const v of await axeViolations(page)) failures.push(`${what}: ${v}`);
+    };
+    for (const scheme of ['light', 'dark'] as const) {
+      await page.emulateMedia({ colorScheme: scheme });
+      agent.push(sampleSnapshot());
+      for (const view of ['dashboard', 'wallet', 'settings']) {
+        await page.goto(`${base}#/${view}`);
+        await expect
+          .poll(() => page.locator('h1').textContent())
+          .toBe(view[0]!.toUpperCase() + view.slice(1));
+        if (view === 'wallet') await page.getByTestId('session').locator('summary').click();
+        await check(`${scheme} ${view} (full wallet)`);
+      }
+      await page.getByLabel('GPU temperature limit').fill('120');
+      await page.getByRole('button', { name: 'Save settings' }).click();
+      await expect.poll(() => page.locator('#gpuTempLimitC-error').count()).toBe(1);
+      await check(`${scheme} settings with errors`);
+
+      await page.goto(`${base}#/dashboard`);
+      await page.getByRole('button', { name: 'Pause', exact: true }).click();
+      await expect.poll(() => page.getByTestId('state').textContent()).toBe('Paused');
+      await check(`${scheme} paused`);
+      const empty = sampleSnapshot();
+      agent.push({
+        wallet: {
+          ...empty.wallet,
+          confirmedFlops: 0,
+          pendingFlops: 0,
+          revokedFlops: 0,
+          paidOutFlops: 0,
+          earnings: [],
+          recentReceipts: [],
+        },
+        loss: [],
+        stage: null,
+        progress: null,
+        network: {
+          ...empty.network,
+          phase: 'disconnected',
+          detail: 'Disconnected (1006); retrying in 4 s',
+          retryAt: new Date(Date.now() + 4000).toISOString(),
+        },
+        rates: { tokensPerSecond: null, flopsPerHour: null },
+      });
+      await check(`${scheme} dashboard, empty and disconnected`);
+      await page.goto(`${base}#/wallet`);
+      await expect.poll(() => page.getByTestId('balance-confirmed').textContent()).toBe('0 credits');
+      await check(`${scheme} empty wallet`);
+      agent.push({
+        state: 'paused',
+        reasonCode: 'not-set-up',
+        reason: 'Paused until you choose a network to join and accept',
+      });
+      await expect.poll(() => page.locator('h1').textContent()).toBe('Welcome to Tributary');
+      await page.getByRole('button', { name: 'Check' }).click();
+      await expect.poll(() => page.locator('#first-run-network-url-error').count()).toBe(1);
+      await check(`${scheme} first run with an error`);
+    }
+    expect(failures).toEqual([]);
+  });
+
+  it('shows a focus ring of 3:1 or more, also on a field with an error, in both schemes', async () => {
+    const base = server.url.replace(/\?.*$/, '');
+    for (const scheme of ['light', 'dark'] as const) {
+      await page.emulateMedia({ colorScheme: scheme });
+      await page.goto(`${base}#/settings`);
+      await page.getByLabel('GPU temperature limit').fill('120');
+      await page.getByRole('button', { name: 'Save settings' }).click();
+      await expect.poll(() => page.locator('#gpuTempLimitC-error').count()).toBe(1);
+      for (const target of [
+        page.getByRole('button', { name: 'Save settings' }),
+        page.getByLabel('GPU temperature limit'),
+      ]) {
+        await target.focus();
+        await page.keyboard.press('Shift+Tab');
+        await page.keyboard.press('Tab');
+        const ring = await page.evaluate(() => {
+          const el = document.activeElement as HTMLElement;
+          const style = getComputedStyle(el);
+          const card = el.closest('.card') ?? document.documentElement;
+          return {
+            width: parseFloat(style.outlineWidth),
+            outlineStyle: style.outlineStyle,
+            color: style.outlineColor,
+            background: getComputedStyle(card).backgroundColor,
+          };
+        });
+        expect(ring.outlineStyle, `${scheme}`).toBe('solid');
+        expect(ring.width).toBeGreaterThanOrEqual(2);
+        expect(
+          contrastRatio(ring.color, ring.background),
+          `${scheme} ${ring.color} on ${ring.background}`,
+        ).toBeGreaterThanOrEqual(3);
+      }
+    }
+  });
+
+  it('keeps focus when a schedule window is removed or changes are discarded, and says what happened', async () => {
+    await page.goto(`${server.url.replace(/\?.*$/, '')}#/settings`);
+    await page.getByRole('button', { name: 'Add a time window' }).click();
+    await page.getByRole('button', { name: 'Add a time window' }).click();
+    await page.getByRole('button', { name: 'Remove window 1' }).click();
+    await expect
+      .poll(() => page.evaluate(() => document.activeElement?.getAttribute('aria-label')))
+      .toBe('Remove window 1');
+    await page.getByRole('button', { name: 'Remove window 1' }).click();
+    await expect
+      .poll(() => page.evaluate(() => document.activeElement?.textContent))
+      .toBe('Add a time window');
+    await page.getByLabel('GPU temperature limit').fill('70');
+    await page.getByRole('button', { name: 'Discard changes' }).click();
+    await expect
+      .poll(() => page.evaluate(() => document.activeElement?.textContent))
+      .toBe('Changes discarded.');
+    expect(await page.getByLabel('GPU temperature limit').inputValue()).toBe('80');
   });
 
   it('says the token is the problem when the agent no longer accepts it', async () => {
