@@ -115,7 +115,7 @@ export class GpuStage implements StageTrainer {
     const needed = estimateStageMemoryBytes(config, range, shape, limits, kernels.attentionKind);
     if (options.maxBytes !== undefined && needed > options.maxBytes) {
       throw new Error(
-        `stage ${range.index} needs ${mib(needed)} of GPU memory, over the ${mib(options.maxBytes)} cap`,
+        `stage ${range.index + 1} of ${range.count} needs ${mib(needed)} of GPU memory, over the ${mib(options.maxBytes)} cap`,
       );
     }
     const layout = planStage(config, range, shape, limits, kernels.attentionKind);
