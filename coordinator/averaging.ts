@@ -5,6 +5,7 @@ import { stateFromTensors, stateSpec } from '../shared/protocol/stage-state.js';
 import type { Peer } from './peer.js';
 import type { Request } from './sessions.js';
 import { AttemptFailed, type WorkUnit } from './step-attempt.js';
+import { Misbehaviour, valuesProblem } from './value-checks.js';
 
 export interface AveragedGradients {
   /** Each stage's gradient, summed over the replicas that worked on it. */
@@ -38,8 +39,11 @@ export async function averageGradients(
         ),
       );
       const sum = new Float32Array(n);
-      for (const part of parts) {
+      for (const [i, part] of parts.entries()) {
         const g = part.tensors[0]!.data as Float32Array;
+        // One replica's NaN would poison every replica's weights: it is refused, its sender dropped, the step replayed.
+        const problem = valuesProblem('gradients', g);
+        if (problem) throw new Misbehaviour(contributors[i]!, problem);
         for (let i = 0; i < n; i++) sum[i]! += g[i]!;
       }
       return sum;

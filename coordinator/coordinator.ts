@@ -31,6 +31,7 @@ import { StageAssignment } from './stage-assignment.js';
 import { AttemptFailed, StepAttempt, type AttemptResult } from './step-attempt.js';
 import { CoordinatorStore, type StoredReceipt } from './store.js';
 import { SplitCorpus, validationDue } from './validation.js';
+import { boundaryProblem, lossProblem, Misbehaviour, stateProblem } from './value-checks.js';
 
 export interface CoordinatorOptions {
   config: RunConfig;
@@ -319,7 +320,16 @@ export class Coordinator extends EventEmitter {
     peer.tasks.delete(message.taskId);
     const attempt = this.attempt;
     if (!attempt || task.attempt !== this.attemptNo || task.step !== this.step) return;
-    peer.observeTaskTime(Math.max(message.busyMs, 0.01));
+    // Values, not only shapes: NaN, Inf or absurd numbers stop here, and their sender goes, not the stage
+    // that would have received them.
+    const bad =
+      (message.loss === undefined ? null : lossProblem(message.loss)) ??
+      (tensors[0] && task.kind !== 'evaluate'
+        ? boundaryProblem(this.run, tensors[0], task.kind === 'forward' ? 'forward' : 'backward')
+        : null);
+    if (bad) return this.sessions.drop(peer, bad);
+    // The coordinator's own clock, never the node's claim: a node that says it is fast is not routed more.
+    peer.observeTaskTime(Math.max(Date.now() - task.sentAt, 0.01));
     attempt.onResult(peer, task, message.loss, tensors);
     this.pushProgress(null);
   }
@@ -366,6 +376,7 @@ export class Coordinator extends EventEmitter {
         if (validationDue(this.config.validation, this.step, this.config.steps)) await this.validate();
       } catch (err) {
         if (this.stopping) break;
+        if (err instanceof Misbehaviour) this.sessions.drop(err.peer, err.message);
         const reason =
           err instanceof AttemptFailed || err instanceof PeerLost
             ? err.message
@@ -506,6 +517,13 @@ export class Coordinator extends EventEmitter {
       this.log,
     );
     this.attempt = null;
+    // A state that is not finite never becomes a checkpoint; its sender holds broken weights and goes.
+    states.forEach((state, stage) => {
+      const problem = state && stateProblem(state);
+      if (!problem) return;
+      this.sessions.drop(members[stage]![0]!, problem);
+      states[stage] = null;
+    });
     const loss = result.losses.reduce((a, b) => a + b, 0) / result.losses.length;
     const { batch, seq } = this.run.shape;
     const tokens = batch * seq * this.config.microBatchesPerStep;

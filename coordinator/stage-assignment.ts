@@ -8,6 +8,7 @@ import { rebalanceMove, stageForJoiner, type PlacedPeer } from './placement.js';
 import type { RunConfig, RunShape } from './run-config.js';
 import type { Sessions } from './sessions.js';
 import type { CoordinatorStore } from './store.js';
+import { stateProblem } from './value-checks.js';
 
 export interface StageAssignmentOptions {
   config: RunConfig;
@@ -150,6 +151,11 @@ export class StageAssignment {
       );
       if (message.type !== 'state') throw new Error(`expected state, got ${message.type}`);
       state = stateFromTensors(message.optimizerStep, tensors);
+      const problem = stateProblem(state);
+      if (problem) {
+        sessions.drop(source, problem);
+        throw new Error(`node ${source.shortId} ${problem}`);
+      }
     } else {
       const checkpoint = store.latestCheckpoint();
       if (checkpoint && checkpoint.step === step) {

@@ -1,0 +1,45 @@
+import type { StageTrainer } from '../../gpu/stage/types.js';
+import { openEngine, type StageSpec } from '../../main/node/stage-factory.js';
+import type { EngineKind } from '../../shared/protocol/messages.js';
+
+/** How an adversarial node lies, at the stage engine: everything else is the real node runtime. */
+export type Lie =
+  | 'nan-activations'
+  | 'nan-gradients'
+  | 'nan-state'
+  | 'absurd-loss'
+  | 'random-activations'
+  | 'scaled-gradients';
+
+/**
+ * A `createStage` for NodeRuntime that builds the real CPU stage and then corrupts one of its outputs, the
+ * way a faulty or malicious contributor would.
+ */
+export function misbehavingStage(lie: Lie): (engine: EngineKind, spec: StageSpec) => Promise<StageTrainer> {
+  return async (_engine, spec) => {
+    const stage = await (await openEngine('cpu')).create(spec);
+    const forward = stage.forward.bind(stage);
+    const exportGrads = stage.exportGrads.bind(stage);
+    const exportState = stage.exportState.bind(stage);
+    stage.forward = async (input, targets) => {
+      const result = await forward(input, targets);
+      if (result.kind === 'loss') return lie === 'absurd-loss' ? { kind: 'loss', loss: -1e300 } : result;
+      if (lie === 'nan-activations') return { kind: 'activations', data: result.data.map(() => NaN) };
+      if (lie === 'random-activations')
+        return { kind: 'activations', data: result.data.map(() => Math.random() * 2 - 1) };
+      return result;
+    };
+    stage.exportGrads = async () => {
+      const grads = await exportGrads();
+      if (lie === 'nan-gradients') return grads.map((g, i) => (i % 7 === 0 ? NaN : g));
+      if (lie === 'scaled-gradients') return grads.map((g) => g * 1000);
+      return grads;
+    };
+    stage.exportState = async () => {
+      const state = await exportState();
+      if (lie !== 'nan-state') return state;
+      return { ...state, params: state.params.map((t) => ({ ...t, data: t.data.map(() => Infinity) })) };
+    };
+    return stage;
+  };
+}
