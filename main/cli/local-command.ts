@@ -33,6 +33,8 @@ function localRunConfig(flags: LocalFlags): RunConfig {
       stages: flags.stages ?? base.stages,
       steps: flags.steps ?? (flags.config ? base.steps : 30),
       runId: base.runId === 'tributary-tiny' ? 'local' : base.runId,
+      // Without a run.json, hold out the corpus tail and validate every 10 steps and at the end.
+      validation: flags.config ? base.validation : { ...base.validation, every: 10 },
     }),
   );
   // Every stage needs a node of its own: with fewer, the run would wait forever.
@@ -146,6 +148,9 @@ export function registerLocalCommand(program: Command): void {
           waiting = s.state === 'waiting' ? s.reason : '';
         }, 1000);
         coordinator.on('step', (e: StepEvent) => console.log(progressLine(e, config.steps)));
+        coordinator.on('validation', (v: { step: number; loss: number }) =>
+          console.log(`validation after step ${v.step}: held-out loss ${v.loss.toFixed(4)}`),
+        );
         const started = Date.now();
         await Promise.race([coordinator.finished, interrupted]);
         clearInterval(poll);

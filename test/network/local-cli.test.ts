@@ -28,8 +28,13 @@ test(
     expect(run.stdout).not.toMatch(/steps on gpu$/m);
     expect(run.stdout).toMatch(/step 1\/3 {2}loss \d+\.\d{4} {2}\d+ tok\/s {2}nodes per stage \[1, 1\]/);
     expect(run.stdout).toMatch(/summary: 3 steps in [\d.]+ s, 768 tokens/);
-    expect(run.stdout).toMatch(/^loss: first [\d.]+, final [\d.]+, best [\d.]+ \(step [123]\)$/m);
-    expect(run.stdout).toMatch(/24 receipts signed/);
+    // Without a run.json, local validates on the held-out tail at the end (and every 10 steps).
+    expect(run.stdout).toMatch(/^validation after step 3: held-out loss [\d.]+$/m);
+    expect(run.stdout).toMatch(
+      /^loss: first [\d.]+, final [\d.]+, best [\d.]+ \(step [123]\); validation [\d.]+ after step 3, best [\d.]+$/m,
+    );
+    // 3 steps x 4 micro-batches x 2 stages, and the held-out validation (4 micro-batches x 2 stage forwards).
+    expect(run.stdout).toMatch(/32 receipts signed/);
     expect(run.stdout).not.toMatch(/stage 0\b|blocks 0/);
     expect(leftovers()).toEqual([]);
   },
