@@ -125,6 +125,8 @@ export class Coordinator extends EventEmitter {
   private relayed = 0;
   private readonly data: SplitCorpus;
   private validation: CoordinatorStatus['validation'] = null;
+  /** Every held-out evaluation of this process, at the index of the step it followed (the dashboard's x). */
+  private readonly validationPoints: Array<{ step: number; loss: number }> = [];
   private state: CoordinatorStatus['state'] = 'waiting';
   private reason = 'starting';
   private progressPushedAt = 0;
@@ -158,7 +160,13 @@ export class Coordinator extends EventEmitter {
       attemptNo: () => this.attemptNo,
       onResult: (peer, message, { tensors }) => this.onResult(peer, message, tensors),
       onJoin: () => this.wake(),
-      onWelcomed: (peer) => peer.send(this.progress(this.store.losses().slice(-MAX_PROGRESS_LOSSES))),
+      onWelcomed: (peer) =>
+        peer.send(
+          this.progress(
+            this.store.losses().slice(-MAX_PROGRESS_LOSSES),
+            this.validationPoints.slice(-MAX_PROGRESS_LOSSES),
+          ),
+        ),
       onLost: (peer, reason) => {
         if (this.attempt && !this.attempt.isSettled && this.attempt.involves(peer)) {
           const stage = peer.stage === null ? '' : ` on stage ${peer.stage + 1}`;
@@ -200,9 +208,12 @@ export class Coordinator extends EventEmitter {
     return this.options.keys.publicKeyHex;
   }
 
-  private progress(losses: Array<{ step: number; loss: number }>): Outgoing<RunProgress> {
+  private progress(
+    losses: Array<{ step: number; loss: number }>,
+    validation: Array<{ step: number; loss: number }> = [],
+  ): Outgoing<RunProgress> {
     const { step, steps, microBatches, tokensPerSecond } = this.status();
-    return { type: 'progress', step, steps, microBatches, tokensPerSecond, losses };
+    return { type: 'progress', step, steps, microBatches, tokensPerSecond, losses, validation };
   }
 
   /**
@@ -609,6 +620,9 @@ export class Coordinator extends EventEmitter {
       const best = Math.min(loss, this.validation?.best ?? Infinity);
       this.validation = { step: this.step, loss, best };
       this.metrics.validationLoss.set(loss);
+      const point = { step: this.step - 1, loss };
+      this.validationPoints.push(point);
+      this.sessions.broadcast(this.progress([], [point]));
       const receipts = result.units.map((u) =>
         signReceipt(this.options.keys, {
           runId: this.config.runId,

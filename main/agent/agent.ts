@@ -107,7 +107,7 @@ export class Agent {
   private effectiveDuty = 0;
   private stage: StageInfo = null;
   private progress: Progress = null;
-  private loss: { step: number; loss: number }[] = [];
+  private loss: AgentSnapshot['loss'] = [];
   private wallet: { revision: number; value: WalletSnapshot } | null = null;
   private readonly listeners = new Set<(snapshot: AgentSnapshot) => void>();
   private timers: NodeJS.Timeout[] = [];
@@ -301,6 +301,12 @@ export class Agent {
     if (step <= (this.loss.at(-1)?.step ?? -1)) return;
     this.loss.push({ step, loss });
     if (this.loss.length > MAX_LOSS_POINTS) this.loss.splice(0, this.loss.length - MAX_LOSS_POINTS);
+  }
+
+  /** The held-out validation loss measured after step `step`, shown beside that step's training loss. */
+  addValidationLoss(step: number, loss: number): void {
+    const i = this.loss.findIndex((p) => p.step === step);
+    if (i >= 0) this.loss[i] = { ...this.loss[i]!, validation: loss };
   }
 
   /** Compares the ledger with the coordinator's statement; the result shows in the wallet and the ledger. */

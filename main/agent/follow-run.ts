@@ -75,6 +75,7 @@ export function followRun(
       const fraction = p.microBatches.total > 0 ? Math.min(1, p.microBatches.done / p.microBatches.total) : 0;
       agent.setProgress({ step: p.step, stepFraction: fraction, totalSteps: p.steps });
       for (const point of p.losses) agent.addLoss(point.step, point.loss);
+      for (const point of p.validation ?? []) agent.addValidationLoss(point.step, point.loss);
       if (p.steps > 0 && p.step >= p.steps) runState = { state: 'done', reason: `all ${p.steps} steps done` };
       settle();
     },

@@ -10,6 +10,9 @@ export interface ChartProps {
   /** Plain values such as steps, or one named category (a day) per point. */
   x: { kind: 'number'; values: number[] } | { kind: 'category'; labels: string[] };
   seriesLabel: string;
+  /** A second, dashed line over the same x (null where it has no value), e.g. validation beside training. */
+  ys2?: Array<number | null>;
+  series2Label?: string;
   formatY: (value: number) => string;
   style?: 'line' | 'bars';
   height?: number;
@@ -82,6 +85,9 @@ function buildOptions(props: ChartProps, width: number): uPlot.Options {
         paths: bars,
         points: { show: props.style !== 'bars' && props.ys.length < 40 },
       },
+      ...(props.ys2
+        ? [{ label: props.series2Label, stroke: cssVar('--text'), width: 2, dash: [6, 4], spanGaps: true }]
+        : []),
     ],
   };
 }
@@ -91,16 +97,17 @@ export function Chart(props: ChartProps) {
   const host = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const scheme = useColorScheme();
-  const { ys } = props;
+  const { ys, ys2 } = props;
+  const data = (): uPlot.AlignedData => (ys2 ? [xs, ys, ys2] : [xs, ys]);
   const xs = xValues(props.x);
   const xKey = props.x.kind === 'category' ? props.x.labels.join(',') : 'number';
   const empty = ys.length === 0;
-  const optionsKey = `${scheme}|${props.style ?? 'line'}|${xKey}|${ys.length < 40}|${empty}`;
+  const optionsKey = `${scheme}|${props.style ?? 'line'}|${xKey}|${ys.length < 40}|${empty}|${ys2 !== undefined}`;
 
   useEffect(() => {
     const element = host.current;
     if (!element) return;
-    const chart = new uPlot(buildOptions(props, element.clientWidth || 300), [xs, ys], element);
+    const chart = new uPlot(buildOptions(props, element.clientWidth || 300), data(), element);
     plot.current = chart;
     const observer = new ResizeObserver(() =>
       chart.setSize({ width: element.clientWidth, height: props.height ?? 220 }),
@@ -115,9 +122,9 @@ export function Chart(props: ChartProps) {
   }, [optionsKey]);
 
   useEffect(() => {
-    plot.current?.setData([xs, ys]);
-    // xs is derived from props.x on every render; ys changes exactly when the data does.
-  }, [ys]);
+    plot.current?.setData(data());
+    // xs is derived from props.x on every render; ys and ys2 change exactly when the data does.
+  }, [ys, ys2]);
 
   return (
     <figure className="chart" aria-label={props.label}>

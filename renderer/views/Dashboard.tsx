@@ -130,10 +130,17 @@ function NetworkCard({ snapshot }: { snapshot: AgentSnapshot }) {
 
 export function Dashboard({ snapshot, send }: Props) {
   const loss = useMemo(
-    () => ({ xs: snapshot.loss.map((p) => p.step), ys: snapshot.loss.map((p) => p.loss) }),
+    () => ({
+      xs: snapshot.loss.map((p) => p.step),
+      ys: snapshot.loss.map((p) => p.loss),
+      validation: snapshot.loss.some((p) => p.validation !== undefined)
+        ? snapshot.loss.map((p) => p.validation ?? null)
+        : undefined,
+    }),
     [snapshot.loss],
   );
   const lastLoss = snapshot.loss.at(-1);
+  const lastValidation = snapshot.loss.findLast((p) => p.validation !== undefined);
   const { progress, stage } = snapshot;
   const memory = memoryMeter(snapshot);
   const name = gpuName(snapshot);
@@ -196,11 +203,17 @@ export function Dashboard({ snapshot, send }: Props) {
           label="Network loss by step"
           summary={
             lastLoss
-              ? `Loss ${lastLoss.loss.toFixed(3)} at step ${formatInteger(lastLoss.step)}${lossTrend(snapshot.loss)}`
+              ? `Loss ${lastLoss.loss.toFixed(3)} at step ${formatInteger(lastLoss.step)}${lossTrend(snapshot.loss)}${
+                  lastValidation
+                    ? ` Held-out validation loss (dashed) ${lastValidation.validation!.toFixed(3)} at step ${formatInteger(lastValidation.step)}.`
+                    : ''
+                }`
               : 'The network has not reported a loss yet.'
           }
           x={{ kind: 'number', values: loss.xs }}
           ys={loss.ys}
+          ys2={loss.validation}
+          series2Label="validation loss"
           seriesLabel="loss"
           formatY={(v) => v.toFixed(2)}
         />

@@ -186,8 +186,10 @@ export const agentSnapshotSchema = z
     telemetry: telemetrySnapshotSchema,
     stage: stageInfoSchema.nullable(),
     progress: progressSchema.nullable(),
-    /** The network's loss curve, as the coordinator reports it. */
-    loss: z.array(z.object({ step: z.number().int(), loss: z.number() }).strict()),
+    /** The network's loss curve, as the coordinator reports it; `validation` where a held-out evaluation followed the step. */
+    loss: z.array(
+      z.object({ step: z.number().int(), loss: z.number(), validation: z.number().optional() }).strict(),
+    ),
     network: networkSnapshotSchema,
     rates: ratesSchema,
     wallet: walletSnapshotSchema,

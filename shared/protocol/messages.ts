@@ -166,6 +166,14 @@ export const runProgressSchema = msg('progress', {
   tokensPerSecond: finite.nonnegative(),
   /** Steps committed since the last `progress` to this node, oldest first. */
   losses: z.array(z.object({ step: count, loss: finite }).strict()).max(MAX_PROGRESS_LOSSES),
+  /**
+   * Held-out validation losses measured since the last `progress` (all of them right after `welcome`), each
+   * at the index of the step whose weights it measured, as in `losses`.
+   */
+  validation: z
+    .array(z.object({ step: count, loss: finite }).strict())
+    .max(MAX_PROGRESS_LOSSES)
+    .optional(),
 });
 export type RunProgress = z.infer<typeof runProgressSchema>;
 

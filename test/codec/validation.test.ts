@@ -1,6 +1,8 @@
 import { afterAll, describe, expect, test } from 'vitest';
 import { Corpus } from '../../coordinator/data.js';
 import { SplitCorpus, validationDue } from '../../coordinator/validation.js';
+import { Agent } from '../../main/agent/agent.js';
+import type { RunProgress } from '../../shared/protocol/messages.js';
 import { startCoordinator, startNode, tempDir, tinyConfig } from '../network/helpers.js';
 
 const { dir, cleanup } = tempDir();
@@ -74,6 +76,8 @@ test(
     const seen: number[] = [];
     coordinator.on('validation', (v: { loss: number }) => seen.push(v.loss));
     const nodes = [startNode(coordinator.url, 'cpu'), startNode(coordinator.url, 'cpu')];
+    const pushed: Array<{ step: number; loss: number }> = [];
+    nodes[0]!.on('progress', (p: RunProgress) => pushed.push(...(p.validation ?? [])));
     try {
       await coordinator.finished;
       const status = coordinator.status();
@@ -86,6 +90,27 @@ test(
       expect(status.receipts).toBe(units);
       const http = coordinator.url.replace('ws', 'http');
       expect(await (await fetch(`${http}/metrics`)).text()).toMatch(/tributary_validation_loss \d/);
+      // Nodes get each evaluation pushed, at the index of the step it followed (the dashboard's x), and
+      // the agent shows it beside that step's training loss.
+      expect(pushed).toEqual(seen.map((loss, i) => ({ step: 10 * (i + 1) - 1, loss })));
+      const agent = await Agent.open({
+        dataDir: `${dir}/agent`,
+        telemetrySources: [],
+        hostSensors: false,
+        pollHost: false,
+        tickMs: 0,
+      });
+      try {
+        for (const step of [8, 9, 10]) agent.addLoss(step, 4);
+        agent.addValidationLoss(9, seen[0]!);
+        expect(agent.snapshot().loss).toEqual([
+          { step: 8, loss: 4 },
+          { step: 9, loss: 4, validation: seen[0] },
+          { step: 10, loss: 4 },
+        ]);
+      } finally {
+        await agent.stop();
+      }
     } finally {
       await Promise.all(nodes.map((n) => n.stop()));
       await coordinator.close();
