@@ -18,6 +18,7 @@ import {
   adamWSchema,
   constrainedBlocksSchema,
   gptConfigSchema,
+  positionPartSchema,
   microBatchShapeSchema,
 } from '../shared/protocol/messages.js';
 import type { TensorSpec } from '../shared/protocol/wire.js';
@@ -68,9 +69,10 @@ export const runConfigSchema = z
         codec: z.enum(codecNames).default('none'),
         rank: z.number().int().min(1).max(MAX_SUBSPACE_RANK).optional(),
         constrainedBlocks: constrainedBlocksSchema.default('beforeLastStage'),
+        positions: positionPartSchema.default('fixed'),
       })
       .strict()
-      .default({ codec: 'none', constrainedBlocks: 'beforeLastStage' }),
+      .default({ codec: 'none', constrainedBlocks: 'beforeLastStage', positions: 'fixed' }),
     /**
      * Held-out validation: the tail `heldOutFraction` of the corpus never trains; `microBatches` fixed
      * micro-batches of it go forward through the pipeline after every `every` steps and after the last.
@@ -148,8 +150,13 @@ export interface RunShape {
 }
 
 export function compressionSettings(config: RunConfig): CompressionSettings {
-  const { codec, rank, constrainedBlocks } = config.compression;
-  return { codec, rank: rank ?? Math.max(1, Math.round(config.model.width / 100)), constrainedBlocks };
+  const { codec, rank, constrainedBlocks, positions } = config.compression;
+  return {
+    codec,
+    rank: rank ?? Math.max(1, Math.round(config.model.width / 100)),
+    constrainedBlocks,
+    positions,
+  };
 }
 
 export function runShape(config: RunConfig): RunShape {

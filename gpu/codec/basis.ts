@@ -9,10 +9,12 @@ export const MAX_SUBSPACE_RANK = 64;
 /** Which blocks keep their output projections in span(U): those before the last stage's, or every one. */
 export type ConstrainedBlocks = 'beforeLastStage' | 'all';
 
-export interface SubspaceSettings {
-  rank: number;
-  constrainedBlocks: ConstrainedBlocks;
-}
+/**
+ * The learned position embedding: `fixed` splits it like the token embedding (a fixed part outside span(U)
+ * that every receiver rebuilds from the position, plus a learned part inside); `subspace` keeps all of it in
+ * span(U), so nothing of it is fixed.
+ */
+export type PositionPart = 'fixed' | 'subspace';
 
 /** The blocks whose attention and MLP output projections are constrained, as a predicate on block index. */
 export function constrainedBlock(
@@ -30,7 +32,12 @@ export function constrainedBlock(
  * f64, so every node derives the same bits. The fixed embedding parts are the initial token and position
  * embeddings' components outside span(U); they never train and every receiver rebuilds them from the seed.
  */
-export function buildSubspaceBasis(config: GptConfig, seed: number, rank: number): SubspaceBasis {
+export function buildSubspaceBasis(
+  config: GptConfig,
+  seed: number,
+  rank: number,
+  positions: PositionPart = 'fixed',
+): SubspaceBasis {
   const C = config.width;
   if (!Number.isInteger(rank) || rank < 1 || rank > Math.min(C, MAX_SUBSPACE_RANK)) {
     throw new Error(`subspace rank must be an integer in 1..${Math.min(C, MAX_SUBSPACE_RANK)}, got ${rank}`);
@@ -70,6 +77,6 @@ export function buildSubspaceBasis(config: GptConfig, seed: number, rank: number
     rank,
     basis,
     fixedToken: outside(embedding('wte')),
-    fixedPos: outside(embedding('wpe')),
+    fixedPos: positions === 'fixed' ? outside(embedding('wpe')) : new Float32Array(config.contextLength * C),
   };
 }

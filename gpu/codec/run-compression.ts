@@ -1,7 +1,7 @@
 import type { ActivationCodec } from '../../shared/protocol/codec.js';
 import { resolveCodec } from '../../shared/protocol/codec-registry.js';
 import type { GptConfig } from '../model/config.js';
-import { buildSubspaceBasis, constrainedBlock, type ConstrainedBlocks } from './basis.js';
+import { buildSubspaceBasis, constrainedBlock, type ConstrainedBlocks, type PositionPart } from './basis.js';
 import type { SubspaceConstraint } from './subspace-stage.js';
 
 /** What a run says about its stage boundaries (the run config's `compression`, sent in `welcome`). */
@@ -11,6 +11,7 @@ export interface CompressionSettings {
   /** k, the subspace rank (subspace only). */
   rank: number;
   constrainedBlocks: ConstrainedBlocks;
+  positions: PositionPart;
 }
 
 export interface RunCompression {
@@ -27,7 +28,7 @@ export function openCompression(
   stages: number,
 ): RunCompression {
   if (s.codec !== 'subspace') return { codec: resolveCodec(s.codec), constraint: null };
-  const basis = buildSubspaceBasis(config, seed, s.rank);
+  const basis = buildSubspaceBasis(config, seed, s.rank, s.positions);
   return {
     codec: resolveCodec(s.codec, () => basis),
     constraint: { basis, constrained: constrainedBlock(config, stages, s.constrainedBlocks) },

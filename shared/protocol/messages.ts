@@ -54,13 +54,19 @@ export const adamWSchema = z
   .strict();
 
 export const constrainedBlocksSchema = z.enum(['beforeLastStage', 'all']);
+export const positionPartSchema = z.enum(['fixed', 'subspace']);
 
 /**
  * The run's boundary codec. The name is any short string here, so that a node can refuse, in words, a codec
  * it does not know (shared/protocol/codec-registry.ts) instead of failing the schema.
  */
 export const compressionSchema = z
-  .object({ codec: z.string().min(1).max(32), rank: positive, constrainedBlocks: constrainedBlocksSchema })
+  .object({
+    codec: z.string().min(1).max(32),
+    rank: positive,
+    constrainedBlocks: constrainedBlocksSchema,
+    positions: positionPartSchema,
+  })
   .strict();
 
 /** Fields every message has: protocol version, a sender-chosen id (ties tensor frames to it), tensor count. */

@@ -71,7 +71,12 @@ describe('the codec is checked on both ends of the network', () => {
                 shape: { batch: 2, seq: 16 },
                 stages: 2,
                 seed: 1,
-                compression: { codec: 'topk', rank: 1, constrainedBlocks: 'beforeLastStage' },
+                compression: {
+                  codec: 'topk',
+                  rank: 1,
+                  constrainedBlocks: 'beforeLastStage',
+                  positions: 'fixed',
+                },
               } as const;
               expect(
                 coordinatorMessageSchema.safeParse({ ...welcome, v: 1, id: 0, tensors: 0 }).success,

@@ -204,3 +204,9 @@ test('fp16 bits match IEEE binary16 rounding (nearest even) at the edges', async
   for (const [x, bits] of cases) expect(toHalfBits(x)).toBe(bits);
   for (let h = 0; h < 0x7c00; h += 97) expect(toHalfBits(fromHalfBits(h))).toBe(h);
 });
+
+test('positions kept in span(U) leave no fixed position part: the receiver rebuilds only the token part', () => {
+  const basis = buildSubspaceBasis(model, 7, 4, 'subspace');
+  expect(basis.fixedPos.every((v) => v === 0)).toBe(true);
+  expect(basis.fixedToken).toEqual(buildSubspaceBasis(model, 7, 4).fixedToken);
+});
