@@ -11,7 +11,8 @@ const assets = resolve(import.meta.dirname, '..', 'assets');
 /** Output name -> [source SVG, size in px]. */
 function targets(): [string, string, number][] {
   const list: [string, string, number][] = [];
-  for (const size of [16, 32, 48, 64, 128, 256, 512, 1024]) list.push([`icon-${size}.png`, 'icon.svg', size]);
+  for (const size of [16, 32, 48, 64, 128, 256, 512, 1024])
+    list.push([`icons/${size}x${size}.png`, 'icon.svg', size]);
   for (const state of ['running', 'paused', 'waiting', 'error']) {
     const svg = `tray-${state}.svg`;
     list.push(

@@ -120,7 +120,9 @@ async function start(): Promise<void> {
   let mainWindow: BrowserWindow | null = null;
   const showWindow = (): void => {
     if (!mainWindow) {
-      mainWindow = new BrowserWindow(mainWindowOptions(paths.preload, join(paths.assets, 'icon-256.png')));
+      mainWindow = new BrowserWindow(
+        mainWindowOptions(paths.preload, join(paths.assets, 'icons', '256x256.png')),
+      );
       mainWindow.once('ready-to-show', () => mainWindow?.show());
       mainWindow.on('closed', () => (mainWindow = null));
       void mainWindow.loadURL(RENDERER_URL);
@@ -210,6 +212,7 @@ async function start(): Promise<void> {
       nativeImage.createFromPath(join(paths.assets, trayIconFile(trayState.icon, process.platform))),
     );
     tray.setToolTip(trayState.tooltip);
+    logger.info({ tray: trayState.tooltip, icon: trayState.icon }, 'tray');
     tray.setContextMenu(
       Menu.buildFromTemplate(
         trayMenuTemplate(
