@@ -90,6 +90,11 @@ export class Arena {
     return { buffer, offset: slot.offset, size: slot.bytes };
   }
 
+  /** The buffers of some roles, in a fixed order (for whole-role copies such as activation stashes). */
+  buffersOf(roles: readonly string[]): GPUBuffer[] {
+    return roles.flatMap((role) => this.buffers.get(role) ?? []);
+  }
+
   destroy(): void {
     for (const list of this.buffers.values()) for (const b of list) b.destroy();
     this.buffers.clear();

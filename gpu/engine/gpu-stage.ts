@@ -47,6 +47,9 @@ export interface GpuStageOptions {
   constrainParams?: (param: (name: string) => TensorRef) => EncodedOp[];
 }
 
+/** Without a VRAM cap a stage stashes as many micro-batches as 1F1B asks for, up to this many. */
+const UNCAPPED_STASHES = 64;
+
 /** The ops of one stage, built once for its shape and replayed every micro-batch. */
 interface Program {
   forward: EncodedOp[];
@@ -76,6 +79,10 @@ export class GpuStage implements StageTrainer {
   private constrain: EncodedOp[] = [];
   private hasForward = false;
   private tail: Promise<unknown> = Promise.resolve();
+  /** 1F1B: copies of the activation and input buffers of micro-batches between forward and backward, by id. */
+  private readonly stashes = new Map<number, GPUBuffer[]>();
+  private readonly spareStashes: GPUBuffer[][] = [];
+  stashCapacity = 1;
 
   private constructor(
     readonly device: GPUDevice,
@@ -134,6 +141,12 @@ export class GpuStage implements StageTrainer {
         );
       }
     }
+    // Each stash copies the activation and input buffers; the cap leaves room for as many as fit.
+    const stashBytes = stage.stashSources().reduce((n, b) => n + b.size, 0);
+    stage.stashCapacity =
+      options.maxBytes === undefined
+        ? UNCAPPED_STASHES
+        : Math.max(1, Math.floor((options.maxBytes - needed) / stashBytes));
     stage.writeParams('params', initStageParams(config, range, options.seed));
     stage.constrain = options.constrainParams?.((name) => stage.paramRef(name)) ?? [];
     await stage.runAndWait('constrain', (enc) => record(enc, stage.constrain));
@@ -202,7 +215,53 @@ export class GpuStage implements StageTrainer {
     });
   }
 
+  stash(id: number): Promise<void> {
+    return this.exclusive(async () => {
+      if (!this.hasForward) throw new Error('stash() needs a forward() first');
+      if (this.stashes.size >= this.stashCapacity)
+        throw new Error(`stash ${id}: already holding ${this.stashes.size} of ${this.stashCapacity}`);
+      const sources = this.stashSources();
+      const copies =
+        this.spareStashes.pop() ??
+        sources.map((b) =>
+          this.device.createBuffer({
+            label: `stage ${this.range.index} stash`,
+            size: b.size,
+            usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+          }),
+        );
+      this.copyBuffers(sources, copies);
+      this.stashes.set(id, copies);
+      this.hasForward = false;
+    });
+  }
+
+  restore(id: number): Promise<void> {
+    return this.exclusive(async () => {
+      const copies = this.stashes.get(id);
+      if (!copies) throw new Error(`no activations stashed under ${id}`);
+      this.copyBuffers(copies, this.stashSources());
+      this.stashes.delete(id);
+      this.spareStashes.push(copies);
+      this.hasForward = true;
+    });
+  }
+
+  /** What a micro-batch leaves for its backward: every activation buffer and the inputs (tokens, targets). */
+  private stashSources(): GPUBuffer[] {
+    return this.arena.buffersOf(['acts', 'io']);
+  }
+
+  /** Queue-ordered copies: after the forward that filled them, before any later write. */
+  private copyBuffers(from: readonly GPUBuffer[], to: readonly GPUBuffer[]): void {
+    const encoder = this.device.createCommandEncoder();
+    from.forEach((b, i) => encoder.copyBufferToBuffer(b, 0, to[i]!, 0, b.size));
+    this.device.queue.submit([encoder.finish()]);
+  }
+
   zeroGrad(): void {
+    for (const copies of this.stashes.values()) this.spareStashes.push(copies);
+    this.stashes.clear();
     this.watch.check();
     const encoder = this.device.createCommandEncoder();
     for (const slot of this.layout.grads) {
@@ -305,6 +364,8 @@ export class GpuStage implements StageTrainer {
   }
 
   destroy(): void {
+    for (const copies of [...this.stashes.values(), ...this.spareStashes])
+      for (const b of copies) b.destroy();
     this.arena.destroy();
     this.readback.destroy();
     this.small.destroy();
