@@ -15,6 +15,7 @@ import {
   type Outgoing,
   type RunProgress,
 } from '../shared/protocol/messages.js';
+import type { SignedCreditStatement } from '../shared/protocol/credit-statement.js';
 import type { SignedReceipt } from '../shared/protocol/receipt.js';
 import { waitingForStages } from '../shared/stage-label.js';
 import { defaultWireLimits, type Received, type WireLimits } from '../shared/protocol/wire.js';
@@ -24,7 +25,13 @@ import type { Corpus, MicroBatch } from './data.js';
 import { httpApi } from './http-api.js';
 import { CoordinatorMetrics } from './metrics.js';
 import type { Peer } from './peer.js';
-import { receiptId, signReceipt, type CoordinatorKeys, type VerifySignature } from './receipts.js';
+import {
+  receiptId,
+  signReceipt,
+  signStatement,
+  type CoordinatorKeys,
+  type VerifySignature,
+} from './receipts.js';
 import { runShape, type RunConfig, type RunShape } from './run-config.js';
 import { PeerLost, Sessions } from './sessions.js';
 import { StageAssignment } from './stage-assignment.js';
@@ -86,6 +93,9 @@ export interface CoordinatorStatus {
 
 /** Until a peer has been measured, a task is assumed to take this long (only ratios matter for routing). */
 const FALLBACK_TASK_MS = 1000;
+
+/** A statement names at most this many receipts (the schema's limit); more go in the next one. */
+const MAX_STATEMENT_RECEIPTS = 4096;
 
 interface FinishedAttempt extends AveragedGradients {
   result: AttemptResult;
@@ -506,11 +516,46 @@ export class Coordinator extends EventEmitter {
     return { ...averaged, result, members };
   }
 
+  /**
+   * Sends committed receipts, then each node's signed credit statement confirming them: the step they
+   * belong to is committed, so their credit is final. (Verification of work, when it comes, confirms later.)
+   */
   private sendReceipts(stored: StoredReceipt[]): void {
     this.metrics.receipts.inc(stored.length);
+    const byNode = new Map<string, Peer | undefined>();
     for (const { seq: receiptSeq, signed } of stored) {
-      const peer = [...this.sessions.peers].find((p) => p.nodeId === signed.receipt.nodeId);
-      peer?.send({ type: 'receipt', seq: receiptSeq, signed });
+      const nodeId = signed.receipt.nodeId;
+      if (!byNode.has(nodeId))
+        byNode.set(
+          nodeId,
+          [...this.sessions.peers].find((p) => p.nodeId === nodeId),
+        );
+      byNode.get(nodeId)?.send({ type: 'receipt', seq: receiptSeq, signed });
+    }
+    for (const [nodeId, peer] of byNode) {
+      for (const signed of this.issueStatements(nodeId)) peer?.send({ type: 'credits', signed });
+    }
+  }
+
+  /** Statements for every receipt of `nodeId` not yet in one, stored before they are sent. */
+  private issueStatements(nodeId: string): SignedCreditStatement[] {
+    const issued: SignedCreditStatement[] = [];
+    for (;;) {
+      const next = this.store.nextStatement(nodeId, MAX_STATEMENT_RECEIPTS);
+      if (!next) return issued;
+      const signed = signStatement(this.options.keys, {
+        runId: this.config.runId,
+        nodeId,
+        seq: next.seq,
+        receipts: next.receipts,
+        confirmed: next.receiptIds,
+        revoked: [],
+        confirmedFlops: next.confirmedFlops,
+        revokedFlops: 0,
+        pendingFlops: 0,
+      });
+      this.store.addStatement(nodeId, next.seq, next.throughReceipt, signed);
+      issued.push(signed);
     }
   }
 

@@ -38,6 +38,7 @@ export class Peer {
   authenticated = false;
   nonce = '';
   receiptCursor = 0;
+  statementCursor = 0;
   /** The node asked for work. */
   wantsWork = false;
   /** Stage whose weights the node holds and trains, or null while unassigned. */

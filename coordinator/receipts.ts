@@ -1,3 +1,8 @@
+import {
+  canonicalStatementBytes,
+  type CreditStatement,
+  type SignedCreditStatement,
+} from '../shared/protocol/credit-statement.js';
 import { canonicalReceiptBytes, type SignedReceipt, type WorkReceipt } from '../shared/protocol/receipt.js';
 
 /** The coordinator's signing identity; the CLI builds it from main/identity, tests from a generated key. */
@@ -21,4 +26,13 @@ export function signReceipt(
   const receipt: WorkReceipt = { version: 1, ...fields, issuedAt: new Date().toISOString() };
   const signature = Buffer.from(keys.sign(canonicalReceiptBytes(receipt))).toString('base64');
   return { receipt, signature, coordinatorKey: keys.publicKeyHex };
+}
+
+export function signStatement(
+  keys: CoordinatorKeys,
+  fields: Omit<CreditStatement, 'version' | 'issuedAt'>,
+): SignedCreditStatement {
+  const statement: CreditStatement = { version: 1, ...fields, issuedAt: new Date().toISOString() };
+  const signature = Buffer.from(keys.sign(canonicalStatementBytes(statement))).toString('base64');
+  return { statement, signature, coordinatorKey: keys.publicKeyHex };
 }

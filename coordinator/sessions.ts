@@ -191,6 +191,10 @@ export class Sessions {
       }
       case 'ping':
         return peer.send({ type: 'pong', sentAt: message.sentAt });
+      case 'payout':
+        this.options.store.setPayoutAddress(peer.nodeId, message.address);
+        this.options.log.info({ node: peer.shortId, address: message.address }, 'payout address registered');
+        return;
       case 'error':
         this.options.log.warn(
           { node: peer.shortId, code: message.code, error: message.message },
@@ -214,6 +218,7 @@ export class Sessions {
     peer.nodeId = hello.nodeId;
     peer.engine = hello.engine;
     peer.receiptCursor = hello.receiptCursor;
+    peer.statementCursor = hello.statementCursor ?? 0;
     peer.nonce = randomBytes(32).toString('base64');
     peer.send({
       type: 'challenge',
@@ -255,6 +260,8 @@ export class Sessions {
     });
     for (const { seq, signed } of store.receiptsSince(peer.nodeId, peer.receiptCursor))
       peer.send({ type: 'receipt', seq, signed });
+    for (const signed of store.statementsSince(peer.nodeId, peer.statementCursor))
+      peer.send({ type: 'credits', signed });
     this.options.onWelcomed(peer);
   }
 

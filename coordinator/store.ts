@@ -1,4 +1,6 @@
 import Database from 'better-sqlite3';
+import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
+import type { SignedCreditStatement } from '../shared/protocol/credit-statement.js';
 import type { SignedReceipt } from '../shared/protocol/receipt.js';
 
 export interface Progress {
@@ -33,6 +35,9 @@ export class CoordinatorStore {
   private readonly db: Database.Database;
 
   constructor(path: string) {
+    // Only the operator's account reads balances and payout addresses; SQLite gives -wal/-shm the same mode.
+    if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600));
+    if (process.platform !== 'win32') chmodSync(path, 0o600);
     this.db = new Database(path);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = FULL');
@@ -54,6 +59,10 @@ export class CoordinatorStore {
       CREATE TABLE IF NOT EXISTS balances (node_id TEXT PRIMARY KEY, flops REAL NOT NULL, units INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS steps (step INTEGER PRIMARY KEY, loss REAL NOT NULL, tokens INTEGER NOT NULL, finished_at TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS checkpoints (step INTEGER PRIMARY KEY, dir TEXT NOT NULL, created_at TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS statements (
+        node_id TEXT NOT NULL, seq INTEGER NOT NULL, through_receipt INTEGER NOT NULL, signed TEXT NOT NULL,
+        PRIMARY KEY (node_id, seq));
+      CREATE TABLE IF NOT EXISTS payout_addresses (node_id TEXT PRIMARY KEY, address TEXT NOT NULL, at TEXT NOT NULL);
     `);
   }
 
@@ -141,6 +150,73 @@ export class CoordinatorStore {
       .prepare('SELECT seq, signed FROM receipts WHERE node_id = ? AND seq > ? ORDER BY seq')
       .all(nodeId, afterSeq) as Array<{ seq: number; signed: string }>;
     return rows.map((row) => ({ seq: row.seq, signed: JSON.parse(row.signed) as SignedReceipt }));
+  }
+
+  /**
+   * What the node's next credit statement says: its number, the receipts issued since the last statement
+   * (at most `limit`, oldest first) and the running totals through the newest of them. Null when nothing new.
+   */
+  nextStatement(
+    nodeId: string,
+    limit: number,
+  ): {
+    seq: number;
+    throughReceipt: number;
+    receiptIds: string[];
+    receipts: number;
+    confirmedFlops: number;
+  } | null {
+    const last = this.db
+      .prepare(
+        'SELECT seq, through_receipt AS through FROM statements WHERE node_id = ? ORDER BY seq DESC LIMIT 1',
+      )
+      .get(nodeId) as { seq: number; through: number } | undefined;
+    const fresh = this.db
+      .prepare(
+        'SELECT seq, receipt_id AS id FROM receipts WHERE node_id = ? AND seq > ? ORDER BY seq LIMIT ?',
+      )
+      .all(nodeId, last?.through ?? 0, limit) as Array<{ seq: number; id: string }>;
+    if (fresh.length === 0) return null;
+    const throughReceipt = fresh.at(-1)!.seq;
+    const totals = this.db
+      .prepare(
+        'SELECT COUNT(*) AS n, COALESCE(SUM(flops), 0) AS flops FROM receipts WHERE node_id = ? AND seq <= ?',
+      )
+      .get(nodeId, throughReceipt) as { n: number; flops: number };
+    return {
+      seq: (last?.seq ?? 0) + 1,
+      throughReceipt,
+      receiptIds: fresh.map((r) => r.id),
+      receipts: totals.n,
+      confirmedFlops: totals.flops,
+    };
+  }
+
+  addStatement(nodeId: string, seq: number, throughReceipt: number, signed: SignedCreditStatement): void {
+    this.db
+      .prepare('INSERT INTO statements (node_id, seq, through_receipt, signed) VALUES (?, ?, ?, ?)')
+      .run(nodeId, seq, throughReceipt, JSON.stringify(signed));
+  }
+
+  statementsSince(nodeId: string, afterSeq: number): SignedCreditStatement[] {
+    const rows = this.db
+      .prepare('SELECT signed FROM statements WHERE node_id = ? AND seq > ? ORDER BY seq')
+      .all(nodeId, afterSeq) as Array<{ signed: string }>;
+    return rows.map((row) => JSON.parse(row.signed) as SignedCreditStatement);
+  }
+
+  setPayoutAddress(nodeId: string, address: string): void {
+    this.db
+      .prepare(
+        'INSERT INTO payout_addresses (node_id, address, at) VALUES (?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET address = excluded.address, at = excluded.at',
+      )
+      .run(nodeId, address, new Date().toISOString());
+  }
+
+  payoutAddress(nodeId: string): string | null {
+    const row = this.db.prepare('SELECT address FROM payout_addresses WHERE node_id = ?').get(nodeId) as
+      { address: string } | undefined;
+    return row?.address ?? null;
   }
 
   balances(): Balance[] {

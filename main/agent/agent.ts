@@ -16,6 +16,7 @@ import {
   type NetworkEntry,
   type SettingsPatch,
 } from '../../shared/dashboard/settings.js';
+import type { SignedCreditStatement } from '../../shared/protocol/credit-statement.js';
 import type { SignedReceipt } from '../../shared/protocol/receipt.js';
 import type { ReceiptSink, WorkGate } from '../node/hooks.js';
 import { systemClock, type Clock } from './clock.js';
@@ -24,7 +25,14 @@ import { startDashboardServer, type DashboardServer } from './dashboard/server.j
 import { loadOrCreateToken } from './dashboard/token.js';
 import type { HeadSigner } from './ledger/head-file.js';
 import { inspectLedger, setLedgerAside } from './ledger/health.js';
-import { EXPORT_TABLES, Ledger, ReceiptRejected, type ExportTable, type WorkUnit } from './ledger/ledger.js';
+import {
+  EXPORT_TABLES,
+  Ledger,
+  ReceiptRejected,
+  StatementRejected,
+  type ExportTable,
+  type WorkUnit,
+} from './ledger/ledger.js';
 import { listProcessNames, readOnBattery } from './host-signals.js';
 import { agentPaths } from './paths.js';
 import { neutralInputs, Policy, type PolicyDecision, type PolicyInputs } from './policy.js';
@@ -201,6 +209,19 @@ export class Agent {
         this.logger.warn({ receipt: signed?.receipt?.receiptId }, err.message);
         this.ledger.recordEvent('receipt-rejected', {
           receiptId: signed?.receipt?.receiptId ?? null,
+          reason: err.message,
+        });
+      }
+    },
+    acceptStatement: (signed: SignedCreditStatement) => {
+      if (this.stopped) return;
+      try {
+        this.ledger.applyStatement(signed);
+      } catch (err) {
+        if (!(err instanceof StatementRejected)) throw err;
+        this.logger.warn({ statement: signed?.statement?.seq }, err.message);
+        this.ledger.recordEvent('statement-rejected', {
+          seq: signed?.statement?.seq ?? null,
           reason: err.message,
         });
       }

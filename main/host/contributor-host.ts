@@ -153,6 +153,7 @@ export class ContributorHost {
       engine,
       coordinatorKey: network.coordinatorKey ?? undefined,
       pins,
+      payoutAddress: () => this.agent.ledger.payoutAddress(),
       ca,
       gate: this.agent.gate,
       sink: this.agent.receipts,

@@ -1,3 +1,4 @@
+import type { SignedCreditStatement } from '../../shared/protocol/credit-statement.js';
 import type { SignedReceipt } from '../../shared/protocol/receipt.js';
 
 /**
@@ -17,6 +18,8 @@ export interface WorkGate {
 /** Where verified receipts go: the ledger stores them after checking the coordinator's signature. */
 export interface ReceiptSink {
   accept(receipt: SignedReceipt): void;
+  /** The coordinator's credit statement, confirming or revoking stored receipts. */
+  acceptStatement?(statement: SignedCreditStatement): void;
 }
 
 /** A gate that never pauses, for operators who run the node flat out. */

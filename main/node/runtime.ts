@@ -63,6 +63,8 @@ export interface NodeRuntimeOptions {
    * refused. Defaults to this runtime's memory. An explicit coordinatorKey replaces the pin.
    */
   pins?: CoordinatorPins;
+  /** Where this node's credit is paid; sent to the coordinator on every connect when set. */
+  payoutAddress?: () => string | null;
   /** Builds the stage; defaults to the engine in a worker thread. */
   createStage?: (engine: EngineKind, spec: StageSpec) => Promise<StageTrainer>;
   logger?: Logger;
@@ -328,6 +330,10 @@ export class NodeRuntime extends EventEmitter {
         this.backoff = this.options.backoffMs ?? 250;
         this.emit('connected', { runId: message.runId });
         this.setReason('connected; waiting for a stage');
+        {
+          const address = this.options.payoutAddress?.() ?? null;
+          if (address) this.channel?.send({ type: 'payout', address });
+        }
         void this.gate.waitUntilAllowed(this.abort.signal).then(
           () => this.channel?.send({ type: 'join' }),
           () => {},
@@ -336,6 +342,11 @@ export class NodeRuntime extends EventEmitter {
       }
       case 'receipt':
         return this.onReceipt(message.seq, message.signed);
+      case 'credits':
+        // The sink (the ledger) checks the signature, the signer and the node before it applies anything.
+        this.options.sink?.acceptStatement?.(message.signed);
+        this.emit('credits', message.signed);
+        return;
       case 'runState':
         this.emit('runState', { state: message.state, reason: message.reason });
         return this.setReason(`run ${message.state}: ${message.reason}`);

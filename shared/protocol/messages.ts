@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { signedCreditStatementSchema } from './credit-statement.js';
 import { signedReceiptSchema } from './receipt.js';
 
 /**
@@ -93,6 +94,8 @@ export const helloSchema = msg('hello', {
   engine: engineKindSchema,
   /** Receipts with a sequence number above this are (re)sent after authentication. */
   receiptCursor: count,
+  /** Credit statements with a number above this are (re)sent after authentication; absent means all. */
+  statementCursor: count.optional(),
 });
 export const authSchema = msg('auth', { signature: base64.max(128) });
 /** Ask for a stage; lightweight clients (dashboards, probes) never send it and never get work. */
@@ -111,6 +114,8 @@ export const appliedSchema = msg('applied', { step: count, optimizerStep: count 
 export const loadedSchema = msg('loaded', { step: count, stashes: positive.max(1024).optional() });
 export const stateSchema = msg('state', { requestId: count, optimizerStep: count });
 export const pingSchema = msg('ping', { sentAt: finite });
+/** Where this node's credit is paid: an EVM address (the agent checks its EIP-55 checksum). */
+export const payoutSchema = msg('payout', { address: z.string().regex(/^0x[0-9a-fA-F]{40}$/) });
 
 // --- coordinator -> node -------------------------------------------------------------------------------
 export const challengeSchema = msg('challenge', {
@@ -152,6 +157,8 @@ export const applySchema = msg('apply', {
 });
 export const stateRequestSchema = msg('stateRequest', { requestId: count });
 export const receiptMessageSchema = msg('receipt', { seq: count, signed: signedReceiptSchema });
+/** The coordinator's signed credit statement: receipts it confirmed or revoked (credit-statement.ts). */
+export const creditsMessageSchema = msg('credits', { signed: signedCreditStatementSchema });
 export const pongSchema = msg('pong', { sentAt: finite });
 /** What the run is doing and why, in words a person can read (sent when it changes). */
 export const runStateSchema = msg('runState', {
@@ -196,6 +203,7 @@ export const nodeMessageSchema = z.discriminatedUnion('type', [
   loadedSchema,
   stateSchema,
   pingSchema,
+  payoutSchema,
   errorSchema,
 ]);
 export type NodeMessage = z.infer<typeof nodeMessageSchema>;
@@ -210,6 +218,7 @@ export const coordinatorMessageSchema = z.discriminatedUnion('type', [
   applySchema,
   stateRequestSchema,
   receiptMessageSchema,
+  creditsMessageSchema,
   pongSchema,
   runStateSchema,
   runProgressSchema,

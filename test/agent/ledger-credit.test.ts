@@ -1,0 +1,59 @@
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Agent } from '../../main/agent/agent.js';
+import { Ed25519Keys } from '../../main/identity/ed25519.js';
+import { quiet, startCoordinator, startNode, tempDir, tinyConfig } from '../network/helpers.js';
+import { until } from '../network/processes.js';
+
+const { dir, cleanup } = tempDir('tributary-credit-');
+afterAll(cleanup);
+
+/**
+ * Credit end to end against a real coordinator: every receipt arrives pending, the coordinator's signed
+ * statement confirms it once its step commits, the ledger verifies with the statements in it, and the
+ * payout address reaches the coordinator.
+ */
+describe('credit confirmation', () => {
+  it('confirms every committed receipt with a signed statement and registers the payout address', async () => {
+    const coordinator = await startCoordinator(tinyConfig({ stages: 1, steps: 3 }), join(dir, 'coordinator'));
+    const keys = Ed25519Keys.generate();
+    const agent = await Agent.open({
+      dataDir: join(dir, 'node'),
+      nodeId: keys.publicKeyHex,
+      headSigner: keys,
+      trustedCoordinatorKeys: [coordinator.publicKey],
+      tickMs: 0,
+      pollHost: false,
+      hostSensors: false,
+      telemetrySources: [],
+      logger: quiet,
+    });
+    const address = '0x52908400098527886E0F7030069857D2E4169EE7';
+    agent.ledger.setPayoutAddress(address);
+    const node = startNode(coordinator.url, 'cpu', {
+      keys,
+      sink: agent.receipts,
+      payoutAddress: () => agent.ledger.payoutAddress(),
+    });
+    try {
+      await coordinator.finished;
+      const issued = coordinator.status().receipts;
+      await until(
+        'every receipt confirmed',
+        () =>
+          agent.ledger.balance().confirmedFlops > 0 &&
+          agent.ledger.receipts().every((r) => r.status === 'confirmed') &&
+          agent.ledger.receipts().length === issued,
+        30_000,
+      );
+      expect(agent.ledger.balance().pendingFlops).toBe(0);
+      expect(agent.ledger.latestStatement()).toMatchObject({ nodeId: keys.publicKeyHex, receipts: issued });
+      expect(agent.ledger.verify()).toMatchObject({ ok: true, problems: [] });
+      expect(coordinator.store.payoutAddress(keys.publicKeyHex)).toBe(address);
+    } finally {
+      await node.stop();
+      await agent.stop();
+      await coordinator.close();
+    }
+  }, 120_000);
+});
