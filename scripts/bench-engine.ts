@@ -1,37 +1,54 @@
 /**
  * Engine benchmark: our WGSL matmul and whole training step against TF.js's WebGPU backend, both on the same
  * dawn.node adapter. `npm run bench:engine` prints a table; `npm run bench:engine -- --json` prints exactly
- * one JSON object on stdout (progress goes to stderr either way).
+ * one JSON object on stdout (progress goes to stderr either way). `--config gpt2-768` trains width 768,
+ * 12 layers, batch 8 at seq 256 and 1024 instead of the small default (scripts/bench/configs.ts).
+ * Every measurement is sized by time (a few hundred ms of work), not by FLOPs, so a fast GPU is not timed on
+ * launches and readbacks alone.
  */
 import type * as Tf from '@tensorflow/tfjs';
 import { acquireDevice, adapterName } from '../gpu/device/acquire.js';
+import {
+  type MatmulTuning,
+  describeTuning,
+  matmulOptions,
+  modelProducts,
+  tuneMatmul,
+} from '../gpu/engine/autotune.js';
 import { GpuStage } from '../gpu/engine/gpu-stage.js';
+import { KernelSet } from '../gpu/engine/kernel-set.js';
+import { stageDeviceNeeds } from '../gpu/engine/stage-layout.js';
 import { type GptConfig, type MicroBatchShape, wholeModel } from '../gpu/model/config.js';
+import { stageTrainFlops } from '../gpu/model/flops.js';
 import { mulberry32 } from '../gpu/model/params.js';
 import type { AdamWSettings } from '../gpu/stage/types.js';
 import { type MicroBatch, Trainer } from '../gpu/train/trainer.js';
-import { stageDeviceNeeds } from '../gpu/engine/stage-layout.js';
 import { DRIVER_HINT, dawnGpu } from '../main/gpu-host/dawn.js';
+import { fileTuningStore } from '../main/gpu-host/tuning-store.js';
+import { benchConfigFromArgs } from './bench/configs.js';
 import { compareMatmul } from './bench/matmul.js';
 import { TfGpt } from './bench/tfjs-gpt.js';
 
-const MATMUL_SIZES = [256, 512, 1024, 2048];
-/** Alternating rounds per size (two at 2048, where one TF.js product takes tens of seconds on lavapipe). */
+/** Square sizes: up to 8192 on a real GPU; on a CPU adapter one TF.js product at 2048 already takes ~10 s. */
+const MATMUL_SIZES_GPU = [256, 512, 1024, 2048, 4096, 8192];
+const MATMUL_SIZES_CPU = [256, 512, 1024, 2048];
+/** Alternating rounds per size (two from 2048 up). */
 const MATMUL_ROUNDS = 3;
 
-/** Small enough that a step takes about a second on lavapipe, big enough that matmuls dominate. */
-const CONFIG: GptConfig = { vocabSize: 256, contextLength: 64, width: 128, heads: 4, layers: 4, mlpRatio: 4 };
-const SHAPE: MicroBatchShape = { batch: 4, seq: 64 };
+const BENCH = benchConfigFromArgs(process.argv);
+const CONFIG: GptConfig = BENCH.config;
 const ADAMW: AdamWSettings = { learningRate: 3e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
 const GRAD_CLIP = 1;
 const SEED = 1234;
 const WARMUP_STEPS = 2;
-const TIMED_STEPS = 5;
+/** Wall time one timed round of train steps should take; the step count follows from a warm step's time. */
+const ROUND_MS = 1500;
+const MIN_ROUND_STEPS = 3;
 /**
- * Rounds of TIMED_STEPS steps, ours and TF.js alternating; each side's best round counts, so a burst of other
- * load on a shared machine does not decide the ratio.
+ * Rounds, ours and TF.js alternating; each side's best round counts, so a burst of other load on a shared
+ * machine does not decide the ratio.
  */
-const TRAIN_ROUNDS = 5;
+const TRAIN_ROUNDS = BENCH.name === 'small' ? 5 : 3;
 
 interface Report {
   adapter: string;
@@ -45,11 +62,24 @@ interface Report {
     /** Present on CPU adapters, where `ours` is the lanes kernel: the tiled kernel real GPUs run. */
     ours_tiled_gflops?: number;
   }[];
+  /** The first sequence length's result (as before `train_steps`). */
   train_step: {
     config: GptConfig & MicroBatchShape & { microBatches: number; timedSteps: number; rounds: number };
     ours_tokens_per_s: number;
     tfjs_tokens_per_s: number;
   };
+  config_name: string;
+  train_steps: {
+    seq: number;
+    precision: 'fp32';
+    ours_tokens_per_s: number;
+    tfjs_tokens_per_s: number;
+    /** Model FLOPs (matmuls and attention, 6N-style) per second of our best round. */
+    ours_tflops: number;
+    steps_per_round: number;
+  }[];
+  /** What the autotuner chose on this adapter, and whether it measured or read its cache. */
+  matmul_kernels: MatmulTuning & { source: 'cache' | 'measured'; seconds: number; summary: string };
 }
 
 const json = process.argv.includes('--json');
@@ -59,9 +89,9 @@ if (json) {
   console.log = console.info = console.debug = (...args: unknown[]) => console.error(...args);
 }
 
-function batches(count: number): MicroBatch[] {
+function batches(count: number, shape: MicroBatchShape): MicroBatch[] {
   const rand = mulberry32(SEED);
-  const n = SHAPE.batch * SHAPE.seq;
+  const n = shape.batch * shape.seq;
   const ids = () => Int32Array.from({ length: n }, () => Math.floor(rand() * CONFIG.vocabSize));
   return Array.from({ length: count }, () => ({ tokens: ids(), targets: ids() }));
 }
@@ -78,49 +108,59 @@ interface TrainMeasure {
   firstLoss: number;
 }
 
-async function ourTrainer(device: GPUDevice): Promise<TrainContender> {
+async function ourTrainer(
+  device: GPUDevice,
+  kernels: KernelSet,
+  shape: MicroBatchShape,
+): Promise<TrainContender> {
   const trainer = await Trainer.create({
     config: CONFIG,
     stageCount: 1,
-    shape: SHAPE,
+    shape,
     microBatches: 1,
     adamw: ADAMW,
     gradClip: GRAD_CLIP,
-    makeStage: (range) => GpuStage.create(device, CONFIG, range, SHAPE, { seed: SEED }),
+    makeStage: (range) => GpuStage.create(device, CONFIG, range, shape, { seed: SEED, kernels }),
   });
   return { step: async (b) => (await trainer.step([b])).loss, dispose: () => trainer.destroy() };
 }
 
-function tfjsTrainer(tf: typeof Tf): TrainContender {
-  const model = new TfGpt(tf, { config: CONFIG, ...SHAPE, adamw: ADAMW, gradClip: GRAD_CLIP, seed: SEED });
+function tfjsTrainer(tf: typeof Tf, shape: MicroBatchShape): TrainContender {
+  const model = new TfGpt(tf, { config: CONFIG, ...shape, adamw: ADAMW, gradClip: GRAD_CLIP, seed: SEED });
   return { step: (b) => model.step(b.tokens, b.targets), dispose: () => model.dispose() };
 }
 
 /**
  * Both sides step through the same micro-batches: WARMUP_STEPS (the first gives the loss to compare), then
- * TRAIN_ROUNDS alternating rounds of TIMED_STEPS; tokens per second of each side's best round.
+ * TRAIN_ROUNDS alternating rounds of steps, as many as our warm step fits into ROUND_MS; tokens per second of
+ * each side's best round.
  */
-async function compareTraining(sides: {
-  ours: TrainContender;
-  tfjs: TrainContender;
-}): Promise<Record<'ours' | 'tfjs', TrainMeasure>> {
-  const data = batches(WARMUP_STEPS + TRAIN_ROUNDS * TIMED_STEPS);
+async function compareTraining(
+  sides: { ours: TrainContender; tfjs: TrainContender },
+  shape: MicroBatchShape,
+): Promise<Record<'ours' | 'tfjs', TrainMeasure> & { stepsPerRound: number }> {
+  const warm = batches(WARMUP_STEPS + 1, shape);
   const result = { ours: { tokensPerSecond: 0, firstLoss: 0 }, tfjs: { tokensPerSecond: 0, firstLoss: 0 } };
   for (const side of ['ours', 'tfjs'] as const) {
-    result[side].firstLoss = await sides[side].step(data[0]!);
-    for (const b of data.slice(1, WARMUP_STEPS)) await sides[side].step(b);
+    result[side].firstLoss = await sides[side].step(warm[0]!);
+    for (const b of warm.slice(1, WARMUP_STEPS)) await sides[side].step(b);
   }
+  const t0 = performance.now();
+  await sides.ours.step(warm[WARMUP_STEPS]!);
+  const stepMs = performance.now() - t0;
+  const steps = Math.max(MIN_ROUND_STEPS, Math.min(50, Math.ceil(ROUND_MS / stepMs)));
+  const data = batches(TRAIN_ROUNDS * steps, shape);
   for (let round = 0; round < TRAIN_ROUNDS; round++) {
-    const from = WARMUP_STEPS + round * TIMED_STEPS;
+    const from = round * steps;
     for (const side of ['ours', 'tfjs'] as const) {
       const start = performance.now();
-      for (const b of data.slice(from, from + TIMED_STEPS)) await sides[side].step(b);
-      const tokensPerSecond = (TIMED_STEPS * SHAPE.batch * SHAPE.seq * 1e3) / (performance.now() - start);
-      progress(`  round ${round + 1}, ${side}: ${tokensPerSecond.toFixed(1)} tokens/s`);
+      for (const b of data.slice(from, from + steps)) await sides[side].step(b);
+      const tokensPerSecond = (steps * shape.batch * shape.seq * 1e3) / (performance.now() - start);
+      progress(`  round ${round + 1}, ${side}: ${tokensPerSecond.toFixed(1)} tokens/s (${steps} steps)`);
       result[side].tokensPerSecond = Math.max(result[side].tokensPerSecond, tokensPerSecond);
     }
   }
-  return result;
+  return { ...result, stepsPerRound: steps };
 }
 
 /**
@@ -135,7 +175,8 @@ function watchErrors(device: GPUDevice, who: string, errors: string[]): void {
 
 /** TF.js's WebGPU backend on dawn.node: it looks for navigator.gpu when its module loads. */
 async function loadTfjs(gpu: GPU): Promise<typeof Tf> {
-  Object.assign(globalThis, { navigator: { gpu } });
+  // Node 24 defines a getter-only navigator; replace it, as a page's would hold .gpu.
+  Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true });
   const tf = await import('@tensorflow/tfjs');
   await import('@tensorflow/tfjs-backend-webgpu');
   if (!(await tf.setBackend('webgpu')))
@@ -148,6 +189,7 @@ function printTable(r: Report): void {
   const fmt = (x: number, digits = 2) => x.toFixed(digits).padStart(10);
   const lines = [
     `adapter: ${r.adapter}`,
+    `matmul kernels (${r.matmul_kernels.source}): ${r.matmul_kernels.summary}`,
     '',
     'matmul, square n x n: GFLOP/s (best wall round) and GFLOP per CPU-second of this process',
     ['n', 'ours', 'TF.js', 'ratio', 'ours/cpu', 'TF.js/cpu', 'ratio', 'ours tiled']
@@ -166,32 +208,55 @@ function printTable(r: Report): void {
       ? ['("ours" is the lanes kernel this CPU adapter gets; "ours tiled" the kernel real GPUs run.)']
       : []),
     '',
-    `train step (tokens/s), ${JSON.stringify(r.train_step.config)}`,
-    `${'ours'.padStart(16)}${fmt(r.train_step.ours_tokens_per_s, 1)}`,
-    `${'TF.js'.padStart(16)}${fmt(r.train_step.tfjs_tokens_per_s, 1)}`,
-    `${'ratio'.padStart(16)}${fmt(r.train_step.ours_tokens_per_s / r.train_step.tfjs_tokens_per_s)}x`,
+    `train step, config ${r.config_name}: ${JSON.stringify({ ...CONFIG, batch: BENCH.batch })}`,
+    ['seq', 'ours tok/s', 'TF.js tok/s', 'ratio', 'ours TFLOP/s']
+      .map((h, i) => h.padStart(i === 0 ? 6 : 14))
+      .join(''),
+    ...r.train_steps.map(
+      (t) =>
+        String(t.seq).padStart(6) +
+        [t.ours_tokens_per_s, t.tfjs_tokens_per_s].map((x) => x.toFixed(1).padStart(14)).join('') +
+        `${(t.ours_tokens_per_s / t.tfjs_tokens_per_s).toFixed(2)}x`.padStart(14) +
+        t.ours_tflops.toFixed(3).padStart(14),
+    ),
   ];
   console.log(lines.join('\n'));
 }
 
 async function main(): Promise<void> {
   const gpu = dawnGpu();
+  const longest: MicroBatchShape = { batch: BENCH.batch, seq: Math.max(...BENCH.seqs) };
   const { device, summary } = await acquireDevice(
     gpu,
     DRIVER_HINT,
-    stageDeviceNeeds(CONFIG, wholeModel(CONFIG), SHAPE),
+    stageDeviceNeeds(CONFIG, wholeModel(CONFIG), longest),
   );
   const adapter = adapterName(summary);
   progress(`adapter: ${adapter}${summary.isFallback ? ' (software: says nothing about real GPUs)' : ''}`);
+  const cacheAt = process.argv.indexOf('--tuning-cache');
+  const tuned = await tuneMatmul(device, {
+    products: modelProducts(CONFIG, { batch: BENCH.batch, seq: BENCH.seqs[0]! }),
+    store: cacheAt >= 0 ? fileTuningStore(process.argv[cacheAt + 1]!) : undefined,
+    log: progress,
+  });
+  const tuningSummary = describeTuning(tuned.tuning);
+  progress(`matmul kernels (${tuned.source}, ${tuned.seconds.toFixed(1)} s): ${tuningSummary}`);
+  const kernels = new KernelSet(device, { matmul: matmulOptions(tuned.tuning) });
   const tf = await loadTfjs(gpu);
   const errors: string[] = [];
   watchErrors(device, 'ours', errors);
   watchErrors((tf.backend() as unknown as { device: GPUDevice }).device, 'TF.js', errors);
 
   const matmul: Report['matmul'] = [];
-  for (const n of MATMUL_SIZES) {
+  for (const n of summary.isFallback ? MATMUL_SIZES_CPU : MATMUL_SIZES_GPU) {
     progress(`matmul n=${n} ...`);
-    const { ours, tfjs, oursTiled } = await compareMatmul(device, tf, n, n >= 2048 ? 2 : MATMUL_ROUNDS);
+    const { ours, tfjs, oursTiled } = await compareMatmul(
+      device,
+      tf,
+      n,
+      n >= 2048 ? 2 : MATMUL_ROUNDS,
+      kernels.matmul,
+    );
     matmul.push({
       n,
       ours_gflops: ours.gflops,
@@ -204,29 +269,55 @@ async function main(): Promise<void> {
     progress(`  GFLOP/s: ours ${ours.gflops.toFixed(2)}, TF.js ${tfjs.gflops.toFixed(2)}${tiled}`);
   }
 
-  progress(`train step: ${TRAIN_ROUNDS} alternating rounds of ${TIMED_STEPS} steps ...`);
-  const sides = { ours: await ourTrainer(device), tfjs: tfjsTrainer(tf) };
-  const { ours, tfjs } = await compareTraining(sides).finally(() => {
-    sides.ours.dispose();
-    sides.tfjs.dispose();
-  });
-  progress(`  first loss: ours ${ours.firstLoss.toFixed(6)}, TF.js ${tfjs.firstLoss.toFixed(6)}`);
+  const trainSteps: Report['train_steps'] = [];
+  for (const seq of BENCH.seqs) {
+    const shape: MicroBatchShape = { batch: BENCH.batch, seq };
+    progress(`train step, seq ${seq}: ${TRAIN_ROUNDS} alternating rounds of about ${ROUND_MS} ms ...`);
+    const sides = { ours: await ourTrainer(device, kernels, shape), tfjs: tfjsTrainer(tf, shape) };
+    const { ours, tfjs, stepsPerRound } = await compareTraining(sides, shape).finally(() => {
+      sides.ours.dispose();
+      sides.tfjs.dispose();
+    });
+    progress(`  first loss: ours ${ours.firstLoss.toFixed(6)}, TF.js ${tfjs.firstLoss.toFixed(6)}`);
+    if (Math.abs(ours.firstLoss - tfjs.firstLoss) > 1e-3 * Math.abs(tfjs.firstLoss)) {
+      throw new Error(
+        `the two models disagree at step 1 (loss ${ours.firstLoss} vs ${tfjs.firstLoss}): not the same GPT`,
+      );
+    }
+    const flopsPerToken = stageTrainFlops(CONFIG, wholeModel(CONFIG), shape) / (shape.batch * shape.seq);
+    trainSteps.push({
+      seq,
+      precision: 'fp32',
+      ours_tokens_per_s: ours.tokensPerSecond,
+      tfjs_tokens_per_s: tfjs.tokensPerSecond,
+      ours_tflops: (ours.tokensPerSecond * flopsPerToken) / 1e12,
+      steps_per_round: stepsPerRound,
+    });
+    // One JSON line a measurement on stderr, so a run cut off on a borrowed GPU still says something.
+    progress(JSON.stringify({ train_step: trainSteps.at(-1) }));
+  }
   if (errors.length > 0)
     throw new Error(`GPU validation errors, the timings are void:\n${errors.slice(0, 3).join('\n')}`);
-  if (Math.abs(ours.firstLoss - tfjs.firstLoss) > 1e-3 * Math.abs(tfjs.firstLoss)) {
-    throw new Error(
-      `the two models disagree at step 1 (loss ${ours.firstLoss} vs ${tfjs.firstLoss}): not the same GPT`,
-    );
-  }
 
+  const first = trainSteps[0]!;
   const report: Report = {
     adapter,
     matmul,
     train_step: {
-      config: { ...CONFIG, ...SHAPE, microBatches: 1, timedSteps: TIMED_STEPS, rounds: TRAIN_ROUNDS },
-      ours_tokens_per_s: ours.tokensPerSecond,
-      tfjs_tokens_per_s: tfjs.tokensPerSecond,
+      config: {
+        ...CONFIG,
+        batch: BENCH.batch,
+        seq: first.seq,
+        microBatches: 1,
+        timedSteps: first.steps_per_round,
+        rounds: TRAIN_ROUNDS,
+      },
+      ours_tokens_per_s: first.ours_tokens_per_s,
+      tfjs_tokens_per_s: first.tfjs_tokens_per_s,
     },
+    config_name: BENCH.name,
+    train_steps: trainSteps,
+    matmul_kernels: { ...tuned.tuning, source: tuned.source, seconds: tuned.seconds, summary: tuningSummary },
   };
   if (json) process.stdout.write(`${JSON.stringify(report)}\n`);
   else printTable(report);

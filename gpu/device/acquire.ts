@@ -17,14 +17,17 @@ export class NoAdapterError extends Error {
 }
 
 export function summarizeAdapter(adapter: GPUAdapter): AdapterSummary {
-  const info = adapter.info;
+  return summarizeInfo(adapter.info, adapter.features);
+}
+
+function summarizeInfo(info: GPUAdapterInfo, features: GPUSupportedFeatures): AdapterSummary {
   const description = info.description ?? '';
   return {
     vendor: info.vendor ?? '',
     architecture: info.architecture ?? '',
     device: info.device ?? '',
     description,
-    features: [...adapter.features].sort(),
+    features: [...features].sort(),
     isFallback: /llvmpipe|lavapipe|swiftshader/i.test(
       `${description} ${info.device ?? ''} ${info.architecture ?? ''}`,
     ),
@@ -34,6 +37,11 @@ export function summarizeAdapter(adapter: GPUAdapter): AdapterSummary {
 export function adapterName(summary: AdapterSummary): string {
   const parts = [summary.vendor, summary.architecture, summary.device, summary.description].filter((s) => s);
   return parts.length > 0 ? [...new Set(parts)].join(' / ') : 'unknown adapter';
+}
+
+/** The adapter a device runs on, named as `adapterName` does (vendor, architecture, device, driver). */
+export function deviceName(device: GPUDevice): string {
+  return adapterName(summarizeInfo(device.adapterInfo, device.features));
 }
 
 /** Asks the injected GPU for a high-performance adapter; the hint says what to install when none exists. */
@@ -62,10 +70,11 @@ const requestedLimits = [
 ] as const;
 
 /**
- * Optional features the kernels use when present: `subgroups` feeds the lanes matmul on CPU adapters,
- * `shader-f16` the f16 operands of mixed precision.
+ * Optional features the engine uses when present: `subgroups` feeds the lanes matmul on CPU adapters,
+ * `shader-f16` the f16 operands of mixed precision, and `timestamp-query` lets
+ * scripts/bench/step-profile.ts time each kernel on the GPU itself.
  */
-const optionalFeatures = ['subgroups', 'shader-f16'] as const;
+const optionalFeatures = ['subgroups', 'shader-f16', 'timestamp-query'] as const;
 
 export function wantedFeatures(adapter: GPUAdapter): GPUFeatureName[] {
   return optionalFeatures.filter((f) => adapter.features.has(f));

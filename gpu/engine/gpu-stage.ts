@@ -461,6 +461,10 @@ function buildProgram(
       }),
     );
   }
+  // A block's closing residual add (res3 = res2 + fcproj) runs inside the LayerNorm that reads res3 next:
+  // the next block's ln1 or the head's lnf (llm.c's fused residual + LayerNorm).
+  const closingResidual = (a: BlockSlots | undefined) =>
+    a ? { a: ref(a.res2), b: ref(a.fcproj) } : undefined;
   const blockOps = layout.blocks.map((a: BlockSlots, i) => {
     const w = P.blocks[i]!;
     const g = G.blocks[i]!;
@@ -474,6 +478,7 @@ function buildProgram(
         bias: w.ln1b,
         rows: BT,
         C,
+        residual: closingResidual(layout.blocks[i - 1]),
       }),
       k.matmul.forward({
         out: ref(a.qkv),
@@ -497,7 +502,6 @@ function buildProgram(
         bias: w.attprojb,
         dims: dims(C, C),
       }),
-      k.elementwise.residual({ out: ref(a.res2), a: ref(a.input), b: ref(a.attproj), n: BT * C }),
       k.layernorm.forward({
         out: ref(a.ln2),
         mean: ref(a.ln2Mean),
@@ -507,6 +511,7 @@ function buildProgram(
         bias: w.ln2b,
         rows: BT,
         C,
+        residual: { a: ref(a.input), b: ref(a.attproj) },
       }),
       k.matmul.forward({
         out: ref(a.fch),
@@ -514,8 +519,8 @@ function buildProgram(
         weight: w.fcw,
         bias: w.fcb,
         dims: dims(C, H),
+        gelu: ref(a.fchGelu),
       }),
-      k.elementwise.gelu({ out: ref(a.fchGelu), inp: ref(a.fch), n: BT * H }),
       k.matmul.forward({
         out: ref(a.fcproj),
         inp: ref(a.fchGelu),
@@ -523,18 +528,20 @@ function buildProgram(
         bias: w.fcprojb,
         dims: dims(H, C),
       }),
-      k.elementwise.residual({ out: ref(a.res3), a: ref(a.res2), b: ref(a.fcproj), n: BT * C }),
     ];
+    if (i === layout.blocks.length - 1 && !layout.head)
+      fwd.push(k.elementwise.residual({ out: ref(a.res3), a: ref(a.res2), b: ref(a.fcproj), n: BT * C }));
     // dres holds the gradient of res3; the residual adds pass it unchanged to res2 and to the block input,
     // so both layernorm backwards accumulate into it in place.
     const dres = ref(s.dres);
     const bwd: EncodedOp[] = [
       k.matmul.backwardInput({
-        dinp: ref(s.dfchGelu),
+        dinp: ref(s.dfch),
         dout: dres,
         weight: w.fcprojw,
         dims: dims(H, C),
         overwrite: true,
+        geluInput: ref(a.fch),
       }),
       k.matmul.backwardWeight({
         dweight: g.fcprojw,
@@ -543,8 +550,6 @@ function buildProgram(
         inp: ref(a.fchGelu),
         dims: dims(H, C),
       }),
-      zero(s.dfch, BT * H),
-      k.elementwise.geluBackward({ dinp: ref(s.dfch), inp: ref(a.fch), dout: ref(s.dfchGelu), n: BT * H }),
       k.matmul.backwardInput({
         dinp: ref(s.dln),
         dout: ref(s.dfch),
@@ -649,6 +654,7 @@ function buildProgram(
         bias: P.head.lnfb,
         rows: BT,
         C,
+        residual: closingResidual(layout.blocks.at(-1)),
       }),
       k.matmul.forward({
         out: ref(h.logits),

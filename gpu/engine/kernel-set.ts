@@ -5,7 +5,7 @@ import { Elementwise } from '../kernels/elementwise.js';
 import { Encoder } from '../kernels/encoder.js';
 import { FlashAttention, type AttentionKind } from '../kernels/flash-attention.js';
 import { LayerNorm } from '../kernels/layernorm.js';
-import { Matmul } from '../kernels/matmul.js';
+import { Matmul, type MatmulOptions } from '../kernels/matmul.js';
 import type { Precision } from '../model/config.js';
 import { Reduce } from '../kernels/reduce.js';
 
@@ -23,6 +23,8 @@ export interface KernelOptions {
   attention?: AttentionKind;
   /** 'mixed' runs attention as flash attention with f16 operands; needs the device's `shader-f16`. */
   precision?: Precision;
+  /** Tiles and dispatch cap, as the autotuner chose them for this adapter (engine/autotune.ts). */
+  matmul?: Pick<MatmulOptions, 'tiles' | 'maxDispatchFlops'>;
 }
 
 /** Every kernel's compiled pipelines on one device; shared by the stages on that device. */
@@ -44,7 +46,7 @@ export class KernelSet {
   ) {
     this.encoder = new Encoder(device);
     this.layernorm = new LayerNorm(device);
-    this.matmul = new Matmul(device, { lanes: options.lanes });
+    this.matmul = new Matmul(device, { ...options.matmul, lanes: options.lanes });
     this.attention = new Attention(device, { lanes: options.lanes });
     const mixed = options.precision === 'mixed';
     this.flashAttention = new FlashAttention(device, { f16: mixed });

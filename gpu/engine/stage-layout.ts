@@ -63,7 +63,6 @@ export interface ScratchSlots {
   datty: Slot;
   /** Score gradients (B, NH, T, T) for 'scores' attention; rowsum(dout * out) (B, NH, T) for 'flash'. */
   dpreatt: Slot;
-  dfchGelu: Slot;
   dfch: Slot;
 }
 
@@ -163,7 +162,6 @@ export function planStage(
     dqkv: act(scratchFloats(BT * 3 * C), 'qkv gradient'),
     datty: act(scratchFloats(BT * C), 'attention output gradient'),
     dpreatt: act(scratchFloats(attRows), 'attention score gradient'),
-    dfchGelu: act(scratchFloats(BT * H), 'mlp gelu gradient'),
     dfch: act(scratchFloats(BT * H), 'mlp hidden gradient'),
   };
   const normPartials = specs.reduce((n, s) => n + partialCount(numel(s.shape)), 0);

@@ -23,31 +23,30 @@ ${flatMain(WG)}
 
 // tanh and its derivative through exp of a clamped argument: |u| > 9 is already +-1 in f32, and WGSL may
 // assume no Inf, so exp must never overflow.
-const geluCommon = /* wgsl */ `
+/**
+ * WGSL `gelu(x)` and `geluGrad(x)` (tanh approximation) over element type `type` (f32 or vec4<f32>): shared by
+ * the elementwise kernels and the matmul epilogues that fuse them, so both compute the same bits.
+ */
+export function geluFunctions(type: string): string {
+  return /* wgsl */ `
 const GELU_SCALE: f32 = 0.7978845608028654;
 const GELU_CUBIC: f32 = 0.044715;
-fn tanhClamped(u: E) -> E {
-  let e = exp(2.0 * clamp(u, E(-9.0), E(9.0)));
+fn tanhClamped(u: ${type}) -> ${type} {
+  let e = exp(2.0 * clamp(u, ${type}(-9.0), ${type}(9.0)));
   return (e - 1.0) / (e + 1.0);
+}
+fn gelu(x: ${type}) -> ${type} {
+  return 0.5 * x * (1.0 + tanhClamped(GELU_SCALE * (x + GELU_CUBIC * x * x * x)));
+}
+fn geluGrad(x: ${type}) -> ${type} {
+  let th = tanhClamped(GELU_SCALE * (x + GELU_CUBIC * x * x * x));
+  return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * x * x);
 }`;
+}
 
 const shaders = {
-  gelu: body(
-    ['out', 'inp'],
-    `
-  let x = inp[i];
-  out[i] = 0.5 * x * (1.0 + tanhClamped(GELU_SCALE * (x + GELU_CUBIC * x * x * x)));`,
-    geluCommon,
-  ),
-  geluBackward: body(
-    ['dinp', 'inp', 'dout'],
-    `
-  let x = inp[i];
-  let th = tanhClamped(GELU_SCALE * (x + GELU_CUBIC * x * x * x));
-  let local = 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * x * x);
-  dinp[i] += local * dout[i];`,
-    geluCommon,
-  ),
+  gelu: body(['out', 'inp'], `out[i] = gelu(inp[i]);`, geluFunctions('E')),
+  geluBackward: body(['dinp', 'inp', 'dout'], `dinp[i] += geluGrad(inp[i]) * dout[i];`, geluFunctions('E')),
   residual: body(['out', 'a', 'b'], `out[i] = a[i] + b[i];`),
   residualBackward: body(
     ['da', 'db', 'dout'],

@@ -29,15 +29,24 @@ function common(vec4: boolean): string {
 fn hsum(x: E) -> f32 { return ${vec4 ? '(x.x + x.y) + (x.z + x.w)' : 'x'}; }`;
 }
 
-const forwardShader = (
-  vec4: boolean,
-) => `${declare(['out: E', 'mean', 'rstd', 'inp: E', 'weight: E', 'bias: E'], ['N', 'C', 'Cv'])}
+/**
+ * With `residual`, the row is first made as inp = ra + rb (the residual add before it, fused as llm.c fuses
+ * residual and LayerNorm): the same sum the residual kernel stores, so the bits do not change.
+ */
+const forwardShader = (vec4: boolean, residual: boolean) => `${declare(
+  ['out: E', 'mean', 'rstd', 'inp: E', 'weight: E', 'bias: E', ...(residual ? ['ra: E', 'rb: E'] : [])],
+  ['N', 'C', 'Cv'],
+)}
 ${common(vec4)}
 ${flatMain(WG)}
   if (i >= p.N) { return; }
   let x = i * p.Cv;
   var sum = E(0.0);
-  for (var c = 0u; c < p.Cv; c++) { sum += inp[x + c]; }
+  ${
+    residual
+      ? 'for (var c = 0u; c < p.Cv; c++) { let v = ra[x + c] + rb[x + c]; inp[x + c] = v; sum += v; }'
+      : 'for (var c = 0u; c < p.Cv; c++) { sum += inp[x + c]; }'
+  }
   let m = hsum(sum) / f32(p.C);
   var sq = E(0.0);
   for (var c = 0u; c < p.Cv; c++) { let d = inp[x + c] - m; sq += d * d; }
@@ -91,7 +100,8 @@ ${flatMain(PARAM_WG)}
 }`;
 
 const SHADERS = {
-  forward: forwardShader,
+  forward: (vec4: boolean) => forwardShader(vec4, false),
+  residualForward: (vec4: boolean) => forwardShader(vec4, true),
   backwardInput: inputBackwardShader,
   backwardParams: paramBackwardShader,
 };
@@ -117,7 +127,10 @@ export class LayerNorm {
     return this.pipelines.get(`layernorm.${name} x${width}`, () => SHADERS[name](width === 4));
   }
 
-  /** `rows` rows of `C` channels. */
+  /**
+   * `rows` rows of `C` channels. With `residual`, inp is written first as residual.a + residual.b, in the same
+   * launch (one launch fewer than a residual add followed by LayerNorm).
+   */
   forward(a: {
     out: TensorRef;
     mean: TensorRef;
@@ -127,24 +140,21 @@ export class LayerNorm {
     bias: TensorRef;
     rows: number;
     C: number;
+    residual?: { a: TensorRef; b: TensorRef };
   }): EncodedOp {
     const { rows: N, C } = a;
-    const l = 'layernorm.forward';
-    return launch(
-      this.device,
-      this.pipeline('forward', C),
-      l,
-      [
-        first(a.out, N * C, l),
-        first(a.mean, N, l),
-        first(a.rstd, N, l),
-        first(a.inp, N * C, l),
-        first(a.weight, C, l),
-        first(a.bias, C, l),
-      ],
-      dims(N, C),
-      grid(N, WG),
-    );
+    const l = a.residual ? 'residual+layernorm.forward' : 'layernorm.forward';
+    const storage = [
+      first(a.out, N * C, l),
+      first(a.mean, N, l),
+      first(a.rstd, N, l),
+      first(a.inp, N * C, l),
+      first(a.weight, C, l),
+      first(a.bias, C, l),
+    ];
+    if (a.residual) storage.push(first(a.residual.a, N * C, l), first(a.residual.b, N * C, l));
+    const shader = a.residual ? 'residualForward' : 'forward';
+    return launch(this.device, this.pipeline(shader, C), l, storage, dims(N, C), grid(N, WG));
   }
 
   /** dinp, dweight and dbias all accumulate. */

@@ -10,7 +10,7 @@
  * Per output, the sum runs over k in order with fma, exactly as the tiled kernel does, so both give the same
  * bits.
  */
-import type { ALayout, BLayout } from './matmul-wgsl.js';
+import { type ALayout, type BLayout, type Epilogue, epilogueDeclarations } from './matmul-wgsl.js';
 
 export interface LanesVariant {
   a: ALayout;
@@ -18,6 +18,7 @@ export interface LanesVariant {
   bias: boolean;
   accumulate: boolean;
   inputsWritable: boolean;
+  epilogue: Epilogue;
   /** The adapter's subgroup size (fixed: min = max). */
   lanes: number;
   /** Rows of C per workgroup; a multiple of 4 and of `lanes`. */
@@ -108,11 +109,18 @@ function multiplyAdd(v: LanesVariant): string[] {
 function store(v: LanesVariant): string[] {
   const lines = ['if (c0 < dims.N) {'];
   for (let r = 0; r < v.rows; r++) {
+    // The same expressions, in the same order, as the tiled kernel's store (matmul-wgsl.ts epilogueValue).
     let value = `acc${r}`;
     if (v.bias) value += ' + bias[c0 / 4u]';
+    if (v.accumulate) value += ' + c[at]';
+    if (v.epilogue === 'geluBackward') value = `geluGrad(pre[at]) * acc${r}`;
     lines.push(`  if (r0 + ${r}u < dims.M) {`);
     lines.push(`    let at = ((r0 + ${r}u) * dims.N + c0) / 4u;`);
-    lines.push(`    c[at] = ${v.accumulate ? `c[at] + ${value}` : value};`);
+    if (v.epilogue === 'gelu') {
+      lines.push(`    let y = ${value};`, '    c[at] = y;', '    act[at] = gelu(y);');
+    } else {
+      lines.push(`    c[at] = ${value};`);
+    }
     lines.push('  }');
   }
   lines.push('}');
@@ -124,6 +132,7 @@ export function lanesMatmulShader(v: LanesVariant): string {
   checkLanesVariant(v);
   const inAccess = v.inputsWritable ? 'read_write' : 'read';
   const biasDecl = v.bias ? `@group(0) @binding(4) var<storage, ${inAccess}> bias: array<vec4<f32>>;` : '';
+  const epilogueDecl = epilogueDeclarations(v.epilogue, 'vec4<f32>', inAccess);
   const a = loadA(v);
   const b = loadB(v);
   const accs = Array.from({ length: v.rows }, (_, r) => `var acc${r} = vec4<f32>(0.0);`);
@@ -135,6 +144,7 @@ struct Dims { M: u32, N: u32, K: u32, mOffset: u32, nOffset: u32 }
 @group(0) @binding(2) var<storage, ${inAccess}> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
 ${biasDecl}
+${epilogueDecl}
 
 @compute @workgroup_size(${v.lanes})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {

@@ -3,6 +3,7 @@
  * storage order. The three matmul passes of a linear layer are this product with different layouts:
  * forward reads the weight as (N,K), backward-input reads it as (K,N), backward-weight reads dout as (K,M).
  */
+import { geluFunctions } from './elementwise.js';
 
 /** How an operand sits in memory: `mk` means row-major (M,K) for A; `nk` means row-major (N,K) for B. */
 export type ALayout = 'mk' | 'km';
@@ -15,7 +16,21 @@ export interface TileShape {
   bk: number;
   tm: number;
   tn: number;
+  /**
+   * Two workgroup buffers per operand: the next BK slice loads while the current one is multiplied, one barrier
+   * per step instead of two. The sum over k keeps its order, so the bits do not change.
+   */
+  double?: boolean;
 }
+
+/** What the product's store adds to C = A · B (+ bias): the layer's activation, fused (llm.c does the same). */
+export type Epilogue =
+  /** C only. */
+  | 'none'
+  /** Also gelu(C) into binding 5 (forward of the MLP's first layer: pre-activation and activation both saved). */
+  | 'gelu'
+  /** C = gelu'(binding 5) * product: the MLP's backward-input through GELU, overwriting C. */
+  | 'geluBackward';
 
 export interface MatmulVariant {
   a: ALayout;
@@ -31,6 +46,7 @@ export interface MatmulVariant {
    */
   inputsWritable: boolean;
   tile: TileShape;
+  epilogue: Epilogue;
 }
 
 export function threadsPerWorkgroup(tile: TileShape): number {
@@ -71,8 +87,12 @@ function stageTile(o: {
   bk: number;
   threads: number;
   vec4: boolean;
+  /** First k of the slice (WGSL expression). */
+  k0: string;
+  /** Where the slice starts in tileVar (WGSL expression; the second buffer when double-buffered). */
+  base: string;
 }): string {
-  const { buf, tileVar, span, spanExtent, spanStart, kMajor, bk, threads, vec4 } = o;
+  const { buf, tileVar, span, spanExtent, spanStart, kMajor, bk, threads, vec4, k0, base } = o;
   const perThread = (span * bk) / 4 / threads;
   const lines: string[] = [];
   for (let t = 0; t < perThread; t++) {
@@ -81,30 +101,59 @@ function stageTile(o: {
       // Row k of the slice is contiguous in memory along the span: copy vec4s straight across.
       const kk = `${idx} / ${span / 4}u`;
       const sv = `${idx} % ${span / 4}u`;
-      const gk = `(k0 + ${kk})`;
+      const gk = `(${k0} + ${kk})`;
       const gs = `(${spanStart} + ${sv} * 4u)`;
       const value = vec4
         ? `select(vec4<f32>(0.0), ${buf}[(${gk} * ${spanExtent} + ${gs}) / 4u], ${gk} < dims.K && ${gs} < ${spanExtent})`
         : `vec4<f32>(${[0, 1, 2, 3].map((c) => scalarLoad(buf, gk, `${gs} + ${c}u`, 'dims.K', spanExtent)).join(', ')})`;
-      lines.push(`${tileVar}[${idx}] = ${value};`);
+      lines.push(`${tileVar}[${base} + ${idx}] = ${value};`);
     } else {
       // Memory runs along K: read 4 consecutive k of one span row and scatter them down the tile's k axis.
       const sRow = `${idx} / ${bk / 4}u`;
       const kv = `${idx} % ${bk / 4}u`;
       const gs = `(${spanStart} + ${sRow})`;
-      const gk = `(k0 + ${kv} * 4u)`;
+      const gk = `(${k0} + ${kv} * 4u)`;
       const value = vec4
         ? `select(vec4<f32>(0.0), ${buf}[(${gs} * dims.K + ${gk}) / 4u], ${gs} < ${spanExtent} && ${gk} < dims.K)`
         : `vec4<f32>(${[0, 1, 2, 3].map((c) => scalarLoad(buf, gs, `${gk} + ${c}u`, spanExtent, 'dims.K')).join(', ')})`;
       lines.push(`{`);
       lines.push(`  let v = ${value};`);
       lines.push(`  let s = ${sRow};`);
-      lines.push(`  let base = ${kv} * 4u * ${span / 4}u + s / 4u;`);
-      for (let c = 0; c < 4; c++) lines.push(`  ${tileVar}[base + ${c * (span / 4)}u][s % 4u] = v[${c}];`);
+      lines.push(`  let at = ${base} + ${kv} * 4u * ${span / 4}u + s / 4u;`);
+      for (let c = 0; c < 4; c++) lines.push(`  ${tileVar}[at + ${c * (span / 4)}u][s % 4u] = v[${c}];`);
       lines.push(`}`);
     }
   }
   return lines.join('\n    ');
+}
+
+/** Binding 5 and the GELU functions an epilogue needs, over element type `el`. */
+export function epilogueDeclarations(epilogue: Epilogue, el: string, inAccess: string): string {
+  if (epilogue === 'none') return '';
+  const decl =
+    epilogue === 'gelu'
+      ? `@group(0) @binding(5) var<storage, read_write> act: array<${el}>;`
+      : `@group(0) @binding(5) var<storage, ${inAccess}> pre: array<${el}>;`;
+  return `${decl}\n${geluFunctions(el)}`;
+}
+
+/** The value stored at C's element(s) `at` for accumulator `acc` and column expression `col`. */
+function epilogueValue(v: MatmulVariant, acc: string, col: string, at: string): string {
+  if (v.epilogue === 'geluBackward') return `geluGrad(pre[${at}]) * ${acc}`;
+  let value = acc;
+  if (v.bias) value += ` + bias[${col}]`;
+  if (v.accumulate) value += ` + c[${at}]`;
+  return value;
+}
+
+function storeOne(v: MatmulVariant, acc: string, col: string, at: string): string[] {
+  const lines = [`let at = ${at};`];
+  if (v.epilogue === 'gelu') {
+    lines.push(`let y = ${epilogueValue(v, acc, col, 'at')};`, `c[at] = y;`, `act[at] = gelu(y);`);
+  } else {
+    lines.push(`c[at] = ${epilogueValue(v, acc, col, 'at')};`);
+  }
+  return lines;
 }
 
 function storeBlock(v: MatmulVariant): string {
@@ -118,21 +167,14 @@ function storeBlock(v: MatmulVariant): string {
       const col = `(n0 + ${vecCol(v.tile, j)} * 4u)`;
       if (v.vec4) {
         lines.push(`  if (${col} < dims.N) {`);
-        lines.push(`    let at = (row * dims.N + ${col}) / 4u;`);
-        let value = acc;
-        if (v.bias) value += ` + bias[${col} / 4u]`;
-        if (v.accumulate) value += ` + c[at]`;
-        lines.push(`    c[at] = ${value};`);
+        for (const l of storeOne(v, acc, `${col} / 4u`, `(row * dims.N + ${col}) / 4u`))
+          lines.push(`    ${l}`);
         lines.push(`  }`);
       } else {
         for (let e = 0; e < 4; e++) {
           const ce = `${col} + ${e}u`;
           lines.push(`  if (${ce} < dims.N) {`);
-          lines.push(`    let at = row * dims.N + ${ce};`);
-          let value = `${acc}[${e}]`;
-          if (v.bias) value += ` + bias[${ce}]`;
-          if (v.accumulate) value += ` + c[at]`;
-          lines.push(`    c[at] = ${value};`);
+          for (const l of storeOne(v, `${acc}[${e}]`, ce, `row * dims.N + ${ce}`)) lines.push(`    ${l}`);
           lines.push(`  }`);
         }
       }
@@ -153,8 +195,9 @@ function vecCol(tile: TileShape, j: number): string {
 function innerProduct(tile: TileShape): string {
   const { bm, bn, tm, tn } = tile;
   const lines: string[] = [];
-  for (let i = 0; i < tm / 4; i++) lines.push(`let a${i} = As[k * ${bm / 4}u + ty * ${tm / 4}u + ${i}u];`);
-  for (let j = 0; j < tn / 4; j++) lines.push(`let b${j} = Bs[k * ${bn / 4}u + ${vecCol(tile, j)}];`);
+  for (let i = 0; i < tm / 4; i++)
+    lines.push(`let a${i} = As[aBase + k * ${bm / 4}u + ty * ${tm / 4}u + ${i}u];`);
+  for (let j = 0; j < tn / 4; j++) lines.push(`let b${j} = Bs[bBase + k * ${bn / 4}u + ${vecCol(tile, j)}];`);
   for (let i = 0; i < tm; i++) {
     for (let j = 0; j < tn / 4; j++) {
       const acc = `acc[${i * (tn / 4) + j}]`;
@@ -172,6 +215,66 @@ export function matmulShader(v: MatmulVariant): string {
   const el = v.vec4 ? 'vec4<f32>' : 'f32';
   const inAccess = v.inputsWritable ? 'read_write' : 'read';
   const biasDecl = v.bias ? `@group(0) @binding(4) var<storage, ${inAccess}> bias: array<${el}>;` : '';
+  const tileA = (bk * bm) / 4;
+  const tileB = (bk * bn) / 4;
+  const buffers = v.tile.double ? 2 : 1;
+  const stage = (k0: string, aBase: string, bBase: string): string =>
+    [
+      stageTile({
+        buf: 'a',
+        tileVar: 'As',
+        span: bm,
+        spanExtent: 'dims.M',
+        spanStart: 'm0',
+        kMajor: v.a === 'km',
+        bk,
+        threads,
+        vec4: v.vec4,
+        k0,
+        base: aBase,
+      }),
+      stageTile({
+        buf: 'b',
+        tileVar: 'Bs',
+        span: bn,
+        spanExtent: 'dims.N',
+        spanStart: 'n0',
+        kMajor: v.b === 'kn',
+        bk,
+        threads,
+        vec4: v.vec4,
+        k0,
+        base: bBase,
+      }),
+    ].join('\n    ');
+  // Double-buffered: slice s+1 loads into the other buffer while slice s is multiplied; the one barrier per step
+  // both publishes slice s+1 and ends every read of slice s before step s+2 overwrites its buffer.
+  const loop = v.tile.double
+    ? `${stage('0u', '0u', '0u')}
+  workgroupBarrier();
+  for (var k0 = 0u; k0 < dims.K; k0 += ${bk}u) {
+    let cur = (k0 / ${bk}u) % 2u;
+    let aBase = cur * ${tileA}u;
+    let bBase = cur * ${tileB}u;
+    if (k0 + ${bk}u < dims.K) {
+      ${stage(`k0 + ${bk}u`, `(1u - cur) * ${tileA}u`, `(1u - cur) * ${tileB}u`)}
+    }
+    for (var k = 0u; k < ${bk}u; k++) {
+      ${innerProduct(v.tile)}
+    }
+    workgroupBarrier();
+  }`
+    : `for (var k0 = 0u; k0 < dims.K; k0 += ${bk}u) {
+    ${stage('k0', '0u', '0u')}
+    workgroupBarrier();
+    let aBase = 0u;
+    let bBase = 0u;
+    for (var k = 0u; k < ${bk}u; k++) {
+      ${innerProduct(v.tile)}
+    }
+    workgroupBarrier();
+  }`;
+  const epilogueDecl = epilogueDeclarations(v.epilogue, el, inAccess);
   return /* wgsl */ `
 struct Dims { M: u32, N: u32, K: u32, mOffset: u32, nOffset: u32 }
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -179,9 +282,10 @@ struct Dims { M: u32, N: u32, K: u32, mOffset: u32, nOffset: u32 }
 @group(0) @binding(2) var<storage, ${inAccess}> b: array<${el}>;
 @group(0) @binding(3) var<storage, read_write> c: array<${el}>;
 ${biasDecl}
+${epilogueDecl}
 
-var<workgroup> As: array<vec4<f32>, ${(bk * bm) / 4}>;
-var<workgroup> Bs: array<vec4<f32>, ${(bk * bn) / 4}>;
+var<workgroup> As: array<vec4<f32>, ${buffers * tileA}>;
+var<workgroup> Bs: array<vec4<f32>, ${buffers * tileB}>;
 
 @compute @workgroup_size(${bn / tn}, ${bm / tm})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
@@ -191,15 +295,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   let m0 = dims.mOffset + wid.y * ${bm}u;
   let n0 = dims.nOffset + wid.x * ${bn}u;
   var acc: array<vec4<f32>, ${(tm * tn) / 4}>;
-  for (var k0 = 0u; k0 < dims.K; k0 += ${bk}u) {
-    ${stageTile({ buf: 'a', tileVar: 'As', span: bm, spanExtent: 'dims.M', spanStart: 'm0', kMajor: v.a === 'km', bk, threads, vec4: v.vec4 })}
-    ${stageTile({ buf: 'b', tileVar: 'Bs', span: bn, spanExtent: 'dims.N', spanStart: 'n0', kMajor: v.b === 'kn', bk, threads, vec4: v.vec4 })}
-    workgroupBarrier();
-    for (var k = 0u; k < ${bk}u; k++) {
-      ${innerProduct(v.tile)}
-    }
-    workgroupBarrier();
-  }
+  ${loop}
   let rowBase = m0 + ty * ${tm}u;
   ${storeBlock(v)}
 }

@@ -4,6 +4,7 @@ import { PipelineCache, vec4Width } from './op.js';
 import {
   type ALayout,
   type BLayout,
+  type Epilogue,
   type MatmulVariant,
   type TileShape,
   columnSumShader,
@@ -27,11 +28,38 @@ export interface MatmulDims {
 /** The tiled kernel's tile; chosen by the ladder in gpu/README.md ("Optimisations"). */
 export const MATMUL_TILE: TileShape = { bm: 64, bn: 128, bk: 8, tm: 8, tn: 16 };
 
+/**
+ * The tiles the autotuner (gpu/engine/autotune.ts) times on a real GPU. The smaller ones exist for the model's
+ * own products: 2048 rows by 768 columns make only 192 workgroups of 64x128, too few for 100+ compute units,
+ * and 768 of 32x64. Every tile sums over k in the same order, so they all give the same bits.
+ */
+export const MATMUL_TILES: readonly TileShape[] = [
+  MATMUL_TILE,
+  { ...MATMUL_TILE, double: true },
+  { bm: 128, bn: 128, bk: 8, tm: 8, tn: 16, double: true },
+  { bm: 64, bn: 64, bk: 8, tm: 8, tn: 8 },
+  { bm: 64, bn: 64, bk: 8, tm: 8, tn: 8, double: true },
+  { bm: 32, bn: 64, bk: 8, tm: 4, tn: 8, double: true },
+];
+
+/** The three products of a linear layer, which the autotuner tunes separately (their layouts differ). */
+export type ProductKind = 'forward' | 'backwardInput' | 'backwardWeight';
+export const PRODUCT_KINDS: readonly ProductKind[] = ['forward', 'backwardInput', 'backwardWeight'];
+
 /** Rows of C per workgroup of the lanes kernel (gpu/README.md, "Second round"). */
 export const LANES_ROWS = 32;
 
 export interface MatmulOptions {
+  /** The tiled kernel's tile for every product, unless `tiles` names one for its kind. */
   tile?: TileShape;
+  /** Per-product tiles, as the autotuner picks them. */
+  tiles?: Partial<Record<ProductKind, TileShape>>;
+  /**
+   * The most FLOPs one dispatch may hold: the guard against the OS's GPU watchdog (Windows resets a GPU whose
+   * work runs past ~2 s). The autotuner sets it from the adapter's measured speed (`watchdogDispatchFlops`);
+   * until then it is DEFAULT_DISPATCH_FLOPS.
+   */
+  maxDispatchFlops?: number;
   /**
    * Subgroup size for the lanes kernel (matmul-lanes-wgsl.ts), which then serves every product whose shape
    * it fits; null keeps the tiled kernel for all. Default: `cpuSubgroupLanes(device)`; a size that does not divide
@@ -41,11 +69,23 @@ export interface MatmulOptions {
 }
 
 /**
- * Upper bound on the multiply-adds (x2) of one dispatch. Windows resets a GPU whose work runs past ~2 s; at
- * 2^31 FLOPs a dispatch stays far below that even on a slow integrated GPU, so big products are split into
- * several dispatches along C's rows (and columns when one tile row is still too much).
+ * The multiply-adds (x2) of one dispatch before the adapter's speed is known. Windows resets a GPU whose work
+ * runs past ~2 s; at 2^31 FLOPs a dispatch stays far below that even on a slow integrated GPU, so big products
+ * are split into several dispatches along C's rows (and columns when one tile row is still too much). On a
+ * fast GPU that split costs 2-5x (gpu/README.md), so once a product has been timed the cap comes from
+ * `watchdogDispatchFlops` instead.
  */
-export const MAX_DISPATCH_FLOPS = 2 ** 31;
+export const DEFAULT_DISPATCH_FLOPS = 2 ** 31;
+
+/** Seconds of GPU work one dispatch may take: an eighth of Windows' 2 s watchdog, for slower moments. */
+export const WATCHDOG_BUDGET_S = 0.25;
+
+/** The dispatch cap for an adapter measured at `flopsPerSecond` (never below the default guard). */
+export function watchdogDispatchFlops(flopsPerSecond: number): number {
+  if (!(flopsPerSecond > 0) || !Number.isFinite(flopsPerSecond))
+    throw new Error(`watchdogDispatchFlops: a measured speed must be positive, got ${flopsPerSecond}`);
+  return Math.max(DEFAULT_DISPATCH_FLOPS, flopsPerSecond * WATCHDOG_BUDGET_S);
+}
 
 const MAX_GROUPS_PER_DIM = 65535;
 const F32 = 4;
@@ -60,6 +100,10 @@ interface Product {
   c: TensorRef;
   bias: TensorRef | null;
   accumulate: boolean;
+  epilogue: Epilogue;
+  /** Binding 5 of the epilogue: gelu's output, or geluBackward's pre-activation input. */
+  extra: TensorRef | null;
+  kind: ProductKind;
   m: number;
   n: number;
   k: number;
@@ -92,20 +136,26 @@ function overlaps(x: TensorRef, y: TensorRef, xBytes: number, yBytes: number): b
   return x.buffer === y.buffer && x.offset < y.offset + yBytes && y.offset < x.offset + xBytes;
 }
 
-/** Splits C into pieces of at most MAX_DISPATCH_FLOPS, each a whole number of tiles. */
-export function planChunks(m: number, n: number, k: number, tile: Pick<TileShape, 'bm' | 'bn'>): Chunk[] {
+/** Splits C into pieces of at most `maxFlops`, each a whole number of tiles. */
+export function planChunks(
+  m: number,
+  n: number,
+  k: number,
+  tile: Pick<TileShape, 'bm' | 'bn'>,
+  maxFlops: number,
+): Chunk[] {
   const tileRowFlops = 2 * tile.bm * n * k;
   const chunks: Chunk[] = [];
-  if (tileRowFlops <= MAX_DISPATCH_FLOPS && Math.ceil(n / tile.bn) <= MAX_GROUPS_PER_DIM) {
+  if (tileRowFlops <= maxFlops && Math.ceil(n / tile.bn) <= MAX_GROUPS_PER_DIM) {
     // WebGPU allows at most 65535 workgroups along one dispatch dimension.
-    const tileRows = Math.min(MAX_GROUPS_PER_DIM, Math.max(1, Math.floor(MAX_DISPATCH_FLOPS / tileRowFlops)));
+    const tileRows = Math.min(MAX_GROUPS_PER_DIM, Math.max(1, Math.floor(maxFlops / tileRowFlops)));
     const rowsPer = tileRows * tile.bm;
     for (let r = 0; r < m; r += rowsPer)
       chunks.push({ mOffset: r, nOffset: 0, mCount: Math.min(rowsPer, m - r), nCount: n });
     return chunks;
   }
   const tileFlops = 2 * tile.bm * tile.bn * k;
-  const tileCols = Math.min(MAX_GROUPS_PER_DIM, Math.max(1, Math.floor(MAX_DISPATCH_FLOPS / tileFlops)));
+  const tileCols = Math.min(MAX_GROUPS_PER_DIM, Math.max(1, Math.floor(maxFlops / tileFlops)));
   const colsPer = tileCols * tile.bn;
   for (let r = 0; r < m; r += tile.bm) {
     for (let c = 0; c < n; c += colsPer) {
@@ -133,7 +183,9 @@ function binding(ref: TensorRef, elements: number): GPUBufferBinding {
  */
 export class Matmul {
   private readonly pipelines: PipelineCache;
-  private readonly tile: TileShape;
+  /** The tiled kernel's tile per product kind. */
+  readonly tiles: Readonly<Record<ProductKind, TileShape>>;
+  readonly maxDispatchFlops: number;
   /** Subgroup size of the lanes kernel, or null when it is not used. */
   readonly lanes: number | null;
 
@@ -142,23 +194,34 @@ export class Matmul {
     options: MatmulOptions = {},
   ) {
     this.pipelines = new PipelineCache(device);
-    this.tile = options.tile ?? MATMUL_TILE;
+    const tile = options.tile ?? MATMUL_TILE;
+    this.tiles = {
+      forward: options.tiles?.forward ?? tile,
+      backwardInput: options.tiles?.backwardInput ?? tile,
+      backwardWeight: options.tiles?.backwardWeight ?? tile,
+    };
+    this.maxDispatchFlops = options.maxDispatchFlops ?? DEFAULT_DISPATCH_FLOPS;
+    if (!(this.maxDispatchFlops > 0)) throw new Error(`maxDispatchFlops must be positive`);
     const lanes = options.lanes === undefined ? cpuSubgroupLanes(device) : options.lanes;
     this.lanes = lanes !== null && LANES_ROWS % lanes === 0 ? lanes : null;
   }
 
-  /** out(rows,outDim) = inp(rows,inDim) · weight(outDim,inDim)^T + bias */
+  /**
+   * out(rows,outDim) = inp(rows,inDim) · weight(outDim,inDim)^T + bias; with `gelu`, also gelu = GELU(out) in
+   * the same launch (the MLP keeps both for its backward pass).
+   */
   forward(a: {
     out: TensorRef;
     inp: TensorRef;
     weight: TensorRef;
     bias: TensorRef | null;
     dims: MatmulDims;
+    gelu?: TensorRef;
   }): EncodedOp {
     checkDims(a.dims);
     const { rows, inDim, outDim } = a.dims;
     return this.product({
-      label: `matmul.forward ${rows}x${inDim}->${outDim}`,
+      label: `matmul.forward${a.gelu ? '+gelu' : ''} ${rows}x${inDim}->${outDim}`,
       a: a.inp,
       aLayout: 'mk',
       b: a.weight,
@@ -166,6 +229,9 @@ export class Matmul {
       c: a.out,
       bias: a.bias,
       accumulate: false,
+      epilogue: a.gelu ? 'gelu' : 'none',
+      extra: a.gelu ?? null,
+      kind: 'forward',
       m: rows,
       n: outDim,
       k: inDim,
@@ -174,7 +240,8 @@ export class Matmul {
 
   /**
    * dinp(rows,inDim) += dout(rows,outDim) · weight(outDim,inDim); with `overwrite`, dinp = the product, which
-   * spares zeroing a gradient that has no other contribution.
+   * spares zeroing a gradient that has no other contribution. With `geluInput` (the pre-activation x of a GELU
+   * that produced this layer's input), dinp = gelu'(x) * the product: the GELU's backward in the same launch.
    */
   backwardInput(a: {
     dinp: TensorRef;
@@ -182,11 +249,14 @@ export class Matmul {
     weight: TensorRef;
     dims: MatmulDims;
     overwrite?: boolean;
+    geluInput?: TensorRef;
   }): EncodedOp {
     checkDims(a.dims);
     const { rows, inDim, outDim } = a.dims;
+    if (a.geluInput && !a.overwrite)
+      throw new Error('matmul.backwardInput: the fused GELU backward overwrites dinp; pass overwrite: true');
     return this.product({
-      label: `matmul.backwardInput ${rows}x${outDim}->${inDim}`,
+      label: `matmul.backwardInput${a.geluInput ? '+gelu' : ''} ${rows}x${outDim}->${inDim}`,
       a: a.dout,
       aLayout: 'mk',
       b: a.weight,
@@ -194,6 +264,9 @@ export class Matmul {
       c: a.dinp,
       bias: null,
       accumulate: !a.overwrite,
+      epilogue: a.geluInput ? 'geluBackward' : 'none',
+      extra: a.geluInput ?? null,
+      kind: 'backwardInput',
       m: rows,
       n: inDim,
       k: outDim,
@@ -219,6 +292,9 @@ export class Matmul {
       c: a.dweight,
       bias: null,
       accumulate: true,
+      epilogue: 'none',
+      extra: null,
+      kind: 'backwardWeight',
       m: outDim,
       n: inDim,
       k: rows,
@@ -255,19 +331,24 @@ export class Matmul {
     checkTensor(p.label, 'B', p.b, bElems);
     checkTensor(p.label, 'output', p.c, cElems);
     if (p.bias) checkTensor(p.label, 'bias', p.bias, n);
+    if (p.extra) checkTensor(p.label, p.epilogue === 'gelu' ? 'gelu output' : 'GELU input', p.extra, cElems);
     const inputs: [TensorRef, number][] = [
       [p.a, aElems],
       [p.b, bElems],
     ];
     if (p.bias) inputs.push([p.bias, n]);
+    if (p.epilogue === 'geluBackward') inputs.push([p.extra!, cElems]);
+    const outputs: TensorRef[] = p.epilogue === 'gelu' ? [p.c, p.extra!] : [p.c];
     for (const [ref, elems] of inputs) {
-      if (overlaps(ref, p.c, elems * F32, cElems * F32))
+      if (outputs.some((out) => overlaps(ref, out, elems * F32, cElems * F32)))
         throw new Error(`${p.label}: output overlaps an input`);
     }
-    const inputsWritable = inputs.some(([ref]) => ref.buffer === p.c.buffer);
+    if (p.epilogue === 'gelu' && overlaps(p.c, p.extra!, cElems * F32, cElems * F32))
+      throw new Error(`${p.label}: the gelu output overlaps the product`);
+    const inputsWritable = inputs.some(([ref]) => outputs.some((out) => ref.buffer === out.buffer));
     const { pipeline, tile } = this.kernelFor(p, inputsWritable);
     const layout = pipeline.getBindGroupLayout(0);
-    const dispatches = planChunks(m, n, k, tile).map((chunk) => {
+    const dispatches = planChunks(m, n, k, tile, this.maxDispatchFlops).map((chunk) => {
       const entries: GPUBindGroupEntry[] = [
         { binding: 0, resource: { buffer: this.uniform(p.label, [m, n, k, chunk.mOffset, chunk.nOffset]) } },
         { binding: 1, resource: binding(p.a, aElems) },
@@ -275,6 +356,7 @@ export class Matmul {
         { binding: 3, resource: binding(p.c, cElems) },
       ];
       if (p.bias) entries.push({ binding: 4, resource: binding(p.bias, n) });
+      if (p.extra) entries.push({ binding: 5, resource: binding(p.extra, cElems) });
       return {
         bindGroup: this.device.createBindGroup({ label: p.label, layout, entries }),
         x: Math.ceil(chunk.nCount / tile.bn),
@@ -304,6 +386,7 @@ export class Matmul {
       bias: p.bias !== null,
       accumulate: p.accumulate,
       inputsWritable,
+      epilogue: p.epilogue,
     };
     if (this.lanes !== null && lanesProductFits(p.aLayout, p.m, p.n, p.k)) {
       const variant: LanesVariant = { ...common, lanes: this.lanes, rows: LANES_ROWS };
@@ -314,10 +397,11 @@ export class Matmul {
         tile: { bm: LANES_ROWS, bn: lanesTileWidth(variant) },
       };
     }
-    const variant: MatmulVariant = { ...common, vec4: this.vec4Fits(p), tile: this.tile };
+    const tile = this.tiles[p.kind];
+    const variant: MatmulVariant = { ...common, vec4: this.vec4Fits(p), tile };
     return {
       pipeline: this.pipelines.get(`matmul ${JSON.stringify(variant)}`, () => matmulShader(variant)),
-      tile: this.tile,
+      tile,
     };
   }
 

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { AgentSettings } from '../../shared/dashboard/settings.js';
 import type { EngineKind } from '../../shared/protocol/messages.js';
@@ -159,6 +160,8 @@ export class ContributorHost {
       sink: this.agent.receipts,
       createStage,
       logger,
+      // The engine's per-adapter matmul tuning, kept across runs.
+      tuningCachePath: join(this.options.dataDir, 'gpu-tuning.json'),
       // The VRAM cap refuses a stage before the engine allocates it; the policy then pauses with the reason.
       admitStage: admitUnderCap(
         estimateStageMemoryBytes,

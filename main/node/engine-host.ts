@@ -10,8 +10,8 @@ import type {
   StageTrainer,
 } from '../../gpu/stage/types.js';
 import type { EngineKind } from '../../shared/protocol/messages.js';
-import type { EngineCall, EngineMethod, EngineReply } from './engine-rpc.js';
-import type { StageSpec } from './stage-factory.js';
+import type { EngineCall, EngineLog, EngineMethod, EngineReply } from './engine-rpc.js';
+import type { EngineHostOptions, StageSpec } from './stage-factory.js';
 
 /**
  * Starts the worker entry next to this file: engine-worker.js in the build; engine-worker.ts when running
@@ -44,8 +44,13 @@ export class WorkerStage implements StageTrainer {
     readonly config: GptConfig,
     readonly range: StageRange,
     readonly shape: MicroBatchShape,
+    onLog: (line: string) => void,
   ) {
-    worker.on('message', (reply: EngineReply) => {
+    worker.on('message', (reply: EngineReply | EngineLog) => {
+      if ('log' in reply) {
+        onLog(reply.log);
+        return;
+      }
       const p = this.pending.get(reply.id);
       this.pending.delete(reply.id);
       if (reply.ok) p?.resolve(reply.result);
@@ -61,9 +66,14 @@ export class WorkerStage implements StageTrainer {
     worker.on('exit', (code) => fail(new Error(`engine thread exited with code ${code}`)));
   }
 
-  static async create(engine: EngineKind, spec: StageSpec): Promise<WorkerStage> {
-    const worker = startWorker({ engine });
-    const stage = new WorkerStage(worker, spec.config, spec.range, spec.shape);
+  /** `host.log` receives the engine thread's log lines (the matmul tuning it chose). */
+  static async create(
+    engine: EngineKind,
+    spec: StageSpec,
+    host: EngineHostOptions = {},
+  ): Promise<WorkerStage> {
+    const worker = startWorker({ engine, tuningCachePath: host.tuningCachePath });
+    const stage = new WorkerStage(worker, spec.config, spec.range, spec.shape, host.log ?? (() => {}));
     try {
       const created = (await stage.call('create', spec)) as { paramCount: number; stashCapacity: number };
       stage.paramCount = created.paramCount;

@@ -22,3 +22,8 @@ export interface EngineCall {
 
 export type EngineReply =
   { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string };
+
+/** A line the engine thread asks the host to log (the matmul tuning it chose). */
+export interface EngineLog {
+  log: string;
+}

@@ -2,14 +2,18 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { StageTrainer } from '../../gpu/stage/types.js';
 import type { EngineKind } from '../../shared/protocol/messages.js';
 import { openEngine, type StageEngine, type StageSpec } from './stage-factory.js';
-import type { EngineCall, EngineReply } from './engine-rpc.js';
+import type { EngineCall, EngineLog, EngineReply } from './engine-rpc.js';
 
 /**
  * The engine's thread: owns one StageTrainer (on dawn.node or the CPU) and runs calls strictly in arrival
  * order, so the host may fire zeroGrad() without waiting. Replies are copied, not transferred: results may
  * be views of buffers the stage keeps for its backward pass.
  */
-const engineKind = (workerData as { engine: EngineKind }).engine;
+const { engine: engineKind, tuningCachePath } = workerData as {
+  engine: EngineKind;
+  tuningCachePath?: string;
+};
+const log = (line: string): void => parentPort!.postMessage({ log: line } satisfies EngineLog);
 let engine: StageEngine | null = null;
 let stage: StageTrainer | null = null;
 let queue: Promise<void> = Promise.resolve();
@@ -24,7 +28,7 @@ async function handle(call: EngineCall): Promise<unknown> {
     case 'create':
       stage?.destroy();
       stage = null;
-      engine ??= await openEngine(engineKind);
+      engine ??= await openEngine(engineKind, { tuningCachePath, log });
       stage = await engine.create(call.args as StageSpec);
       return { paramCount: need().paramCount, stashCapacity: need().stash ? (need().stashCapacity ?? 1) : 1 };
     case 'forward': {

@@ -68,6 +68,8 @@ export interface NodeRuntimeOptions {
   /** Builds the stage; defaults to the engine in a worker thread. */
   createStage?: (engine: EngineKind, spec: StageSpec) => Promise<StageTrainer>;
   logger?: Logger;
+  /** The GPU engine's matmul tuning cache, a JSON file in the data directory (kept across runs). */
+  tuningCachePath?: string;
   /** First reconnect delay; doubles up to maxBackoffMs. */
   backoffMs?: number;
   maxBackoffMs?: number;
@@ -543,7 +545,13 @@ export class NodeRuntime extends EventEmitter {
         throw new Error(admission.reason);
       }
       this.setReason(`loading ${describeStage(range)}`);
-      const create = this.options.createStage ?? ((engine, spec) => WorkerStage.create(engine, spec));
+      const create =
+        this.options.createStage ??
+        ((engine, spec) =>
+          WorkerStage.create(engine, spec, {
+            tuningCachePath: this.options.tuningCachePath,
+            log: (line) => this.log.info(line),
+          }));
       this.stage = await create(this.options.engine, {
         config: model,
         range,

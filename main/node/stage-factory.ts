@@ -5,12 +5,15 @@ import {
   type SubspaceConstraint,
 } from '../../gpu/codec/subspace-stage.js';
 import { acquireDevice } from '../../gpu/device/acquire.js';
+import { describeTuning, matmulOptions, modelProducts, tuneMatmul } from '../../gpu/engine/autotune.js';
 import { GpuStage } from '../../gpu/engine/gpu-stage.js';
+import { KernelSet } from '../../gpu/engine/kernel-set.js';
 import type { GptConfig, MicroBatchShape, StageRange } from '../../gpu/model/config.js';
 import { CpuStage } from '../../gpu/reference/cpu-stage.js';
 import type { StageTrainer } from '../../gpu/stage/types.js';
 import type { EngineKind } from '../../shared/protocol/messages.js';
 import { DRIVER_HINT, dawnGpu } from '../gpu-host/dawn.js';
+import { fileTuningStore } from '../gpu-host/tuning-store.js';
 
 export interface StageSpec {
   config: GptConfig;
@@ -33,7 +36,13 @@ export interface StageEngine {
   close(): void;
 }
 
-export async function openEngine(engine: EngineKind): Promise<StageEngine> {
+export interface EngineHostOptions {
+  /** The matmul tuning cache (gpu-tuning.json in the node's data directory); without it, tuning is not kept. */
+  tuningCachePath?: string;
+  log?: (line: string) => void;
+}
+
+export async function openEngine(engine: EngineKind, host: EngineHostOptions = {}): Promise<StageEngine> {
   if (engine === 'cpu') {
     return {
       create: async (s) => {
@@ -45,12 +54,22 @@ export async function openEngine(engine: EngineKind): Promise<StageEngine> {
     };
   }
   const { device } = await acquireDevice(dawnGpu(), DRIVER_HINT);
+  const log = host.log ?? (() => {});
+  let kernels: KernelSet | null = null;
   return {
-    create: (s) => {
+    async create(s) {
+      // Tuned once per device, on the first stage's product shapes; later stages share the kernels.
+      if (!kernels) {
+        const store = host.tuningCachePath ? fileTuningStore(host.tuningCachePath) : undefined;
+        const tuned = await tuneMatmul(device, { products: modelProducts(s.config, s.shape), store, log });
+        log(`matmul kernels (${tuned.source}): ${describeTuning(tuned.tuning)}`);
+        kernels = new KernelSet(device, { matmul: matmulOptions(tuned.tuning) });
+      }
       const constraint = subspaceConstraint(s);
       return GpuStage.create(device, s.config, s.range, s.shape, {
         seed: s.seed,
         maxBytes: s.maxBytes,
+        kernels,
         ...(constraint ? gpuSubspaceOptions(device, s.config, s.range, constraint) : {}),
       });
     },

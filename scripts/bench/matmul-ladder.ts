@@ -67,6 +67,7 @@ function generated(name: string, tile: TileShape, vec4: boolean): Rung {
     accumulate: false,
     vec4,
     inputsWritable: false,
+    epilogue: 'none',
     tile,
   });
   return { name, code, bm: tile.bm, bn: tile.bn };

@@ -3,9 +3,16 @@ import { Matmul } from '../../gpu/kernels/matmul.js';
 import type { EncodedOp, TensorRef } from '../../gpu/kernels/types.js';
 import { drainQueue } from './gpu-sync.js';
 
-/** Products per measurement: enough to swamp submit overhead, few at big n so the bench stays short. */
-export function iterationsFor(n: number): number {
-  return Math.max(1, Math.round(2e9 / (2 * n ** 3)));
+/**
+ * Wall time one measurement should take. Sized by time, not FLOPs: a fixed 2 GFLOP is well under a millisecond
+ * on a big GPU, which then times launches and readbacks instead of the product.
+ */
+const MEASURE_MS = 300;
+
+/** Products for a measurement of about MEASURE_MS, from one warm product's rate. */
+function iterationsFor(n: number, warm: Rate): number {
+  const onceMs = (2 * n ** 3) / (warm.gflops * 1e6);
+  return Math.max(1, Math.min(10_000, Math.round(MEASURE_MS / onceMs)));
 }
 
 /** Speed of a timed batch: per wall second, and per CPU second of this process (lavapipe's threads included). */
@@ -55,11 +62,15 @@ export interface MatmulContender {
   /** Rates `iters` products, synchronised by waiting for the device at the end. */
   measure(iters: number): Promise<Rate>;
   dispose(): void;
+  /** How many products make one measurement, from a warm product's time. */
+  iters: number;
 }
 
-async function warmed(c: MatmulContender): Promise<MatmulContender> {
-  await c.measure(1);
-  return c;
+async function warmed(c: Omit<MatmulContender, 'iters'>, n: number): Promise<MatmulContender> {
+  // The first product includes compiles; a second sizes the measurement, unless the first alone was long.
+  const first = await c.measure(1);
+  const long = (2 * n ** 3) / (first.gflops * 1e6) >= MEASURE_MS;
+  return { ...c, iters: iterationsFor(n, long ? first : await c.measure(1)) };
 }
 
 /** Our forward matmul out(n,n) = inp(n,n) · weight(n,n)^T, bias-free like TF.js's matMul. */
@@ -69,34 +80,40 @@ export function ourMatmul(device: GPUDevice, n: number, matmul: Matmul): Promise
   const out = randomTensor(device, n * n);
   const dims = { rows: n, inDim: n, outDim: n };
   const op = matmul.forward({ out, inp, weight, bias: null, dims });
-  return warmed({
-    measure: (iters) => rateOp(device, op, 2 * n ** 3, iters),
-    dispose() {
-      for (const t of [inp, weight, out]) t.buffer.destroy();
+  return warmed(
+    {
+      measure: (iters) => rateOp(device, op, 2 * n ** 3, iters),
+      dispose() {
+        for (const t of [inp, weight, out]) t.buffer.destroy();
+      },
     },
-  });
+    n,
+  );
 }
 
 /** TF.js's tf.matMul(a, b, false, true), the same product, synchronised by reading the last result back. */
 export function tfjsMatmul(tf: typeof Tf, n: number): Promise<MatmulContender> {
   const a = tf.randomUniform([n, n], -1, 1);
   const b = tf.randomUniform([n, n], -1, 1);
-  return warmed({
-    measure: (iters) =>
-      rate(2 * n ** 3 * iters, async () => {
-        let last: Tf.Tensor | null = null;
-        for (let i = 0; i < iters; i++) {
-          last?.dispose();
-          last = tf.matMul(a, b, false, true);
-        }
-        await last!.data();
-        last!.dispose();
-      }),
-    dispose() {
-      a.dispose();
-      b.dispose();
+  return warmed(
+    {
+      measure: (iters) =>
+        rate(2 * n ** 3 * iters, async () => {
+          let last: Tf.Tensor | null = null;
+          for (let i = 0; i < iters; i++) {
+            last?.dispose();
+            last = tf.matMul(a, b, false, true);
+          }
+          await last!.data();
+          last!.dispose();
+        }),
+      dispose() {
+        a.dispose();
+        b.dispose();
+      },
     },
-  });
+    n,
+  );
 }
 
 /** Best rounds at one size: ours, TF.js, and our tiled kernel when `ours` ran the lanes kernel instead. */
@@ -116,19 +133,22 @@ export async function compareMatmul(
   tf: typeof Tf,
   n: number,
   rounds: number,
+  matmul: Matmul,
 ): Promise<MatmulComparison> {
-  const matmul = new Matmul(device);
   const contenders: Record<string, MatmulContender> = {
     ours: await ourMatmul(device, n, matmul),
     tfjs: await tfjsMatmul(tf, n),
   };
   if (matmul.lanes !== null)
-    contenders.oursTiled = await ourMatmul(device, n, new Matmul(device, { lanes: null }));
+    contenders.oursTiled = await ourMatmul(
+      device,
+      n,
+      new Matmul(device, { lanes: null, tiles: matmul.tiles, maxDispatchFlops: matmul.maxDispatchFlops }),
+    );
   const best: Record<string, Rate> = {};
-  const iters = iterationsFor(n);
   for (let r = 0; r < rounds; r++) {
     for (const [side, contender] of Object.entries(contenders)) {
-      const got = await contender.measure(iters);
+      const got = await contender.measure(contender.iters);
       best[side] = {
         gflops: Math.max(best[side]?.gflops ?? 0, got.gflops),
         gflopsPerCpuSecond: Math.max(best[side]?.gflopsPerCpuSecond ?? 0, got.gflopsPerCpuSecond),

@@ -2,10 +2,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   LANES_ROWS,
   MATMUL_TILE,
-  MAX_DISPATCH_FLOPS,
+  DEFAULT_DISPATCH_FLOPS,
   Matmul,
   type MatmulDims,
   planChunks,
+  watchdogDispatchFlops,
 } from '../../gpu/kernels/matmul.js';
 import { cpuSubgroupLanes } from '../../gpu/kernels/lanes.js';
 import type { EncodedOp, TensorRef } from '../../gpu/kernels/types.js';
@@ -342,25 +343,36 @@ describe('matmul accumulation and determinism', () => {
 
 describe('matmul dispatch splitting', () => {
   it.each([
-    [1024, 1024, 1024],
-    [8192, 50257, 768],
-    [100, 70000, 9000],
-    [37, 71, 52],
-    [5_000_000, 4, 4],
-    [3, 9_000_000, 1],
-  ])('covers C(%i x %i) with K=%i exactly once, in dispatches under the FLOP budget', (m, n, k) => {
-    const chunks = planChunks(m, n, k, MATMUL_TILE);
+    [1024, 1024, 1024, DEFAULT_DISPATCH_FLOPS],
+    [8192, 50257, 768, DEFAULT_DISPATCH_FLOPS],
+    [100, 70000, 9000, DEFAULT_DISPATCH_FLOPS],
+    [37, 71, 52, DEFAULT_DISPATCH_FLOPS],
+    [5_000_000, 4, 4, DEFAULT_DISPATCH_FLOPS],
+    [3, 9_000_000, 1, DEFAULT_DISPATCH_FLOPS],
+    [8192, 8192, 8192, watchdogDispatchFlops(30e12)],
+    [8192, 50257, 768, watchdogDispatchFlops(1e11)],
+  ])('covers C(%i x %i) with K=%i exactly once, in dispatches under %d FLOPs', (m, n, k, budget) => {
+    const chunks = planChunks(m, n, k, MATMUL_TILE, budget);
     let covered = 0;
     for (const c of chunks) {
       expect(c.mOffset % MATMUL_TILE.bm).toBe(0);
       expect(c.nOffset % MATMUL_TILE.bn).toBe(0);
       expect(c.mOffset + c.mCount).toBeLessThanOrEqual(m);
       expect(c.nOffset + c.nCount).toBeLessThanOrEqual(n);
-      expect(2 * c.mCount * c.nCount * k).toBeLessThanOrEqual(MAX_DISPATCH_FLOPS);
+      expect(2 * c.mCount * c.nCount * k).toBeLessThanOrEqual(budget);
       expect(Math.ceil(c.mCount / MATMUL_TILE.bm)).toBeLessThanOrEqual(65535);
       expect(Math.ceil(c.nCount / MATMUL_TILE.bn)).toBeLessThanOrEqual(65535);
       covered += c.mCount * c.nCount;
     }
     expect(covered).toBe(m * n);
+  });
+
+  it("sizes dispatches by the adapter's measured speed: a fast GPU runs n=8192 in one dispatch", () => {
+    // 30 TFLOP/s: a quarter second is 7.5 TFLOP, above 2 * 8192^3 = 1.1 TFLOP.
+    expect(planChunks(8192, 8192, 8192, MATMUL_TILE, watchdogDispatchFlops(30e12))).toHaveLength(1);
+    expect(planChunks(8192, 8192, 8192, MATMUL_TILE, DEFAULT_DISPATCH_FLOPS).length).toBeGreaterThan(100);
+    // Never looser than the default guard, and a bad measurement is refused.
+    expect(watchdogDispatchFlops(1)).toBe(DEFAULT_DISPATCH_FLOPS);
+    expect(() => watchdogDispatchFlops(Number.NaN)).toThrow(/positive/);
   });
 });
