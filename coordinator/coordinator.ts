@@ -33,7 +33,7 @@ import {
   type VerifySignature,
 } from './receipts.js';
 import { runShape, type RunConfig, type RunShape } from './run-config.js';
-import { PeerLost, Sessions } from './sessions.js';
+import { defaultConnectionLimits, PeerLost, Sessions, type ConnectionLimits } from './sessions.js';
 import { StageAssignment } from './stage-assignment.js';
 import { AttemptFailed, StepAttempt, type AttemptResult } from './step-attempt.js';
 import { CoordinatorStore, type StoredReceipt } from './store.js';
@@ -60,6 +60,8 @@ export interface CoordinatorOptions {
   watchdogMs?: number;
   /** Connections must authenticate within this many ms (default 10 s). */
   authTimeoutMs?: number;
+  /** Caps on connections that have not authenticated yet (sessions.ts). */
+  connectionLimits?: Partial<ConnectionLimits>;
 }
 
 export interface StepEvent {
@@ -167,6 +169,7 @@ export class Coordinator extends EventEmitter {
       log: this.log,
       limits: this.limits,
       authTimeoutMs: options.authTimeoutMs,
+      connectionLimits: { ...defaultConnectionLimits, ...options.connectionLimits },
       attemptNo: () => this.attemptNo,
       onResult: (peer, message, { tensors }) => this.onResult(peer, message, tensors),
       onJoin: () => this.wake(),
@@ -322,7 +325,9 @@ export class Coordinator extends EventEmitter {
     });
     this.server = this.options.tls ? createHttpsServer(this.options.tls, handler) : createHttpServer(handler);
     this.wss = new WebSocketServer({ server: this.server, maxPayload: this.limits.maxBytes });
-    this.wss.on('connection', (socket) => this.sessions.accept(socket));
+    this.wss.on('connection', (socket, req) =>
+      this.sessions.accept(socket, req.socket.remoteAddress ?? '', req.socket),
+    );
     this.wss.on('error', (err) => this.log.error({ err }, 'websocket server error'));
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);

@@ -37,6 +37,8 @@ export class Peer {
   engine = '';
   authenticated = false;
   nonce = '';
+  /** The remote address, for the per-address cap on unauthenticated connections. */
+  address = '';
   receiptCursor = 0;
   statementCursor = 0;
   /** The node asked for work. */

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import { stageParamCount } from '../gpu/model/params.js';
 import { authChallengeBytes } from '../shared/protocol/auth.js';
@@ -37,6 +38,25 @@ export type Request = (
 /** A connection that has not proven its key by then is closed, so idle sockets cannot pile up. */
 const AUTH_TIMEOUT_MS = 10_000;
 
+/**
+ * What a stranger may hold before proving a key: a few connections, a few kilobytes each. Tensor frames are
+ * large, but only an authenticated node is ever asked for one, so until then a hello and an auth must fit.
+ */
+export interface ConnectionLimits {
+  /** Unauthenticated connections at once, from everyone. */
+  maxUnauthenticated: number;
+  /** Unauthenticated connections at once from one address. */
+  maxUnauthenticatedPerAddress: number;
+  /** Bytes a connection may send before it authenticates. */
+  preAuthBytes: number;
+}
+
+export const defaultConnectionLimits: ConnectionLimits = {
+  maxUnauthenticated: 256,
+  maxUnauthenticatedPerAddress: 64,
+  preAuthBytes: 64 * 1024,
+};
+
 export interface SessionsOptions {
   config: RunConfig;
   run: RunShape;
@@ -47,6 +67,7 @@ export interface SessionsOptions {
   log: Logger;
   limits: WireLimits;
   authTimeoutMs?: number;
+  connectionLimits: ConnectionLimits;
   /** The attempt now running: its tasks are watched for silence, older attempts' gradients are still accepted. */
   attemptNo(): number;
   /** A task result, validated against what the task asked for. */
@@ -97,7 +118,21 @@ export class Sessions {
     });
   };
 
-  accept(socket: WebSocket): void {
+  /** Takes a new WebSocket, unless the caps on unauthenticated connections say no. */
+  accept(socket: WebSocket, address: string, raw: Socket): void {
+    const limits = this.options.connectionLimits;
+    let unauthenticated = 0;
+    let fromAddress = 0;
+    for (const p of this.peers) {
+      if (p.authenticated) continue;
+      unauthenticated++;
+      if (p.address === address) fromAddress++;
+    }
+    if (unauthenticated >= limits.maxUnauthenticated || fromAddress >= limits.maxUnauthenticatedPerAddress) {
+      this.options.metrics.rejected.inc({ code: 'too-many-connections' });
+      socket.terminate();
+      return;
+    }
     const reader: WireReader<NodeMessage> = new WireReader<NodeMessage>(
       nodeMessageSchema,
       (m): TensorSpec[] => this.expect(peer, m),
@@ -117,7 +152,20 @@ export class Sessions {
       },
     );
     const peer: Peer = new Peer(++this.connections, channel);
+    peer.address = address;
     this.peers.add(peer);
+    // Counted on the TCP socket, before ws assembles a frame: a stranger's 60 MiB frame is cut off at the
+    // limit instead of being buffered whole.
+    let preAuthBytes = 0;
+    const countPreAuth = (chunk: Buffer): void => {
+      if (peer.authenticated) return void raw.off('data', countPreAuth);
+      preAuthBytes += chunk.length;
+      if (preAuthBytes <= limits.preAuthBytes) return;
+      raw.off('data', countPreAuth);
+      this.options.metrics.rejected.inc({ code: 'too-large' });
+      raw.destroy();
+    };
+    raw.on('data', countPreAuth);
     socket.on('message', (data: Buffer, isBinary: boolean) =>
       channel.receive(
         isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : data.toString('utf8'),
