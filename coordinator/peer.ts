@@ -57,8 +57,8 @@ export class Peer {
   stashes = 1;
   /** Micro-batches whose activations this peer holds (between their forward and their backward). */
   readonly resident = new Set<number>();
-  /** The task of the current attempt it is running now; the coordinator gives it one at a time (1F1B). */
-  running: number | null = null;
+  /** Tasks of the current attempt sent and not yet answered (the coordinator keeps at most two out). */
+  outstanding = 0;
   /** Forwards routed to this peer, waiting for it to be free and to have a stash slot. */
   readonly forwards: Array<() => void> = [];
   /** Backwards of micro-batches it holds, waiting for it to be free; they go before forwards. */
@@ -85,7 +85,7 @@ export class Peer {
   }
 
   get busy(): boolean {
-    return this.running !== null;
+    return this.outstanding > 0;
   }
 
   get queued(): number {
@@ -95,7 +95,7 @@ export class Peer {
   /** Forgets the work of an abandoned attempt. */
   clearWork(): void {
     this.resident.clear();
-    this.running = null;
+    this.outstanding = 0;
     this.forwards.length = 0;
     this.backwards.length = 0;
   }

@@ -38,6 +38,9 @@ interface AttemptContext {
   onRelay(bytes: number): void;
 }
 
+/** Tasks a peer may have been sent and not answered: one running, one waiting at the peer. */
+const OUTSTANDING_PER_PEER = 2;
+
 interface MicroBatchState {
   /** The peer that ran the forward at each stage; it runs the backward too. */
   path: Array<Peer | null>;
@@ -118,7 +121,7 @@ export class StepAttempt {
     const stage = peer.stage!;
     const mb = task.microBatch;
     const state = this.states[mb]!;
-    peer.running = null;
+    peer.outstanding--;
     if (task.kind === 'forward') {
       if (this.mode === 'evaluate') this.release(peer, stage, mb);
       this.routeForward(stage + 1, mb, tensors[0]!);
@@ -158,17 +161,24 @@ export class StepAttempt {
   }
 
   /**
-   * One-forward-one-backward: a free peer runs a waiting backward first; else a forward, while it holds fewer
+   * One-forward-one-backward: a peer gets a waiting backward first; else a forward, while it holds fewer
    * micro-batches than its stash allows and than 1F1B needs at its depth (S - stage: stage 0 keeps S in
-   * flight, the last stage one at a time). So the stages fill, then alternate, then drain.
+   * flight, the last stage one at a time). So the stages fill, then alternate, then drain. Two tasks may be
+   * out at once, so the next one is already at the peer when the current one ends (no round trip idle).
    */
   private dispatch(peer: Peer): void {
-    if (this.settled || peer.busy) return;
-    const backward = peer.backwards.shift();
-    if (backward) return backward();
     const depth = this.ctx.members.length - peer.stage!;
-    if (peer.resident.size >= Math.min(peer.stashes, depth)) return;
-    peer.forwards.shift()?.();
+    while (!this.settled && peer.outstanding < OUTSTANDING_PER_PEER) {
+      const backward = peer.backwards.shift();
+      if (backward) {
+        backward();
+        continue;
+      }
+      if (peer.resident.size >= Math.min(peer.stashes, depth)) return;
+      const forward = peer.forwards.shift();
+      if (!forward) return;
+      forward();
+    }
   }
 
   /** Sends micro-batch `mb` into `stage`, with the previous stage's activations (null at stage 0). */
@@ -212,7 +222,7 @@ export class StepAttempt {
 
   private send(peer: Peer, kind: TaskKind, mb: number, tensors: Tensor[], result: TensorSpec[]): void {
     const taskId = this.ctx.nextTaskId();
-    peer.running = taskId;
+    peer.outstanding++;
     const lossScale = 1 / this.states.length;
     peer.tasks.set(taskId, {
       taskId,
