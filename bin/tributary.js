@@ -56,6 +56,16 @@ child.stderr.on('data', (chunk) => {
   if (kept.length > 0) process.stderr.write(`${kept.join('\n')}\n`);
 });
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => child.kill(signal));
+// npm exec (npx) runs this through `sh -c` and, on SIGTERM, exits without passing the signal on: when the
+// npm process that started us goes away, stop the CLI as if signalled, instead of training on unseen.
+if (process.env.npm_command) {
+  const parent = process.ppid;
+  const watch = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(watch);
+    child.kill('SIGTERM');
+  }, 1000).unref();
+}
 child.on('close', (code, signal) => {
   if (pending && !dawnNote.test(pending)) process.stderr.write(pending);
   process.exit(code ?? 128 + (constants.signals[signal] ?? 0));

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, test } from 'vitest';
@@ -62,3 +62,37 @@ test('hands SIGINT to the CLI once, which stops cleanly', { timeout: 60_000 }, a
   expect(await exited).toBe(0);
   expect(stdout).toMatch(/^stopped: 0 receipts this session/m);
 });
+
+test(
+  'stops the CLI when the npm process that started it is gone (npm does not pass SIGTERM on)',
+  { timeout: 60_000 },
+  async () => {
+    const out = join(dir, 'orphan.out');
+    // `sh` stands in for npm exec's shell: it starts the launcher, reports its pid, and is then killed outright.
+    const sh = spawn(
+      'sh',
+      [
+        '-c',
+        `"${process.execPath}" "${launcher}" node --coordinator ws://127.0.0.1:9 --data-dir "${join(dir, 'orphan')}" --no-dashboard > "${out}" 2>&1 & echo $!; wait`,
+      ],
+      { env: { ...process.env, npm_command: 'exec' }, stdio: ['ignore', 'pipe', 'ignore'] },
+    );
+    let pid = 0;
+    sh.stdout.on('data', (d: Buffer) => (pid = Number(d.toString().trim())));
+    await until(
+      'the launcher to start the node',
+      () => pid > 0 && existsSync(out) && readFileSync(out, 'utf8').includes('cannot reach'),
+      30_000,
+    );
+    sh.kill('SIGKILL');
+    const running = (): boolean => {
+      try {
+        return !/^\d+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+      } catch {
+        return false;
+      }
+    };
+    await until('the launcher to exit', () => !running(), 20_000);
+    expect(readFileSync(out, 'utf8')).toMatch(/^SIGTERM: finishing or handing back/m);
+  },
+);
