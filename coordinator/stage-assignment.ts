@@ -25,6 +25,13 @@ export interface StageAssignmentOptions {
 }
 
 /**
+ * How long placement waits for joiners to report their stage loaded. Loading can take minutes (an engine
+ * starts, kernels compile), so a joiner that is not done by then finishes in the background and joins at the
+ * next placement: a node that never reports loaded cannot hold the run, however many fresh keys it uses.
+ */
+const JOIN_WAIT_MS = 2_000;
+
+/**
  * The control plane's stage assignment, between steps: joiners go where the pipeline is slowest, replicas
  * move when that clearly raises the bottleneck, and a placed node loads the stage's weights and moments from
  * a live replica, the checkpoint of this very step, or the seed.
@@ -32,13 +39,23 @@ export interface StageAssignmentOptions {
 export class StageAssignment {
   private readonly stateCache = new Map<number, FlatState>();
   private requestIds = 0;
+  /** Joiners loading a stage; they count toward its capacity for placing others. */
+  private readonly loading = new Map<Peer, number>();
+  /** Joiners that finished loading after placement moved on: what they hold, for the next placement. */
+  private readonly loadedLate = new Map<Peer, { stage: number; step: number; stashes: number }>();
+  private placing = false;
 
   constructor(private readonly options: StageAssignmentOptions) {}
 
   /** Places joiners and moves replicas; returns the stages still without a replica. */
   async place(): Promise<number[]> {
-    await this.admitJoiners();
-    await this.rebalance();
+    this.placing = true;
+    try {
+      await this.admitJoiners();
+      await this.rebalance();
+    } finally {
+      this.placing = false;
+    }
     const { run, sessions } = this.options;
     return run.ranges.filter((r) => sessions.membersOf(r.index).length === 0).map((r) => r.index);
   }
@@ -71,7 +88,7 @@ export class StageAssignment {
 
   /** Placement's view of the replicas: FLOPs per second each sustains on its stage. */
   private placed(): PlacedPeer[] {
-    return [...this.options.sessions.peers]
+    const placed: PlacedPeer[] = [...this.options.sessions.peers]
       .filter((p) => p.stage !== null)
       .map((p) => ({
         id: p.nodeId,
@@ -79,19 +96,56 @@ export class StageAssignment {
         flopsPerSecond:
           p.unitEmaMs === null ? null : (this.options.stageFlops[p.stage!]! * 1000) / p.unitEmaMs,
       }));
+    for (const [peer, stage] of this.loading) placed.push({ id: peer.nodeId, stage, flopsPerSecond: null });
+    return placed;
   }
 
+  /**
+   * Sends joiners their stage's weights and waits for their "loaded" at most JOIN_WAIT_MS; the weights are
+   * fetched first, so no request to a replica is left open when a step starts.
+   */
   private async admitJoiners(): Promise<void> {
     const { sessions, stageFlops, log } = this.options;
+    const step = this.options.step();
+    for (const [peer, held] of this.loadedLate) {
+      this.loadedLate.delete(peer);
+      if (sessions.peers.has(peer) && peer.stage === null && held.step === step)
+        this.placeAt(peer, held.stage, held.stashes);
+    }
     const joiners = [...sessions.peers]
-      .filter((p) => p.authenticated && p.wantsWork && p.stage === null)
+      .filter((p) => p.authenticated && p.wantsWork && p.stage === null && !this.loading.has(p))
       .sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1));
+    const loads: Promise<void>[] = [];
     for (const peer of joiners) {
+      const stage = stageForJoiner(this.placed(), stageFlops);
+      let state: FlatState;
+      try {
+        state = await this.stageState(stage);
+      } catch (err) {
+        log.warn({ node: peer.shortId, err: (err as Error).message }, 'could not place node');
+        continue;
+      }
       if (!sessions.peers.has(peer)) continue;
-      await this.assign(peer, stageForJoiner(this.placed(), stageFlops)).catch((err: Error) =>
-        log.warn({ node: peer.shortId, err: err.message }, 'could not place node'),
+      this.loading.set(peer, stage);
+      loads.push(
+        this.sendStage(peer, stage, step, state)
+          .then((stashes) => {
+            // Weights of another step, or a step already running without it: it joins at the next placement.
+            if (this.placing && this.options.step() === step) this.placeAt(peer, stage, stashes);
+            else this.loadedLate.set(peer, { stage, step, stashes });
+            this.options.onPlaced();
+          })
+          .catch((err: Error) => log.warn({ node: peer.shortId, err: err.message }, 'could not place node'))
+          .finally(() => this.loading.delete(peer)),
       );
     }
+    if (loads.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(loads),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, JOIN_WAIT_MS))),
+    ]);
+    clearTimeout(timer);
   }
 
   /** Moves replicas while that clearly raises the slowest stage's rate (always, for a stage left empty). */
@@ -110,25 +164,35 @@ export class StageAssignment {
 
   private async assign(peer: Peer, stage: number): Promise<void> {
     const step = this.options.step();
-    const state = await this.stageState(stage);
+    const stashes = await this.sendStage(peer, stage, step, await this.stageState(stage));
+    this.placeAt(peer, stage, stashes);
+    this.options.onPlaced();
+  }
+
+  /** Sends the stage's state; resolves with the stashes the node reports once it has loaded it. */
+  private async sendStage(peer: Peer, stage: number, step: number, state: FlatState): Promise<number> {
     const range = this.options.run.ranges[stage]!;
     const { message } = await this.options.sessions.request(peer, 'loaded', step, [], () =>
       peer.send({ type: 'assign', range, optimizerStep: state.optimizerStep, step }, stateTensors(state)),
     );
+    return message.type === 'loaded' ? (message.stashes ?? 1) : 1;
+  }
+
+  private placeAt(peer: Peer, stage: number, stashes: number): void {
+    const range = this.options.run.ranges[stage]!;
     peer.stage = stage;
-    peer.stashes = message.type === 'loaded' ? (message.stashes ?? 1) : 1;
+    peer.stashes = stashes;
     peer.clearWork();
     this.options.log.info(
       {
         node: peer.shortId,
         stage,
         blocks: `${range.firstBlock}-${range.endBlock - 1}`,
-        step,
-        stashes: peer.stashes,
+        step: this.options.step(),
+        stashes,
       },
       'node placed',
     );
-    this.options.onPlaced();
   }
 
   /** The current weights and moments of a stage: from a replica, the checkpoint of this step, or the seed. */
