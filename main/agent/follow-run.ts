@@ -56,7 +56,10 @@ export function followRun(
   const handlers = {
     connected: () => settle(),
     retrying: ({ delayMs, why }: { delayMs: number; why: string }) => {
+      // Disconnected, this node trains no stage and knows nothing current about the network's pace.
       stage = null;
+      tokensPerSecond = null;
+      agent.setStage(null, null);
       const seconds = Math.max(1, Math.round(delayMs / 1000));
       const sentence = `${why.charAt(0).toUpperCase()}${why.slice(1)}`;
       set(

@@ -97,7 +97,9 @@ export function createWebSocketBridge(
       const entry = pending.get(message.id);
       pending.delete(message.id);
       entry?.resolve(
-        message.ok ? { ok: true } : { ok: false, errors: message.errors ?? ['the agent refused'] },
+        message.ok
+          ? { ok: true, ...(message.probe ? { probe: message.probe } : {}) }
+          : { ok: false, errors: message.errors ?? ['the agent refused'] },
       );
     } else {
       console.warn(`tributary: agent error: ${message.error}`);

@@ -131,7 +131,8 @@ function NetworkCard({ snapshot }: { snapshot: AgentSnapshot }) {
 export function Dashboard({ snapshot, send }: Props) {
   const loss = useMemo(
     () => ({
-      xs: snapshot.loss.map((p) => p.step),
+      // Steps are numbered from 1 where a person reads them (the protocol counts from 0).
+      xs: snapshot.loss.map((p) => p.step + 1),
       ys: snapshot.loss.map((p) => p.loss),
       validation: snapshot.loss.some((p) => p.validation !== undefined)
         ? snapshot.loss.map((p) => p.validation ?? null)
@@ -203,9 +204,9 @@ export function Dashboard({ snapshot, send }: Props) {
           label="Network loss by step"
           summary={
             lastLoss
-              ? `Loss ${lastLoss.loss.toFixed(3)} at step ${formatInteger(lastLoss.step)}${lossTrend(snapshot.loss)}${
+              ? `Loss ${lastLoss.loss.toFixed(3)} at step ${formatInteger(lastLoss.step + 1)}${lossTrend(snapshot.loss)}${
                   lastValidation
-                    ? ` Held-out validation loss (dashed) ${lastValidation.validation!.toFixed(3)} at step ${formatInteger(lastValidation.step)}.`
+                    ? ` Held-out validation loss (dashed) ${lastValidation.validation!.toFixed(3)} at step ${formatInteger(lastValidation.step + 1)}.`
                     : ''
                 }`
               : 'The network has not reported a loss yet.'
@@ -227,5 +228,5 @@ function lossTrend(points: AgentSnapshot['loss']): string {
   const last = points.at(-1);
   if (!first || !last || points.length < 2) return '.';
   const direction = last.loss <= first.loss ? 'down' : 'up';
-  return `, ${direction} from ${first.loss.toFixed(3)} at step ${formatInteger(first.step)}.`;
+  return `, ${direction} from ${first.loss.toFixed(3)} at step ${formatInteger(first.step + 1)}.`;
 }

@@ -1,39 +1,17 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
-import { build } from 'vite';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Agent } from '../../main/agent/agent.js';
 import { startDashboardServer, type DashboardServer } from '../../main/agent/dashboard/server.js';
 import { launchChromium } from '../helpers/chromium.js';
-import { repoRoot } from '../helpers/page-server.js';
 import { axeViolations, contrastRatio } from './axe.js';
+import { rendererBundle } from './renderer-bundle.js';
 import { FakeAgent } from './renderer-fixtures/fake-agent.js';
 import { sampleSnapshot } from './renderer-fixtures/snapshot.js';
 
 const SCREENSHOT_DIR = process.env.RENDERER_SCREENSHOTS ?? tmpdir();
-
-let built: Promise<string> | null = null;
-
-/** The renderer built as `npm run build:web` builds it, once per file, into a temp dir the tests share. */
-function rendererBundle(): Promise<string> {
-  built ??= mkdtemp(join(tmpdir(), 'tributary-renderer-')).then(async (outDir) => {
-    await build({
-      configFile: false,
-      root: resolve(repoRoot, 'renderer'),
-      base: './',
-      logLevel: 'error',
-      build: { outDir, emptyOutDir: true },
-    });
-    return outDir;
-  });
-  return built;
-}
-
-afterAll(async () => {
-  if (built) await rm(await built, { recursive: true, force: true });
-});
 
 describe('renderer in Chromium, served by the real dashboard server', () => {
   let browser: Browser;
@@ -96,7 +74,7 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     expect(text).toContain('Stage 3 of 8, blocks 6–8');
     expect(text).toContain('step 412 of 2,000');
     expect(text).toContain('62%');
-    expect(text).toMatch(/Loss 1\.\d{3} at step 410, down from 4\.450 at step 0\./);
+    expect(text).toMatch(/Loss 1\.\d{3} at step 411, down from 4\.450 at step 1\./);
     expect(await page.locator('.chart-plot canvas').count()).toBe(1);
     await page.screenshot({ path: join(SCREENSHOT_DIR, 'tributary-dashboard.png'), fullPage: true });
   });

@@ -162,8 +162,7 @@ export async function startDashboardServer(options: DashboardServerOptions): Pro
       }
       const { id, command } = parsed.data;
       void host.command(command).then(
-        (result) =>
-          send({ type: 'commandResult', id, ok: result.ok, ...(result.ok ? {} : { errors: result.errors }) }),
+        (result) => send({ type: 'commandResult', id, ...result }),
         (err: unknown) => send({ type: 'commandResult', id, ok: false, errors: [(err as Error).message] }),
       );
     });
