@@ -69,10 +69,10 @@ export const runConfigSchema = z
         codec: z.enum(codecNames).default('none'),
         rank: z.number().int().min(1).max(MAX_SUBSPACE_RANK).optional(),
         constrainedBlocks: constrainedBlocksSchema.default('beforeLastStage'),
-        positions: positionPartSchema.default('fixed'),
+        positions: positionPartSchema.default('subspace'),
       })
       .strict()
-      .default({ codec: 'none', constrainedBlocks: 'beforeLastStage', positions: 'fixed' }),
+      .default({ codec: 'none', constrainedBlocks: 'beforeLastStage', positions: 'subspace' }),
     /**
      * Held-out validation: the tail `heldOutFraction` of the corpus never trains; `microBatches` fixed
      * micro-batches of it go forward through the pipeline after every `every` steps and after the last.

@@ -26,7 +26,7 @@ const arg = (name: string): string | undefined => {
   return i > 0 ? process.argv[i + 1] : undefined;
 };
 const STEPS = Number(arg('--steps') ?? 30);
-const POSITIONS = arg('--positions') ?? 'fixed';
+const POSITIONS = arg('--positions') ?? 'subspace';
 const CODECS = (arg('--codecs')?.split(',') ?? [...codecNames]) as CodecName[];
 if (!Number.isInteger(STEPS) || STEPS < 1) throw new Error(`--steps must be a positive integer`);
 for (const c of CODECS) if (!codecNames.includes(c)) throw new Error(`--codecs: unknown codec ${c}`);

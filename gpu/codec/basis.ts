@@ -36,7 +36,7 @@ export function buildSubspaceBasis(
   config: GptConfig,
   seed: number,
   rank: number,
-  positions: PositionPart = 'fixed',
+  positions: PositionPart = 'subspace',
 ): SubspaceBasis {
   const C = config.width;
   if (!Number.isInteger(rank) || rank < 1 || rank > Math.min(C, MAX_SUBSPACE_RANK)) {
