@@ -21,7 +21,10 @@ export interface KernelOptions {
    * Default: 'scores' where the lanes kernels run (CPU adapters, where they measured faster), else 'flash'.
    */
   attention?: AttentionKind;
-  /** 'mixed' runs attention as flash attention with f16 operands; needs the device's `shader-f16`. */
+  /**
+   * 'mixed': matmuls (the tiled kernel) and flash attention with f16 operands and f32 arithmetic; needs the
+   * device's `shader-f16`.
+   */
   precision?: Precision;
   /** Tiles and dispatch cap, as the autotuner chose them for this adapter (engine/autotune.ts). */
   matmul?: Pick<MatmulOptions, 'tiles' | 'maxDispatchFlops'>;
@@ -46,9 +49,9 @@ export class KernelSet {
   ) {
     this.encoder = new Encoder(device);
     this.layernorm = new LayerNorm(device);
-    this.matmul = new Matmul(device, { ...options.matmul, lanes: options.lanes });
-    this.attention = new Attention(device, { lanes: options.lanes });
     const mixed = options.precision === 'mixed';
+    this.matmul = new Matmul(device, { ...options.matmul, lanes: options.lanes, f16: mixed });
+    this.attention = new Attention(device, { lanes: options.lanes });
     this.flashAttention = new FlashAttention(device, { f16: mixed });
     this.attentionKind = options.attention ?? (mixed || this.attention.lanes === null ? 'flash' : 'scores');
     if (mixed && this.attentionKind !== 'flash')

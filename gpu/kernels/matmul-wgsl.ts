@@ -47,6 +47,16 @@ export interface MatmulVariant {
   inputsWritable: boolean;
   tile: TileShape;
   epilogue: Epilogue;
+  /**
+   * Mixed precision (needs the device's `shader-f16`): operands are rounded to f16 as they are staged into
+   * workgroup memory, which halves it; every product and sum stays f32, as on tensor cores.
+   */
+  f16?: boolean;
+}
+
+/** `x` converted to `type` when `convert`, else its text unchanged (f32 shaders keep their exact text). */
+function convertIf(convert: boolean, type: string, x: string): string {
+  return convert ? `${type}(${x})` : x;
 }
 
 export function threadsPerWorkgroup(tile: TileShape): number {
@@ -87,12 +97,14 @@ function stageTile(o: {
   bk: number;
   threads: number;
   vec4: boolean;
+  /** Tiles of f16 (mixed precision). */
+  f16: boolean;
   /** First k of the slice (WGSL expression). */
   k0: string;
   /** Where the slice starts in tileVar (WGSL expression; the second buffer when double-buffered). */
   base: string;
 }): string {
-  const { buf, tileVar, span, spanExtent, spanStart, kMajor, bk, threads, vec4, k0, base } = o;
+  const { buf, tileVar, span, spanExtent, spanStart, kMajor, bk, threads, vec4, f16, k0, base } = o;
   const perThread = (span * bk) / 4 / threads;
   const lines: string[] = [];
   for (let t = 0; t < perThread; t++) {
@@ -106,7 +118,7 @@ function stageTile(o: {
       const value = vec4
         ? `select(vec4<f32>(0.0), ${buf}[(${gk} * ${spanExtent} + ${gs}) / 4u], ${gk} < dims.K && ${gs} < ${spanExtent})`
         : `vec4<f32>(${[0, 1, 2, 3].map((c) => scalarLoad(buf, gk, `${gs} + ${c}u`, 'dims.K', spanExtent)).join(', ')})`;
-      lines.push(`${tileVar}[${base} + ${idx}] = ${value};`);
+      lines.push(`${tileVar}[${base} + ${idx}] = ${convertIf(f16, 'vec4<f16>', value)};`);
     } else {
       // Memory runs along K: read 4 consecutive k of one span row and scatter them down the tile's k axis.
       const sRow = `${idx} / ${bk / 4}u`;
@@ -117,7 +129,7 @@ function stageTile(o: {
         ? `select(vec4<f32>(0.0), ${buf}[(${gs} * dims.K + ${gk}) / 4u], ${gs} < ${spanExtent} && ${gk} < dims.K)`
         : `vec4<f32>(${[0, 1, 2, 3].map((c) => scalarLoad(buf, gs, `${gk} + ${c}u`, spanExtent, 'dims.K')).join(', ')})`;
       lines.push(`{`);
-      lines.push(`  let v = ${value};`);
+      lines.push(`  let v = ${convertIf(f16, 'vec4<f16>', value)};`);
       lines.push(`  let s = ${sRow};`);
       lines.push(`  let at = ${base} + ${kv} * 4u * ${span / 4}u + s / 4u;`);
       for (let c = 0; c < 4; c++) lines.push(`  ${tileVar}[at + ${c * (span / 4)}u][s % 4u] = v[${c}];`);
@@ -192,12 +204,17 @@ function vecCol(tile: TileShape, j: number): string {
   return `(${j * (tile.bn / tile.tn)}u + tx)`;
 }
 
-function innerProduct(tile: TileShape): string {
+function innerProduct(tile: TileShape, f16: boolean): string {
   const { bm, bn, tm, tn } = tile;
   const lines: string[] = [];
   for (let i = 0; i < tm / 4; i++)
-    lines.push(`let a${i} = As[aBase + k * ${bm / 4}u + ty * ${tm / 4}u + ${i}u];`);
-  for (let j = 0; j < tn / 4; j++) lines.push(`let b${j} = Bs[bBase + k * ${bn / 4}u + ${vecCol(tile, j)}];`);
+    lines.push(
+      `let a${i} = ${convertIf(f16, 'vec4<f32>', `As[aBase + k * ${bm / 4}u + ty * ${tm / 4}u + ${i}u]`)};`,
+    );
+  for (let j = 0; j < tn / 4; j++)
+    lines.push(
+      `let b${j} = ${convertIf(f16, 'vec4<f32>', `Bs[bBase + k * ${bn / 4}u + ${vecCol(tile, j)}]`)};`,
+    );
   for (let i = 0; i < tm; i++) {
     for (let j = 0; j < tn / 4; j++) {
       const acc = `acc[${i * (tn / 4) + j}]`;
@@ -218,6 +235,8 @@ export function matmulShader(v: MatmulVariant): string {
   const tileA = (bk * bm) / 4;
   const tileB = (bk * bn) / 4;
   const buffers = v.tile.double ? 2 : 1;
+  const f16 = v.f16 ?? false;
+  const tileEl = f16 ? 'vec4<f16>' : 'vec4<f32>';
   const stage = (k0: string, aBase: string, bBase: string): string =>
     [
       stageTile({
@@ -230,6 +249,7 @@ export function matmulShader(v: MatmulVariant): string {
         bk,
         threads,
         vec4: v.vec4,
+        f16,
         k0,
         base: aBase,
       }),
@@ -243,6 +263,7 @@ export function matmulShader(v: MatmulVariant): string {
         bk,
         threads,
         vec4: v.vec4,
+        f16,
         k0,
         base: bBase,
       }),
@@ -260,7 +281,7 @@ export function matmulShader(v: MatmulVariant): string {
       ${stage(`k0 + ${bk}u`, `(1u - cur) * ${tileA}u`, `(1u - cur) * ${tileB}u`)}
     }
     for (var k = 0u; k < ${bk}u; k++) {
-      ${innerProduct(v.tile)}
+      ${innerProduct(v.tile, f16)}
     }
     workgroupBarrier();
   }`
@@ -270,12 +291,12 @@ export function matmulShader(v: MatmulVariant): string {
     let aBase = 0u;
     let bBase = 0u;
     for (var k = 0u; k < ${bk}u; k++) {
-      ${innerProduct(v.tile)}
+      ${innerProduct(v.tile, f16)}
     }
     workgroupBarrier();
   }`;
   const epilogueDecl = epilogueDeclarations(v.epilogue, el, inAccess);
-  return /* wgsl */ `
+  return /* wgsl */ `${f16 ? 'enable f16;' : ''}
 struct Dims { M: u32, N: u32, K: u32, mOffset: u32, nOffset: u32 }
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, ${inAccess}> a: array<${el}>;
@@ -284,8 +305,8 @@ struct Dims { M: u32, N: u32, K: u32, mOffset: u32, nOffset: u32 }
 ${biasDecl}
 ${epilogueDecl}
 
-var<workgroup> As: array<vec4<f32>, ${buffers * tileA}>;
-var<workgroup> Bs: array<vec4<f32>, ${buffers * tileB}>;
+var<workgroup> As: array<${tileEl}, ${buffers * tileA}>;
+var<workgroup> Bs: array<${tileEl}, ${buffers * tileB}>;
 
 @compute @workgroup_size(${bn / tn}, ${bm / tm})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,

@@ -66,6 +66,11 @@ export interface MatmulOptions {
    * LANES_ROWS falls back to the tiled kernel.
    */
   lanes?: number | null;
+  /**
+   * Mixed precision: f16 operands with f32 products and sums (the tiled kernel's `f16` variant; the lanes
+   * kernel is then not used). Needs the device's `shader-f16`.
+   */
+  f16?: boolean;
 }
 
 /**
@@ -188,6 +193,7 @@ export class Matmul {
   readonly maxDispatchFlops: number;
   /** Subgroup size of the lanes kernel, or null when it is not used. */
   readonly lanes: number | null;
+  readonly f16: boolean;
 
   constructor(
     private readonly device: GPUDevice,
@@ -203,7 +209,10 @@ export class Matmul {
     this.maxDispatchFlops = options.maxDispatchFlops ?? DEFAULT_DISPATCH_FLOPS;
     if (!(this.maxDispatchFlops > 0)) throw new Error(`maxDispatchFlops must be positive`);
     const lanes = options.lanes === undefined ? cpuSubgroupLanes(device) : options.lanes;
-    this.lanes = lanes !== null && LANES_ROWS % lanes === 0 ? lanes : null;
+    this.f16 = options.f16 ?? false;
+    if (this.f16 && !device.features.has('shader-f16'))
+      throw new Error('matmul: f16 operands need the shader-f16 feature, which this device lacks');
+    this.lanes = !this.f16 && lanes !== null && LANES_ROWS % lanes === 0 ? lanes : null;
   }
 
   /**
@@ -398,7 +407,12 @@ export class Matmul {
       };
     }
     const tile = this.tiles[p.kind];
-    const variant: MatmulVariant = { ...common, vec4: this.vec4Fits(p), tile };
+    const variant: MatmulVariant = {
+      ...common,
+      vec4: this.vec4Fits(p),
+      tile,
+      ...(this.f16 && { f16: true }),
+    };
     return {
       pipeline: this.pipelines.get(`matmul ${JSON.stringify(variant)}`, () => matmulShader(variant)),
       tile,

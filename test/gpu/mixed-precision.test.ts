@@ -4,6 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { parseRunConfig } from '../../coordinator/run-config.js';
 import { GpuStage } from '../../gpu/engine/gpu-stage.js';
 import { KernelSet } from '../../gpu/engine/kernel-set.js';
+import { Matmul } from '../../gpu/kernels/matmul.js';
+import * as ref from '../../gpu/reference/kernels.js';
 import type { GptConfig, MicroBatchShape, StageRange } from '../../gpu/model/config.js';
 import { CpuStage } from '../../gpu/reference/cpu-stage.js';
 import { NonFiniteError } from '../../gpu/stage/checks.js';
@@ -11,7 +13,7 @@ import type { StageTrainer } from '../../gpu/stage/types.js';
 import { WindowSampler, byteCorpus } from '../../gpu/train/data.js';
 import { LossScaler, type LossScaling } from '../../gpu/train/loss-scaler.js';
 import { Trainer, type MicroBatch } from '../../gpu/train/trainer.js';
-import { fileDevice, maxAbsDiff, randomTokens } from './harness.js';
+import { TensorPack, fileDevice, maxAbsDiff, maxErrorRatio, randomArray, randomTokens } from './harness.js';
 
 /*
  * Mixed precision: f16 operands with f32 accumulation (flash attention), f32 master weights and AdamW state,
@@ -155,6 +157,7 @@ describe('mixed precision against the CPU reference', () => {
     const kernels = mixedKernels();
     expect(kernels.attentionKind).toBe('flash');
     expect(kernels.flashAttention.f16).toBe(true);
+    expect(kernels.matmul.f16).toBe(true);
     const gpu = await trainer(
       () => GpuStage.create(dev.device, config, wholeModelRange(), shape, { seed: 9, kernels }),
       { initial: 2 ** 12 },
@@ -252,4 +255,58 @@ describe('mixed-precision training on tinyshakespeare', () => {
     expect(worst).toBeLessThan(0.05);
     expect(Math.abs(tail(fp32) - tail(mixed))).toBeLessThan(0.02);
   }, 300_000);
+});
+
+describe('matmul with f16 operands', () => {
+  // Stated tolerances against the f64-inside reference: out and dinp within 5e-3 absolute + 5e-3 relative,
+  // dweight (a sum over all rows) within 1e-2 + 1e-2, dbias (column sums, not a product: f32) 1e-5 + 1e-4;
+  // the f16 rounding must show. Measured worst errors are printed (e.g. 9e-4, 1.4e-3, 3.2e-3 at 70 x 36 -> 52).
+  it.each([
+    { rows: 70, inDim: 36, outDim: 52 },
+    { rows: 33, inDim: 18, outDim: 10 },
+  ])(
+    'forward, backward input and backward weight ($rows x $inDim -> $outDim)',
+    async ({ rows, inDim, outDim }) => {
+      const inp = randomArray(rows * inDim, 1);
+      const weight = randomArray(outDim * inDim, 2, 0.5);
+      const bias = randomArray(outDim, 3);
+      const dout = randomArray(rows * outDim, 4);
+      const dinp0 = randomArray(rows * inDim, 5, 0.1);
+      const dweight0 = randomArray(outDim * inDim, 6, 0.1);
+      const dbias0 = randomArray(outDim, 7, 0.1);
+      const pack = new TensorPack(dev.device, {
+        ...{ inp, weight, bias, dout, dinp: dinp0, dweight: dweight0, dbias: dbias0 },
+        out: rows * outDim,
+      });
+      const r = (n: string) => pack.ref(n);
+      const m = new Matmul(dev.device, { f16: true });
+      expect(m.lanes).toBeNull();
+      const dims = { rows, inDim, outDim };
+      await pack.run(
+        m.forward({ out: r('out'), inp: r('inp'), weight: r('weight'), bias: r('bias'), dims }),
+        m.backwardInput({ dinp: r('dinp'), dout: r('dout'), weight: r('weight'), dims }),
+        m.backwardWeight({ dweight: r('dweight'), dbias: r('dbias'), dout: r('dout'), inp: r('inp'), dims }),
+      );
+      const out = new Float32Array(rows * outDim);
+      ref.matmulForward(out, inp, weight, bias, 1, rows, inDim, outDim);
+      const [dinp, dweight, dbias] = [dinp0.slice(), dweight0.slice(), dbias0.slice()];
+      ref.matmulBackward(dinp, dweight, dbias, dout, inp, weight, 1, rows, inDim, outDim);
+      const checks = [
+        ['out', out, 5e-3, 5e-3],
+        ['dinp', dinp, 5e-3, 5e-3],
+        ['dweight', dweight, 1e-2, 1e-2],
+        ['dbias', dbias, 1e-5, 1e-4],
+      ] as const;
+      const errors: string[] = [];
+      for (const [name, want, atol, rtol] of checks) {
+        const got = await pack.read(name);
+        errors.push(`${name} ${maxAbsDiff(got, want).toExponential(1)}`);
+        if (name !== 'dbias')
+          expect(maxAbsDiff(got, want), `${name}: f16 rounding shows`).toBeGreaterThan(1e-5);
+        expect(maxErrorRatio(got, want, atol, rtol), name).toBeLessThanOrEqual(1);
+      }
+      console.log(`f16 matmul ${rows} x ${inDim} -> ${outDim}: max |error| ${errors.join(', ')}`);
+      pack.buffer.destroy();
+    },
+  );
 });
