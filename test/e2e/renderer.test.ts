@@ -75,6 +75,7 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     expect(text).toContain('step 412 of 2,000');
     expect(text).toContain('62%');
     expect(text).toMatch(/Loss 1\.\d{3} at step 411, down from 4\.450 at step 1\./);
+    expect(text).toMatch(/Held-out validation loss \(dashed\) 1\.\d{3} at step 391\./);
     expect(await page.locator('.chart-plot canvas').count()).toBe(1);
     await page.screenshot({ path: join(SCREENSHOT_DIR, 'tributary-dashboard.png'), fullPage: true });
   });

@@ -55,6 +55,8 @@ export function sampleSnapshot(now = Date.parse('2026-11-25T15:30:00Z')): AgentS
     loss: Array.from({ length: 42 }, (_, i) => ({
       step: i * 10,
       loss: 1.55 + 2.9 * Math.exp(-i / 9) + 0.04 * Math.sin(i),
+      // A held-out evaluation after every 100 steps, a little above the training loss.
+      ...(i % 10 === 9 ? { validation: 1.65 + 2.9 * Math.exp(-i / 9) } : {}),
     })),
     network: {
       url: NETWORK.url,
