@@ -28,6 +28,7 @@ import { inspectLedger, setLedgerAside } from './ledger/health.js';
 import {
   EXPORT_TABLES,
   Ledger,
+  LedgerFull,
   ReceiptRejected,
   StatementRejected,
   type ExportTable,
@@ -205,6 +206,7 @@ export class Agent {
         this.ledger.acceptReceipt(signed);
         this.rates.add(signed.receipt.tokens, signed.receipt.flops);
       } catch (err) {
+        if (err instanceof LedgerFull) return void this.logger.error(err.message);
         if (!(err instanceof ReceiptRejected)) throw err;
         this.logger.warn({ receipt: signed?.receipt?.receiptId }, err.message);
         this.ledger.recordEvent('receipt-rejected', {
@@ -218,6 +220,7 @@ export class Agent {
       try {
         this.ledger.applyStatement(signed);
       } catch (err) {
+        if (err instanceof LedgerFull) return void this.logger.error(err.message);
         if (!(err instanceof StatementRejected)) throw err;
         this.logger.warn({ statement: signed?.statement?.seq }, err.message);
         this.ledger.recordEvent('statement-rejected', {

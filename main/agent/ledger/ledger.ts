@@ -35,6 +35,8 @@ export interface LedgerOptions {
 
 export class ReceiptRejected extends Error {}
 export class StatementRejected extends Error {}
+/** The disk is full: the append was rolled back whole. */
+export class LedgerFull extends Error {}
 
 export interface WorkUnit {
   runId: string;
@@ -132,8 +134,12 @@ export class Ledger {
       const previous = readHead(this.path);
       if (previous.kind === 'ok' && previous.head.seq > head.seq) return;
     }
-    writeHead(this.path, head.seq, head.hash, this.options.headSigner);
-    this.headSeq = head.seq;
+    try {
+      writeHead(this.path, head.seq, head.hash, this.options.headSigner);
+      this.headSeq = head.seq;
+    } catch {
+      // A full disk: the head file lags the chain, which verify accepts; the next commit writes it again.
+    }
   }
 
   close(): void {
@@ -171,7 +177,18 @@ export class Ledger {
   }
 
   private inTransaction<T>(fn: () => T): T {
-    const result = this.db.transaction(fn).immediate();
+    let result: T;
+    try {
+      result = this.db.transaction(fn).immediate();
+    } catch (err) {
+      // SQLite rolled the transaction back whole: the ledger is as it was before this append.
+      if ((err as { code?: string }).code === 'SQLITE_FULL')
+        throw new LedgerFull(
+          `the disk under the ledger (${this.path}) is full: nothing was written and nothing is lost; ` +
+            'free some space and Tributary carries on (the coordinator still holds every receipt)',
+        );
+      throw err;
+    }
     if (!this.db.inTransaction) this.writeHeadFile();
     return result;
   }
