@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseRunConfig } from '../../coordinator/run-config.js';
+import { requestAdapter } from '../../gpu/device/acquire.js';
 import { GpuStage } from '../../gpu/engine/gpu-stage.js';
 import { KernelSet } from '../../gpu/engine/kernel-set.js';
 import { Matmul } from '../../gpu/kernels/matmul.js';
@@ -13,6 +14,7 @@ import type { StageTrainer } from '../../gpu/stage/types.js';
 import { WindowSampler, byteCorpus } from '../../gpu/train/data.js';
 import { LossScaler, type LossScaling } from '../../gpu/train/loss-scaler.js';
 import { Trainer, type MicroBatch } from '../../gpu/train/trainer.js';
+import { DRIVER_HINT, dawnGpu } from '../../main/gpu-host/dawn.js';
 import { TensorPack, fileDevice, maxAbsDiff, maxErrorRatio, randomArray, randomTokens } from './harness.js';
 
 /*
@@ -143,6 +145,19 @@ describe('dynamic loss scaling', () => {
 function wholeModelRange() {
   return { index: 0, count: 1, firstBlock: 0, endBlock: config.layers };
 }
+
+describe('the device', () => {
+  it('mixed precision on a device without shader-f16 fails at once, saying why', async () => {
+    const adapter = await requestAdapter(dawnGpu(), DRIVER_HINT);
+    const device = await adapter.requestDevice();
+    try {
+      expect(device.features.has('shader-f16')).toBe(false);
+      expect(() => new KernelSet(device, { precision: 'mixed' })).toThrow(/shader-f16/);
+    } finally {
+      device.destroy();
+    }
+  });
+});
 
 describe('the run config', () => {
   it("takes precision, fp32 by default, and refuses 'mixed' for distributed runs with a reason", () => {
