@@ -4,6 +4,8 @@ import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import { Coordinator, type CoordinatorOptions } from '../../coordinator/coordinator.js';
 import { GpuStage } from '../../gpu/engine/gpu-stage.js';
+import type { StageRange } from '../../gpu/model/config.js';
+import type { StageTrainer } from '../../gpu/stage/types.js';
 import { Trainer } from '../../gpu/train/trainer.js';
 import { Corpus } from '../../coordinator/data.js';
 import { parseRunConfig, type RunConfig } from '../../coordinator/run-config.js';
@@ -75,10 +77,21 @@ export function startNode(
 }
 
 /** The single-process trainer for a run config, on one device, fed the run's micro-batches by `trainStep`. */
-export async function singleProcessTrainer(
+export function singleProcessTrainer(
   device: GPUDevice,
   config: RunConfig,
   corpus: Corpus,
+): Promise<{ trainStep(step: number): Promise<number>; destroy(): void }> {
+  return singleProcess(config, corpus, (range) =>
+    GpuStage.create(device, config.model, range, config.microBatch, { seed: config.seed }),
+  );
+}
+
+/** The single-process trainer for a run config on any engine, fed the run's micro-batches by `trainStep`. */
+export async function singleProcess(
+  config: RunConfig,
+  corpus: Corpus,
+  makeStage: (range: StageRange) => Promise<StageTrainer> | StageTrainer,
 ): Promise<{ trainStep(step: number): Promise<number>; destroy(): void }> {
   const trainer = await Trainer.create({
     config: config.model,
@@ -87,8 +100,7 @@ export async function singleProcessTrainer(
     microBatches: config.microBatchesPerStep,
     adamw: config.adamw,
     gradClip: config.gradClip,
-    makeStage: (range) =>
-      GpuStage.create(device, config.model, range, config.microBatch, { seed: config.seed }),
+    makeStage,
   });
   return {
     trainStep: async (step) => {

@@ -4,9 +4,8 @@ import { Corpus } from '../../coordinator/data.js';
 import type { RunConfig } from '../../coordinator/run-config.js';
 import { CpuStage } from '../../gpu/reference/cpu-stage.js';
 import type { StageForwardResult, StageInput } from '../../gpu/stage/types.js';
-import { Trainer } from '../../gpu/train/trainer.js';
 import type { StageSpec } from '../../main/node/stage-factory.js';
-import { corpusPath, startCoordinator, startNode, tempDir, tinyConfig } from './helpers.js';
+import { corpusPath, singleProcess, startCoordinator, startNode, tempDir, tinyConfig } from './helpers.js';
 
 /** A CPU stage that logs what it runs (F<mb> forward, B<mb> backward) and may hold fewer stashes. */
 class RecordingStage extends CpuStage {
@@ -84,24 +83,14 @@ async function runPipeline(
 }
 
 /** The same steps in one process, on CPU stages, micro-batch by micro-batch. */
-async function singleProcess(config: RunConfig): Promise<number[]> {
-  const corpus = Corpus.fromFile(corpusPath);
-  const trainer = await Trainer.create({
-    config: config.model,
-    stageCount: config.stages,
-    shape: config.microBatch,
-    microBatches: config.microBatchesPerStep,
-    adamw: config.adamw,
-    gradClip: config.gradClip,
-    makeStage: (range) => new CpuStage(config.model, range, config.microBatch, config.seed),
-  });
+async function singleProcessLosses(config: RunConfig): Promise<number[]> {
+  const trainer = await singleProcess(
+    config,
+    Corpus.fromFile(corpusPath),
+    (range) => new CpuStage(config.model, range, config.microBatch, config.seed),
+  );
   const losses: number[] = [];
-  for (let step = 0; step < config.steps; step++) {
-    const batches = Array.from({ length: config.microBatchesPerStep }, (_, i) =>
-      corpus.microBatch(config.seed, step, i, config.microBatch),
-    );
-    losses.push((await trainer.step(batches)).loss);
-  }
+  for (let step = 0; step < config.steps; step++) losses.push(await trainer.trainStep(step));
   trainer.destroy();
   return losses;
 }
@@ -137,7 +126,7 @@ describe('1F1B: micro-batches in flight', () => {
     expect(schedule0.startsWith('F0 F1 F2 F3 B0')).toBe(true);
     expect(schedule0.endsWith('B7')).toBe(true);
     expect(stashes.slice(0, 3).every((s) => s[0]! >= 4)).toBe(true);
-    const single = await singleProcess(config);
+    const single = await singleProcessLosses(config);
     expect(worstRelative(events, single)).toBeLessThan(1e-5);
   });
 
@@ -153,7 +142,7 @@ describe('1F1B: micro-batches in flight', () => {
     expect(events.map((e) => e.step)).toEqual([1, 2, 3, 4]);
     // Every node worked (placement may have moved some, leaving more stage objects than nodes).
     expect(stages.filter((s) => s.log.length > 0).length).toBeGreaterThanOrEqual(6);
-    const single = await singleProcess(config);
+    const single = await singleProcessLosses(config);
     expect(worstRelative(events, single)).toBeLessThan(1e-4);
   });
 
@@ -189,7 +178,7 @@ describe('1F1B: micro-batches in flight', () => {
     // Nothing gets past stage 0 faster than it lets micro-batches in.
     expect(stages.find((s) => s.range.index === 1)!.maxInFlight()).toBe(2);
     expect(stashes[0]).toEqual([2]);
-    const single = await singleProcess(config);
+    const single = await singleProcessLosses(config);
     expect(worstRelative(events, single)).toBeLessThan(1e-5);
   });
 });

@@ -1,0 +1,44 @@
+/**
+ * One benchmark node in its own process: `node --import tsx scripts/bench/timed-node.ts URL FORWARD_MS
+ * BACKWARD_MS`. It trains whatever stage it is given on a TimedStage; on SIGTERM it stops and prints one JSON
+ * line `{"busy":[{"stage","start","end"}]}` with wall-clock times (ms since the epoch) of every forward and
+ * backward, so the benchmark can measure each stage's bubble across processes.
+ */
+import { pino } from 'pino';
+import { Ed25519Keys } from '../../main/identity/ed25519.js';
+import { NodeRuntime } from '../../main/node/runtime.js';
+import { TimedStage, type BusyInterval } from './timed-stage.js';
+
+const [url, forwardMs, backwardMs] = process.argv.slice(2);
+if (!url || !Number(forwardMs) || !Number(backwardMs))
+  throw new Error('usage: timed-node.ts ws://HOST:PORT FORWARD_MS BACKWARD_MS');
+const stages: Array<{ index: number; intervals: BusyInterval[] }> = [];
+const node = new NodeRuntime({
+  coordinatorUrl: url,
+  keys: Ed25519Keys.generate(),
+  engine: 'cpu',
+  logger: pino({ level: 'silent' }),
+  createStage: async (_engine, spec) => {
+    const intervals: BusyInterval[] = [];
+    const stage = new TimedStage(
+      spec.config,
+      spec.range,
+      spec.shape,
+      Number(forwardMs),
+      Number(backwardMs),
+      intervals,
+    );
+    stages.push({ index: spec.range.index, intervals });
+    return stage;
+  },
+});
+node.start();
+process.once('SIGTERM', () => {
+  void node.stop().then(() => {
+    const toEpoch = (t: number): number => performance.timeOrigin + t;
+    const all = stages.flatMap((s) =>
+      s.intervals.map((i) => ({ stage: s.index, start: toEpoch(i.start), end: toEpoch(i.end) })),
+    );
+    process.stdout.write(`${JSON.stringify({ busy: all })}\n`, () => process.exit(0));
+  });
+});
