@@ -37,6 +37,11 @@ export class Ed25519Keys {
   sign(data: Uint8Array): Uint8Array {
     return sign(null, data, this.privateKey);
   }
+
+  /** The 32-byte private seed (the tail of PKCS#8): the same key as a libp2p identity. */
+  seed(): Uint8Array {
+    return new Uint8Array(this.privateKey.export({ format: 'der', type: 'pkcs8' }).subarray(-32));
+  }
 }
 
 /** Checks an ed25519 signature against a raw public key in hex; false (never a throw) for malformed input. */
