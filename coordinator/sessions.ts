@@ -317,8 +317,9 @@ export class Sessions {
   lose(peer: Peer, reason: string): void {
     if (!this.peers.delete(peer)) return;
     this.options.metrics.nodes.set(this.authenticatedCount);
-    if (peer.authenticated)
-      this.options.log.info({ node: peer.shortId, stage: peer.stage, reason }, 'node left');
+    // Stages count from 1 in what people read.
+    const stage = peer.stage === null ? null : peer.stage + 1;
+    if (peer.authenticated) this.options.log.info({ node: peer.shortId, stage, reason }, 'node left');
     const awaiting = peer.awaiting;
     peer.awaiting = null;
     awaiting?.reject(new PeerLost(`node ${peer.shortId} left: ${reason}`));

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { seedState, type FlatState } from '../gpu/model/flat-state.js';
 import { stageParamCount } from '../gpu/model/params.js';
 import { stateFromTensors, stateSpec, stateTensors } from '../shared/protocol/stage-state.js';
+import { stageLabel } from '../shared/stage-label.js';
 import { loadCheckpoint } from './checkpoints.js';
 import type { Peer } from './peer.js';
 import { rebalanceMove, stageForJoiner, type PlacedPeer } from './placement.js';
@@ -155,7 +156,11 @@ export class StageAssignment {
       const move = rebalanceMove(this.placed(), stageFlops);
       const peer = move && [...sessions.peers].find((p) => p.nodeId === move.id);
       if (!move || !peer) return;
-      log.info({ node: peer.shortId, from: move.from, to: move.to }, 'moving a node to balance the stages');
+      // Stages count from 1 in what people read.
+      log.info(
+        { node: peer.shortId, from: move.from + 1, to: move.to + 1 },
+        'moving a node to balance the stages',
+      );
       await this.assign(peer, move.to).catch((err: Error) =>
         log.warn({ node: peer.shortId, err: err.message }, 'could not move node'),
       );
@@ -186,8 +191,7 @@ export class StageAssignment {
     this.options.log.info(
       {
         node: peer.shortId,
-        stage,
-        blocks: `${range.firstBlock}-${range.endBlock - 1}`,
+        stage: stageLabel({ ...range, lastBlock: range.endBlock - 1 }),
         step: this.options.step(),
         stashes,
       },
