@@ -5,6 +5,7 @@ import {
   type ClientMessage,
   type CommandResult,
 } from '../../shared/dashboard/contract.js';
+import { applySnapshotChanges } from '../../shared/dashboard/snapshot-changes.js';
 import { Listeners } from './listeners.js';
 import type { ConnectionState, UiBridge } from './types.js';
 
@@ -87,12 +88,16 @@ export function createWebSocketBridge(
       return;
     }
     const message = parsed.data;
-    if (message.type === 'snapshot') {
-      latest = message.snapshot;
+    if (message.type === 'snapshot' || message.type === 'changes') {
+      // Changes only ever follow a snapshot on the same connection.
+      if (message.type === 'changes' && !latest) return;
+      const snapshot =
+        message.type === 'snapshot' ? message.snapshot : applySnapshotChanges(latest!, message);
+      latest = snapshot;
       const waiters = waitingForFirst;
       waitingForFirst = [];
-      for (const waiter of waiters) waiter(message.snapshot);
-      snapshots.emit(message.snapshot);
+      for (const waiter of waiters) waiter(snapshot);
+      snapshots.emit(snapshot);
     } else if (message.type === 'commandResult') {
       const entry = pending.get(message.id);
       pending.delete(message.id);

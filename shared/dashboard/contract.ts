@@ -238,9 +238,17 @@ export const clientMessageSchema = z.discriminatedUnion('type', [
 ]);
 export type ClientMessage = z.infer<typeof clientMessageSchema>;
 
-/** Agent -> UI. */
+/** Agent -> UI. The whole snapshot once, then only what changed (shared/dashboard/snapshot-changes.ts). */
 export const serverMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('snapshot'), snapshot: agentSnapshotSchema }).strict(),
+  z
+    .object({
+      type: z.literal('changes'),
+      fields: agentSnapshotSchema.omit({ loss: true }).partial(),
+      lossTail: agentSnapshotSchema.shape.loss.optional(),
+      lossLength: z.number().int().min(0).optional(),
+    })
+    .strict(),
   z
     .object({
       type: z.literal('commandResult'),

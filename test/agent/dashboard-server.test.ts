@@ -12,6 +12,7 @@ import {
   type ServerMessage,
 } from '../../shared/dashboard/contract.js';
 import { defaultSettings } from '../../shared/dashboard/settings.js';
+import { applySnapshotChanges } from '../../shared/dashboard/snapshot-changes.js';
 
 interface Reply {
   status: number;
@@ -196,8 +197,12 @@ describe('local dashboard server on 127.0.0.1', () => {
         id: 'c1',
         ok: true,
       });
-      const paused = await inbox.next((m) => m.type === 'snapshot' && m.snapshot.state === 'paused');
-      expect(paused.type === 'snapshot' && paused.snapshot.reason).toMatch(/^Paused by you until/);
+      // After the first snapshot only changes follow.
+      const paused = await inbox.next((m) => m.type === 'changes' && m.fields.state === 'paused');
+      expect(paused.type === 'changes' && paused.fields.reason).toMatch(/^Paused by you until/);
+      expect(paused.type === 'changes' && Object.keys(paused.fields).sort()).toEqual(
+        ['at', 'dutyCyclePct', 'reason', 'reasonCode', 'resumeAt', 'state'].sort(),
+      );
 
       socketWs.send(
         JSON.stringify({
@@ -235,8 +240,32 @@ describe('local dashboard server on 127.0.0.1', () => {
       });
 
       socketWs.send(JSON.stringify({ type: 'command', id: 'c5', command: { type: 'resume' } }));
-      await inbox.next((m) => m.type === 'snapshot' && m.snapshot.state === 'running');
+      await inbox.next((m) => m.type === 'changes' && m.fields.state === 'running');
       socketWs.close();
     },
   );
+
+  it('sends the whole snapshot once, then only what changed: new loss points, not the curve', async () => {
+    const opened = await socket({ cookie: `tributary_token=${token}` });
+    if (typeof opened === 'number') throw new Error(`upgrade refused: ${opened}`);
+    const { ws, inbox } = opened;
+    const first = await inbox.next((m) => m.type === 'snapshot');
+    if (first.type !== 'snapshot') throw new Error('expected a snapshot first');
+    for (let step = 0; step < 300; step++) agent.addLoss(step, 5 - step / 100);
+    agent.tick();
+    const grown = await inbox.next((m) => m.type === 'changes');
+    agent.addLoss(300, 1.5);
+    agent.tick();
+    const appended = await inbox.next((m) => m.type === 'changes');
+    expect(appended).toEqual({
+      type: 'changes',
+      fields: { at: expect.any(String) },
+      lossTail: [{ step: 300, loss: 1.5 }],
+      lossLength: 301,
+    });
+    if (grown.type !== 'changes' || appended.type !== 'changes') throw new Error('expected changes');
+    const rebuilt = applySnapshotChanges(applySnapshotChanges(first.snapshot, grown), appended);
+    expect({ ...rebuilt, at: '' }).toEqual({ ...JSON.parse(JSON.stringify(agent.snapshot())), at: '' });
+    ws.close();
+  });
 });

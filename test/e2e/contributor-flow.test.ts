@@ -2,7 +2,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canonicalStatementBytes, type CreditStatement } from '../../shared/protocol/credit-statement.js';
 import { formatCredits } from '../../shared/dashboard/credits.js';
 import { defaultSettings } from '../../shared/dashboard/settings.js';
 import type { Coordinator } from '../../coordinator/coordinator.js';
@@ -19,7 +18,7 @@ const { dir, cleanup } = tempDir('tributary-flow-');
 /**
  * A new contributor, end to end: the real dashboard (Chromium) of a real contributor host (agent, ledger,
  * node on the CPU engine) and a real coordinator on 127.0.0.1. From the first-run screen to training, credit
- * confirmed by a coordinator-signed statement, the run's end, the coordinator going away and the agent going
+ * confirmed by the coordinator's signed statements, the run's end, the coordinator going away and the agent going
  * away: at each step the page must say what the network says, at 1280 and 420 px, with no sideways scrolling.
  */
 describe('a new contributor, in Chromium, against a real agent and coordinator', () => {
@@ -27,16 +26,13 @@ describe('a new contributor, in Chromium, against a real agent and coordinator',
   let page: Page;
   let coordinator: Coordinator;
   let host: ContributorHost;
-  const coordinatorKeys = Ed25519Keys.generate();
   const errors: string[] = [];
   let networkErrorsExpected = false;
 
   beforeAll(async () => {
     const bundle = await rendererBundle();
     // 12 steps at a 10% duty cycle: slow enough to watch, short enough to finish.
-    coordinator = await startCoordinator(tinyConfig({ stages: 1, steps: 12 }), join(dir, 'coordinator'), {
-      keys: coordinatorKeys,
-    });
+    coordinator = await startCoordinator(tinyConfig({ stages: 1, steps: 12 }), join(dir, 'coordinator'));
     host = await ContributorHost.start({
       dataDir: join(dir, 'contributor'),
       keys: Ed25519Keys.generate(),
@@ -121,7 +117,7 @@ describe('a new contributor, in Chromium, against a real agent and coordinator',
   );
 
   it(
-    'says it trains stage 1 of 1 while it does, and counts its credit as pending',
+    'says it trains stage 1 of 1 while it does, and lists its receipts in a session',
     { timeout: 60_000 },
     async () => {
       await expect.poll(reason, { timeout: 30_000 }).toMatch(/^Training stage 1 of 1 \(blocks 1–2\) at 10%/);
@@ -132,48 +128,27 @@ describe('a new contributor, in Chromium, against a real agent and coordinator',
       await capture('training');
       await page.goto(`${host.dashboard!.url.replace(/\?.*$/, '')}#/wallet`);
       await expect.poll(() => page.getByTestId('session').count(), { timeout: 30_000 }).toBe(1);
-      expect(await page.getByTestId('balance-pending').textContent()).not.toBe('0 credits');
-      expect(await page.getByTestId('balance-confirmed').textContent()).toBe('0 credits');
     },
   );
 
   it(
-    'moves credit from pending to confirmed when the coordinator signs a statement for it',
+    "confirms credit within a step of its commit, as the coordinator's signed statements say",
     { timeout: 60_000 },
     async () => {
-      const receipts = host.agent.ledger.receipts();
-      expect(receipts.length).toBeGreaterThan(0);
-      const confirmed = receipts.map((r) => r.receiptId);
-      const confirmedFlops = receipts.reduce((sum, r) => sum + r.flops, 0);
-      const statement: CreditStatement = {
-        version: 1,
-        runId: 'test-run',
-        nodeId: host.currentNode!.nodeId,
-        seq: 1,
-        issuedAt: new Date().toISOString(),
-        receipts: receipts.length,
-        confirmed,
-        revoked: [],
-        confirmedFlops,
-        revokedFlops: 0,
-        pendingFlops: 0,
-      };
-      host.agent.ledger.applyStatement({
-        statement,
-        signature: Buffer.from(coordinatorKeys.sign(canonicalStatementBytes(statement))).toString('base64'),
-        coordinatorKey: coordinatorKeys.publicKeyHex,
-      });
-      // Within one tick of the agent (1 s), not one step of the run.
+      const wallet = () => host.agent.snapshot().wallet;
+      await expect.poll(() => wallet().confirmedFlops, { timeout: 30_000 }).toBeGreaterThan(0);
+      const steps = () => new Set(host.agent.ledger.receipts().map((r) => r.step)).size;
+      await expect.poll(steps, { timeout: 30_000 }).toBeGreaterThanOrEqual(2);
+      // Every receipt of a step before the newest committed one is confirmed already.
+      const newest = Math.max(...host.agent.ledger.receipts().map((r) => r.step));
+      const older = host.agent.ledger.receipts().filter((r) => r.step < newest);
+      expect(older.length).toBeGreaterThan(0);
+      expect(older.every((r) => r.status === 'confirmed')).toBe(true);
       await expect
         .poll(() => page.getByTestId('balance-confirmed').textContent(), { timeout: 3_000 })
-        .toBe(formatCredits(confirmedFlops));
-      expect(await page.getByTestId('balance-pending').textContent()).toBe(
-        formatCredits(host.agent.snapshot().wallet.pendingFlops),
-      );
+        .toBe(formatCredits(wallet().confirmedFlops));
       await page.getByTestId('session').first().locator('summary').click();
-      expect(await page.locator('tbody .receipt-confirmed').count()).toBeGreaterThanOrEqual(
-        confirmed.length > 50 ? 50 : confirmed.length,
-      );
+      expect(await page.locator('tbody .receipt-confirmed').count()).toBeGreaterThan(0);
       await capture('wallet-confirmed');
     },
   );
