@@ -352,6 +352,26 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     expect(await page.getByLabel('GPU temperature limit').inputValue()).toBe('80');
   });
 
+  it('edits networks in Settings: a network that cannot be reached says so; removing one keeps focus and says what happened', async () => {
+    await page.goto(`${server.url.replace(/\?.*$/, '')}#/settings`);
+    expect(await page.locator('.network-row').count()).toBe(1);
+    await page.getByText('Add a network').click();
+    await page.getByLabel('Network address').fill('ws://127.0.0.1:1');
+    await page.getByRole('button', { name: 'Check' }).click();
+    await expect
+      .poll(() => page.locator('#settings-network-url-error').textContent())
+      .toBe('cannot reach ws://127.0.0.1:1');
+    await page.getByRole('button', { name: 'Remove ws://127.0.0.1:9' }).click();
+    await expect
+      .poll(() => page.evaluate(() => document.activeElement?.textContent))
+      .toBe('Removed ws://127.0.0.1:9.');
+    expect(agent.commands.at(-1)).toEqual({
+      type: 'updateSettings',
+      patch: { networks: [], activeNetwork: null },
+    });
+    expect(await page.locator('.network-row').count()).toBe(0);
+  });
+
   it('says the token is the problem when the agent no longer accepts it', async () => {
     await expect.poll(() => page.getByTestId('state').textContent()).toBe('Contributing');
     const port = server.port;
