@@ -64,7 +64,7 @@ export function followRun(
       const sentence = `${why.charAt(0).toUpperCase()}${why.slice(1)}`;
       set(
         'disconnected',
-        `${sentence}${/[?.]$/.test(why) ? '' : ';'} retrying in ${seconds} s`,
+        `${sentence}${/[?.]$/.test(why) ? ' Retrying' : '; retrying'} in ${seconds} s`,
         agent.clock.now() + delayMs,
       );
     },

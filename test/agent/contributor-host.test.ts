@@ -102,7 +102,7 @@ describe('ContributorHost', () => {
         // Then it cannot reach it at all, and says what to check.
         await until('unreachable', () => state().reason.startsWith('Cannot reach'), 20_000);
         expect(state().reason).toMatch(
-          /^Cannot reach the coordinator at ws:\/\/127\.0\.0\.1:\d+ \(.*\); is it running, and are the host and port right\? retrying in \d+ s$/,
+          /^Cannot reach the coordinator at ws:\/\/127\.0\.0\.1:\d+ \(.*\); is it running, and are the host and port right\? Retrying in \d+ s$/,
         );
         expect(state().network.retryAt).not.toBeNull();
       } finally {

@@ -165,7 +165,7 @@ describe('a new contributor, in Chromium, against a real agent and coordinator',
     await coordinator.close();
     await expect.poll(reason, { timeout: 20_000 }).toMatch(/^(Disconnected|Cannot reach the coordinator)/);
     expect(await page.getByTestId('state').textContent()).toBe('Waiting');
-    await expect.poll(() => page.getByTestId('network-detail').textContent()).toMatch(/retrying in \d+ s/);
+    await expect.poll(() => page.getByTestId('network-detail').textContent()).toMatch(/[Rr]etrying in \d+ s/);
     expect(await page.getByTestId('stage').textContent()).toBe('No stage assigned yet');
     await capture('coordinator-down');
   });
