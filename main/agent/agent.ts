@@ -218,7 +218,7 @@ export class Agent {
     acceptStatement: (signed: SignedCreditStatement) => {
       if (this.stopped) return;
       try {
-        this.ledger.applyStatement(signed);
+        if (this.ledger.applyStatement(signed).stored) this.reconcile(this.ledger.statementConfirmations());
       } catch (err) {
         if (err instanceof LedgerFull) return void this.logger.error(err.message);
         if (!(err instanceof StatementRejected)) throw err;

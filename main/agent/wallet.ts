@@ -34,7 +34,7 @@ export function validatePayoutAddress(input: string): AddressResult {
   return { ok: true, address: checksummed };
 }
 
-/** What the coordinator says this node earned. */
+/** What the coordinator's signed statements say this node earned: the receipts it confirmed and their total. */
 export interface CoordinatorStatement {
   receiptIds: readonly string[];
   totalFlops: number;
@@ -48,14 +48,17 @@ export interface Reconciliation {
   differenceFlops: number;
   /** In the statement but not in the local ledger (or revoked locally). */
   missingLocally: string[];
-  /** Credited locally (pending or confirmed) but absent from the statement. */
+  /** Confirmed locally but absent from the statement. */
   missingFromStatement: string[];
   summary: string;
 }
 
-/** Compares the local, non-revoked credits with a coordinator statement and explains any difference. */
+/**
+ * Compares the locally confirmed credits with what the coordinator confirmed and explains any difference.
+ * Pending credits are left out: the coordinator has not spoken about them yet.
+ */
 export function reconcile(ledger: Ledger, statement: CoordinatorStatement): Reconciliation {
-  const local = ledger.receipts().filter((r) => r.status !== 'revoked');
+  const local = ledger.receipts().filter((r) => r.status === 'confirmed');
   const localIds = new Set(local.map((r) => r.receiptId));
   const statementIds = new Set(statement.receiptIds);
   const missingLocally = [...statementIds].filter((id) => !localIds.has(id));

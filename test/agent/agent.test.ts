@@ -55,7 +55,9 @@ describe('Agent', () => {
     agent.receipts.accept(coordinator.sign(testReceipt(1)));
     agent.receipts.accept(coordinator.sign(testReceipt(2)));
     agent.receipts.accept(testCoordinator().sign(testReceipt(3)));
-    agent.ledger.applyStatement(coordinator.state({ seq: 1, receipts: 2, confirmed: ['r-1'] }));
+    agent.receipts.acceptStatement!(
+      coordinator.state({ seq: 1, receipts: 2, confirmed: ['r-1'], confirmedFlops: testReceipt(1).flops }),
+    );
     const wallet = agent.snapshot().wallet;
     expect(wallet).toMatchObject({
       confirmedFlops: testReceipt(1).flops,
@@ -63,7 +65,9 @@ describe('Agent', () => {
     });
     expect(wallet.recentReceipts.map((r) => r.receiptId)).toEqual(['r-2', 'r-1']);
     expect(agent.exportCsv('events')).toMatch(/receipt-rejected,.*unknown coordinator key/);
-    agent.reconcile({ receiptIds: ['r-1', 'r-2', 'r-7'], totalFlops: 1e13 });
+    // Each applied statement is reconciled at once: the ledger holds what the coordinator confirmed.
+    expect(agent.snapshot().wallet.reconciliation).toMatchObject({ matches: true, differenceFlops: 0 });
+    agent.reconcile({ receiptIds: ['r-1', 'r-7'], totalFlops: 1e13 });
     const reconciled = agentSnapshotSchema.parse(agent.snapshot()).wallet.reconciliation;
     expect(reconciled).toMatchObject({ matches: false, missingLocally: ['r-7'], missingFromStatement: [] });
     expect(reconciled?.summary).toMatch(

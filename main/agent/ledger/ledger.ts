@@ -317,6 +317,30 @@ export class Ledger {
     return row ? creditStatementSchema.parse(JSON.parse(row.body)) : null;
   }
 
+  /**
+   * What the stored statements confirm, taken together: every receipt any of them confirmed and none revoked,
+   * and the sum of each run's newest confirmed total (a statement carries its run's running totals).
+   */
+  statementConfirmations(): { receiptIds: string[]; totalFlops: number } {
+    const rows = this.db.prepare('SELECT body, coordinator_key FROM statements ORDER BY seq').all() as {
+      body: string;
+      coordinator_key: string;
+    }[];
+    const confirmed = new Set<string>();
+    const revoked = new Set<string>();
+    const newestTotal = new Map<string, number>();
+    for (const row of rows) {
+      const s = creditStatementSchema.parse(JSON.parse(row.body));
+      for (const id of s.confirmed) confirmed.add(id);
+      for (const r of s.revoked) revoked.add(r.receiptId);
+      newestTotal.set(`${row.coordinator_key}/${s.runId}`, s.confirmedFlops);
+    }
+    return {
+      receiptIds: [...confirmed].filter((id) => !revoked.has(id)),
+      totalFlops: [...newestTotal.values()].reduce((sum, f) => sum + f, 0),
+    };
+  }
+
   /** The coordinator verified the work: pending -> confirmed. */
   confirmCredit(receiptId: string, note = ''): void {
     this.changeCredit(receiptId, 'confirmed', note, ['pending']);
