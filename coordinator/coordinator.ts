@@ -490,6 +490,12 @@ export class Coordinator extends EventEmitter {
           this.relayed += bytes;
           this.metrics.relayedBytes.inc(bytes);
         },
+        verification: this.config.verification,
+        onProvenWrong: (peer, reason) => this.provenWrong(peer, reason),
+        onDispute: (reason) => {
+          this.metrics.verifications.inc({ verdict: 'disputed' });
+          this.log.warn({ step: this.step, reason }, 'verification dispute; replaying the step');
+        },
       },
       microBatches,
       mode,
@@ -519,6 +525,19 @@ export class Coordinator extends EventEmitter {
       this.config.gradClip,
     );
     return { ...averaged, result, members };
+  }
+
+  /**
+   * A second replica (and a referee) proved `peer`'s forward wrong: it is dropped and banned, so the attempt
+   * replays without it and its gradients never reach the weights, and its credit since its last verified
+   * unit is revoked by the next statement it is sent.
+   */
+  private provenWrong(peer: Peer, reason: string): void {
+    this.metrics.verifications.inc({ verdict: 'wrong' });
+    this.sessions.drop(peer, reason);
+    const revoked = this.store.revokeUnverified(peer.nodeId, reason);
+    this.log.warn({ node: peer.shortId, revoked, reason }, 'verification: node proven wrong');
+    this.issueStatements(peer.nodeId);
   }
 
   /**
@@ -554,9 +573,9 @@ export class Coordinator extends EventEmitter {
         seq: next.seq,
         receipts: next.receipts,
         confirmed: next.receiptIds,
-        revoked: [],
+        revoked: next.revoked,
         confirmedFlops: next.confirmedFlops,
-        revokedFlops: 0,
+        revokedFlops: next.revokedFlops,
         pendingFlops: 0,
       });
       this.store.addStatement(nodeId, next.seq, next.throughReceipt, signed);
@@ -600,7 +619,13 @@ export class Coordinator extends EventEmitter {
         flops: stageTrainFlops(this.run.model, this.run.ranges[u.stage]!, this.run.shape),
       }),
     );
-    this.sendReceipts(this.store.commitStep(step, loss, tokens, receipts));
+    const verified = new Set(
+      result.units
+        .filter((u) => u.verified)
+        .map((u) => receiptId(this.config.runId, step, u.stage, u.microBatch)),
+    );
+    this.metrics.verifications.inc({ verdict: 'agreed' }, verified.size);
+    this.sendReceipts(this.store.commitStep(step, loss, tokens, receipts, verified));
     if (states.every((s) => s !== null)) {
       const dir = saveCheckpoint(
         this.checkpointRoot,

@@ -61,4 +61,10 @@ export class CoordinatorMetrics {
     help: 'Peers dropped for silence or errors',
     registers: [this.registry],
   });
+  readonly verifications = new Counter({
+    name: 'tributary_verifications_total',
+    help: 'Sampled forwards recomputed by a second replica, by verdict',
+    labelNames: ['verdict'],
+    registers: [this.registry],
+  });
 }

@@ -12,6 +12,8 @@ export interface SentTask {
   sentAt: number;
   /** What the result must carry. */
   result: TensorSpec[];
+  /** A recompute for verification: its output is compared, never forwarded. */
+  verifyOnly?: true;
 }
 
 /** A reply the coordinator waits for besides task results; `attempt`/`step`/`requestId` must match. */

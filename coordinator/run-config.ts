@@ -86,6 +86,18 @@ export const runConfigSchema = z
       })
       .strict()
       .default({ every: 0, microBatches: 4, heldOutFraction: 0.1 }),
+    /**
+     * Verification of work (coordinator/verification.ts): the share of forward micro-batches a second replica
+     * of the stage recomputes, and the relative max-abs difference between the two outputs still taken as
+     * agreement (cross-device rounding). 0, the default, turns it off.
+     */
+    verification: z
+      .object({
+        fraction: z.number().min(0).max(1).default(0),
+        tolerance: z.number().gt(0).max(1).default(1e-3),
+      })
+      .strict()
+      .default({ fraction: 0, tolerance: 1e-3 }),
   })
   .strict();
 

@@ -4,12 +4,15 @@ import type { TensorSpec } from '../shared/protocol/wire.js';
 import type { MicroBatch } from './data.js';
 import { pickPeer, type Peer, type SentTask } from './peer.js';
 import { boundarySpec, type RunShape } from './run-config.js';
+import { ForwardCheck, type ForwardOutput } from './verification.js';
 
 /** One stage's forward + backward of one micro-batch by one peer: the unit that earns a receipt. */
 export interface WorkUnit {
   peer: Peer;
   stage: number;
   microBatch: number;
+  /** A second replica recomputed this unit's forward and agreed (coordinator/verification.ts). */
+  verified: boolean;
 }
 
 export interface AttemptResult {
@@ -36,6 +39,12 @@ interface AttemptContext {
   /** Fallback per-task time for peers without a measurement yet. */
   fallbackMs: number;
   onRelay(bytes: number): void;
+  /** Share of training forwards recomputed by a second replica, and the agreement tolerance. */
+  verification: { fraction: number; tolerance: number };
+  /** A check proved `peer` wrong: it must go (the attempt is failed after this). */
+  onProvenWrong(peer: Peer, reason: string): void;
+  /** A check found no majority: the micro-batch is replayed with no one trusted. */
+  onDispute(reason: string): void;
 }
 
 /** Tasks a peer may have been sent and not answered: one running, one waiting at the peer. */
@@ -63,6 +72,10 @@ export class StepAttempt {
   private readonly routed = new Set<Peer>();
   private remaining: number;
   private settled = false;
+  /** Checks of sampled forwards by `stage/microBatch`, with the input both replicas were sent. */
+  private readonly checks = new Map<string, { check: ForwardCheck; input: Tensor[] }>();
+  private readonly verified = new Set<string>();
+  private openChecks = 0;
 
   /**
    * `evaluate` runs the micro-batches forward only (held-out validation): each stage's forward is a unit of
@@ -122,6 +135,13 @@ export class StepAttempt {
     const mb = task.microBatch;
     const state = this.states[mb]!;
     peer.outstanding--;
+    if (task.verifyOnly) {
+      this.checkAnswer(peer, stage, mb, loss, tensors);
+      this.dispatch(peer);
+      return;
+    }
+    if (task.kind !== 'backward') this.checkAnswer(peer, stage, mb, loss, tensors);
+    if (this.settled) return;
     if (task.kind === 'forward') {
       if (this.mode === 'evaluate') this.release(peer, stage, mb);
       this.routeForward(stage + 1, mb, tensors[0]!);
@@ -137,7 +157,8 @@ export class StepAttempt {
     }
     this.release(peer, stage, mb);
     if (stage === 0 || task.kind === 'evaluate') {
-      if (--this.remaining === 0) this.finish();
+      this.remaining--;
+      this.finishWhenDone();
     } else {
       const previous = state.path[stage - 1]!;
       this.ctx.onRelay(tensors[0]!.data.byteLength);
@@ -149,13 +170,72 @@ export class StepAttempt {
     this.dispatch(peer);
   }
 
-  private finish(): void {
+  /** The attempt is done when every micro-batch is back at stage 0 and every check has its verdict. */
+  private finishWhenDone(): void {
+    if (this.settled || this.remaining > 0 || this.openChecks > 0) return;
     this.settled = true;
+    for (const unit of this.units) unit.verified = this.verified.has(`${unit.stage}/${unit.microBatch}`);
     this.resolve({ losses: this.states.map((s) => s.loss!), units: this.units });
   }
 
+  /** Starts a check of micro-batch `mb` on `stage`: `duplicate` recomputes the primary's forward. */
+  private openCheck(primary: Peer, duplicate: Peer, stage: number, mb: number, input: Tensor[]): void {
+    const check = new ForwardCheck(this.ctx.run, this.ctx.verification.tolerance, primary, duplicate);
+    this.checks.set(`${stage}/${mb}`, { check, input });
+    this.openChecks++;
+    this.sendRecompute(duplicate, stage, mb);
+  }
+
+  /** Queues a recompute of `mb`'s forward on `stage` at `peer`: compared, never forwarded or stashed. */
+  private sendRecompute(peer: Peer, stage: number, mb: number): void {
+    const { input } = this.checks.get(`${stage}/${mb}`)!;
+    const kind: TaskKind = stage === this.ctx.members.length - 1 ? 'evaluate' : 'forward';
+    peer.forwards.push(() => this.send(peer, kind, mb, input, this.activationSpec(stage, kind), true));
+    this.dispatch(peer);
+  }
+
+  /** Feeds a forward's output to the check of its micro-batch, if it has one, and acts on the verdict. */
+  private checkAnswer(
+    peer: Peer,
+    stage: number,
+    mb: number,
+    loss: number | undefined,
+    tensors: Tensor[],
+  ): void {
+    const key = `${stage}/${mb}`;
+    const entry = this.checks.get(key);
+    if (!entry) return;
+    const output: ForwardOutput =
+      loss !== undefined ? { kind: 'loss', loss } : { kind: 'activations', tensor: tensors[0]! };
+    const live = this.ctx.members[stage]!.filter((p) => !p.channel.isClosed);
+    const verdict = entry.check.answer(peer, output, live);
+    if (!verdict) return;
+    if ('need' in verdict) {
+      if (verdict.need === 'referee') return this.sendRecompute(verdict.peer, stage, mb);
+      this.sendRecompute(entry.check.primary, stage, mb);
+      return this.sendRecompute(entry.check.duplicate, stage, mb);
+    }
+    this.checks.delete(key);
+    this.openChecks--;
+    const where = `micro-batch ${mb} of step ${this.ctx.step + 1} on stage ${stage + 1}`;
+    if (verdict.kind === 'agreed') {
+      this.verified.add(key);
+      return this.finishWhenDone();
+    }
+    if (verdict.kind === 'wrong') {
+      const how =
+        verdict.by === 'referee' ? 'a third replica sided with the other' : 'its own recompute disagreed';
+      const reason = `node ${verdict.peer.shortId} was outvoted on ${where}: ${how} (relative difference ${verdict.difference.toExponential(2)})`;
+      this.ctx.onProvenWrong(verdict.peer, reason);
+      return this.fail(reason);
+    }
+    const reason = `replicas disagree on ${where} and no majority settles it`;
+    this.ctx.onDispute(reason);
+    this.fail(reason);
+  }
+
   private release(peer: Peer, stage: number, mb: number): void {
-    this.units.push({ peer, stage, microBatch: mb });
+    this.units.push({ peer, stage, microBatch: mb, verified: false });
     peer.finishUnit();
     peer.resident.delete(mb);
   }
@@ -199,18 +279,23 @@ export class StepAttempt {
     }
     this.routed.add(peer);
     if (activations) this.ctx.onRelay(activations.data.byteLength);
+    const last = stage === S - 1;
+    const batch = this.ctx.microBatch(mb);
+    const { batch: B, seq: T } = this.ctx.run.shape;
+    const input: Tensor = activations ?? { dtype: 'i32', shape: [B, T], data: batch.tokens };
+    const tensors = last ? [input, { dtype: 'i32' as const, shape: [B, T], data: batch.targets }] : [input];
     peer.forwards.push(() => {
-      const last = stage === S - 1;
       if (!last) peer.resident.add(mb);
       this.states[mb]!.path[stage] = peer;
-      const batch = this.ctx.microBatch(mb);
-      const { batch: B, seq: T } = this.ctx.run.shape;
-      const input: Tensor = activations ?? { dtype: 'i32', shape: [B, T], data: batch.tokens };
-      const tensors = last ? [input, { dtype: 'i32' as const, shape: [B, T], data: batch.targets }] : [input];
       const kind: TaskKind = !last ? 'forward' : this.mode === 'evaluate' ? 'evaluate' : 'forwardBackward';
       this.send(peer, kind, mb, tensors, this.activationSpec(stage, kind));
     });
     this.dispatch(peer);
+    const others = candidates.filter((p) => p !== peer);
+    if (this.mode === 'train' && others.length > 0 && Math.random() < this.ctx.verification.fraction) {
+      if (activations) this.ctx.onRelay(activations.data.byteLength);
+      this.openCheck(peer, pickPeer(others, Date.now(), fallback)!, stage, mb, tensors);
+    }
   }
 
   /** What the result of a task on `stage` carries: activations out, gradients in, or nothing. */
@@ -220,7 +305,14 @@ export class StepAttempt {
     return hasTensor ? [boundarySpec(this.ctx.run, kind === 'forward' ? 'forward' : 'backward')] : [];
   }
 
-  private send(peer: Peer, kind: TaskKind, mb: number, tensors: Tensor[], result: TensorSpec[]): void {
+  private send(
+    peer: Peer,
+    kind: TaskKind,
+    mb: number,
+    tensors: Tensor[],
+    result: TensorSpec[],
+    verifyOnly = false,
+  ): void {
     const taskId = this.ctx.nextTaskId();
     peer.outstanding++;
     const lossScale = 1 / this.states.length;
@@ -232,6 +324,7 @@ export class StepAttempt {
       microBatch: mb,
       sentAt: Date.now(),
       result,
+      ...(verifyOnly ? { verifyOnly: true as const } : {}),
     });
     peer.send(
       {
@@ -242,6 +335,7 @@ export class StepAttempt {
         attempt: this.ctx.attempt,
         microBatch: mb,
         lossScale,
+        ...(verifyOnly ? { verifyOnly: true as const } : {}),
       },
       tensors,
     );

@@ -64,6 +64,22 @@ export class CoordinatorStore {
         PRIMARY KEY (node_id, seq));
       CREATE TABLE IF NOT EXISTS payout_addresses (node_id TEXT PRIMARY KEY, address TEXT NOT NULL, at TEXT NOT NULL);
     `);
+    this.addVerificationColumns();
+  }
+
+  /**
+   * Verification of work (coordinator/verification.ts): each receipt is 'unverified', 'verified' (a second
+   * replica agreed) or 'revoked' (its node was later proven wrong); a revocation waits with its reason until
+   * a statement (`revoked_in`) carries it. Databases from before verification gain the columns.
+   */
+  private addVerificationColumns(): void {
+    const columns = this.db.prepare('PRAGMA table_info(receipts)').all() as Array<{ name: string }>;
+    if (columns.some((c) => c.name === 'verification')) return;
+    this.db.exec(`
+      ALTER TABLE receipts ADD COLUMN verification TEXT NOT NULL DEFAULT 'unverified';
+      ALTER TABLE receipts ADD COLUMN revoke_reason TEXT;
+      ALTER TABLE receipts ADD COLUMN revoked_in INTEGER;
+    `);
   }
 
   /** Binds the database to one run; a database of another run is refused rather than mixed. */
@@ -102,9 +118,15 @@ export class CoordinatorStore {
    * Records a finished step with its receipts. A receipt whose id was issued before (a step redone after a
    * rollback) is skipped and credits nothing, so no unit of work is counted twice. Returns the new receipts.
    */
-  commitStep(step: number, loss: number, tokens: number, receipts: SignedReceipt[]): StoredReceipt[] {
+  commitStep(
+    step: number,
+    loss: number,
+    tokens: number,
+    receipts: SignedReceipt[],
+    verified: ReadonlySet<string> = new Set(),
+  ): StoredReceipt[] {
     const run = this.db.transaction(() => {
-      const stored = this.insertReceipts(receipts);
+      const stored = this.insertReceipts(receipts, verified);
       this.db
         .prepare('INSERT OR REPLACE INTO steps (step, loss, tokens, finished_at) VALUES (?, ?, ?, ?)')
         .run(step, loss, tokens, new Date().toISOString());
@@ -118,9 +140,13 @@ export class CoordinatorStore {
     return this.db.transaction(() => this.insertReceipts(receipts))();
   }
 
-  private insertReceipts(receipts: SignedReceipt[]): StoredReceipt[] {
+  /** `verified`: ids of receipts whose work a second replica recomputed and agreed with. */
+  private insertReceipts(
+    receipts: SignedReceipt[],
+    verified: ReadonlySet<string> = new Set(),
+  ): StoredReceipt[] {
     const insertReceipt = this.db.prepare(
-      'INSERT OR IGNORE INTO receipts (receipt_id, node_id, step, stage, micro_batch, tokens, flops, signed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      'INSERT OR IGNORE INTO receipts (receipt_id, node_id, step, stage, micro_batch, tokens, flops, signed, verification) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
     );
     const credit = this.db.prepare(
       'INSERT INTO balances (node_id, flops, units) VALUES (?, ?, 1) ON CONFLICT(node_id) DO UPDATE SET flops = flops + excluded.flops, units = units + 1',
@@ -137,12 +163,49 @@ export class CoordinatorStore {
         r.tokens,
         r.flops,
         JSON.stringify(signed),
+        verified.has(r.receiptId) ? 'verified' : 'unverified',
       );
       if (info.changes === 0) continue;
       credit.run(r.nodeId, r.flops);
       stored.push({ seq: Number(info.lastInsertRowid), signed });
     }
     return stored;
+  }
+
+  /**
+   * A node was proven wrong: every receipt of it after its newest verified one is revoked and its balance
+   * loses their credit; the next statement to the node carries the revocations. Returns how many.
+   */
+  revokeUnverified(nodeId: string, reason: string): number {
+    return this.db.transaction(() => {
+      const after = this.db
+        .prepare(
+          "SELECT COALESCE(MAX(seq), 0) AS seq FROM receipts WHERE node_id = ? AND verification = 'verified'",
+        )
+        .get(nodeId) as { seq: number };
+      const lost = this.db
+        .prepare(
+          "SELECT COUNT(*) AS n, COALESCE(SUM(flops), 0) AS flops FROM receipts WHERE node_id = ? AND seq > ? AND verification = 'unverified'",
+        )
+        .get(nodeId, after.seq) as { n: number; flops: number };
+      if (lost.n === 0) return 0;
+      this.db
+        .prepare(
+          "UPDATE receipts SET verification = 'revoked', revoke_reason = ? WHERE node_id = ? AND seq > ? AND verification = 'unverified'",
+        )
+        .run(reason.slice(0, 200), nodeId, after.seq);
+      this.db
+        .prepare('UPDATE balances SET flops = MAX(flops - ?, 0), units = MAX(units - ?, 0) WHERE node_id = ?')
+        .run(lost.flops, lost.n, nodeId);
+      return lost.n;
+    })();
+  }
+
+  /** Each receipt's verification state, for reports and tests. */
+  receiptStates(nodeId: string): Array<{ receiptId: string; verification: string }> {
+    return this.db
+      .prepare('SELECT receipt_id AS receiptId, verification FROM receipts WHERE node_id = ? ORDER BY seq')
+      .all(nodeId) as Array<{ receiptId: string; verification: string }>;
   }
 
   receiptsSince(nodeId: string, afterSeq: number): StoredReceipt[] {
@@ -163,8 +226,10 @@ export class CoordinatorStore {
     seq: number;
     throughReceipt: number;
     receiptIds: string[];
+    revoked: Array<{ receiptId: string; reason: string }>;
     receipts: number;
     confirmedFlops: number;
+    revokedFlops: number;
   } | null {
     const last = this.db
       .prepare(
@@ -176,19 +241,27 @@ export class CoordinatorStore {
         'SELECT seq, receipt_id AS id FROM receipts WHERE node_id = ? AND seq > ? ORDER BY seq LIMIT ?',
       )
       .all(nodeId, last?.through ?? 0, limit) as Array<{ seq: number; id: string }>;
-    if (fresh.length === 0) return null;
-    const throughReceipt = fresh.at(-1)!.seq;
+    const revoked = this.db
+      .prepare(
+        "SELECT receipt_id AS receiptId, revoke_reason AS reason FROM receipts WHERE node_id = ? AND verification = 'revoked' AND revoked_in IS NULL ORDER BY seq LIMIT ?",
+      )
+      .all(nodeId, limit) as Array<{ receiptId: string; reason: string }>;
+    if (fresh.length === 0 && revoked.length === 0) return null;
+    const throughReceipt = fresh.at(-1)?.seq ?? last!.through;
     const totals = this.db
       .prepare(
-        'SELECT COUNT(*) AS n, COALESCE(SUM(flops), 0) AS flops FROM receipts WHERE node_id = ? AND seq <= ?',
+        "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN verification = 'revoked' THEN 0 ELSE flops END), 0) AS flops, COALESCE(SUM(CASE WHEN verification = 'revoked' THEN flops ELSE 0 END), 0) AS revoked FROM receipts WHERE node_id = ? AND seq <= ?",
       )
-      .get(nodeId, throughReceipt) as { n: number; flops: number };
+      .get(nodeId, throughReceipt) as { n: number; flops: number; revoked: number };
+    const revokedIds = new Set(revoked.map((r) => r.receiptId));
     return {
       seq: (last?.seq ?? 0) + 1,
       throughReceipt,
-      receiptIds: fresh.map((r) => r.id),
+      receiptIds: fresh.map((r) => r.id).filter((id) => !revokedIds.has(id)),
+      revoked,
       receipts: totals.n,
       confirmedFlops: totals.flops,
+      revokedFlops: totals.revoked,
     };
   }
 
@@ -196,6 +269,8 @@ export class CoordinatorStore {
     this.db
       .prepare('INSERT INTO statements (node_id, seq, through_receipt, signed) VALUES (?, ?, ?, ?)')
       .run(nodeId, seq, throughReceipt, JSON.stringify(signed));
+    const carried = this.db.prepare('UPDATE receipts SET revoked_in = ? WHERE receipt_id = ?');
+    for (const { receiptId } of signed.statement.revoked) carried.run(seq, receiptId);
   }
 
   statementsSince(nodeId: string, afterSeq: number): SignedCreditStatement[] {

@@ -615,13 +615,17 @@ export class NodeRuntime extends EventEmitter {
         stageInput = { kind: 'activations', data: decoded.data };
       }
       if (task.kind === 'forward') {
-        await this.makeRoomForForward(stage, stashing);
+        // A check's recompute runs in the working set, which the coordinator leaves free (every held
+        // micro-batch is stashed, or none is held), and is never stashed: no backward will ask for it.
+        if (!task.verifyOnly) await this.makeRoomForForward(stage, stashing);
         const result = await stage.forward(stageInput);
         if (result.kind !== 'activations') throw new Error('a forward task reached the last stage');
         out = encodeBoundary(codec, result.data, boundary, 'forward', tokens ?? undefined);
-        const stashId = stashing ? ++this.stashIds : 0;
-        if (stashing) await stage.stash!(stashId);
-        this.resident.set(unit, stashId);
+        if (!task.verifyOnly) {
+          const stashId = stashing ? ++this.stashIds : 0;
+          if (stashing) await stage.stash!(stashId);
+          this.resident.set(unit, stashId);
+        }
       } else {
         if (!isLastStage(range)) throw new Error(`${task.kind} sent to a stage that is not the last`);
         const result = await stage.forward(stageInput, tensors[1]!.data as Int32Array);

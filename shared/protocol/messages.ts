@@ -144,6 +144,11 @@ export const taskSchema = msg('task', {
   attempt: count,
   microBatch: count,
   lossScale: finite,
+  /**
+   * A forward (or the last stage's `evaluate`) recomputed only so the coordinator can compare it with
+   * another replica's: nothing is stashed and no backward follows.
+   */
+  verifyOnly: z.literal(true).optional(),
 });
 /** The current attempt of `step` failed (a peer left): drop its pending work and zero the gradients. */
 export const abortSchema = msg('abort', { step: count, attempt: count });

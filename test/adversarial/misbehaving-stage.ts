@@ -1,4 +1,5 @@
 import type { StageTrainer } from '../../gpu/stage/types.js';
+import type { NodeRuntime } from '../../main/node/runtime.js';
 import { openEngine, type StageSpec } from '../../main/node/stage-factory.js';
 import type { EngineKind } from '../../shared/protocol/messages.js';
 
@@ -9,6 +10,7 @@ export type Lie =
   | 'nan-state'
   | 'absurd-loss'
   | 'random-activations'
+  | 'random-loss'
   | 'scaled-gradients';
 
 /**
@@ -23,7 +25,12 @@ export function misbehavingStage(lie: Lie): (engine: EngineKind, spec: StageSpec
     const exportState = stage.exportState.bind(stage);
     stage.forward = async (input, targets) => {
       const result = await forward(input, targets);
-      if (result.kind === 'loss') return lie === 'absurd-loss' ? { kind: 'loss', loss: -1e300 } : result;
+      if (result.kind === 'loss') {
+        if (lie === 'absurd-loss') return { kind: 'loss', loss: -1e300 };
+        // Plausible for a byte-level model early in training, so no value check can tell.
+        if (lie === 'random-loss') return { kind: 'loss', loss: 2 + Math.random() * 4 };
+        return result;
+      }
       if (lie === 'nan-activations') return { kind: 'activations', data: result.data.map(() => NaN) };
       if (lie === 'random-activations')
         return { kind: 'activations', data: result.data.map(() => Math.random() * 2 - 1) };
@@ -42,4 +49,11 @@ export function misbehavingStage(lie: Lie): (engine: EngineKind, spec: StageSpec
     };
     return stage;
   };
+}
+
+/** Every close the coordinator sent this node, with its reason. */
+export function closes(node: NodeRuntime): Array<{ code: number; reason: string }> {
+  const seen: Array<{ code: number; reason: string }> = [];
+  node.on('disconnected', (e: { code: number; reason: string }) => seen.push(e));
+  return seen;
 }

@@ -1,19 +1,11 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import type { CoordinatorStatus } from '../../coordinator/coordinator.js';
-import type { NodeRuntime } from '../../main/node/runtime.js';
 import { startCoordinator, startNode, tempDir, tinyConfig } from '../network/helpers.js';
 import { until } from '../network/processes.js';
-import { misbehavingStage, type Lie } from './misbehaving-stage.js';
+import { closes, misbehavingStage, type Lie } from './misbehaving-stage.js';
 
 const { dir, cleanup } = tempDir('tributary-poison-');
 afterAll(cleanup);
-
-/** Every close the coordinator sent this node, with its reason. */
-function closes(node: NodeRuntime): Array<{ code: number; reason: string }> {
-  const seen: Array<{ code: number; reason: string }> = [];
-  node.on('disconnected', (e: { code: number; reason: string }) => seen.push(e));
-  return seen;
-}
 
 /**
  * One liar joins first (so it holds `stage`), honest nodes follow: the liar's numbers must stop at the

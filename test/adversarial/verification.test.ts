@@ -1,0 +1,117 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import type { Coordinator } from '../../coordinator/coordinator.js';
+import { startCoordinator, startNode, tempDir, tinyConfig } from '../network/helpers.js';
+import { until } from '../network/processes.js';
+import { closes, misbehavingStage } from './misbehaving-stage.js';
+
+const { dir, cleanup } = tempDir('tributary-verify-');
+afterAll(cleanup);
+
+function verdicts(coordinator: Coordinator, verdict: string): Promise<number> {
+  return coordinator.metrics.verifications.get().then((m) => {
+    return m.values.filter((v) => v.labels.verdict === verdict).reduce((a, v) => a + v.value, 0);
+  });
+}
+
+/** An honest run of `nodes` CPU nodes on two stages; its losses and verification verdicts. */
+async function honestRun(name: string, fraction: number, nodes: number) {
+  const coordinator = await startCoordinator(
+    tinyConfig({ steps: 3, checkpointEvery: 100, verification: { fraction, tolerance: 1e-3 } }),
+    `${dir}/${name}`,
+  );
+  const all = Array.from({ length: nodes }, () => startNode(coordinator.url, 'cpu'));
+  const dropped = all.map(closes);
+  // Every node placed before the first step, so both runs route over the same replicas.
+  await coordinator.finished;
+  await Promise.all(all.map((n) => n.stop()));
+  const result = {
+    losses: coordinator.store.losses().map((l) => l.loss),
+    agreed: await verdicts(coordinator, 'agreed'),
+    wrong: await verdicts(coordinator, 'wrong'),
+    disputed: await verdicts(coordinator, 'disputed'),
+    dropped: dropped.flat().filter((c) => c.code === 4001).length,
+  };
+  await coordinator.close();
+  return result;
+}
+
+describe('verification of work: a second replica recomputes sampled forwards', () => {
+  it('a node returning random activations is caught, dropped, banned and its unverified credit revoked', async () => {
+    const coordinator = await startCoordinator(
+      tinyConfig({ steps: 6, banMs: 600_000, verification: { fraction: 1, tolerance: 1e-3 } }),
+      `${dir}/liar`,
+    );
+    const liar = startNode(coordinator.url, 'cpu', { createStage: misbehavingStage('random-activations') });
+    const liarCloses = closes(liar);
+    await until('the liar is placed', () => liar.status.stage !== null, 60_000);
+    const first = startNode(coordinator.url, 'cpu');
+    // Alone on its stage the liar cannot be checked: its first step commits unverified.
+    await until(
+      'a step commits with the liar alone on its stage',
+      () => coordinator.status().step >= 1,
+      60_000,
+    );
+    const honest = [first, ...Array.from({ length: 2 }, () => startNode(coordinator.url, 'cpu'))];
+    const honestCloses = honest.map(closes);
+    await coordinator.finished;
+    await Promise.all([liar, ...honest].map((n) => n.stop()));
+
+    expect(liarCloses[0]).toMatchObject({ code: 4001, reason: expect.stringMatching(/outvoted/) });
+    expect(honestCloses.flat().filter((c) => c.code === 4001)).toEqual([]);
+    expect(coordinator.status()).toMatchObject({ state: 'done', step: 6 });
+    const liarReceipts = coordinator.store.receiptStates(liar.nodeId);
+    expect(liarReceipts.length).toBeGreaterThan(0);
+    expect(liarReceipts.every((r) => r.verification === 'revoked')).toBe(true);
+    const statements = coordinator.store.statementsSince(liar.nodeId, 0);
+    const revoked = statements.flatMap((s) => s.statement.revoked.map((r) => r.receiptId));
+    expect(revoked.sort()).toEqual(liarReceipts.map((r) => r.receiptId).sort());
+    expect(statements.at(-1)!.statement.confirmedFlops).toBe(0);
+    for (const node of honest) {
+      const states = coordinator.store.receiptStates(node.nodeId);
+      expect(states.some((r) => r.verification === 'revoked')).toBe(false);
+    }
+    const balances = coordinator.store.balances();
+    expect(balances.find((b) => b.nodeId === liar.nodeId)?.flops ?? 0).toBe(0);
+    // One failed check is enough: it is dropped at its first checked forward.
+    expect(await verdicts(coordinator, 'wrong')).toBe(1);
+    await coordinator.close();
+  }, 240_000);
+
+  it('on a three-replica stage a referee outvotes a node reporting a plausible random loss', async () => {
+    const coordinator = await startCoordinator(
+      tinyConfig({ stages: 1, steps: 8, banMs: 600_000, verification: { fraction: 1, tolerance: 1e-3 } }),
+      `${dir}/referee`,
+    );
+    const honest = Array.from({ length: 2 }, () => startNode(coordinator.url, 'cpu'));
+    const honestCloses = honest.map(closes);
+    await until('two honest replicas train', () => coordinator.status().step >= 1, 60_000);
+    const liar = startNode(coordinator.url, 'cpu', { createStage: misbehavingStage('random-loss') });
+    const liarCloses = closes(liar);
+    await coordinator.finished;
+    await Promise.all([liar, ...honest].map((n) => n.stop()));
+
+    expect(liarCloses[0]).toMatchObject({
+      code: 4001,
+      reason: expect.stringMatching(/outvoted .*a third replica sided with the other/),
+    });
+    expect(honestCloses.flat().filter((c) => c.code === 4001)).toEqual([]);
+    expect(coordinator.status()).toMatchObject({ state: 'done', step: 8 });
+    // Every forward it ran was checked, so none of its work was ever credited.
+    expect(coordinator.store.receiptStates(liar.nodeId)).toEqual([]);
+    for (const node of honest)
+      expect(coordinator.store.receiptStates(node.nodeId).map((r) => r.verification)).not.toContain(
+        'revoked',
+      );
+    await coordinator.close();
+  }, 240_000);
+
+  it('honest replicas are never flagged and the losses equal a run without verification', async () => {
+    const off = await honestRun('off', 0, 4);
+    const on = await honestRun('on', 1, 4);
+    expect(on).toMatchObject({ wrong: 0, disputed: 0, dropped: 0 });
+    expect(on.agreed).toBeGreaterThan(0);
+    expect(off.agreed).toBe(0);
+    expect(on.losses).toHaveLength(3);
+    on.losses.forEach((loss, i) => expect(loss).toBeCloseTo(off.losses[i]!, 5));
+  }, 240_000);
+});
