@@ -10,7 +10,6 @@ export type Lie =
   | 'nan-state'
   | 'absurd-loss'
   | 'random-activations'
-  | 'random-loss'
   | 'scaled-gradients';
 
 /**
@@ -27,8 +26,9 @@ export function misbehavingStage(lie: Lie): (engine: EngineKind, spec: StageSpec
       const result = await forward(input, targets);
       if (result.kind === 'loss') {
         if (lie === 'absurd-loss') return { kind: 'loss', loss: -1e300 };
-        // Plausible for a byte-level model early in training, so no value check can tell.
-        if (lie === 'random-loss') return { kind: 'loss', loss: 2 + Math.random() * 4 };
+        // A node that never runs the model: on the last stage it makes up a loss, plausible for a byte-level
+        // model early in training, so no value check can tell.
+        if (lie === 'random-activations') return { kind: 'loss', loss: 2 + Math.random() * 4 };
         return result;
       }
       if (lie === 'nan-activations') return { kind: 'activations', data: result.data.map(() => NaN) };

@@ -77,7 +77,7 @@ describe('verification of work: a second replica recomputes sampled forwards', (
     await coordinator.close();
   }, 240_000);
 
-  it('on a three-replica stage a referee outvotes a node reporting a plausible random loss', async () => {
+  it('on a three-replica stage a referee outvotes a node that makes up a plausible loss', async () => {
     const coordinator = await startCoordinator(
       tinyConfig({ stages: 1, steps: 8, banMs: 600_000, verification: { fraction: 1, tolerance: 1e-3 } }),
       `${dir}/referee`,
@@ -85,7 +85,7 @@ describe('verification of work: a second replica recomputes sampled forwards', (
     const honest = Array.from({ length: 2 }, () => startNode(coordinator.url, 'cpu'));
     const honestCloses = honest.map(closes);
     await until('two honest replicas train', () => coordinator.status().step >= 1, 60_000);
-    const liar = startNode(coordinator.url, 'cpu', { createStage: misbehavingStage('random-loss') });
+    const liar = startNode(coordinator.url, 'cpu', { createStage: misbehavingStage('random-activations') });
     const liarCloses = closes(liar);
     await coordinator.finished;
     await Promise.all([liar, ...honest].map((n) => n.stop()));
