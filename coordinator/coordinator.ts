@@ -573,6 +573,7 @@ export class Coordinator extends EventEmitter {
         seq: next.seq,
         receipts: next.receipts,
         confirmed: next.receiptIds,
+        ...(next.verifiedIds.length > 0 ? { verified: next.verifiedIds } : {}),
         revoked: next.revoked,
         confirmedFlops: next.confirmedFlops,
         revokedFlops: next.revokedFlops,

@@ -226,6 +226,7 @@ export class CoordinatorStore {
     seq: number;
     throughReceipt: number;
     receiptIds: string[];
+    verifiedIds: string[];
     revoked: Array<{ receiptId: string; reason: string }>;
     receipts: number;
     confirmedFlops: number;
@@ -238,9 +239,9 @@ export class CoordinatorStore {
       .get(nodeId) as { seq: number; through: number } | undefined;
     const fresh = this.db
       .prepare(
-        'SELECT seq, receipt_id AS id FROM receipts WHERE node_id = ? AND seq > ? ORDER BY seq LIMIT ?',
+        'SELECT seq, receipt_id AS id, verification FROM receipts WHERE node_id = ? AND seq > ? ORDER BY seq LIMIT ?',
       )
-      .all(nodeId, last?.through ?? 0, limit) as Array<{ seq: number; id: string }>;
+      .all(nodeId, last?.through ?? 0, limit) as Array<{ seq: number; id: string; verification: string }>;
     const revoked = this.db
       .prepare(
         "SELECT receipt_id AS receiptId, revoke_reason AS reason FROM receipts WHERE node_id = ? AND verification = 'revoked' AND revoked_in IS NULL ORDER BY seq LIMIT ?",
@@ -258,6 +259,7 @@ export class CoordinatorStore {
       seq: (last?.seq ?? 0) + 1,
       throughReceipt,
       receiptIds: fresh.map((r) => r.id).filter((id) => !revokedIds.has(id)),
+      verifiedIds: fresh.filter((r) => r.verification === 'verified').map((r) => r.id),
       revoked,
       receipts: totals.n,
       confirmedFlops: totals.flops,

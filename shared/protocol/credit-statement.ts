@@ -19,6 +19,8 @@ export const creditStatementSchema = z
     issuedAt: z.iso.datetime(),
     receipts: z.number().int().min(0),
     confirmed: z.array(receiptId).max(4096),
+    /** Those of `confirmed` whose work a second replica recomputed and agreed with; absent when none. */
+    verified: z.array(receiptId).max(4096).optional(),
     revoked: z.array(z.object({ receiptId, reason: z.string().max(200) }).strict()).max(4096),
     confirmedFlops: flops,
     revokedFlops: flops,

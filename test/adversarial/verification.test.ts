@@ -98,10 +98,17 @@ describe('verification of work: a second replica recomputes sampled forwards', (
     expect(coordinator.status()).toMatchObject({ state: 'done', step: 8 });
     // Every forward it ran was checked, so none of its work was ever credited.
     expect(coordinator.store.receiptStates(liar.nodeId)).toEqual([]);
-    for (const node of honest)
-      expect(coordinator.store.receiptStates(node.nodeId).map((r) => r.verification)).not.toContain(
-        'revoked',
-      );
+    for (const node of honest) {
+      const states = coordinator.store.receiptStates(node.nodeId);
+      expect(states.map((r) => r.verification)).not.toContain('revoked');
+      // Their statements say which confirmed receipts were verified, so the ledger stores it too.
+      const verified = states.filter((r) => r.verification === 'verified').map((r) => r.receiptId);
+      const stated = coordinator.store
+        .statementsSince(node.nodeId, 0)
+        .flatMap((s) => s.statement.verified ?? []);
+      expect(verified.length).toBeGreaterThan(0);
+      expect(stated.sort()).toEqual(verified.sort());
+    }
     await coordinator.close();
   }, 240_000);
 
