@@ -188,6 +188,8 @@ export class StepAttempt {
 
   /** Queues a recompute of `mb`'s forward on `stage` at `peer`: compared, never forwarded or stashed. */
   private sendRecompute(peer: Peer, stage: number, mb: number): void {
+    // A node that left after its answer is no longer part of the attempt: nothing else would notice.
+    if (peer.channel.isClosed) return this.fail(`node ${peer.shortId} left before its recompute`);
     const { input } = this.checks.get(`${stage}/${mb}`)!;
     const kind: TaskKind = stage === this.ctx.members.length - 1 ? 'evaluate' : 'forward';
     peer.forwards.push(() => this.send(peer, kind, mb, input, this.activationSpec(stage, kind), true));
