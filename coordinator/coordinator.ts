@@ -38,7 +38,7 @@ import { StageAssignment } from './stage-assignment.js';
 import { AttemptFailed, StepAttempt, type AttemptResult } from './step-attempt.js';
 import { CoordinatorStore, type StoredReceipt } from './store.js';
 import { SplitCorpus, validationDue } from './validation.js';
-import { boundaryProblem, lossProblem, Misbehaviour, stateProblem } from './value-checks.js';
+import { boundaryProblem, lossProblem, Misbehaviour, sentProblem, stateProblem } from './value-checks.js';
 
 export interface CoordinatorOptions {
   config: RunConfig;
@@ -173,6 +173,7 @@ export class Coordinator extends EventEmitter {
       attemptNo: () => this.attemptNo,
       onResult: (peer, message, { tensors }) => this.onResult(peer, message, tensors),
       onJoin: () => this.wake(),
+      onBadInput: (peer, message) => this.onBadInput(peer, message),
       onWelcomed: (peer) =>
         peer.send(
           this.progress(
@@ -352,12 +353,29 @@ export class Coordinator extends EventEmitter {
       (message.loss === undefined ? null : lossProblem(message.loss)) ??
       (tensors[0] && task.kind !== 'evaluate'
         ? boundaryProblem(this.run, tensors[0], task.kind === 'forward' ? 'forward' : 'backward')
-        : null);
+        : null) ??
+      (task.sendsToPeer ? sentProblem(message.sent) : null);
     if (bad) return this.sessions.drop(peer, bad);
     // The coordinator's own clock, never the node's claim: a node that says it is fast is not routed more.
     peer.observeTaskTime(Math.max(Date.now() - task.sentAt, 0.01));
     attempt.onResult(peer, task, message.loss, tensors);
     this.pushProgress(null);
+  }
+
+  /**
+   * A consumer found the tensor a peer sent it bad: the sender goes, as it would had the coordinator seen
+   * the values itself. A report about a task that took no input from a peer is a lie, and its sender goes.
+   */
+  private onBadInput(peer: Peer, message: Extract<NodeMessage, { type: 'badInput' }>): void {
+    const task = peer.tasks.get(message.taskId);
+    const current = task && this.attempt && task.attempt === this.attemptNo && task.step === this.step;
+    const sender = current && peer.stage !== null ? this.attempt!.producerOf(peer.stage, task) : null;
+    if (!sender || this.config.dataPlane !== 'p2p')
+      return this.sessions.drop(
+        peer,
+        `reported bad input for task ${message.taskId}, which took none from a peer`,
+      );
+    this.sessions.drop(sender, `${message.reason} (found by node ${peer.shortId})`);
   }
 
   // --- the training loop ---------------------------------------------------------------------------------
@@ -486,6 +504,7 @@ export class Coordinator extends EventEmitter {
         microBatch: (i) => batches.get(i) ?? batches.set(i, batch(i)).get(i)!,
         nextTaskId: () => ++this.taskIds,
         fallbackMs: FALLBACK_TASK_MS,
+        dataPlane: this.config.dataPlane,
         onRelay: (bytes) => {
           this.relayed += bytes;
           this.metrics.relayedBytes.inc(bytes);

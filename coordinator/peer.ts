@@ -1,6 +1,12 @@
 import type { Channel } from '../shared/protocol/channel.js';
 import type { Tensor } from '../shared/protocol/frame.js';
-import type { CoordinatorMessage, NodeMessage, Outgoing, TaskKind } from '../shared/protocol/messages.js';
+import type {
+  CoordinatorMessage,
+  NodeMessage,
+  Outgoing,
+  P2pAddress,
+  TaskKind,
+} from '../shared/protocol/messages.js';
 import type { Received, TensorSpec } from '../shared/protocol/wire.js';
 
 export interface SentTask {
@@ -14,6 +20,8 @@ export interface SentTask {
   result: TensorSpec[];
   /** A recompute for verification: its output is compared, never forwarded. */
   verifyOnly?: true;
+  /** Its output goes to another peer (peer-to-peer run): the result must summarise it. */
+  sendsToPeer?: true;
 }
 
 /** A reply the coordinator waits for besides task results; `attempt`/`step`/`requestId` must match. */
@@ -43,6 +51,8 @@ export class Peer {
   address = '';
   receiptCursor = 0;
   statementCursor = 0;
+  /** Where its libp2p host listens, in a peer-to-peer run. */
+  p2p: P2pAddress | null = null;
   /** The node asked for work. */
   wantsWork = false;
   /** Stage whose weights the node holds and trains, or null while unassigned. */

@@ -52,6 +52,11 @@ export const runConfigSchema = z
     seed: z.number().int().min(0).max(0xffffffff).default(1337),
     /** 'mixed': f16 operands with f32 accumulation and dynamic loss scaling (gpu/model/config.ts Precision). */
     precision: z.enum(PRECISIONS).default('fp32'),
+    /**
+     * 'relay': activations and gradients go node -> coordinator -> node. 'p2p': they go between the nodes
+     * over libp2p (main/node/p2p.ts); the coordinator sees only their summaries.
+     */
+    dataPlane: z.enum(['relay', 'p2p']).default('relay'),
     /** Write a checkpoint of every stage after every this many steps. */
     checkpointEvery: z.number().int().min(1).default(5),
     /** A task not answered within max(this, 10 x the peer's usual time) drops the peer. */

@@ -78,6 +78,8 @@ export interface SessionsOptions {
   ): void;
   /** Something placement cares about changed: a node asked for work. */
   onJoin(): void;
+  /** A node says the tensor a peer sent it was bad. */
+  onBadInput(peer: Peer, message: Extract<NodeMessage, { type: 'badInput' }>): void;
   /** A peer proved its key and got its welcome and receipts; the run's progress follows. */
   onWelcomed(peer: Peer): void;
   /** A peer is gone (closed, refused or dropped); its work may have to be redone. */
@@ -221,11 +223,16 @@ export class Sessions {
       case 'auth':
         return this.onAuth(peer, message.signature);
       case 'join':
+        if (this.options.config.dataPlane === 'p2p' && !message.p2p)
+          return this.drop(peer, 'asked for work in a peer-to-peer run without a libp2p address');
         peer.wantsWork = true;
+        peer.p2p = message.p2p ?? null;
         this.options.log.info({ node: peer.shortId, engine: peer.engine }, 'node asks for work');
         return this.options.onJoin();
       case 'result':
         return this.options.onResult(peer, message, received);
+      case 'badInput':
+        return this.options.onBadInput(peer, message);
       case 'grads':
       case 'applied':
       case 'state':
@@ -305,6 +312,7 @@ export class Sessions {
       stages: config.stages,
       seed: config.seed,
       compression: run.compression,
+      dataPlane: config.dataPlane,
     });
     for (const { seq, signed } of store.receiptsSince(peer.nodeId, peer.receiptCursor))
       peer.send({ type: 'receipt', seq, signed });

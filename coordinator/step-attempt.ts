@@ -1,5 +1,5 @@
 import type { Tensor } from '../shared/protocol/frame.js';
-import type { TaskKind } from '../shared/protocol/messages.js';
+import type { P2pAddress, TaskKind } from '../shared/protocol/messages.js';
 import type { TensorSpec } from '../shared/protocol/wire.js';
 import type { MicroBatch } from './data.js';
 import { pickPeer, type Peer, type SentTask } from './peer.js';
@@ -38,6 +38,8 @@ interface AttemptContext {
   nextTaskId(): number;
   /** Fallback per-task time for peers without a measurement yet. */
   fallbackMs: number;
+  /** 'p2p': boundary tensors go between the peers; tasks say where to, results carry only summaries. */
+  dataPlane: 'relay' | 'p2p';
   onRelay(bytes: number): void;
   /** Share of training forwards recomputed by a second replica, and the agreement tolerance. */
   verification: { fraction: number; tolerance: number };
@@ -53,6 +55,8 @@ const OUTSTANDING_PER_PEER = 2;
 interface MicroBatchState {
   /** The peer that ran the forward at each stage; it runs the backward too. */
   path: Array<Peer | null>;
+  /** Peer-to-peer: the peer chosen for each stage's forward when the stage before it was sent its task. */
+  next: Array<Peer | null>;
   loss: number | null;
 }
 
@@ -60,7 +64,8 @@ interface MicroBatchState {
  * The micro-batches of one attempt at a global step, moved through the pipeline: forward stage by stage
  * (routed to the replica with the least expected completion time), the last stage's loss and gradient, then
  * backward along the same peers, scheduled one-forward-one-backward so up to S micro-batches are in flight
- * (fewer where a stage's stash is smaller). Activations and gradients are relayed through the coordinator.
+ * (fewer where a stage's stash is smaller). Activations and gradients are relayed through the coordinator,
+ * or in a peer-to-peer run sent by the producing peer straight to the consumer named in its task.
  * Resolves when every micro-batch is back at stage 0; fails as soon as a peer it depends on is lost.
  */
 export class StepAttempt {
@@ -93,6 +98,7 @@ export class StepAttempt {
     this.done.catch(() => {});
     this.states = Array.from({ length: microBatches }, () => ({
       path: ctx.members.map(() => null),
+      next: ctx.members.map(() => null),
       loss: null,
     }));
     this.remaining = microBatches;
@@ -102,6 +108,12 @@ export class StepAttempt {
     for (let mb = 0; mb < this.states.length; mb++) this.routeForward(0, mb, null);
   }
 
+  /** The peer that sent the input of `task` (run by a peer of `stage`) peer to peer, if any. */
+  producerOf(stage: number, task: SentTask): Peer | null {
+    const path = this.states[task.microBatch]?.path;
+    return (task.kind === 'backward' ? path?.[stage + 1] : path?.[stage - 1]) ?? null;
+  }
+
   /** True when losing `peer` loses work of this attempt (its activations, gradients or queued tasks). */
   involves(peer: Peer): boolean {
     return (
@@ -109,7 +121,7 @@ export class StepAttempt {
       peer.busy ||
       peer.resident.size > 0 ||
       this.units.some((u) => u.peer === peer) ||
-      this.states.some((s) => s.path.includes(peer))
+      this.states.some((s) => s.path.includes(peer) || s.next.includes(peer))
     );
   }
 
@@ -144,7 +156,7 @@ export class StepAttempt {
     if (this.settled) return;
     if (task.kind === 'forward') {
       if (this.mode === 'evaluate') this.release(peer, stage, mb);
-      this.routeForward(stage + 1, mb, tensors[0]!);
+      this.routeForward(stage + 1, mb, tensors[0] ?? null);
       this.dispatch(peer);
       return;
     }
@@ -161,9 +173,21 @@ export class StepAttempt {
       this.finishWhenDone();
     } else {
       const previous = state.path[stage - 1]!;
-      this.ctx.onRelay(tensors[0]!.data.byteLength);
+      const gradient = tensors[0];
+      if (gradient) this.ctx.onRelay(gradient.data.byteLength);
       previous.backwards.push(() =>
-        this.send(previous, 'backward', mb, [tensors[0]!], this.activationSpec(stage - 1, 'backward')),
+        this.send(
+          previous,
+          'backward',
+          mb,
+          gradient ? [gradient] : [],
+          this.activationSpec(stage - 1, 'backward'),
+          false,
+          {
+            inputFrom: gradient ? undefined : peer.p2p?.peerId,
+            sendTo: stage - 1 > 0 ? this.p2pAddress(state.path[stage - 2]!) : undefined,
+          },
+        ),
       );
       this.dispatch(previous);
     }
@@ -263,9 +287,57 @@ export class StepAttempt {
     }
   }
 
-  /** Sends micro-batch `mb` into `stage`, with the previous stage's activations (null at stage 0). */
+  /**
+   * Sends micro-batch `mb` into `stage`, with the previous stage's activations (null at stage 0, and where
+   * they go peer to peer).
+   */
   private routeForward(stage: number, mb: number, activations: Tensor | null): void {
     const S = this.ctx.members.length;
+    const state = this.states[mb]!;
+    const chosen = state.next[stage];
+    const picked = chosen ? null : this.pick(stage);
+    const peer = chosen ?? picked?.peer;
+    if (!peer) return;
+    if (activations) this.ctx.onRelay(activations.data.byteLength);
+    const last = stage === S - 1;
+    const batch = this.ctx.microBatch(mb);
+    const { batch: B, seq: T } = this.ctx.run.shape;
+    const input: Tensor | null =
+      stage === 0 ? { dtype: 'i32', shape: [B, T], data: batch.tokens } : activations;
+    const targets: Tensor[] = last ? [{ dtype: 'i32', shape: [B, T], data: batch.targets }] : [];
+    const tensors = input ? [input, ...targets] : targets;
+    peer.forwards.push(() => {
+      if (!last) peer.resident.add(mb);
+      state.path[stage] = peer;
+      const kind: TaskKind = !last ? 'forward' : this.mode === 'evaluate' ? 'evaluate' : 'forwardBackward';
+      let sendTo: P2pAddress | undefined;
+      if (this.ctx.dataPlane === 'p2p' && !last) {
+        const next = this.pick(stage + 1)?.peer;
+        if (!next) return;
+        state.next[stage + 1] = next;
+        sendTo = this.p2pAddress(next);
+      } else if (kind === 'forwardBackward' && stage > 0) sendTo = this.p2pAddress(state.path[stage - 1]!);
+      this.send(peer, kind, mb, tensors, this.activationSpec(stage, kind), false, {
+        inputFrom: input ? undefined : state.path[stage - 1]!.p2p?.peerId,
+        sendTo,
+      });
+    });
+    this.dispatch(peer);
+    // Recompute checks compare tensors the coordinator sees: only where they are relayed.
+    if (!picked || this.ctx.dataPlane !== 'relay' || this.mode !== 'train') return;
+    if (picked.others.length > 0 && Math.random() < this.ctx.verification.fraction) {
+      if (activations) this.ctx.onRelay(activations.data.byteLength);
+      this.openCheck(peer, pickPeer(picked.others, Date.now(), picked.fallback)!, stage, mb, tensors);
+    }
+  }
+
+  /** Where a peer-to-peer run sends `peer`'s input (undefined when tensors are relayed). */
+  private p2pAddress(peer: Peer): P2pAddress | undefined {
+    return this.ctx.dataPlane === 'p2p' ? (peer.p2p ?? undefined) : undefined;
+  }
+
+  /** The replica of `stage` that takes the next micro-batch; fails the attempt when none is live. */
+  private pick(stage: number): { peer: Peer; others: Peer[]; fallback: number } | null {
     const candidates = this.ctx.members[stage]!.filter((p) => !p.channel.isClosed);
     // An unmeasured peer is assumed as fast as its stage's average. Each replica gets one micro-batch per
     // step before routing goes by expected completion, so a peer whose estimate is stale (a slow first task,
@@ -277,34 +349,19 @@ export class StepAttempt {
     const peer = pickPeer(unprobed.length > 0 ? unprobed : candidates, Date.now(), fallback);
     if (!peer) {
       this.fail(`no live node on stage ${stage + 1}`);
-      return;
+      return null;
     }
     this.routed.add(peer);
-    if (activations) this.ctx.onRelay(activations.data.byteLength);
-    const last = stage === S - 1;
-    const batch = this.ctx.microBatch(mb);
-    const { batch: B, seq: T } = this.ctx.run.shape;
-    const input: Tensor = activations ?? { dtype: 'i32', shape: [B, T], data: batch.tokens };
-    const tensors = last ? [input, { dtype: 'i32' as const, shape: [B, T], data: batch.targets }] : [input];
-    peer.forwards.push(() => {
-      if (!last) peer.resident.add(mb);
-      this.states[mb]!.path[stage] = peer;
-      const kind: TaskKind = !last ? 'forward' : this.mode === 'evaluate' ? 'evaluate' : 'forwardBackward';
-      this.send(peer, kind, mb, tensors, this.activationSpec(stage, kind));
-    });
-    this.dispatch(peer);
-    const others = candidates.filter((p) => p !== peer);
-    if (this.mode === 'train' && others.length > 0 && Math.random() < this.ctx.verification.fraction) {
-      if (activations) this.ctx.onRelay(activations.data.byteLength);
-      this.openCheck(peer, pickPeer(others, Date.now(), fallback)!, stage, mb, tensors);
-    }
+    return { peer, others: candidates.filter((p) => p !== peer), fallback };
   }
 
   /** What the result of a task on `stage` carries: activations out, gradients in, or nothing. */
   private activationSpec(stage: number, kind: TaskKind): TensorSpec[] {
     const S = this.ctx.members.length;
     const hasTensor = kind === 'forward' ? stage < S - 1 : kind !== 'evaluate' && stage > 0;
-    return hasTensor ? [boundarySpec(this.ctx.run, kind === 'forward' ? 'forward' : 'backward')] : [];
+    return hasTensor && this.ctx.dataPlane === 'relay'
+      ? [boundarySpec(this.ctx.run, kind === 'forward' ? 'forward' : 'backward')]
+      : [];
   }
 
   private send(
@@ -314,6 +371,7 @@ export class StepAttempt {
     tensors: Tensor[],
     result: TensorSpec[],
     verifyOnly = false,
+    p2p: { inputFrom?: string; sendTo?: P2pAddress } = {},
   ): void {
     const taskId = this.ctx.nextTaskId();
     peer.outstanding++;
@@ -327,6 +385,7 @@ export class StepAttempt {
       sentAt: Date.now(),
       result,
       ...(verifyOnly ? { verifyOnly: true as const } : {}),
+      ...(p2p.sendTo ? { sendsToPeer: true as const } : {}),
     });
     peer.send(
       {
@@ -338,6 +397,7 @@ export class StepAttempt {
         microBatch: mb,
         lossScale,
         ...(verifyOnly ? { verifyOnly: true as const } : {}),
+        ...p2p,
       },
       tensors,
     );

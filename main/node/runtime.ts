@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { pino, type Logger } from 'pino';
 import { WebSocket } from 'ws';
@@ -28,6 +29,7 @@ import {
   type EngineKind,
   type NodeMessage,
 } from '../../shared/protocol/messages.js';
+import { boundaryProblem } from '../../shared/protocol/tensor-values.js';
 import type { SignedReceipt } from '../../shared/protocol/receipt.js';
 import { stageLabel } from '../../shared/stage-label.js';
 import { stateFromTensors, stateSpec, stateTensors } from '../../shared/protocol/stage-state.js';
@@ -43,10 +45,13 @@ import { verifyReceipt } from '../identity/receipts.js';
 import { alwaysOpen, type ReceiptSink, type WorkGate } from './hooks.js';
 import type { StageSpec } from './stage-factory.js';
 import { WorkerStage } from './engine-host.js';
+import { InputCancelled, PeerTensors, summarize } from './peer-tensors.js';
 
 export interface NodeKeys {
   readonly publicKeyHex: string;
   sign(data: Uint8Array): Uint8Array;
+  /** The private seed: in a peer-to-peer run the libp2p peer id is this same key (random without it). */
+  seed?(): Uint8Array;
 }
 
 export interface NodeRuntimeOptions {
@@ -73,6 +78,8 @@ export interface NodeRuntimeOptions {
   /** First reconnect delay; doubles up to maxBackoffMs. */
   backoffMs?: number;
   maxBackoffMs?: number;
+  /** Where the libp2p host listens in a peer-to-peer run; default TCP and WebSockets on 127.0.0.1. */
+  p2pListen?: string[];
   /** Extra TLS options for wss:// (e.g. a private CA). */
   ca?: string;
   /**
@@ -139,6 +146,8 @@ export class NodeRuntime extends EventEmitter {
    */
   private readonly resident = new Map<string, number>();
   private stashIds = 0;
+  /** The libp2p data plane, started at the first welcome of a peer-to-peer run. */
+  private peerTensors: Promise<PeerTensors> | null = null;
   private work: Promise<void> = Promise.resolve();
   private stopped = false;
   private paused = false;
@@ -190,6 +199,7 @@ export class NodeRuntime extends EventEmitter {
     await this.work.catch(() => {});
     this.stage?.destroy();
     this.stage = null;
+    await (await this.peerTensors?.catch(() => null))?.stop();
   }
 
   private setReason(reason: string): void {
@@ -288,10 +298,11 @@ export class NodeRuntime extends EventEmitter {
         if (!range) throw new ProtocolError('unexpected', 'task before a stage was assigned');
         const { shape } = this.need();
         const tokens: TensorSpec = { dtype: 'i32', shape: [shape.batch, shape.seq] };
-        const input = isFirstStage(range) ? tokens : this.activationSpec('forward');
-        if (m.kind === 'forward') return [input];
-        if (m.kind === 'forwardBackward' || m.kind === 'evaluate') return [input, tokens];
-        return [this.activationSpec('backward')];
+        // An input from a peer comes over libp2p, not with the task.
+        const input = isFirstStage(range) ? [tokens] : m.inputFrom ? [] : [this.activationSpec('forward')];
+        if (m.kind === 'forward') return input;
+        if (m.kind === 'forwardBackward' || m.kind === 'evaluate') return [...input, tokens];
+        return m.inputFrom ? [] : [this.activationSpec('backward')];
       }
       case 'apply':
         if (!this.range) throw new ProtocolError('unexpected', 'apply before a stage was assigned');
@@ -336,9 +347,10 @@ export class NodeRuntime extends EventEmitter {
           const address = this.options.payoutAddress?.() ?? null;
           if (address) this.channel?.send({ type: 'payout', address });
         }
-        void this.gate.waitUntilAllowed(this.abort.signal).then(
-          () => this.channel?.send({ type: 'join' }),
-          () => {},
+        const p2p = message.dataPlane === 'p2p' ? this.startPeerTensors() : Promise.resolve(null);
+        void Promise.all([p2p, this.gate.waitUntilAllowed(this.abort.signal)]).then(
+          ([peers]) => this.channel?.send({ type: 'join', p2p: peers?.address }),
+          (err: Error) => this.log.error({ err: err.message }, 'could not ask for work'),
         );
         return;
       }
@@ -360,9 +372,52 @@ export class NodeRuntime extends EventEmitter {
         return;
       case 'pong':
         return;
+      case 'abort':
+        // A task waiting for a peer's tensor must not hold the queue the abort waits in.
+        void this.peerTensors?.then(
+          (p) => p.cancel(message.attempt),
+          () => {},
+        );
+        return this.enqueue(message, tensors);
       default:
         this.enqueue(message, tensors);
     }
+  }
+
+  private startPeerTensors(): Promise<PeerTensors> {
+    const seed = this.options.keys.seed?.() ?? randomBytes(32);
+    this.peerTensors ??= PeerTensors.start(
+      seed,
+      this.options.p2pListen,
+      (direction) => this.activationSpec(direction),
+      this.log,
+    );
+    return this.peerTensors;
+  }
+
+  /**
+   * A task's boundary input from the peer the coordinator named, checked for values as the coordinator
+   * checks relayed ones; a bad one is reported against its sender. Null: aborted, or reported.
+   */
+  private async peerInput(
+    channel: Channel<CoordinatorMessage, NodeMessage>,
+    task: Extract<CoordinatorMessage, { type: 'task' }>,
+    from: string,
+  ): Promise<Tensor | null> {
+    const direction = task.kind === 'backward' ? 'backward' : 'forward';
+    const { step, attempt, microBatch } = task;
+    let input: Tensor;
+    try {
+      input = await (await this.peerTensors!).receive(from, { step, attempt, microBatch, direction });
+    } catch (err) {
+      if (err instanceof InputCancelled) return null;
+      throw err;
+    }
+    const problem = boundaryProblem(this.need(), input, direction);
+    if (!problem) return input;
+    this.log.warn({ from, problem }, 'a peer sent a bad tensor; reported');
+    channel.send({ type: 'badInput', taskId: task.taskId, reason: problem.slice(0, 500) });
+    return null;
   }
 
   private onChallenge(nonce: string, coordinatorKey: string): void {
@@ -584,6 +639,11 @@ export class NodeRuntime extends EventEmitter {
       await this.handBack(channel);
       return;
     }
+    if (task.inputFrom) {
+      const input = await this.peerInput(channel, task, task.inputFrom);
+      if (!input) return;
+      tensors = [input, ...tensors];
+    }
     const started = performance.now();
     const unit = `${task.step}/${task.attempt}/${task.microBatch}`;
     const input = tensors[0]!;
@@ -639,7 +699,15 @@ export class NodeRuntime extends EventEmitter {
       }
     }
     const busyMs = performance.now() - started;
-    channel.send({ type: 'result', taskId: task.taskId, loss, busyMs }, out ? [out] : []);
+    if (task.sendTo && out) {
+      const direction = task.kind === 'forward' ? 'forward' : 'backward';
+      const sent = summarize(decodeBoundary(codec, out, boundary, direction).data);
+      const { step, attempt, microBatch } = task;
+      await (
+        await this.peerTensors!
+      ).send(task.sendTo, { type: 'tensor', step, attempt, microBatch, direction }, out);
+      channel.send({ type: 'result', taskId: task.taskId, loss, busyMs, sent });
+    } else channel.send({ type: 'result', taskId: task.taskId, loss, busyMs }, out ? [out] : []);
     // One unit per task the engine ran; a micro-batch's tokens count once, on the task that brought them in.
     const { runId, shape } = this.need();
     this.emit('work', {

@@ -98,13 +98,31 @@ export const helloSchema = msg('hello', {
   statementCursor: count.optional(),
 });
 export const authSchema = msg('auth', { signature: base64.max(128) });
-/** Ask for a stage; lightweight clients (dashboards, probes) never send it and never get work. */
-export const joinSchema = msg('join', {});
+/** Where a node's libp2p host listens (runs whose tensors go peer to peer): its peer id and multiaddrs. */
+export const p2pAddressSchema = z
+  .object({
+    peerId: z.string().regex(/^[1-9A-HJ-NP-Za-km-z]{32,64}$/),
+    addrs: z.array(z.string().min(1).max(256)).min(1).max(8),
+  })
+  .strict();
+export type P2pAddress = z.infer<typeof p2pAddressSchema>;
+/**
+ * Ask for a stage; lightweight clients (dashboards, probes) never send it and never get work. In a
+ * peer-to-peer run a node says where its libp2p host listens.
+ */
+export const joinSchema = msg('join', { p2p: p2pAddressSchema.optional() });
+/**
+ * A task's outcome. In a peer-to-peer run its output tensor went to the next peer instead, and `sent`
+ * summarises it (computed by the sender) so the coordinator still refuses non-finite or absurd values.
+ */
 export const resultSchema = msg('result', {
   taskId: count,
   loss: finite.optional(),
   busyMs: finite.nonnegative(),
+  sent: z.object({ finite: z.boolean(), maxAbs: finite.nonnegative() }).strict().optional(),
 });
+/** The input of a task that came peer to peer was bad: the coordinator drops its sender. */
+export const badInputSchema = msg('badInput', { taskId: count, reason: z.string().max(500) });
 export const gradsSchema = msg('grads', { step: count, attempt: count });
 export const appliedSchema = msg('applied', { step: count, optimizerStep: count });
 /**
@@ -130,6 +148,8 @@ export const welcomeSchema = msg('welcome', {
   stages: positive,
   seed: z.number().int(),
   compression: compressionSchema,
+  /** 'p2p': activations and their gradients go between nodes over libp2p; absent means through the coordinator. */
+  dataPlane: z.enum(['relay', 'p2p']).optional(),
 });
 /** Load this stage with the attached state (params, m, v, flattened in parameter order). */
 export const assignSchema = msg('assign', {
@@ -149,6 +169,10 @@ export const taskSchema = msg('task', {
    * another replica's: nothing is stashed and no backward follows.
    */
   verifyOnly: z.literal(true).optional(),
+  /** Peer-to-peer runs: send the output tensor to this peer instead of returning it. */
+  sendTo: p2pAddressSchema.optional(),
+  /** Peer-to-peer runs: the boundary input comes from this peer (its libp2p peer id), not with the task. */
+  inputFrom: p2pAddressSchema.shape.peerId.optional(),
 });
 /** The current attempt of `step` failed (a peer left): drop its pending work and zero the gradients. */
 export const abortSchema = msg('abort', { step: count, attempt: count });
@@ -209,6 +233,7 @@ export const nodeMessageSchema = z.discriminatedUnion('type', [
   stateSchema,
   pingSchema,
   payoutSchema,
+  badInputSchema,
   errorSchema,
 ]);
 export type NodeMessage = z.infer<typeof nodeMessageSchema>;
@@ -230,6 +255,15 @@ export const coordinatorMessageSchema = z.discriminatedUnion('type', [
   errorSchema,
 ]);
 export type CoordinatorMessage = z.infer<typeof coordinatorMessageSchema>;
+
+/** What travels on a libp2p tensor stream: one boundary tensor of one micro-batch. */
+export const peerTensorSchema = msg('tensor', {
+  step: count,
+  attempt: count,
+  microBatch: count,
+  direction: z.enum(['forward', 'backward']),
+});
+export type PeerTensor = z.infer<typeof peerTensorSchema>;
 
 /** A message as a sender writes it: the envelope (v, id, tensors) is filled in by the encoder. */
 export type Outgoing<M> = M extends unknown ? Omit<M, 'v' | 'id' | 'tensors'> : never;

@@ -1,0 +1,50 @@
+import { decodeBoundary } from './codec-tensor.js';
+import type { ActivationCodec, Direction } from './codec.js';
+import type { Tensor } from './frame.js';
+
+/*
+ * Checks on the values of tensors that cross between stages: the coordinator applies them to what it relays
+ * or is summarised, a node to what a peer sends it directly. One implementation, so both refuse the same.
+ */
+
+/**
+ * Magnitudes no honest stage produces: a tiny GPT's residual stream, gradients, weights and AdamW moments
+ * stay many orders of magnitude below this. Beyond it a value is a fault or an attack, never training.
+ */
+export const ABSURD_MAGNITUDE = 1e6;
+
+/** What is wrong with a block of numbers (the first bad one), or null. */
+export function valuesProblem(what: string, data: Float32Array): string | null {
+  for (let i = 0; i < data.length; i++) {
+    const x = data[i]!;
+    if (!Number.isFinite(x)) return `sent ${what} holding ${x} (index ${i})`;
+    if (Math.abs(x) > ABSURD_MAGNITUDE)
+      return `sent ${what} holding ${x} (index ${i}), beyond any honest value`;
+  }
+  return null;
+}
+
+/** The sender's own summary of a tensor it sent peer to peer (the coordinator never sees the values). */
+export function sentProblem(sent: { finite: boolean; maxAbs: number } | undefined): string | null {
+  if (!sent) return 'sent a tensor peer to peer without its summary';
+  if (!sent.finite) return 'sent a boundary tensor holding non-finite values';
+  if (sent.maxAbs > ABSURD_MAGNITUDE)
+    return `sent a boundary tensor holding ${sent.maxAbs}, beyond any honest value`;
+  return null;
+}
+
+/** Activations (forward) or their gradients (backward) as they cross a boundary, decoded when compressed. */
+export function boundaryProblem(
+  run: { codec: ActivationCodec; shape: { batch: number; seq: number }; model: { width: number } },
+  tensor: Tensor,
+  direction: Direction,
+): string | null {
+  const shape = { ...run.shape, width: run.model.width };
+  let decoded: Float32Array;
+  try {
+    decoded = decodeBoundary(run.codec, tensor, shape, direction).data;
+  } catch (err) {
+    return `sent ${direction === 'forward' ? 'activations' : 'activation gradients'} that do not decode: ${(err as Error).message}`;
+  }
+  return valuesProblem(direction === 'forward' ? 'activations' : 'activation gradients', decoded);
+}
