@@ -2,6 +2,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { CoordinatorStatus } from '../../coordinator/coordinator.js';
 import type { RunConfig } from '../../coordinator/run-config.js';
 import type { NodeRuntime } from '../../main/node/runtime.js';
+import type { Tensor } from '../../shared/protocol/frame.js';
+import type { NodeMessage } from '../../shared/protocol/messages.js';
 import { misbehavingStage } from '../adversarial/misbehaving-stage.js';
 import { until } from './processes.js';
 import { startCoordinator, startNode, tempDir, tinyConfig } from './helpers.js';
@@ -63,6 +65,29 @@ describe('tensors peer to peer over libp2p (dataPlane p2p)', () => {
         .flat()
         .filter((c) => !/^100[01] /.test(c)),
     ).toEqual([]);
+    expect(status).toMatchObject({ state: 'done', step: 2, relayedBytes: 0 });
+  }, 120_000);
+
+  it('a node that hides NaN activations behind an honest summary is reported by its consumer and dropped', async () => {
+    const { status, closes } = await train(
+      'hidden-nan',
+      tinyConfig({ steps: 2, dataPlane: 'p2p', banMs: 600_000 }),
+      async (url) => {
+        const liar = startNode(url, 'cpu', { createStage: misbehavingStage('nan-activations') });
+        // The lie at the wire: every summary says the tensor it sent was fine.
+        liar.once('connected', () => {
+          const channel = (liar as unknown as { channel: { send(m: NodeMessage, t?: Tensor[]): void } })
+            .channel;
+          const send = channel.send.bind(channel);
+          channel.send = (m, t) =>
+            send(m.type === 'result' && m.sent ? { ...m, sent: { finite: true, maxAbs: 1 } } : m, t);
+        });
+        await until('the liar is placed on stage 1', () => liar.status.stage !== null, 60_000);
+        return [liar, startNode(url, 'cpu'), startNode(url, 'cpu')];
+      },
+    );
+    expect(closes[0]![0]).toMatch(/^4001 .*activations holding NaN.*found by node/);
+    expect(closes.slice(1).flat()).toEqual([]);
     expect(status).toMatchObject({ state: 'done', step: 2, relayedBytes: 0 });
   }, 120_000);
 });
