@@ -39,6 +39,8 @@ interface Row {
   stages: number;
   micro_batches: number;
   link: string;
+  /** 'relay': tensors through the coordinator; 'p2p': between the nodes over libp2p. */
+  data_plane: 'relay' | 'p2p';
   engine: string;
   tokens_per_s: number;
   single_tokens_per_s: number;
@@ -51,7 +53,12 @@ interface Row {
   peer_bytes_per_token: number;
 }
 
-function runConfig(stages: number, microBatches: number, real: boolean): RunConfig {
+function runConfig(
+  stages: number,
+  microBatches: number,
+  real: boolean,
+  dataPlane: 'relay' | 'p2p',
+): RunConfig {
   return parseRunConfig({
     runId: `bench-pipeline-${stages}x${microBatches}`,
     model: real
@@ -65,11 +72,18 @@ function runConfig(stages: number, microBatches: number, real: boolean): RunConf
     checkpointEvery: 1000,
     taskTimeoutMs: 60_000,
     banMs: 0,
+    dataPlane,
   });
 }
 
-/** A benchmark node process (scripts/bench/timed-node.ts); stop() returns its stages' busy intervals. */
-function timedNode(url: string): { stop(): Promise<Array<BusyInterval & { stage: number }>> } {
+interface NodeReport {
+  busy: Array<BusyInterval & { stage: number }>;
+  /** Tensor payload bytes the node sent straight to other nodes (peer-to-peer runs). */
+  peerBytes: number;
+}
+
+/** A benchmark node process (scripts/bench/timed-node.ts); stop() returns its busy intervals and peer bytes. */
+function timedNode(url: string): { stop(): Promise<NodeReport> } {
   const child = spawn(
     process.execPath,
     [
@@ -89,7 +103,7 @@ function timedNode(url: string): { stop(): Promise<Array<BusyInterval & { stage:
     stop: async () => {
       child.kill('SIGTERM');
       await exited;
-      return (JSON.parse(out) as { busy: Array<BusyInterval & { stage: number }> }).busy;
+      return JSON.parse(out) as NodeReport;
     },
   };
 }
@@ -130,8 +144,14 @@ function unitMs(busyByStage: BusyInterval[][], microBatchesSeen: number): number
   return Math.max(...busyByStage.map((b) => b.reduce((t, x) => t + x.end - x.start, 0) / microBatchesSeen));
 }
 
-async function pipeline(stages: number, microBatches: number, linkSpec: string, real: boolean): Promise<Row> {
-  const config = runConfig(stages, microBatches, real);
+async function pipeline(
+  stages: number,
+  microBatches: number,
+  linkSpec: string,
+  real: boolean,
+  dataPlane: 'relay' | 'p2p' = 'relay',
+): Promise<Row> {
+  const config = runConfig(stages, microBatches, real, dataPlane);
   const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-pipeline-'));
   const link: LinkShape = parseLink(linkSpec);
   const coordinator = await startCoordinator(config, dir);
@@ -164,8 +184,11 @@ async function pipeline(stages: number, microBatches: number, linkSpec: string, 
   });
   await coordinator.finished;
   await Promise.all(nodes.map((n) => n.stop()));
-  for (const report of await Promise.all(children.map((c) => c.stop())))
-    for (const b of report) busyByStage[b.stage]!.push(b);
+  let peerBytes = nodes.reduce((t, n) => t + (n.status.peerBytes ?? 0), 0);
+  for (const report of await Promise.all(children.map((c) => c.stop()))) {
+    for (const b of report.busy) busyByStage[b.stage]!.push(b);
+    peerBytes += report.peerBytes;
+  }
   await coordinator.close();
   await proxy.close();
   rmSync(dir, { recursive: true, force: true });
@@ -183,6 +206,7 @@ async function pipeline(stages: number, microBatches: number, linkSpec: string, 
     stages,
     micro_batches: microBatches,
     link: linkSpec === 'none' ? 'unshaped' : linkSpec,
+    data_plane: dataPlane,
     engine: real ? 'cpu' : `timed ${FORWARD_MS}+${BACKWARD_MS} ms`,
     tokens_per_s: (timedTokens * 1000) / timedMs,
     single_tokens_per_s: await singleProcessTokensPerSecond(config, real),
@@ -191,8 +215,8 @@ async function pipeline(stages: number, microBatches: number, linkSpec: string, 
     bubble_per_stage: perStage,
     ideal_bubble: (stages - 1) / (microBatches + stages - 1),
     coordinator_bytes_per_token: (bytesAt.at(-1)! - bytesAt[WARMUP_STEPS - 1]!) / timedTokens,
-    // Tensors are relayed through the coordinator today; no bytes go between peers directly.
-    peer_bytes_per_token: 0,
+    // Counted by the nodes over the whole run (warm-up step included, which moves as many bytes as any).
+    peer_bytes_per_token: peerBytes / (tokensPerStep * (WARMUP_STEPS + TIMED_STEPS)),
   };
 }
 
@@ -227,8 +251,16 @@ for (const linkSpec of LINKS) {
     }
   }
 }
+// The link shaping sits in front of the coordinator, so peer-to-peer tensors are measured unshaped only.
+for (const stages of [2, 4]) {
+  for (const microBatches of [stages, 2 * stages]) {
+    progress(`  S=${stages} M=${microBatches} unshaped, tensors peer to peer over libp2p ...`);
+    rows.push(await pipeline(stages, microBatches, 'none', false, 'p2p'));
+  }
+}
 progress('  real CPU engine: S=2 M=4 unshaped ...');
 rows.push(await pipeline(2, 4, 'none', true));
+rows.push(await pipeline(2, 4, 'none', true, 'p2p'));
 
 if (json) {
   process.stdout.write(`${JSON.stringify({ rows })}\n`);
@@ -238,12 +270,12 @@ if (json) {
     `\nstage compute: timed wait, ${FORWARD_MS} ms forward + ${BACKWARD_MS} ms backward per micro-batch per stage (no CPU); last row: real CPU engine\n`,
   );
   console.log(
-    'S  M   link          engine            tok/s   allowed  single   bubble (per stage)            ideal   coord B/tok  peer B/tok',
+    'S  M   link          data   engine            tok/s   allowed  single   bubble (per stage)            ideal   coord B/tok  peer B/tok',
   );
   for (const r of rows) {
     console.log(
-      `${String(r.stages).padEnd(2)} ${String(r.micro_batches).padEnd(3)} ${r.link.padEnd(13)} ${r.engine.padEnd(17)} ${r.tokens_per_s.toFixed(0).padStart(6)}  ${r.allowed_tokens_per_s.toFixed(0).padStart(7)}  ${r.single_tokens_per_s.toFixed(0).padStart(6)}   ${pct(r.bubble).padStart(6)} (${r.bubble_per_stage.map(pct).join(' ')})`.padEnd(
-        110,
+      `${String(r.stages).padEnd(2)} ${String(r.micro_batches).padEnd(3)} ${r.link.padEnd(13)} ${r.data_plane.padEnd(6)} ${r.engine.padEnd(17)} ${r.tokens_per_s.toFixed(0).padStart(6)}  ${r.allowed_tokens_per_s.toFixed(0).padStart(7)}  ${r.single_tokens_per_s.toFixed(0).padStart(6)}   ${pct(r.bubble).padStart(6)} (${r.bubble_per_stage.map(pct).join(' ')})`.padEnd(
+        117,
       ) +
         ` ${pct(r.ideal_bubble).padStart(6)}  ${r.coordinator_bytes_per_token.toFixed(0).padStart(10)}  ${r.peer_bytes_per_token.toFixed(0).padStart(9)}`,
     );

@@ -43,6 +43,8 @@ const key = (from: string, m: Omit<PeerTensor, 'v' | 'id' | 'tensors' | 'type'>)
 export class PeerTensors {
   private readonly inbox = new Map<string, { attempt: number; tensor: Tensor }>();
   private readonly waiters = new Map<string, Waiter>();
+  /** Attempts up to this one were aborted: a task of theirs still queued must not wait for its input. */
+  private aborted = -1;
 
   private constructor(
     private readonly host: Libp2p,
@@ -81,6 +83,7 @@ export class PeerTensors {
   }
 
   private deliver(k: string, attempt: number, tensor: Tensor): void {
+    if (attempt <= this.aborted) return;
     const waiter = this.waiters.get(k);
     if (waiter) {
       this.waiters.delete(k);
@@ -100,6 +103,8 @@ export class PeerTensors {
 
   /** The tensor `from` sent for this micro-batch, as soon as it is here. */
   receive(from: string, m: Omit<PeerTensor, 'v' | 'id' | 'tensors' | 'type'>): Promise<Tensor> {
+    if (m.attempt <= this.aborted)
+      return Promise.reject(new InputCancelled(`attempt ${m.attempt} was aborted`));
     const k = key(from, m);
     const ready = this.inbox.get(k);
     if (ready) {
@@ -111,6 +116,7 @@ export class PeerTensors {
 
   /** Drops every tensor and wait of attempts up to `attempt` (they were aborted). */
   cancel(attempt: number): void {
+    this.aborted = Math.max(this.aborted, attempt);
     for (const [k, entry] of this.inbox) if (entry.attempt <= attempt) this.inbox.delete(k);
     for (const [k, waiter] of this.waiters) {
       if (waiter.attempt > attempt) continue;

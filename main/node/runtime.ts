@@ -106,6 +106,8 @@ export interface NodeStatus {
   reason: string;
   /** Micro-batches the stage can hold between forward and backward (1F1B), once a stage is loaded. */
   stashes?: number;
+  /** Tensor payload bytes sent straight to other nodes (peer-to-peer runs). */
+  peerBytes?: number;
 }
 
 /** 1F1B holds at most S micro-batches on a stage; more would only be memory nobody uses. */
@@ -703,9 +705,18 @@ export class NodeRuntime extends EventEmitter {
       const direction = task.kind === 'forward' ? 'forward' : 'backward';
       const sent = summarize(decodeBoundary(codec, out, boundary, direction).data);
       const { step, attempt, microBatch } = task;
-      await (
-        await this.peerTensors!
-      ).send(task.sendTo, { type: 'tensor', step, attempt, microBatch, direction }, out);
+      const peers = await this.peerTensors!;
+      try {
+        await peers.send(task.sendTo, { type: 'tensor', step, attempt, microBatch, direction }, out);
+        this.status.peerBytes = (this.status.peerBytes ?? 0) + out.data.byteLength;
+      } catch (err) {
+        // The consumer is gone or unreachable: the coordinator sees it lost and redoes the step; this node
+        // did its part and stays.
+        this.log.warn(
+          { to: task.sendTo.peerId, err: (err as Error).message },
+          'could not send a tensor to a peer',
+        );
+      }
       channel.send({ type: 'result', taskId: task.taskId, loss, busyMs, sent });
     } else channel.send({ type: 'result', taskId: task.taskId, loss, busyMs }, out ? [out] : []);
     // One unit per task the engine ran; a micro-batch's tokens count once, on the task that brought them in.

@@ -1,7 +1,7 @@
 /**
  * One benchmark node in its own process: `node --import tsx scripts/bench/timed-node.ts URL FORWARD_MS
  * BACKWARD_MS`. It trains whatever stage it is given on a TimedStage; on SIGTERM it stops and prints one JSON
- * line `{"busy":[{"stage","start","end"}]}` with wall-clock times (ms since the epoch) of every forward and
+ * line `{"busy":[{"stage","start","end"}],"peerBytes"}` with wall-clock times (ms since the epoch) of every forward and
  * backward, so the benchmark can measure each stage's bubble across processes.
  */
 import { pino } from 'pino';
@@ -39,6 +39,7 @@ process.once('SIGTERM', () => {
     const all = stages.flatMap((s) =>
       s.intervals.map((i) => ({ stage: s.index, start: toEpoch(i.start), end: toEpoch(i.end) })),
     );
-    process.stdout.write(`${JSON.stringify({ busy: all })}\n`, () => process.exit(0));
+    const peerBytes = node.status.peerBytes ?? 0;
+    process.stdout.write(`${JSON.stringify({ busy: all, peerBytes })}\n`, () => process.exit(0));
   });
 });
