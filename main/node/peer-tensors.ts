@@ -69,6 +69,8 @@ export class PeerTensors {
       try {
         for await (const { message, tensors } of readTensorMessages(stream, reader))
           peers.deliver(key(from, message), message.attempt, tensors[0]!);
+        // Closed from this end too, or the stream stays half open and counts against the connection's limit.
+        await stream.close();
       } catch (err) {
         log.warn({ from, err: (err as Error).message }, 'a peer sent a bad tensor stream; refused');
       }

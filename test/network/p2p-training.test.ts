@@ -39,7 +39,8 @@ const oneNodePerStage = (stages: number) => async (url: string) =>
 
 describe('tensors peer to peer over libp2p (dataPlane p2p)', () => {
   it('2 stages: the coordinator carries 0 tensor bytes and the losses equal the relayed run', async () => {
-    const base = { steps: 4, microBatchesPerStep: 4, checkpointEvery: 4 };
+    // 48 tensors each way between the two nodes: more than a connection's default 32 open streams.
+    const base = { steps: 4, microBatchesPerStep: 12, checkpointEvery: 4 };
     const relay = await train('relay', tinyConfig(base), oneNodePerStage(2));
     const p2p = await train('p2p', tinyConfig({ ...base, dataPlane: 'p2p' }), oneNodePerStage(2));
     expect(relay.status.relayedBytes).toBeGreaterThan(0);
@@ -89,5 +90,21 @@ describe('tensors peer to peer over libp2p (dataPlane p2p)', () => {
     expect(closes[0]![0]).toMatch(/^4001 .*activations holding NaN.*found by node/);
     expect(closes.slice(1).flat()).toEqual([]);
     expect(status).toMatchObject({ state: 'done', step: 2, relayedBytes: 0 });
+  }, 120_000);
+
+  it('a node lost mid-run: the step is replayed on the nodes left, still peer to peer', async () => {
+    let lost = '';
+    const { status } = await train('lost', tinyConfig({ steps: 6, dataPlane: 'p2p' }), async (url) => {
+      const nodes = [0, 1, 2].map(() => startNode(url, 'cpu'));
+      // Once training runs, the last stage's node goes; the spare node takes its place.
+      void until('a step is committed', () => nodes.some((n) => n.status.receipts > 0), 60_000).then(() => {
+        const victim = nodes.find((n) => n.status.stage?.index === 1)!;
+        lost = victim.nodeId;
+        return victim.stop();
+      });
+      return nodes;
+    });
+    expect(lost).not.toBe('');
+    expect(status).toMatchObject({ state: 'done', step: 6, relayedBytes: 0 });
   }, 120_000);
 });
