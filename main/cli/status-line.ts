@@ -9,8 +9,10 @@ function describe(snapshot: AgentSnapshot, node: NodeStatus): { headline: string
     : `step ${node.step}`;
   const temp = snapshot.telemetry.gpuTempC === null ? '' : `  ${snapshot.telemetry.gpuTempC.toFixed(0)} °C`;
   const loss = snapshot.loss.at(-1);
-  // The agent's one combined state (policy, GPU, network): the same words the dashboard and the tray show.
-  const headline = `${snapshot.state}: ${snapshot.reason}`;
+  // The agent's one combined state (policy, GPU, network) in the words the dashboard and the tray show. The
+  // reason is a whole sentence that already names the state ("Waiting: …", "Training stage 1 of 2 …"):
+  // prefixing the state word again read as "waiting: Waiting: …".
+  const headline = snapshot.reason;
   const { tokensPerSecond, flopsPerHour } = snapshot.rates;
   const rate =
     tokensPerSecond === null || flopsPerHour === null

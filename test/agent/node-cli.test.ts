@@ -92,7 +92,7 @@ describe('tributary node hosts the agent', () => {
         'idle',
         '--no-dashboard',
       ]);
-      await until('a waiting status line', () => child.output.some((l) => l.startsWith('waiting: ')), 30_000);
+      await until('a waiting status line', () => child.output.some((l) => l.startsWith('Waiting: ')), 30_000);
       expect(coordinator.status().step).toBe(0);
       expect(await child.kill('SIGTERM')).toBe(0);
       await coordinator.close();
@@ -109,7 +109,7 @@ describe('tributary node hosts the agent', () => {
         'a line saying the coordinator cannot be reached',
         () =>
           child.output.some((l) =>
-            /cannot reach the coordinator at ws:\/\/127\.0\.0\.1:9 \(.*ECONNREFUSED.*\); is it running, and are the host and port right\? retrying in [\d.]+ s/.test(
+            /cannot reach the coordinator at ws:\/\/127\.0\.0\.1:9 \(.*ECONNREFUSED.*\); is it running, and are the host and port right\? Retrying in [\d.]+ s/.test(
               l,
             ),
           ),

@@ -36,7 +36,7 @@ describe('the node status line without a terminal', () => {
     const line = statusLine(out, { everyMs: 30_000, now: () => now });
     line.update(snapshot, node);
     expect(lines).toEqual([
-      'running: Contributing | stage 2 of 2 (blocks 3–4)  step 4/30  loss 4.250  duty 100%  7 receipts  2.000 TFLOP\n',
+      'Contributing | stage 2 of 2 (blocks 3–4)  step 4/30  loss 4.250  duty 100%  7 receipts  2.000 TFLOP\n',
     ]);
     now = 29_000;
     line.update(snapshot, node);
@@ -61,9 +61,7 @@ describe('the node status line without a terminal', () => {
       },
       { ...node, connected: false },
     );
-    expect(lines[0]).toMatch(
-      /^waiting: Waiting for idle; cannot reach the coordinator at ws:\/\/127\.0\.0\.1:9/,
-    );
+    expect(lines[0]).toMatch(/^Waiting for idle; cannot reach the coordinator at ws:\/\/127\.0\.0\.1:9/);
     expect(lines[0]).toMatch(/\| no stage {2}step 4/);
     expect(lines[0]).toMatch(/41\.3 tok\/s {2}3\.60 TFLOP\/h\n$/);
   });
