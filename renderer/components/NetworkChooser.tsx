@@ -1,11 +1,12 @@
 import { useState, type FormEvent } from 'react';
 import { CodeInput, ErrorAlert } from './CodeInput.js';
 import type { AgentCommand, CommandResult, NetworkProbe } from '../../shared/dashboard/contract.js';
+import { NETWORK_URL_PATTERN } from '../../shared/dashboard/settings.js';
 
 /** A quick check before asking the agent, which connects and has the final word. */
 export function networkUrlProblem(url: string): string | null {
   if (url === '') return 'Enter the network’s address, like ws://coordinator.example:7800.';
-  if (!/^wss?:\/\/[^\s/]+(\/\S*)?$/.test(url)) return 'A network address starts with ws:// or wss://.';
+  if (!NETWORK_URL_PATTERN.test(url)) return 'A network address starts with ws:// or wss://.';
   return null;
 }
 

@@ -23,6 +23,9 @@ export const timeWindowSchema = z
   .refine((w) => w.start !== w.end, { message: 'a window needs different start and end times' });
 export type TimeWindow = z.infer<typeof timeWindowSchema>;
 
+/** A coordinator's address as the settings store it; the dashboard checks what a person types against it too. */
+export const NETWORK_URL_PATTERN = /^wss?:\/\/[^\s/]+(\/\S*)?$/;
+
 /** A training network: its coordinator's address and the key it must prove it holds (pinned on accept). */
 export const networkEntrySchema = z
   .object({
@@ -30,7 +33,7 @@ export const networkEntrySchema = z
       .string()
       .trim()
       .max(500)
-      .regex(/^wss?:\/\/[^\s/]+(\/\S*)?$/, 'a network address starts with ws:// or wss://'),
+      .regex(NETWORK_URL_PATTERN, 'a network address starts with ws:// or wss://'),
     coordinatorKey: z.string().regex(/^[0-9a-f]{64}$/, "the coordinator's key is 64 hexadecimal characters"),
   })
   .strict();
