@@ -144,9 +144,16 @@ describe('a new contributor, in Chromium, against a real agent and coordinator',
       const older = host.agent.ledger.receipts().filter((r) => r.step < newest);
       expect(older.length).toBeGreaterThan(0);
       expect(older.every((r) => r.status === 'confirmed')).toBe(true);
+      // Both sides are read on every poll: training goes on, and an expectation taken once could be
+      // overtaken by the next statement before the page showed it (seen under load).
       await expect
-        .poll(() => page.getByTestId('balance-confirmed').textContent(), { timeout: 3_000 })
-        .toBe(formatCredits(wallet().confirmedFlops));
+        .poll(
+          async () =>
+            (await page.getByTestId('balance-confirmed').textContent()) ===
+            formatCredits(wallet().confirmedFlops),
+          { timeout: 3_000 },
+        )
+        .toBe(true);
       await page.getByTestId('session').first().locator('summary').click();
       expect(await page.locator('tbody .receipt-confirmed').count()).toBeGreaterThan(0);
       await capture('wallet-confirmed');
