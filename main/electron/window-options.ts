@@ -1,4 +1,5 @@
 import type { BrowserWindowConstructorOptions, WebPreferences } from 'electron';
+import { dawnChromiumSwitches } from '../gpu-host/dawn-toggles.js';
 
 /** Electron's security checklist, in one place, for every window we open. */
 export const HARDENED_WEB_PREFERENCES: WebPreferences = {
@@ -46,8 +47,10 @@ export function gpuWorkerWindowOptions(preload: string): BrowserWindowConstructo
 
 /**
  * Chromium switches the GPU worker needs. WebGPU is on by default on Windows and macOS; Chromium on Linux
- * still ships it behind a flag, and there it runs on Vulkan.
+ * still ships it behind a flag, and there it runs on Vulkan. On every platform, the engine's Dawn toggles
+ * (f16 and tensor cores where Dawn hides them, unrounded timestamps), the same list dawn.node gets.
  */
 export function webGpuSwitches(platform: NodeJS.Platform): [name: string, value?: string][] {
-  return platform === 'linux' ? [['enable-unsafe-webgpu'], ['enable-features', 'Vulkan']] : [];
+  const linux: [string, string?][] = [['enable-unsafe-webgpu'], ['enable-features', 'Vulkan']];
+  return [...(platform === 'linux' ? linux : []), ...dawnChromiumSwitches()];
 }

@@ -1,4 +1,5 @@
 import { create, globals } from 'webgpu';
+import { DAWN_TOGGLES } from './dawn-toggles.js';
 
 /** What to install when dawn.node finds no adapter, per platform. */
 export const DRIVER_HINT =
@@ -19,26 +20,15 @@ let installed = false;
 const instances: GPU[] = [];
 
 /**
- * Dawn toggles for the engine (../shared/gpu-device/README.md): `shader-f16` on NVIDIA's Vulkan driver, which
- * Dawn hides unless asked; `chromium-experimental-subgroup-matrix` (tensor cores from WGSL), which it keeps
- * behind allow_unsafe_apis; and timestamps at full resolution for the GPU-time profile (Dawn rounds them
- * otherwise: on lavapipe a pass read as 0 ns). The Electron app passes the same list as Chromium switches.
- */
-export const DAWN_TOGGLES = [
-  'enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia',
-  'disable-dawn-features=timestamp_quantization',
-];
-
-/**
  * The `navigator.gpu` of plain Node, from dawn.node. Also installs the WebGPU enums (GPUBufferUsage, ...) as
  * globals, since the engine uses them as a browser page would.
  */
-export function dawnGpu(flags: string[] = DAWN_TOGGLES): GPU {
+export function dawnGpu(flags: readonly string[] = DAWN_TOGGLES): GPU {
   if (!installed) {
     Object.assign(globalThis, globals);
     installed = true;
   }
-  const gpu = create(flags);
+  const gpu = create([...flags]);
   instances.push(gpu);
   return gpu;
 }
