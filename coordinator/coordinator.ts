@@ -37,7 +37,7 @@ import { defaultConnectionLimits, PeerLost, Sessions, type ConnectionLimits } fr
 import { StageAssignment } from './stage-assignment.js';
 import { AttemptFailed, StepAttempt, type AttemptResult } from './step-attempt.js';
 import { CoordinatorStore, type StoredReceipt } from './store.js';
-import { SplitCorpus, validationDue } from './validation.js';
+import { SplitCorpus, ValidationHistory, validationDue } from './validation.js';
 import { boundaryProblem, lossProblem, Misbehaviour, sentProblem, stateProblem } from './value-checks.js';
 
 export interface CoordinatorOptions {
@@ -136,9 +136,7 @@ export class Coordinator extends EventEmitter {
   private stepStarted = 0;
   private relayed = 0;
   private readonly data: SplitCorpus;
-  private validation: CoordinatorStatus['validation'] = null;
-  /** Every held-out evaluation of this process, at the index of the step it followed (the dashboard's x). */
-  private readonly validationPoints: Array<{ step: number; loss: number }> = [];
+  private readonly validations: ValidationHistory;
   private state: CoordinatorStatus['state'] = 'waiting';
   private reason = 'starting';
   private progressPushedAt = 0;
@@ -158,6 +156,7 @@ export class Coordinator extends EventEmitter {
     this.checkpointRoot = join(options.dataDir, 'checkpoints');
     this.store = new CoordinatorStore(options.dbPath ?? join(options.dataDir, 'coordinator.db'));
     this.store.claimRun(options.config.runId);
+    this.validations = new ValidationHistory(this.store, (loss) => this.metrics.validationLoss.set(loss));
     this.finished = new Promise((resolve) => (this.resolveFinished = resolve));
     this.sessions = new Sessions({
       config: this.config,
@@ -178,7 +177,7 @@ export class Coordinator extends EventEmitter {
         peer.send(
           this.progress(
             this.store.losses().slice(-MAX_PROGRESS_LOSSES),
-            this.validationPoints.slice(-MAX_PROGRESS_LOSSES),
+            this.validations.points().slice(-MAX_PROGRESS_LOSSES),
           ),
         ),
       onLost: (peer, reason) => {
@@ -273,7 +272,7 @@ export class Coordinator extends EventEmitter {
       })),
       relayedBytes: this.relayed,
       receipts: this.store.receiptCount(),
-      validation: this.validation,
+      validation: this.validations.summary(),
     };
   }
 
@@ -712,12 +711,8 @@ export class Coordinator extends EventEmitter {
       }
       this.attempt = null;
       const loss = result.losses.reduce((a, b) => a + b, 0) / result.losses.length;
-      const best = Math.min(loss, this.validation?.best ?? Infinity);
-      this.validation = { step: this.step, loss, best };
-      this.metrics.validationLoss.set(loss);
-      const point = { step: this.step - 1, loss };
-      this.validationPoints.push(point);
-      this.sessions.broadcast(this.progress([], [point]));
+      const { best } = this.validations.record(this.step, loss);
+      this.sessions.broadcast(this.progress([], [{ step: this.step - 1, loss }]));
       const receipts = result.units.map((u) =>
         signReceipt(this.options.keys, {
           runId: this.config.runId,

@@ -26,7 +26,7 @@ async function serve(source: HttpApiSource, req: IncomingMessage, res: ServerRes
   } else if (path === '/api/balances') {
     json(res, source.store.balances());
   } else if (path === '/api/losses') {
-    json(res, source.store.losses());
+    json(res, source.store.lossCurve());
   } else {
     res.writeHead(404, { 'content-type': 'text/plain' });
     res.end('not found: try /status, /metrics, /api/balances, /api/losses\n');

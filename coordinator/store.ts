@@ -63,6 +63,7 @@ export class CoordinatorStore {
         node_id TEXT NOT NULL, seq INTEGER NOT NULL, through_receipt INTEGER NOT NULL, signed TEXT NOT NULL,
         PRIMARY KEY (node_id, seq));
       CREATE TABLE IF NOT EXISTS payout_addresses (node_id TEXT PRIMARY KEY, address TEXT NOT NULL, at TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS validation_losses (step INTEGER PRIMARY KEY, loss REAL NOT NULL, measured_at TEXT NOT NULL);
     `);
     this.addVerificationColumns();
   }
@@ -322,6 +323,37 @@ export class CoordinatorStore {
   /** Forgets steps after a rollback point, so progress and the loss curve match the weights again. */
   truncateSteps(fromStep: number): void {
     this.db.prepare('DELETE FROM steps WHERE step >= ?').run(fromStep);
+    // An evaluation after a step that is redone measured weights that no longer exist.
+    this.db.prepare('DELETE FROM validation_losses WHERE step > ?').run(fromStep);
+  }
+
+  /** A held-out validation loss, by the number of steps trained when it was measured (a redo replaces it). */
+  addValidationLoss(step: number, loss: number): void {
+    this.db
+      .prepare('INSERT OR REPLACE INTO validation_losses (step, loss, measured_at) VALUES (?, ?, ?)')
+      .run(step, loss, new Date().toISOString());
+  }
+
+  validationLosses(): Array<{ step: number; loss: number }> {
+    return this.db.prepare('SELECT step, loss FROM validation_losses ORDER BY step').all() as Array<{
+      step: number;
+      loss: number;
+    }>;
+  }
+
+  /**
+   * The training losses (`/api/losses`), each with the held-out loss measured right after its step where
+   * there was one: the dashboard's points, where a step index is one less than the steps trained.
+   */
+  lossCurve(): Array<{ step: number; loss: number; validation?: number }> {
+    const rows = this.db
+      .prepare(
+        'SELECT s.step, s.loss, v.loss AS validation FROM steps s LEFT JOIN validation_losses v ON v.step = s.step + 1 ORDER BY s.step',
+      )
+      .all() as Array<{ step: number; loss: number; validation: number | null }>;
+    return rows.map(({ step, loss, validation }) =>
+      validation === null ? { step, loss } : { step, loss, validation },
+    );
   }
 
   close(): void {

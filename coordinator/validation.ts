@@ -62,3 +62,50 @@ export class SplitCorpus {
 export function validationDue(settings: ValidationSettings, stepsDone: number, totalSteps: number): boolean {
   return settings.every > 0 && (stepsDone % settings.every === 0 || stepsDone === totalSteps);
 }
+
+/** Where held-out losses are kept (the coordinator's SQLite store), so that they outlive a restart. */
+export interface ValidationStore {
+  addValidationLoss(step: number, loss: number): void;
+  /** By the number of steps trained when each was measured, in order. */
+  validationLosses(): Array<{ step: number; loss: number }>;
+}
+
+/** The latest held-out loss (with the steps trained when it was measured) and the best so far. */
+export interface ValidationSummary {
+  step: number;
+  loss: number;
+  best: number;
+}
+
+/**
+ * The run's held-out evaluations, read from the store every time rather than kept in memory: a restarted
+ * coordinator shows the ones before the restart, and a rollback's truncation drops those it undid.
+ */
+export class ValidationHistory {
+  /** `onLoss` gets the latest loss now (after a restart) and each new one (the metrics gauge). */
+  constructor(
+    private readonly store: ValidationStore,
+    private readonly onLoss: (loss: number) => void = () => {},
+  ) {
+    const latest = this.summary();
+    if (latest) onLoss(latest.loss);
+  }
+
+  record(step: number, loss: number): ValidationSummary {
+    this.store.addValidationLoss(step, loss);
+    this.onLoss(loss);
+    return this.summary()!;
+  }
+
+  summary(): ValidationSummary | null {
+    const all = this.store.validationLosses();
+    const latest = all.at(-1);
+    if (!latest) return null;
+    return { ...latest, best: Math.min(...all.map((v) => v.loss)) };
+  }
+
+  /** Each evaluation at the index of the step it followed (the dashboard's x), as `progress` carries them. */
+  points(): Array<{ step: number; loss: number }> {
+    return this.store.validationLosses().map((v) => ({ step: v.step - 1, loss: v.loss }));
+  }
+}

@@ -1,9 +1,11 @@
 import { afterAll, describe, expect, test } from 'vitest';
 import { Corpus } from '../../coordinator/data.js';
+import { CoordinatorStore } from '../../coordinator/store.js';
 import { SplitCorpus, validationDue } from '../../coordinator/validation.js';
 import { Agent } from '../../main/agent/agent.js';
 import type { RunProgress } from '../../shared/protocol/messages.js';
 import { startCoordinator, startNode, tempDir, tinyConfig } from '../network/helpers.js';
+import { until } from '../network/processes.js';
 
 const { dir, cleanup } = tempDir();
 afterAll(cleanup);
@@ -114,6 +116,61 @@ test(
     } finally {
       await Promise.all(nodes.map((n) => n.stop()));
       await coordinator.close();
+    }
+  },
+);
+
+test(
+  'held-out losses survive a coordinator restart on the same database, and a rollback drops those it undid',
+  { timeout: 120_000 },
+  async () => {
+    const validation = { every: 2, microBatches: 2, heldOutFraction: 0.1 };
+    const config = (steps: number) => tinyConfig({ runId: 'validation-restart', steps, validation });
+    const data = `${dir}/restart`;
+    const first = await startCoordinator(config(4), data);
+    const nodes = [startNode(first.url, 'cpu'), startNode(first.url, 'cpu')];
+    const before = await first.finished.then(() => first.status().validation);
+    await Promise.all(nodes.map((n) => n.stop()));
+    await first.close();
+    expect(before).toMatchObject({ step: 4 });
+
+    // The same run, two steps longer: until its next evaluation the restarted coordinator shows the old ones.
+    const second = await startCoordinator(config(6), data);
+    const http = second.url.replace('ws', 'http');
+    const later = [startNode(second.url, 'cpu')];
+    const pushed: Array<{ step: number; loss: number }> = [];
+    later[0]!.on('progress', (p: RunProgress) => pushed.push(...(p.validation ?? [])));
+    try {
+      expect(second.status().validation).toEqual(before);
+      expect(await (await fetch(`${http}/metrics`)).text()).toContain(
+        `tributary_validation_loss ${before!.loss}`,
+      );
+      const losses = (await (await fetch(`${http}/api/losses`)).json()) as Array<{ validation?: number }>;
+      expect(losses.map((l) => l.validation)).toEqual([
+        undefined,
+        expect.any(Number),
+        undefined,
+        before!.loss,
+      ]);
+      later.push(startNode(second.url, 'cpu'));
+      await second.finished;
+      const after = second.status().validation!;
+      expect(after.step).toBe(6);
+      expect(after.best).toBe(Math.min(losses[1]!.validation!, before!.loss, after.loss));
+      // Welcome's progress brings the evaluations of before the restart; the new one follows.
+      await until('the last evaluation pushed', () => pushed.length === 3, 10_000);
+      expect(pushed.map((p) => p.step)).toEqual([1, 3, 5]);
+    } finally {
+      await Promise.all(later.map((n) => n.stop()));
+      await second.close();
+    }
+    const store = new CoordinatorStore(`${data}/coordinator.db`);
+    try {
+      expect(store.validationLosses().map((v) => v.step)).toEqual([2, 4, 6]);
+      store.truncateSteps(4);
+      expect(store.validationLosses().map((v) => v.step)).toEqual([2, 4]);
+    } finally {
+      store.close();
     }
   },
 );
