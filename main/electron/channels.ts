@@ -3,12 +3,12 @@
  * others. Kept in one module the preload bundle inlines, so both sides cannot drift apart.
  */
 export const IPC = {
-  /** invoke: renderer asks for the current AgentSnapshot. */
-  snapshot: 'tributary:snapshot',
+  /** invoke: renderer asks for the whole AgentSnapshot; from then on main sends it what changes. */
+  subscribe: 'tributary:subscribe',
   /** invoke: renderer sends an AgentCommand, gets a CommandResult. */
   command: 'tributary:command',
-  /** send (main -> renderer): a new AgentSnapshot. */
-  snapshotPushed: 'tributary:snapshot-pushed',
+  /** send (main -> renderer): what changed since the last snapshot or changes sent to that window. */
+  snapshotChanges: 'tributary:snapshot-changes',
   /** postMessage (main -> GPU worker): carries the worker's MessagePort. */
   gpuPort: 'tributary:gpu-port',
 } as const;

@@ -185,12 +185,7 @@ async function start(): Promise<void> {
   agent.setGpuProblem('Starting the GPU worker');
   gpuWorker.start();
 
-  registerAgentIpc(ipcMain, agent, isTrustedRendererFrame, () =>
-    BrowserWindow.getAllWindows().map((w) => ({
-      send: (channel, snapshot) => w.webContents.send(channel, snapshot),
-      isTrusted: () => isTrustedRendererFrame(w.webContents.mainFrame),
-    })),
-  );
+  registerAgentIpc(ipcMain, agent, isTrustedRendererFrame);
 
   const signals = new PowerSignalReader(powerMonitor, (inputs) => agent.setInputs(inputs));
   setInterval(() => agent.setInputs(signals.read()), POLL_SIGNALS_MS).unref();

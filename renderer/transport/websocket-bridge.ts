@@ -5,7 +5,7 @@ import {
   type ClientMessage,
   type CommandResult,
 } from '../../shared/dashboard/contract.js';
-import { applySnapshotChanges } from '../../shared/dashboard/snapshot-changes.js';
+import { SnapshotReceiver } from '../../shared/dashboard/snapshot-changes.js';
 import { Listeners } from './listeners.js';
 import type { ConnectionState, UiBridge } from './types.js';
 
@@ -54,7 +54,8 @@ export function createWebSocketBridge(
   const snapshots = new Listeners<AgentSnapshot>();
   const connections = new Listeners<ConnectionState>();
   const pending = new Map<string, Pending>();
-  let latest: AgentSnapshot | null = null;
+  /** Each connection starts with a whole snapshot, so one receiver serves every reconnect. */
+  const received = new SnapshotReceiver();
   let waitingForFirst: ((snapshot: AgentSnapshot) => void)[] = [];
   let state: ConnectionState = { kind: 'connecting' };
   let socket: WebSocket | null = null;
@@ -89,11 +90,8 @@ export function createWebSocketBridge(
     }
     const message = parsed.data;
     if (message.type === 'snapshot' || message.type === 'changes') {
-      // Changes only ever follow a snapshot on the same connection.
-      if (message.type === 'changes' && !latest) return;
-      const snapshot =
-        message.type === 'snapshot' ? message.snapshot : applySnapshotChanges(latest!, message);
-      latest = snapshot;
+      const snapshot = received.receive(message);
+      if (!snapshot) return;
       const waiters = waitingForFirst;
       waitingForFirst = [];
       for (const waiter of waiters) waiter(snapshot);
@@ -146,7 +144,9 @@ export function createWebSocketBridge(
 
   return {
     snapshot: () =>
-      latest ? Promise.resolve(latest) : new Promise((resolve) => waitingForFirst.push(resolve)),
+      received.latest
+        ? Promise.resolve(received.latest)
+        : new Promise((resolve) => waitingForFirst.push(resolve)),
     onSnapshot: (listener) => snapshots.add(listener),
     connection: () => state,
     ledgerCsvUrl,

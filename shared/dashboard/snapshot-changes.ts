@@ -53,3 +53,42 @@ export function applySnapshotChanges(prev: AgentSnapshot, changes: SnapshotChang
   }
   return { ...prev, ...changes.fields, loss };
 }
+
+/** Agent -> UI: the whole snapshot once, then only what changed. */
+export type SnapshotMessage =
+  { type: 'snapshot'; snapshot: AgentSnapshot } | ({ type: 'changes' } & SnapshotChanges);
+
+/**
+ * The agent's end of one subscriber's stream (a dashboard WebSocket, an Electron window): the first
+ * snapshot whole, then the changes since the last one sent. Both transports use this one class.
+ */
+export class SnapshotSender {
+  private last: AgentSnapshot | null = null;
+
+  /** What to send for `snapshot`: the whole of it first, then changes; null when only the time moved. */
+  message(snapshot: AgentSnapshot): SnapshotMessage | null {
+    const prev = this.last;
+    const changes = prev === null ? null : snapshotChanges(prev, snapshot);
+    if (prev !== null && changes === null) return null;
+    // The agent's loss array grows in place: keep a copy to compare the next snapshot with.
+    this.last = { ...snapshot, loss: [...snapshot.loss] };
+    return changes === null ? { type: 'snapshot', snapshot } : { type: 'changes', ...changes };
+  }
+
+  /** The next message is the whole snapshot again (the subscriber asked anew, e.g. a reloaded page). */
+  restart(): void {
+    this.last = null;
+  }
+}
+
+/** The UI's end: rebuilds each snapshot from the messages. Changes that arrive before a snapshot are dropped. */
+export class SnapshotReceiver {
+  latest: AgentSnapshot | null = null;
+
+  receive(message: SnapshotMessage): AgentSnapshot | null {
+    if (message.type === 'snapshot') this.latest = message.snapshot;
+    else if (this.latest) this.latest = applySnapshotChanges(this.latest, message);
+    else return null;
+    return this.latest;
+  }
+}

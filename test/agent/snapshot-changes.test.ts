@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { applySnapshotChanges, snapshotChanges } from '../../shared/dashboard/snapshot-changes.js';
+import {
+  applySnapshotChanges,
+  snapshotChanges,
+  SnapshotReceiver,
+  SnapshotSender,
+} from '../../shared/dashboard/snapshot-changes.js';
 import { sampleSnapshot } from '../e2e/renderer-fixtures/snapshot.js';
 
 const base = sampleSnapshot();
@@ -33,5 +38,25 @@ describe('snapshot changes', () => {
     expect(applySnapshotChanges(base, snapshotChanges(base, trimmed)!)).toEqual(trimmed);
     const reset = later({ loss: [] });
     expect(applySnapshotChanges(base, snapshotChanges(base, reset)!)).toEqual(reset);
+  });
+});
+
+describe('snapshot streams', () => {
+  it('send the whole snapshot first, then changes, nothing when only the time moved, and start over on restart', () => {
+    const sender = new SnapshotSender();
+    const receiver = new SnapshotReceiver();
+    expect(receiver.receive({ type: 'changes', fields: { state: 'paused' } })).toBeNull();
+    // The agent grows its loss array in place; the sender must compare against a copy of what it sent.
+    const live = { ...base, loss: [...base.loss] };
+    const first = sender.message(live)!;
+    expect(first).toEqual({ type: 'snapshot', snapshot: base });
+    expect(receiver.receive(structuredClone(first))).toEqual(base);
+    expect(sender.message({ ...live, at: later({}).at })).toBeNull();
+    live.loss.push({ step: 430, loss: 1.5 });
+    const changes = sender.message({ ...live, at: later({}).at })!;
+    expect(changes).toMatchObject({ type: 'changes', lossTail: [{ step: 430, loss: 1.5 }] });
+    expect(receiver.receive(structuredClone(changes))).toEqual({ ...live, at: later({}).at });
+    sender.restart();
+    expect(sender.message(live)).toEqual({ type: 'snapshot', snapshot: live });
   });
 });

@@ -27,8 +27,14 @@ const fake = await vi.hoisted(async () => {
     shown = false;
     posted: { channel: string; ports: unknown[] }[] = [];
     webContents = {
+      id: windows.length + 1,
       mainFrame: { url: '', parent: null as unknown },
-      send: (channel: string) => calls.push(`send:${channel}`),
+      sent: [] as { channel: string; message: { type: string } }[],
+      send(channel: string, message: { type: string }) {
+        this.sent.push({ channel, message });
+      },
+      isDestroyed: () => false,
+      once: () => undefined,
       postMessage: (channel: string, _message: unknown, ports: unknown[]) =>
         this.posted.push({ channel, ports }),
       on: () => undefined,
@@ -199,7 +205,7 @@ describe('Electron main wiring (fake Electron, real agent)', () => {
     const answers: boolean[] = [];
     fake.permissionRequest()?.(null, 'media', (granted) => answers.push(granted));
     expect(answers).toEqual([false]);
-    expect([...fake.handlers.keys()].sort()).toEqual([IPC.command, IPC.snapshot].sort());
+    expect([...fake.handlers.keys()].sort()).toEqual([IPC.command, IPC.subscribe].sort());
 
     const response = await fake.protocol()!(new Request('app://tributary/index.html'));
     expect(response.status).toBe(200);
@@ -224,6 +230,18 @@ describe('Electron main wiring (fake Electron, real agent)', () => {
     expect(worker?.options.show).toBe(false);
     expect(worker?.posted.map((p) => p.channel)).toEqual([IPC.gpuPort]);
     expect(worker?.posted[0]?.ports).toHaveLength(1);
+  });
+
+  it('sends the window that subscribes the whole snapshot once, then only changes', async () => {
+    const main = fake.windows.find((w) => w.url === RENDERER_URL)!;
+    const subscribe = fake.handlers.get(IPC.subscribe) as (event: unknown) => { type: string };
+    const first = subscribe({ senderFrame: main.webContents.mainFrame, sender: main.webContents });
+    expect(first).toMatchObject({ type: 'snapshot', snapshot: { version: 1 } });
+    // The agent ticks every second; something (the time, the network's retry) changes within a few.
+    await vi.waitFor(() => expect(main.webContents.sent.length).toBeGreaterThan(0), { timeout: 5000 });
+    expect(main.webContents.sent.map((s) => [s.channel, s.message.type])).toEqual(
+      main.webContents.sent.map(() => [IPC.snapshotChanges, 'changes']),
+    );
   });
 
   it("shows the agent's one state in the tray", async () => {

@@ -8,7 +8,7 @@ import {
   type AgentSnapshot,
   type ServerMessage,
 } from '../../../shared/dashboard/contract.js';
-import { snapshotChanges } from '../../../shared/dashboard/snapshot-changes.js';
+import { SnapshotSender } from '../../../shared/dashboard/snapshot-changes.js';
 import { resolveStatic, streamFile } from './static-files.js';
 import { tokensEqual } from './token.js';
 
@@ -139,16 +139,13 @@ export async function startDashboardServer(options: DashboardServerOptions): Pro
     const send = (message: ServerMessage): void => {
       if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
     };
-    // The whole snapshot once, then only what changed. The agent's loss array grows in place: keep a copy.
-    const first = host.snapshot();
-    let last: AgentSnapshot = { ...first, loss: [...first.loss] };
-    send({ type: 'snapshot', snapshot: first });
-    const unsubscribe = host.onSnapshot((snapshot) => {
-      const changes = snapshotChanges(last, snapshot);
-      if (changes === null) return;
-      last = { ...snapshot, loss: [...snapshot.loss] };
-      send({ type: 'changes', ...changes });
-    });
+    const stream = new SnapshotSender();
+    const push = (snapshot: AgentSnapshot): void => {
+      const message = stream.message(snapshot);
+      if (message) send(message);
+    };
+    push(host.snapshot());
+    const unsubscribe = host.onSnapshot(push);
     ws.on('close', unsubscribe);
     // An oversized or malformed frame (close code 1009 or 1002) is an error event on this socket; ws closes
     // the socket itself, and without a listener the error would take the whole node process down.
