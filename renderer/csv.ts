@@ -9,9 +9,10 @@ const COLUMNS: (keyof ReceiptRow)[] = [
   'tokens',
   'flops',
   'status',
+  'verified',
 ];
 
-function cell(value: string | number): string {
+function cell(value: string | number | boolean): string {
   const text = String(value);
   // Quote anything a spreadsheet could split or run as a formula.
   const guarded = /^[=+\-@]/.test(text) && typeof value === 'string' ? `'${text}` : text;

@@ -14,6 +14,8 @@ export interface ReceiptSession {
   tokens: number;
   flops: number;
   byStatus: Record<ReceiptStatus, { count: number; flops: number }>;
+  /** How many of its receipts a second replica recomputed and agreed with. */
+  verified: number;
 }
 
 /**
@@ -41,6 +43,7 @@ export function groupIntoSessions(receipts: readonly ReceiptRow[]): ReceiptSessi
           pending: { count: 0, flops: 0 },
           revoked: { count: 0, flops: 0 },
         },
+        verified: 0,
       };
       sessions.push(current);
     }
@@ -51,6 +54,7 @@ export function groupIntoSessions(receipts: readonly ReceiptRow[]): ReceiptSessi
     current.flops += r.flops;
     current.byStatus[r.status].count += 1;
     current.byStatus[r.status].flops += r.flops;
+    if (r.verified) current.verified += 1;
   }
   return sessions.reverse();
 }

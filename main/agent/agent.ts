@@ -51,7 +51,7 @@ import { TemperatureController } from './throttle/temperature.js';
 import { readInventory } from './telemetry/inventory.js';
 import { Telemetry } from './telemetry/telemetry.js';
 import type { TelemetrySource } from './telemetry/types.js';
-import { reconcile, validatePayoutAddress, type CoordinatorStatement } from './wallet.js';
+import { reconcile, validatePayoutAddress } from './wallet.js';
 
 export interface AgentOptions {
   dataDir: string;
@@ -218,7 +218,7 @@ export class Agent {
     acceptStatement: (signed: SignedCreditStatement) => {
       if (this.stopped) return;
       try {
-        if (this.ledger.applyStatement(signed).stored) this.reconcile(this.ledger.statementConfirmations());
+        if (this.ledger.applyStatement(signed).stored) this.reconcile();
       } catch (err) {
         if (err instanceof LedgerFull) return void this.logger.error(err.message);
         if (!(err instanceof StatementRejected)) throw err;
@@ -333,12 +333,13 @@ export class Agent {
     if (i >= 0) this.loss[i] = { ...this.loss[i]!, validation: loss };
   }
 
-  /** Compares the ledger with the coordinator's statement; the result shows in the wallet and the ledger. */
-  reconcile(statement: CoordinatorStatement): ReconciliationSnapshot {
-    const { matches, summary, differenceFlops, missingLocally, missingFromStatement } = reconcile(
-      this.ledger,
-      statement,
-    );
+  /**
+   * Compares the ledger with the coordinator's statements, after each one applied; the result shows in the
+   * wallet and is recorded in the ledger. Reads per-run totals, not the whole ledger (Ledger.compareWithStatements).
+   */
+  reconcile(): ReconciliationSnapshot {
+    const { matches, summary, differenceFlops, missingLocally, missingFromStatement, statementFlops } =
+      reconcile(this.ledger);
     this.reconciliation = {
       at: new Date(this.clock.now()).toISOString(),
       matches,
@@ -347,7 +348,7 @@ export class Agent {
       missingLocally,
       missingFromStatement,
     };
-    this.ledger.recordEvent('reconciled', { matches, differenceFlops, statementFlops: statement.totalFlops });
+    this.ledger.recordEvent('reconciled', { matches, differenceFlops, statementFlops });
     return this.reconciliation;
   }
 

@@ -34,12 +34,6 @@ export function validatePayoutAddress(input: string): AddressResult {
   return { ok: true, address: checksummed };
 }
 
-/** What the coordinator's signed statements say this node earned: the receipts it confirmed and their total. */
-export interface CoordinatorStatement {
-  receiptIds: readonly string[];
-  totalFlops: number;
-}
-
 export interface Reconciliation {
   matches: boolean;
   localFlops: number;
@@ -54,17 +48,12 @@ export interface Reconciliation {
 }
 
 /**
- * Compares the locally confirmed credits with what the coordinator confirmed and explains any difference.
- * Pending credits are left out: the coordinator has not spoken about them yet.
+ * Compares the locally confirmed credits with what the coordinator's statements confirmed and explains any
+ * difference. Pending credits are left out: the coordinator has not spoken about them yet.
  */
-export function reconcile(ledger: Ledger, statement: CoordinatorStatement): Reconciliation {
-  const local = ledger.receipts().filter((r) => r.status === 'confirmed');
-  const localIds = new Set(local.map((r) => r.receiptId));
-  const statementIds = new Set(statement.receiptIds);
-  const missingLocally = [...statementIds].filter((id) => !localIds.has(id));
-  const missingFromStatement = local.filter((r) => !statementIds.has(r.receiptId)).map((r) => r.receiptId);
-  const localFlops = local.reduce((sum, r) => sum + r.flops, 0);
-  const differenceFlops = statement.totalFlops - localFlops;
+export function reconcile(ledger: Ledger): Reconciliation {
+  const { localFlops, statementFlops, missingLocally, missingFromStatement } = ledger.compareWithStatements();
+  const differenceFlops = statementFlops - localFlops;
   const tolerance = 1e-9 * Math.max(1, Math.abs(localFlops));
   const matches =
     missingLocally.length === 0 &&
@@ -77,13 +66,13 @@ export function reconcile(ledger: Ledger, statement: CoordinatorStatement): Reco
     parts.push(`${missingFromStatement.length} receipt(s) in your ledger are not in the statement`);
   if (Math.abs(differenceFlops) > tolerance) {
     parts.push(
-      `totals differ by ${formatFlops(differenceFlops)} (statement ${formatFlops(statement.totalFlops)}, ledger ${formatFlops(localFlops)})`,
+      `totals differ by ${formatFlops(differenceFlops)} (statement ${formatFlops(statementFlops)}, ledger ${formatFlops(localFlops)})`,
     );
   }
   return {
     matches,
     localFlops,
-    statementFlops: statement.totalFlops,
+    statementFlops,
     differenceFlops,
     missingLocally,
     missingFromStatement,

@@ -52,7 +52,6 @@ export function Wallet({ snapshot, send, ledgerCsvUrl }: Props) {
               ['Confirmed', 'confirmed', wallet.confirmedFlops],
               ['Pending confirmation', 'pending', wallet.pendingFlops],
               ['Revoked', 'revoked', wallet.revokedFlops],
-              ['Paid out', 'paid', wallet.paidOutFlops],
             ] as const
           ).map(([label, id, flops]) => (
             <div key={id}>
@@ -72,7 +71,9 @@ export function Wallet({ snapshot, send, ledgerCsvUrl }: Props) {
         ) : null}
         <p className="muted">
           One credit is 10¹⁵ floating-point operations (1 PFLOP) of verified training work. Work is pending
-          until the network confirms the step it belongs to, and revoked if verification finds it wrong.
+          until the network confirms the step it belongs to, and revoked if verification finds it wrong. Some
+          of it is also recomputed by a second replica, and each session says how much. Nothing is paid out
+          yet: your credit is recorded here and by the network.
         </p>
       </Card>
 
@@ -145,6 +146,9 @@ export function Wallet({ snapshot, send, ledgerCsvUrl }: Props) {
                           {session.byStatus[status].count} {RECEIPT_STATUS_LABEL[status].toLowerCase()}
                         </span>
                       ))}
+                    <span className="session-verified" data-testid="session-verified">
+                      {session.verified} of {session.receipts.length} verified by a second replica
+                    </span>
                   </span>
                 </summary>
                 <div className="table-scroll">
@@ -163,6 +167,7 @@ export function Wallet({ snapshot, send, ledgerCsvUrl }: Props) {
                           Credit
                         </th>
                         <th scope="col">Status</th>
+                        <th scope="col">Second replica</th>
                       </tr>
                     </thead>
                     <tbody>
@@ -178,6 +183,7 @@ export function Wallet({ snapshot, send, ledgerCsvUrl }: Props) {
                               {RECEIPT_STATUS_LABEL[r.status]}
                             </span>
                           </td>
+                          <td>{r.verified ? 'Agreed' : 'Not checked'}</td>
                         </tr>
                       ))}
                     </tbody>

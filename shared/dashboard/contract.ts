@@ -123,6 +123,8 @@ export const receiptRowSchema = z
     tokens: z.number().int(),
     flops: z.number(),
     status: receiptStatusSchema,
+    /** A coordinator statement said a second replica recomputed this work and agreed. */
+    verified: z.boolean(),
   })
   .strict();
 export type ReceiptRow = z.infer<typeof receiptRowSchema>;
@@ -147,7 +149,6 @@ export const walletSnapshotSchema = z
     confirmedFlops: z.number(),
     pendingFlops: z.number(),
     revokedFlops: z.number(),
-    paidOutFlops: z.number(),
     payoutAddress: z.string().nullable(),
     /** Non-revoked FLOPs per UTC day of issue (YYYY-MM-DD), oldest first. */
     earnings: z.array(z.object({ day: z.string(), flops: z.number() }).strict()),

@@ -67,7 +67,10 @@ describe('Agent', () => {
     expect(agent.exportCsv('events')).toMatch(/receipt-rejected,.*unknown coordinator key/);
     // Each applied statement is reconciled at once: the ledger holds what the coordinator confirmed.
     expect(agent.snapshot().wallet.reconciliation).toMatchObject({ matches: true, differenceFlops: 0 });
-    agent.reconcile({ receiptIds: ['r-1', 'r-7'], totalFlops: 1e13 });
+    // A statement that confirms a receipt this ledger never received.
+    agent.receipts.acceptStatement!(
+      coordinator.state({ seq: 2, receipts: 2, confirmed: ['r-7'], confirmedFlops: 1e13 }),
+    );
     const reconciled = agentSnapshotSchema.parse(agent.snapshot()).wallet.reconciliation;
     expect(reconciled).toMatchObject({ matches: false, missingLocally: ['r-7'], missingFromStatement: [] });
     expect(reconciled?.summary).toMatch(

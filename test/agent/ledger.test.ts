@@ -5,6 +5,7 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { rowHash, type RowValue } from '../../main/agent/ledger/chain.js';
 import { Ledger, ReceiptRejected } from '../../main/agent/ledger/ledger.js';
+import { appendPayout, downgradeToSchema2 } from './old-ledger.js';
 import { NODE_ID, testCoordinator, testReceipt } from './signing.js';
 
 describe('ledger', () => {
@@ -33,29 +34,22 @@ describe('ledger', () => {
         revoked: [{ receiptId: 'r-3', reason: 'outputs disagreed with a replica' }],
       }),
     );
-    ledger.recordPayout({
-      payoutId: 'p-1',
-      flops: 1e12,
-      address: '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed',
-      reference: 'tx1',
-    });
     return ledger;
   }
 
   it('uses WAL and records its schema version', () => {
     const ledger = open();
     expect(ledger.db.pragma('journal_mode', { simple: true })).toBe('wal');
-    expect(ledger.db.prepare('SELECT MAX(version) AS v FROM migrations').get()).toEqual({ v: 2 });
+    expect(ledger.db.prepare('SELECT MAX(version) AS v FROM migrations').get()).toEqual({ v: 4 });
     ledger.close();
   });
 
-  it('stores verified receipts as pending credit and tracks confirmed, revoked and paid out', () => {
+  it('stores verified receipts as pending credit and tracks confirmed and revoked', () => {
     const ledger = filled();
     const b = ledger.balance();
     expect(b.confirmedFlops).toBe(testReceipt(1).flops + testReceipt(2).flops);
     expect(b.revokedFlops).toBe(testReceipt(3).flops);
     expect(b.pendingFlops).toBe(testReceipt(4).flops + testReceipt(5).flops);
-    expect(b.paidOutFlops).toBe(1e12);
     expect(ledger.receipts().map((r) => [r.receiptId, r.status])).toEqual([
       ['r-5', 'pending'],
       ['r-4', 'pending'],
@@ -64,7 +58,7 @@ describe('ledger', () => {
       ['r-1', 'confirmed'],
     ]);
     expect(() => ledger.confirmCredit('r-3')).toThrow(/revoked; cannot become confirmed/);
-    expect(ledger.verify()).toEqual({ ok: true, entries: 17, problems: [] });
+    expect(ledger.verify()).toEqual({ ok: true, entries: 16, problems: [] });
     ledger.close();
   });
 
@@ -112,8 +106,8 @@ describe('ledger', () => {
         (p) => p.message,
       ),
     ).toEqual(['entry #15 is missing (deleted)']);
-    expect(tamper('DELETE FROM payouts').problems.map((p) => p.message)).toEqual([
-      'entry #17 is missing (deleted)',
+    expect(tamper('DELETE FROM credits WHERE seq = 16').problems.map((p) => p.message)).toEqual([
+      'entry #16 is missing (deleted)',
     ]);
   });
 
@@ -133,11 +127,71 @@ describe('ledger', () => {
     ledger.close();
   });
 
+  it('stores which receipts a second replica verified, shows and exports it, and catches an edit to it', () => {
+    const ledger = filled();
+    ledger.applyStatement(
+      coordinator.state({ seq: 2, receipts: 5, confirmed: ['r-4'], verified: ['r-4', 'r-1'] }),
+    );
+    expect(ledger.receipts().map((r) => [r.receiptId, r.status, r.verified])).toEqual([
+      ['r-5', 'pending', false],
+      ['r-4', 'confirmed', true],
+      ['r-3', 'revoked', false],
+      ['r-2', 'confirmed', false],
+      ['r-1', 'confirmed', true],
+    ]);
+    expect(ledger.wallet().recentReceipts.filter((r) => r.verified)).toHaveLength(2);
+    const csv = ledger.exportCsv('receipts').split('\r\n');
+    expect(csv.filter((line) => /,confirmed,1,/.test(line)).map((line) => line.split(',')[1])).toEqual([
+      'r-1',
+      'r-4',
+    ]);
+    expect(ledger.verify()).toMatchObject({ ok: true, problems: [] });
+    ledger.db.exec("UPDATE receipt_states SET verified = 1 WHERE receipt_id = 'r-2'");
+    ledger.db.exec('UPDATE run_credit SET statement_flops = confirmed_flops');
+    expect(ledger.verify().problems.map((p) => p.message)).toEqual([
+      "the stored state of receipt r-2 (credit status or verification) disagrees with its credits and the coordinator's statements (it was edited)",
+      "the stored totals of run run-1 disagree with its credits and the coordinator's statements (they were edited)",
+    ]);
+    ledger.close();
+  });
+
+  it('migrates an older ledger: drops an empty payouts table, keeps one with rows, and both still verify', () => {
+    filled().close();
+    downgradeToSchema2(path);
+    const migrated = open();
+    expect(
+      migrated.db.prepare("SELECT name FROM sqlite_master WHERE name = 'payouts'").get(),
+    ).toBeUndefined();
+    expect(migrated.verify()).toEqual({ ok: true, entries: 16, problems: [] });
+    migrated.close();
+
+    downgradeToSchema2(path);
+    appendPayout(path);
+    const kept = open();
+    expect(kept.db.prepare('SELECT COUNT(*) AS n FROM payouts').get()).toEqual({ n: 1 });
+    expect(kept.verify()).toEqual({ ok: true, entries: 17, problems: [] });
+    // Its state is rebuilt from the chain: the same balance and receipts as before the downgrade.
+    expect(kept.receipts().map((r) => r.status)).toEqual([
+      'pending',
+      'pending',
+      'revoked',
+      'confirmed',
+      'confirmed',
+    ]);
+    kept.close();
+    const raw = new Database(path);
+    raw.exec('DELETE FROM payouts');
+    raw.close();
+    const tampered = open();
+    expect(tampered.verify().problems.map((p) => p.message)).toEqual(['entry #17 is missing (deleted)']);
+    tampered.close();
+  });
+
   it('exports CSV with the receipts and their credit state', () => {
     const ledger = filled();
     const csv = ledger.exportCsv('receipts').split('\r\n');
     expect(csv[0]).toBe(
-      'seq,receipt_id,run_id,node_id,stage,step,micro_batch,tokens,flops,issued_at,status,signature,coordinator_key,hash',
+      'seq,receipt_id,run_id,node_id,stage,step,micro_batch,tokens,flops,issued_at,status,verified,signature,coordinator_key,hash',
     );
     expect(csv).toHaveLength(7);
     expect(csv[3]).toContain(',r-3,run-1,');

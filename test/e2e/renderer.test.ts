@@ -155,9 +155,21 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
     // Six receipts minutes apart in one run: one session line, its receipts one click away.
     expect(await page.getByTestId('session').count()).toBe(1);
     expect(await page.getByTestId('session').textContent()).toContain('3 confirmed2 pending1 revoked');
+    expect(await page.getByTestId('session-verified').textContent()).toBe(
+      '2 of 6 verified by a second replica',
+    );
     await page.getByTestId('session').locator('summary').click();
     const rows = page.locator('tbody tr');
     expect(await rows.count()).toBe(6);
+    // Newest first: r-998 and r-997 are the two a second replica agreed with.
+    expect(await rows.evaluateAll((trs) => trs.map((tr) => tr.lastElementChild?.textContent))).toEqual([
+      'Not checked',
+      'Not checked',
+      'Agreed',
+      'Agreed',
+      'Not checked',
+      'Not checked',
+    ]);
     expect(await page.locator('tbody .receipt-confirmed').count()).toBe(3);
     expect(await page.locator('tbody .receipt-pending').first().textContent()).toBe('Pending');
     expect(await page.locator('tbody .receipt-revoked').textContent()).toBe('Revoked');
@@ -264,7 +276,6 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
           confirmedFlops: 0,
           pendingFlops: 0,
           revokedFlops: 0,
-          paidOutFlops: 0,
           earnings: [],
           recentReceipts: [],
         },

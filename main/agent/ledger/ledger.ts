@@ -15,7 +15,14 @@ import {
 import { GENESIS_HASH, rowHash, type RowValue } from './chain.js';
 import { toCsv } from './csv.js';
 import { readHead, writeHead, type HeadSigner } from './head-file.js';
-import { CHAINED_TABLES, migrate, type ChainedTable } from './schema.js';
+import {
+  CHAINED_TABLES,
+  migrate,
+  RETIRED_TABLES,
+  STATED_VERIFIED,
+  type ChainedTable,
+  type WritableTable,
+} from './schema.js';
 import { receiptSignatureValid, statementSignatureValid } from './verify-receipt.js';
 
 export interface LedgerOptions {
@@ -63,13 +70,36 @@ export interface Balance {
   confirmedFlops: number;
   pendingFlops: number;
   revokedFlops: number;
-  paidOutFlops: number;
 }
 
-export const EXPORT_TABLES = ['receipts', 'credits', 'payouts', 'work_units', 'events'] as const;
+/** The ledger beside the coordinator's statements, across every run (wallet.ts explains the difference). */
+export interface StatementComparison {
+  /** Credit confirmed in this ledger. */
+  localFlops: number;
+  /** The sum of each run's newest statement's confirmed total. */
+  statementFlops: number;
+  /** Confirmed by a statement (and revoked by none) but not confirmed here, in the order first confirmed. */
+  missingLocally: string[];
+  /** Confirmed here but not by any statement (or revoked by one), newest receipt first. */
+  missingFromStatement: string[];
+}
+
+export const EXPORT_TABLES = ['receipts', 'credits', 'work_units', 'events'] as const;
 export type ExportTable = (typeof EXPORT_TABLES)[number];
 
 type Row = Record<string, RowValue>;
+
+/**
+ * What compareWithStatements reads: one row per run, and the entries of two partial indexes (schema.ts),
+ * which hold only the receipts on which the ledger and the statements differ.
+ */
+export const STATEMENT_COMPARISON_SQL = {
+  totals: 'SELECT TOTAL(confirmed_flops) AS local, TOTAL(statement_flops) AS stated FROM run_credit',
+  missingLocally: `SELECT receipt_id FROM receipt_states WHERE stated = 'confirmed' AND status IS NOT 'confirmed'
+    ORDER BY first_confirmed`,
+  missingFromStatement: `SELECT receipt_id FROM receipt_states WHERE status = 'confirmed' AND stated IS NOT 'confirmed'
+    ORDER BY receipt_seq DESC`,
+} as const;
 
 /**
  * The contributor's tamper-evident record: an append-only SQLite file (WAL, synchronous = NORMAL: a power
@@ -160,7 +190,7 @@ export class Ledger {
     return stmt;
   }
 
-  private append(table: ChainedTable, content: Row): number {
+  private append(table: WritableTable, content: Row): number {
     const head = this.chainHead();
     const seq = (head?.seq ?? 0) + 1;
     const row: Row = { seq, ...content, prev_hash: head?.hash ?? GENESIS_HASH };
@@ -318,26 +348,18 @@ export class Ledger {
   }
 
   /**
-   * What the stored statements confirm, taken together: every receipt any of them confirmed and none revoked,
-   * and the sum of each run's newest confirmed total (a statement carries its run's running totals).
+   * The ledger beside what the coordinator's statements confirm, from the per-run totals and the receipt
+   * states the triggers keep (schema.ts): a few index reads however long the ledger, plus one per difference.
    */
-  statementConfirmations(): { receiptIds: string[]; totalFlops: number } {
-    const rows = this.db.prepare('SELECT body, coordinator_key FROM statements ORDER BY seq').all() as {
-      body: string;
-      coordinator_key: string;
-    }[];
-    const confirmed = new Set<string>();
-    const revoked = new Set<string>();
-    const newestTotal = new Map<string, number>();
-    for (const row of rows) {
-      const s = creditStatementSchema.parse(JSON.parse(row.body));
-      for (const id of s.confirmed) confirmed.add(id);
-      for (const r of s.revoked) revoked.add(r.receiptId);
-      newestTotal.set(`${row.coordinator_key}/${s.runId}`, s.confirmedFlops);
-    }
+  compareWithStatements(): StatementComparison {
+    const totals = this.statement(STATEMENT_COMPARISON_SQL.totals).get() as { local: number; stated: number };
+    const ids = (sql: string): string[] =>
+      (this.statement(sql).all() as { receipt_id: string }[]).map((r) => r.receipt_id);
     return {
-      receiptIds: [...confirmed].filter((id) => !revoked.has(id)),
-      totalFlops: [...newestTotal.values()].reduce((sum, f) => sum + f, 0),
+      localFlops: totals.local,
+      statementFlops: totals.stated,
+      missingLocally: ids(STATEMENT_COMPARISON_SQL.missingLocally),
+      missingFromStatement: ids(STATEMENT_COMPARISON_SQL.missingFromStatement),
     };
   }
 
@@ -369,18 +391,6 @@ export class Ledger {
     return row ?? null;
   }
 
-  recordPayout(payout: { payoutId: string; flops: number; address: string; reference: string }): void {
-    this.inTransaction(() =>
-      this.append('payouts', {
-        payout_id: payout.payoutId,
-        flops: payout.flops,
-        address: payout.address,
-        reference: payout.reference,
-        at: this.iso(),
-      }),
-    );
-  }
-
   /** The payout address the user set last (kept as a chained event, so a swapped address shows). */
   payoutAddress(): string | null {
     const row = this.db
@@ -402,25 +412,16 @@ export class Ledger {
       .prepare(`SELECT status, SUM(flops) AS flops FROM (${Ledger.LATEST_CREDITS}) GROUP BY status`)
       .all() as { status: ReceiptStatus; flops: number }[];
     const of = (s: ReceiptStatus): number => sums.find((r) => r.status === s)?.flops ?? 0;
-    const paid =
-      (this.db.prepare('SELECT SUM(flops) AS f FROM payouts').get() as { f: number | null }).f ?? 0;
-    return {
-      confirmedFlops: of('confirmed'),
-      pendingFlops: of('pending'),
-      revokedFlops: of('revoked'),
-      paidOutFlops: paid,
-    };
+    return { confirmedFlops: of('confirmed'), pendingFlops: of('pending'), revokedFlops: of('revoked') };
   }
 
-  /** Receipts with their current credit state, newest first. */
+  /** Receipts with their current credit state and whether a second replica verified them, newest first. */
   receipts(limit = 1_000_000): ReceiptRow[] {
-    const rows = this.db
-      .prepare(
-        `SELECT r.receipt_id, r.run_id, r.issued_at, r.stage, r.step, r.tokens, r.flops, l.status
-         FROM receipts r JOIN (${Ledger.LATEST_CREDITS}) l ON l.receipt_id = r.receipt_id
-         ORDER BY r.seq DESC LIMIT ?`,
-      )
-      .all(limit) as Row[];
+    const rows = this.statement(
+      `SELECT r.receipt_id, r.run_id, r.issued_at, r.stage, r.step, r.tokens, r.flops, s.status, s.verified
+       FROM receipts r JOIN receipt_states s ON s.receipt_id = r.receipt_id
+       ORDER BY r.seq DESC LIMIT ?`,
+    ).all(limit) as Row[];
     return rows.map((r) => ({
       receiptId: String(r.receipt_id),
       runId: String(r.run_id),
@@ -430,6 +431,7 @@ export class Ledger {
       tokens: Number(r.tokens),
       flops: Number(r.flops),
       status: r.status as ReceiptStatus,
+      verified: r.verified === 1,
     }));
   }
 
@@ -526,6 +528,8 @@ export class Ledger {
     }
     const last = expected - 1;
     problems.push(...this.checkHeads(last, prevHash, entries.length, receipts));
+    // Once the chain holds, what the triggers derived from it must agree with it too.
+    if (problems.length === 0) problems.push(...this.checkDerivedState());
     return { ok: problems.length === 0, entries: entries.length, problems };
   }
 
@@ -578,6 +582,68 @@ export class Ledger {
         return `is ${status} but no coordinator statement says so`;
     }
     return null;
+  }
+
+  /**
+   * The receipt states and run totals the triggers keep (schema.ts), recomputed from the chain: an edit to
+   * them (marking work verified, or making reconciliation match) shows. Absent from ledgers older versions
+   * wrote, which verify reads without migrating.
+   */
+  private checkDerivedState(): LedgerProblem[] {
+    if (!this.hasTable('receipt_states')) return [];
+    const states = this.db
+      .prepare(
+        `SELECT receipt_id FROM (
+           SELECT r.receipt_id, s.status, s.verified,
+                  (SELECT c.status FROM credits c WHERE c.receipt_id = r.receipt_id ORDER BY c.seq DESC LIMIT 1)
+                    AS chained,
+                  r.receipt_id IN (${STATED_VERIFIED}) AS stated_verified
+           FROM receipts r LEFT JOIN receipt_states s ON s.receipt_id = r.receipt_id)
+         WHERE status IS NOT chained OR verified IS NOT stated_verified`,
+      )
+      .all() as { receipt_id: string }[];
+    const runs = this.db
+      .prepare(
+        `SELECT k.coordinator_key, k.run_id, t.confirmed_flops, t.statement_flops,
+                (SELECT TOTAL(r.flops) FROM receipts r WHERE r.coordinator_key = k.coordinator_key
+                   AND r.run_id = k.run_id
+                   AND (SELECT c.status FROM credits c WHERE c.receipt_id = r.receipt_id ORDER BY c.seq DESC LIMIT 1)
+                     = 'confirmed') AS confirmed,
+                (SELECT json_extract(body, '$.confirmedFlops') FROM statements s WHERE
+                   s.coordinator_key = k.coordinator_key AND s.run_id = k.run_id ORDER BY s.seq DESC LIMIT 1) AS stated
+         FROM (SELECT coordinator_key, run_id FROM receipts UNION SELECT coordinator_key, run_id FROM statements) k
+         LEFT JOIN run_credit t ON t.coordinator_key = k.coordinator_key AND t.run_id = k.run_id`,
+      )
+      .all() as {
+      run_id: string;
+      confirmed_flops: number | null;
+      statement_flops: number | null;
+      confirmed: number;
+      stated: number | null;
+    }[];
+    // Summed in another order than the triggers summed, so equal up to rounding.
+    const differs = (a: number | null, b: number | null): boolean =>
+      a === null || b === null ? a !== b : Math.abs(a - b) > 1e-9 * Math.max(1, Math.abs(b));
+    return [
+      ...states.map((r) => ({
+        seq: 0,
+        table: null,
+        message: `the stored state of receipt ${r.receipt_id} (credit status or verification) disagrees with its credits and the coordinator's statements (it was edited)`,
+      })),
+      ...runs
+        .filter((r) => differs(r.confirmed_flops, r.confirmed) || differs(r.statement_flops, r.stated))
+        .map((r) => ({
+          seq: 0,
+          table: null,
+          message: `the stored totals of run ${r.run_id} disagree with its credits and the coordinator's statements (they were edited)`,
+        })),
+    ];
+  }
+
+  private hasTable(name: string): boolean {
+    return (
+      this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(name) !== undefined
+    );
   }
 
   /** The in-file chain head and the signed head file beside the ledger against the last entry. */
@@ -649,7 +715,7 @@ export class Ledger {
         this.db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[]
       ).map((t) => t.name),
     );
-    return CHAINED_TABLES.filter((t) => present.has(t));
+    return [...CHAINED_TABLES, ...RETIRED_TABLES].filter((t) => present.has(t));
   }
 
   private hashAt(seq: number): string | null {
@@ -663,10 +729,14 @@ export class Ledger {
 
   exportCsv(table: ExportTable): string {
     if (table === 'receipts') {
+      // From the statements themselves, so a read-only ledger an older version wrote exports it too.
+      const verified = this.chainedTables().includes('statements')
+        ? `r.receipt_id IN (${STATED_VERIFIED})`
+        : '0';
       const rows = this.db
         .prepare(
           `SELECT r.seq, r.receipt_id, r.run_id, r.node_id, r.stage, r.step, r.micro_batch, r.tokens, r.flops,
-                  r.issued_at, l.status, r.signature, r.coordinator_key, r.hash
+                  r.issued_at, l.status, ${verified} AS verified, r.signature, r.coordinator_key, r.hash
            FROM receipts r JOIN (${Ledger.LATEST_CREDITS}) l ON l.receipt_id = r.receipt_id ORDER BY r.seq`,
         )
         .all() as Row[];
@@ -682,6 +752,7 @@ export class Ledger {
         'flops',
         'issued_at',
         'status',
+        'verified',
         'signature',
         'coordinator_key',
         'hash',

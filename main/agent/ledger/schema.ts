@@ -4,17 +4,22 @@ import type Database from 'better-sqlite3';
  * Every chained table carries `seq` (one sequence across all tables, 1, 2, 3, ...), `prev_hash` and `hash`.
  * Rows are only ever appended: a credit that changes state gets a new credits row.
  */
-export const CHAINED_TABLES = [
-  'work_units',
-  'receipts',
-  'credits',
-  'payouts',
-  'events',
-  'statements',
-] as const;
-export type ChainedTable = (typeof CHAINED_TABLES)[number];
+export const CHAINED_TABLES = ['work_units', 'receipts', 'credits', 'events', 'statements'] as const;
+/**
+ * Chained tables nothing writes any more, which an older ledger may still hold rows in; verify walks them
+ * like the others. `payouts`: nothing ever paid out, so migration 3 drops it wherever it is empty.
+ */
+export const RETIRED_TABLES = ['payouts'] as const;
+export type WritableTable = (typeof CHAINED_TABLES)[number];
+export type ChainedTable = WritableTable | (typeof RETIRED_TABLES)[number];
 
-const MIGRATIONS: string[] = [
+/** The receipt ids some stored statement says a second replica verified (the ledger's whole history). */
+export const STATED_VERIFIED = `
+  SELECT DISTINCT j.value AS receipt_id FROM statements s, json_each(s.body, '$.verified') j`;
+
+type Migration = string | ((db: Database.Database) => void);
+
+const MIGRATIONS: Migration[] = [
   `
   CREATE TABLE chain_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL);
   CREATE TABLE work_units (
@@ -48,6 +53,93 @@ const MIGRATIONS: string[] = [
     prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
     UNIQUE (coordinator_key, run_id, statement_seq));
   `,
+  // Nothing pays out (there is no payout code), so a ledger's payouts table is empty and goes; one with rows,
+  // written by a development build, keeps them so its chain still verifies.
+  (db) => {
+    const empty = db.prepare('SELECT 1 FROM payouts LIMIT 1').get() === undefined;
+    if (empty) db.exec('DROP TABLE payouts');
+  },
+  // Each receipt's state as the ledger and the coordinator's statements give it, and each run's totals, kept
+  // up to date by triggers on the chained tables in the same transaction as the row, so reconciling after a
+  // statement reads a few index entries instead of every statement and receipt. Derived: verify checks them.
+  `
+  CREATE TABLE receipt_states (
+    receipt_id TEXT PRIMARY KEY,
+    -- the receipt's chain seq; null while only a statement names it
+    receipt_seq INTEGER,
+    -- its newest local credit state: pending, confirmed, revoked; null while the ledger does not hold it
+    status TEXT,
+    -- what the statements say together: confirmed by one and revoked by none, revoked by any, or null
+    stated TEXT,
+    -- where a statement first confirmed it: the statement's chain seq * 4096 + its index in the list
+    first_confirmed INTEGER,
+    -- a statement said a second replica recomputed the work and agreed
+    verified INTEGER NOT NULL DEFAULT 0);
+  CREATE INDEX receipt_states_missing_locally ON receipt_states (first_confirmed)
+    WHERE stated = 'confirmed' AND status IS NOT 'confirmed';
+  CREATE INDEX receipt_states_missing_from_statement ON receipt_states (receipt_seq)
+    WHERE status = 'confirmed' AND stated IS NOT 'confirmed';
+  CREATE TABLE run_credit (
+    coordinator_key TEXT NOT NULL, run_id TEXT NOT NULL,
+    -- the run's credit confirmed in this ledger, FLOP
+    confirmed_flops REAL NOT NULL DEFAULT 0,
+    -- what the run's newest statement says is confirmed; null before its first statement
+    statement_flops REAL,
+    PRIMARY KEY (coordinator_key, run_id));
+
+  INSERT INTO receipt_states (receipt_id, receipt_seq, status)
+    SELECT r.receipt_id, r.seq,
+           (SELECT c.status FROM credits c WHERE c.receipt_id = r.receipt_id ORDER BY c.seq DESC LIMIT 1)
+    FROM receipts r;
+  INSERT INTO receipt_states (receipt_id, stated, first_confirmed)
+    SELECT j.value, 'confirmed', MIN(s.seq * 4096 + j.key) FROM statements s, json_each(s.body, '$.confirmed') j
+    GROUP BY j.value
+    ON CONFLICT (receipt_id) DO UPDATE SET stated = excluded.stated, first_confirmed = excluded.first_confirmed;
+  INSERT INTO receipt_states (receipt_id, stated)
+    SELECT DISTINCT json_extract(j.value, '$.receiptId'), 'revoked' FROM statements s, json_each(s.body, '$.revoked') j
+    WHERE true
+    ON CONFLICT (receipt_id) DO UPDATE SET stated = 'revoked';
+  INSERT INTO receipt_states (receipt_id, verified)
+    SELECT receipt_id, 1 FROM (${STATED_VERIFIED}) WHERE true
+    ON CONFLICT (receipt_id) DO UPDATE SET verified = 1;
+  INSERT INTO run_credit (coordinator_key, run_id, confirmed_flops)
+    SELECT r.coordinator_key, r.run_id, TOTAL(iif(rs.status = 'confirmed', r.flops, 0))
+    FROM receipts r JOIN receipt_states rs ON rs.receipt_id = r.receipt_id
+    GROUP BY r.coordinator_key, r.run_id;
+  INSERT INTO run_credit (coordinator_key, run_id, statement_flops)
+    SELECT s.coordinator_key, s.run_id, json_extract(s.body, '$.confirmedFlops') FROM statements s
+    WHERE s.seq = (SELECT MAX(seq) FROM statements WHERE coordinator_key = s.coordinator_key AND run_id = s.run_id)
+    ON CONFLICT (coordinator_key, run_id) DO UPDATE SET statement_flops = excluded.statement_flops;
+
+  CREATE TRIGGER receipt_states_on_receipt AFTER INSERT ON receipts BEGIN
+    INSERT INTO receipt_states (receipt_id, receipt_seq) VALUES (NEW.receipt_id, NEW.seq)
+      ON CONFLICT (receipt_id) DO UPDATE SET receipt_seq = excluded.receipt_seq;
+    INSERT INTO run_credit (coordinator_key, run_id) VALUES (NEW.coordinator_key, NEW.run_id)
+      ON CONFLICT DO NOTHING;
+  END;
+  CREATE TRIGGER receipt_states_on_credit AFTER INSERT ON credits BEGIN
+    UPDATE run_credit SET confirmed_flops = confirmed_flops
+        + iif(NEW.status = 'confirmed', NEW.flops, 0)
+        - (SELECT iif(status IS 'confirmed', NEW.flops, 0) FROM receipt_states WHERE receipt_id = NEW.receipt_id)
+      WHERE (coordinator_key, run_id) = (SELECT coordinator_key, run_id FROM receipts WHERE receipt_id = NEW.receipt_id);
+    UPDATE receipt_states SET status = NEW.status WHERE receipt_id = NEW.receipt_id;
+  END;
+  CREATE TRIGGER receipt_states_on_statement AFTER INSERT ON statements BEGIN
+    INSERT INTO receipt_states (receipt_id, stated, first_confirmed)
+      SELECT value, 'confirmed', NEW.seq * 4096 + key FROM json_each(NEW.body, '$.confirmed') WHERE true
+      ON CONFLICT (receipt_id) DO UPDATE SET stated = coalesce(stated, 'confirmed'),
+        first_confirmed = coalesce(first_confirmed, excluded.first_confirmed);
+    INSERT INTO receipt_states (receipt_id, stated)
+      SELECT json_extract(value, '$.receiptId'), 'revoked' FROM json_each(NEW.body, '$.revoked') WHERE true
+      ON CONFLICT (receipt_id) DO UPDATE SET stated = 'revoked';
+    INSERT INTO receipt_states (receipt_id, verified)
+      SELECT value, 1 FROM json_each(NEW.body, '$.verified') WHERE true
+      ON CONFLICT (receipt_id) DO UPDATE SET verified = 1;
+    INSERT INTO run_credit (coordinator_key, run_id, statement_flops)
+      VALUES (NEW.coordinator_key, NEW.run_id, json_extract(NEW.body, '$.confirmedFlops'))
+      ON CONFLICT (coordinator_key, run_id) DO UPDATE SET statement_flops = excluded.statement_flops;
+  END;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -63,8 +155,9 @@ export function migrate(db: Database.Database): void {
     );
   }
   const apply = db.transaction(() => {
-    MIGRATIONS.slice(current).forEach((sql, i) => {
-      db.exec(sql);
+    MIGRATIONS.slice(current).forEach((migration, i) => {
+      if (typeof migration === 'string') db.exec(migration);
+      else migration(db);
       db.prepare('INSERT INTO migrations (version, applied_at) VALUES (?, ?)').run(
         current + i + 1,
         new Date().toISOString(),

@@ -27,6 +27,8 @@ function receipts(now: number): ReceiptRow[] {
     tokens: 8192,
     flops: 3.1e12 + i * 1e10,
     status,
+    // A second replica recomputed two of the confirmed ones and agreed.
+    verified: i === 2 || i === 3,
   }));
 }
 
@@ -71,7 +73,6 @@ export function sampleSnapshot(now = Date.parse('2026-11-25T15:30:00Z')): AgentS
       confirmedFlops: 8.46e15,
       pendingFlops: 6.2e12,
       revokedFlops: 3.1e12,
-      paidOutFlops: 2e15,
       payoutAddress: null,
       earnings: [3.1e15, 2.2e15, 0.9e15, 2.3e15].map((flops, i) => ({
         day: new Date(now - (3 - i) * DAY_MS).toISOString().slice(0, 10),
