@@ -10,6 +10,7 @@ import { axeViolations, contrastRatio } from './axe.js';
 import { rendererBundle } from './renderer-bundle.js';
 import { FakeAgent } from './renderer-fixtures/fake-agent.js';
 import { sampleSnapshot } from './renderer-fixtures/snapshot.js';
+import { testCoordinator, testReceipt } from '../agent/signing.js';
 
 const SCREENSHOT_DIR = process.env.RENDERER_SCREENSHOTS ?? tmpdir();
 
@@ -443,7 +444,7 @@ describe('renderer in Chromium with the Electron preload bridge', () => {
 });
 
 describe('renderer in Chromium against the real agent', () => {
-  it("pauses the real policy, saves settings to disk and shows the agent's own payout checks", async () => {
+  it("pauses the real policy, saves settings to disk, shows the agent's own payout checks and which receipts a second replica verified", async () => {
     const bundle = await rendererBundle();
     const dataDir = await mkdtemp(join(tmpdir(), 'tributary-agent-'));
     const agent = await Agent.open({ dataDir, telemetrySources: [], hostSensors: false, tickMs: 0 });
@@ -484,6 +485,31 @@ describe('renderer in Chromium against the real agent', () => {
       await expect
         .poll(() => agent.snapshot().wallet.payoutAddress)
         .toBe('0x52908400098527886E0F7030069857D2E4169EE7');
+
+      // Signed receipts and a statement saying a second replica verified two of them: from the real ledger,
+      // through the WebSocket's changes, to the session line and each receipt's row.
+      const coordinator = testCoordinator();
+      agent.trustCoordinatorKey(coordinator.keyHex);
+      for (let i = 1; i <= 3; i++) agent.receipts.accept(coordinator.sign(testReceipt(i)));
+      agent.receipts.acceptStatement!(
+        coordinator.state({
+          seq: 1,
+          receipts: 3,
+          confirmed: ['r-1', 'r-2', 'r-3'],
+          verified: ['r-1', 'r-3'],
+        }),
+      );
+      agent.tick();
+      await expect
+        .poll(() => page.getByTestId('session-verified').textContent())
+        .toBe('2 of 3 verified by a second replica');
+      await page.getByTestId('session').locator('summary').click();
+      expect(
+        await page
+          .locator('tbody tr')
+          .evaluateAll((trs) => trs.map((tr) => tr.lastElementChild?.textContent)),
+      ).toEqual(['Agreed', 'Not checked', 'Agreed']);
+      expect(await axeViolations(page)).toEqual([]);
     } finally {
       await browser.close();
       await agent.stop();
