@@ -7,6 +7,7 @@ import { identify } from '@libp2p/identify';
 import type { Stream } from '@libp2p/interface';
 import { tcp } from '@libp2p/tcp';
 import { webSockets } from '@libp2p/websockets';
+import type { Multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p, type Libp2p } from 'libp2p';
 import type { Tensor } from '../../shared/protocol/frame.js';
 import type { Outgoing } from '../../shared/protocol/messages.js';
@@ -28,6 +29,8 @@ export interface P2pHostOptions {
   listen?: string[];
   /** Serve circuit relay v2 (the coordinator may), for peers that cannot be reached directly. */
   relayServer?: boolean;
+  /** Rewrites the addresses announced to peers (a listener behind a proxy announces the proxy's). */
+  announceFilter?: (addrs: Multiaddr[]) => Multiaddr[];
 }
 
 /**
@@ -42,7 +45,10 @@ export async function startP2pHost(options: P2pHostOptions): Promise<Libp2p> {
     : {};
   return createLibp2p({
     privateKey,
-    addresses: { listen: options.listen ?? ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws'] },
+    addresses: {
+      listen: options.listen ?? ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws'],
+      ...(options.announceFilter ? { announceFilter: options.announceFilter } : {}),
+    },
     transports: [tcp(), webSockets(), circuitRelayTransport()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
@@ -82,8 +88,9 @@ export async function sendTensorMessage<M>(
 
 /**
  * Reads messages from a tensor stream through `reader` (sizes, schema, frame headers, the dtype and shape the
- * receiver expects). A record over the reader's limit is refused before it is buffered. Any violation
- * aborts the stream and throws the ProtocolError, as the coordinator's WebSocket closes on one.
+ * receiver expects) until the sender closes it. A record over the reader's limit is refused before it is
+ * buffered. Any violation aborts the stream and throws the ProtocolError, as the coordinator's WebSocket
+ * closes on one; a stream that fails under it (reset, connection lost) throws that error as it is.
  */
 export async function* readTensorMessages<M extends { id: number; tensors: number }>(
   stream: Stream,
@@ -115,9 +122,7 @@ export async function* readTensorMessages<M extends { id: number; tensors: numbe
       pending = joined.slice(offset);
     }
   } catch (err) {
-    const error =
-      err instanceof ProtocolError ? err : new ProtocolError('unexpected', (err as Error).message);
-    stream.abort(error);
-    throw error;
+    stream.abort(err as Error);
+    throw err;
   }
 }

@@ -28,6 +28,7 @@ import {
   type CoordinatorMessage,
   type EngineKind,
   type NodeMessage,
+  type P2pAddress,
 } from '../../shared/protocol/messages.js';
 import { boundaryProblem } from '../../shared/protocol/tensor-values.js';
 import type { SignedReceipt } from '../../shared/protocol/receipt.js';
@@ -45,7 +46,8 @@ import { verifyReceipt } from '../identity/receipts.js';
 import { alwaysOpen, type ReceiptSink, type WorkGate } from './hooks.js';
 import type { StageSpec } from './stage-factory.js';
 import { WorkerStage } from './engine-host.js';
-import { InputCancelled, PeerTensors, summarize } from './peer-tensors.js';
+import type { LinkShape } from './link-shaping.js';
+import { InputCancelled, PeerRefused, PeerTensors, summarize, type PeerLink } from './peer-tensors.js';
 
 export interface NodeKeys {
   readonly publicKeyHex: string;
@@ -78,8 +80,13 @@ export interface NodeRuntimeOptions {
   /** First reconnect delay; doubles up to maxBackoffMs. */
   backoffMs?: number;
   maxBackoffMs?: number;
-  /** Where the libp2p host listens in a peer-to-peer run; default TCP and WebSockets on 127.0.0.1. */
+  /**
+   * Where the libp2p host listens in a peer-to-peer run; default TCP and WebSockets on 127.0.0.1.
+   * `<relay multiaddr>/p2p-circuit` listens through that circuit relay v2 server.
+   */
   p2pListen?: string[];
+  /** Shapes the connections neighbours dial to this node's libp2p host (a ShapedProxy in front of it). */
+  p2pLink?: LinkShape;
   /** Extra TLS options for wss:// (e.g. a private CA). */
   ca?: string;
   /**
@@ -108,6 +115,10 @@ export interface NodeStatus {
   stashes?: number;
   /** Tensor payload bytes sent straight to other nodes (peer-to-peer runs). */
   peerBytes?: number;
+  /** Peer-to-peer runs: this node's libp2p peer id and the addresses it gives its neighbours. */
+  p2p?: P2pAddress;
+  /** Peer-to-peer runs, by neighbour peer id: whether its tensors come (`in`) and go (`out`) direct or relayed. */
+  peerLinks?: Record<string, PeerLink>;
 }
 
 /** 1F1B holds at most S micro-batches on a stage; more would only be memory nobody uses. */
@@ -388,18 +399,25 @@ export class NodeRuntime extends EventEmitter {
 
   private startPeerTensors(): Promise<PeerTensors> {
     const seed = this.options.keys.seed?.() ?? randomBytes(32);
-    this.peerTensors ??= PeerTensors.start(
+    this.peerTensors ??= PeerTensors.start({
       seed,
-      this.options.p2pListen,
-      (direction) => this.activationSpec(direction),
-      this.log,
-    );
+      listen: this.options.p2pListen,
+      link: this.options.p2pLink,
+      spec: (direction) => this.activationSpec(direction),
+      log: this.log,
+    }).then((peers) => {
+      this.status.p2p = peers.address;
+      this.status.peerLinks = peers.links;
+      return peers;
+    });
     return this.peerTensors;
   }
 
   /**
    * A task's boundary input from the peer the coordinator named, checked for values as the coordinator
-   * checks relayed ones; a bad one is reported against its sender. Null: aborted, or reported.
+   * checks relayed ones; a bad one, or a stream that broke the protocol, is reported against its sender
+   * (who is dropped, as the coordinator drops a node whose relayed frame it refuses). Null: aborted, or
+   * reported.
    */
   private async peerInput(
     channel: Channel<CoordinatorMessage, NodeMessage>,
@@ -408,14 +426,16 @@ export class NodeRuntime extends EventEmitter {
   ): Promise<Tensor | null> {
     const direction = task.kind === 'backward' ? 'backward' : 'forward';
     const { step, attempt, microBatch } = task;
-    let input: Tensor;
+    let input: Tensor | null = null;
+    let problem: string | null;
     try {
       input = await (await this.peerTensors!).receive(from, { step, attempt, microBatch, direction });
+      problem = boundaryProblem(this.need(), input, direction);
     } catch (err) {
       if (err instanceof InputCancelled) return null;
-      throw err;
+      if (!(err instanceof PeerRefused)) throw err;
+      problem = err.message;
     }
-    const problem = boundaryProblem(this.need(), input, direction);
     if (!problem) return input;
     this.log.warn({ from, problem }, 'a peer sent a bad tensor; reported');
     channel.send({ type: 'badInput', taskId: task.taskId, reason: problem.slice(0, 500) });
@@ -706,6 +726,8 @@ export class NodeRuntime extends EventEmitter {
       const sent = summarize(decodeBoundary(codec, out, boundary, direction).data);
       const { step, attempt, microBatch } = task;
       const peers = await this.peerTensors!;
+      // The result first: the coordinator's task to the consumer then travels while the tensor does.
+      channel.send({ type: 'result', taskId: task.taskId, loss, busyMs, sent });
       try {
         await peers.send(task.sendTo, { type: 'tensor', step, attempt, microBatch, direction }, out);
         this.status.peerBytes = (this.status.peerBytes ?? 0) + out.data.byteLength;
@@ -717,7 +739,6 @@ export class NodeRuntime extends EventEmitter {
           'could not send a tensor to a peer',
         );
       }
-      channel.send({ type: 'result', taskId: task.taskId, loss, busyMs, sent });
     } else channel.send({ type: 'result', taskId: task.taskId, loss, busyMs }, out ? [out] : []);
     // One unit per task the engine ran; a micro-batch's tokens count once, on the task that brought them in.
     const { runId, shape } = this.need();

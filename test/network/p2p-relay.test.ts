@@ -1,0 +1,82 @@
+import type { Libp2p } from '@libp2p/interface';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Ed25519Keys } from '../../main/identity/ed25519.js';
+import { startP2pHost } from '../../main/node/p2p.js';
+import type { PeerTensors } from '../../main/node/peer-tensors.js';
+import type { NodeRuntime } from '../../main/node/runtime.js';
+import type { Tensor } from '../../shared/protocol/frame.js';
+import { startCoordinator, startNode, tempDir, tinyConfig } from './helpers.js';
+import { until } from './processes.js';
+
+const { dir, cleanup } = tempDir('tributary-p2p-relay-');
+afterAll(cleanup);
+
+/** Every close the coordinator sent this node, with its reason. */
+function closes(node: NodeRuntime): string[] {
+  const seen: string[] = [];
+  node.on('disconnected', (e: { code: number; reason: string }) => seen.push(`${e.code} ${e.reason}`));
+  return seen;
+}
+
+describe('peer to peer past what cannot be dialled, and past what breaks the protocol', () => {
+  it('a node nobody can dial trains through a circuit relay v2, and its status says its tensors are relayed', async () => {
+    const relay: Libp2p = await startP2pHost({ seed: Ed25519Keys.generate().seed(), relayServer: true });
+    const coordinator = await startCoordinator(tinyConfig({ steps: 3, dataPlane: 'p2p' }), `${dir}/relay`);
+    const direct = startNode(coordinator.url, 'cpu');
+    // Stage 1 dials first: the forward tensors open the relayed connection.
+    await until('the direct node has stage 1', () => direct.status.stage !== null, 60_000);
+    // Its only address is a reservation on the relay: no listener of its own.
+    const hidden = startNode(coordinator.url, 'cpu', {
+      p2pListen: [`${relay.getMultiaddrs()[0]!.toString()}/p2p-circuit`],
+    });
+    try {
+      await coordinator.finished;
+      expect(coordinator.status()).toMatchObject({ state: 'done', step: 3, relayedBytes: 0 });
+      // Tensors to it go through the relay; it can still dial its neighbour itself.
+      expect(hidden.status.peerLinks).toEqual({
+        [direct.status.p2p!.peerId]: { in: 'relay', out: 'direct' },
+      });
+      expect(direct.status.peerLinks).toEqual({
+        [hidden.status.p2p!.peerId]: { in: 'direct', out: 'relay' },
+      });
+      expect(hidden.status.peerBytes).toBeGreaterThan(0);
+    } finally {
+      await Promise.all([direct.stop(), hidden.stop()]);
+      await coordinator.close();
+      await relay.stop();
+    }
+  }, 120_000);
+
+  it('a tensor of the wrong shape over libp2p is refused as a relayed one is: its sender is dropped and banned, the run goes on', async () => {
+    const coordinator = await startCoordinator(
+      tinyConfig({ steps: 2, dataPlane: 'p2p', banMs: 600_000 }),
+      `${dir}/bad-frame`,
+    );
+    const liar = startNode(coordinator.url, 'cpu');
+    const liarCloses = closes(liar);
+    // The lie on the libp2p stream only: the summary the coordinator gets is honest.
+    void (liar as unknown as { startPeerTensors(): Promise<PeerTensors> })
+      .startPeerTensors()
+      .then((peers) => {
+        const send = peers.send.bind(peers);
+        peers.send = (to, message, _tensor: Tensor) =>
+          send(to, message, { dtype: 'f32', shape: [1, 2, 3], data: new Float32Array(6) });
+      });
+    await until('the liar is placed on stage 1', () => liar.status.stage !== null, 60_000);
+    const honest = [startNode(coordinator.url, 'cpu'), startNode(coordinator.url, 'cpu')];
+    const honestCloses = honest.map(closes);
+    try {
+      await coordinator.finished;
+      expect(liarCloses[0]).toMatch(
+        /^4001 protocol violation on the tensor stream: tensor 0 is f32\[1, 2, 3\], expected .*found by node/,
+      );
+      expect(honestCloses.flat()).toEqual([]);
+      await until('the liar is turned away when it comes back', () => liarCloses.length > 1, 10_000);
+      expect(liarCloses.slice(1)).toEqual(liarCloses.slice(1).map(() => '1008 unauthenticated'));
+      expect(coordinator.status()).toMatchObject({ state: 'done', step: 2, relayedBytes: 0 });
+    } finally {
+      await Promise.all([liar, ...honest].map((n) => n.stop()));
+      await coordinator.close();
+    }
+  }, 120_000);
+});
