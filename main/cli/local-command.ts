@@ -10,7 +10,7 @@ import { Ed25519Keys, verifyEd25519 } from '../identity/ed25519.js';
 import { ShapedProxy, describeLink, unshaped, type LinkShape } from '../node/link-shaping.js';
 import { NodeRuntime } from '../node/runtime.js';
 import { engineLabel } from './adapter.js';
-import { engineKind, integer, linkShape, logLevel, UsageError, usage } from './options.js';
+import { dataPlane, engineKind, integer, linkShape, logLevel, UsageError, usage } from './options.js';
 
 interface LocalFlags {
   nodes: number;
@@ -22,6 +22,7 @@ interface LocalFlags {
   dataDir?: string;
   logLevel: string;
   link: LinkShape;
+  dataPlane?: 'relay' | 'p2p';
 }
 
 /** The run.json (or the built-in tiny run) with the flags on top; 30 steps when neither names a number. */
@@ -32,6 +33,7 @@ function localRunConfig(flags: LocalFlags): RunConfig {
       ...base,
       stages: flags.stages ?? base.stages,
       steps: flags.steps ?? (flags.config ? base.steps : 30),
+      dataPlane: flags.dataPlane ?? base.dataPlane,
       runId: base.runId === 'tributary-tiny' ? 'local' : base.runId,
       // Without a run.json, hold out the corpus tail and validate every 10 steps and at the end.
       validation: flags.config ? base.validation : { ...base.validation, every: 10 },
@@ -90,6 +92,11 @@ export function registerLocalCommand(program: Command): void {
       linkShape,
       unshaped,
     )
+    .option(
+      '--data-plane <relay|p2p>',
+      "where activations and gradients go: through the coordinator (relay) or between the nodes over libp2p (p2p); default: the config's, else relay",
+      dataPlane,
+    )
     .option('--log-level <level>', 'pino log level for coordinator and nodes', logLevel, 'warn')
     .action(async (flags: LocalFlags) => {
       const log = pino({ level: flags.logLevel });
@@ -129,7 +136,7 @@ export function registerLocalCommand(program: Command): void {
           `model: ${m.layers} layers, width ${m.width}, ${m.heads} heads, context ${m.contextLength}; micro-batch ${config.microBatch.batch}x${config.microBatch.seq}, ${config.microBatchesPerStep} per step`,
         );
         console.log(
-          `link:   ${describeLink(flags.link)}\ncorpus: ${corpusPath}\ndata:   ${dataDir}${temporary ? ' (removed on exit; --data-dir keeps it)' : ''}\nstatus: ${coordinator.url.replace(/^ws/, 'http')}/status`,
+          `link:   ${describeLink(flags.link)}; tensors ${config.dataPlane === 'p2p' ? 'peer to peer over libp2p' : 'relayed by the coordinator'}\ncorpus: ${corpusPath}\ndata:   ${dataDir}${temporary ? ' (removed on exit; --data-dir keeps it)' : ''}\nstatus: ${coordinator.url.replace(/^ws/, 'http')}/status`,
         );
         const nodes = Array.from({ length: flags.nodes }, (_, i) => {
           const node = new NodeRuntime({
@@ -137,6 +144,8 @@ export function registerLocalCommand(program: Command): void {
             keys: Ed25519Keys.generate(),
             engine: flags.engine,
             logger: log.child({ name: `node${i}` }),
+            // Peer to peer, each node's libp2p host sits behind a link of the same shape.
+            p2pLink: flags.link,
           });
           node.start();
           return node;
@@ -157,6 +166,7 @@ export function registerLocalCommand(program: Command): void {
         const status = coordinator.status();
         const balances = coordinator.store.balances();
         const losses = coordinator.store.losses();
+        const peerBytes = nodes.reduce((sum, n) => sum + (n.status.peerBytes ?? 0), 0);
         await Promise.all(nodes.map((n) => n.stop()));
         await coordinator.close();
         await shaper?.close();
@@ -165,7 +175,7 @@ export function registerLocalCommand(program: Command): void {
         );
         console.log(lossSummary(losses, status.validation));
         console.log(
-          `relayed ${(status.relayedBytes / 1e6).toFixed(2)} MB between stages; ${status.receipts} receipts signed`,
+          `relayed ${(status.relayedBytes / 1e6).toFixed(2)} MB between stages${config.dataPlane === 'p2p' ? `, ${(peerBytes / 1e6).toFixed(2)} MB peer to peer` : ''}; ${status.receipts} receipts signed`,
         );
         for (const b of balances)
           console.log(

@@ -27,6 +27,12 @@ export function linkShape(value: string): LinkShape {
   }
 }
 
+/** Commander parser for `--data-plane`: tensors through the coordinator, or between the nodes over libp2p. */
+export function dataPlane(value: string): 'relay' | 'p2p' {
+  if (value !== 'relay' && value !== 'p2p') throw new InvalidArgumentError('expected relay or p2p');
+  return value;
+}
+
 export const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 export function logLevel(value: string): string {

@@ -73,6 +73,7 @@ test.each([
   ],
   [['--config', 'missing.json'], /cannot read run config missing\.json/],
   [['--corpus', 'missing.txt'], /cannot read --corpus missing\.txt/],
+  [['--data-plane', 'pigeon'], /--data-plane.*expected relay or p2p/],
 ])('refuses %j at once with exit code 2 and says why', (args, message) => {
   const run = spawnSync(process.execPath, [...cli, ...args], { cwd: repoRoot, encoding: 'utf8', env });
   expect(run.status).toBe(2);
@@ -103,6 +104,35 @@ test('`tributary local --link` trains over shaped links and says so', { timeout:
   expect(run.stdout).toMatch(/link: {3}80 Mbit\/s, 5 ms one way/);
   expect(run.stdout).toMatch(/summary: 2 steps in/);
 });
+
+test(
+  '`tributary local --data-plane p2p` sends the tensors between the nodes over shaped links, none through the coordinator',
+  { timeout: 120_000 },
+  () => {
+    const run = spawnSync(
+      process.execPath,
+      [
+        ...cli,
+        '--nodes',
+        '2',
+        '--steps',
+        '2',
+        '--engine',
+        'cpu',
+        '--link',
+        '80mbit,5ms',
+        '--data-plane',
+        'p2p',
+      ],
+      { cwd: repoRoot, encoding: 'utf8', timeout: 110_000, env },
+    );
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/link: {3}80 Mbit\/s, 5 ms one way; tensors peer to peer over libp2p/);
+    // 2 steps x 4 micro-batches each way and 4 validation forwards: 20 tensors of 2 x 32 x 32 f32.
+    expect(run.stdout).toMatch(/relayed 0\.00 MB between stages, 0\.16 MB peer to peer;/);
+    expect(leftovers()).toEqual([]);
+  },
+);
 
 test('a --link the shaper cannot read is refused with the expected form', () => {
   const run = spawnSync(
