@@ -1,7 +1,8 @@
 /**
  * Pipeline benchmark, all on 127.0.0.1: a real coordinator and real nodes (WebSockets, frames, WireReader
  * checks), one replica per stage, S in {1, 2, 4} stages and M in {1, S, 2S} micro-batches per step, over an
- * unshaped link and an 80 Mbit/s, 40 ms one-way link (ShapedProxy in front of the coordinator). The stages'
+ * unshaped link and an 80 Mbit/s, 40 ms one-way link (a ShapedProxy in front of the coordinator and, when
+ * tensors go peer to peer, one in front of each node's libp2p host). The stages'
  * compute is a timed wait (TimedStage: no CPU), so four stages on two cores show the schedule; one short run
  * uses the real CPU engine for comparison. For each run: tokens/s, the bubble each stage measured (idle share
  * of the step's pipeline span), the ideal bubble (S-1)/(M+S-1), bytes through the coordinator and between
@@ -82,8 +83,11 @@ interface NodeReport {
   peerBytes: number;
 }
 
-/** A benchmark node process (scripts/bench/timed-node.ts); stop() returns its busy intervals and peer bytes. */
-function timedNode(url: string): { stop(): Promise<NodeReport> } {
+/**
+ * A benchmark node process (scripts/bench/timed-node.ts); stop() returns its busy intervals and peer bytes.
+ * `p2pLink` shapes the connections its neighbours dial to its libp2p host.
+ */
+function timedNode(url: string, p2pLink: string): { stop(): Promise<NodeReport> } {
   const child = spawn(
     process.execPath,
     [
@@ -94,7 +98,7 @@ function timedNode(url: string): { stop(): Promise<NodeReport> } {
       `${FORWARD_MS}`,
       `${BACKWARD_MS}`,
     ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, TRIBUTARY_BENCH_P2P_LINK: p2pLink } },
   );
   let out = '';
   child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
@@ -161,7 +165,7 @@ async function pipeline(
   const url = `ws://127.0.0.1:${proxy.port}`;
   // Timed nodes run in processes of their own (real nodes: their own event loops, sockets and frames); the
   // real engine's nodes run here, each engine in its worker thread.
-  const children = real ? [] : Array.from({ length: stages }, () => timedNode(url));
+  const children = real ? [] : Array.from({ length: stages }, () => timedNode(url, linkSpec));
   const nodes = real
     ? Array.from({ length: stages }, () => {
         const node = new NodeRuntime({
@@ -251,11 +255,14 @@ for (const linkSpec of LINKS) {
     }
   }
 }
-// The link shaping sits in front of the coordinator, so peer-to-peer tensors are measured unshaped only.
-for (const stages of [2, 4]) {
-  for (const microBatches of [stages, 2 * stages]) {
-    progress(`  S=${stages} M=${microBatches} unshaped, tensors peer to peer over libp2p ...`);
-    rows.push(await pipeline(stages, microBatches, 'none', false, 'p2p'));
+for (const linkSpec of LINKS) {
+  for (const stages of [2, 4]) {
+    for (const microBatches of [stages, 2 * stages]) {
+      progress(
+        `  S=${stages} M=${microBatches} link ${describeLink(parseLink(linkSpec))}, tensors peer to peer over libp2p ...`,
+      );
+      rows.push(await pipeline(stages, microBatches, linkSpec, false, 'p2p'));
+    }
   }
 }
 progress('  real CPU engine: S=2 M=4 unshaped ...');

@@ -2,10 +2,12 @@
  * One benchmark node in its own process: `node --import tsx scripts/bench/timed-node.ts URL FORWARD_MS
  * BACKWARD_MS`. It trains whatever stage it is given on a TimedStage; on SIGTERM it stops and prints one JSON
  * line `{"busy":[{"stage","start","end"}],"peerBytes"}` with wall-clock times (ms since the epoch) of every forward and
- * backward, so the benchmark can measure each stage's bubble across processes.
+ * backward, so the benchmark can measure each stage's bubble across processes. TRIBUTARY_BENCH_P2P_LINK
+ * (RATE,DELAY as `tributary local --link` takes it) shapes the connections neighbours dial to its libp2p host.
  */
 import { pino } from 'pino';
 import { Ed25519Keys } from '../../main/identity/ed25519.js';
+import { parseLink } from '../../main/node/link-shaping.js';
 import { NodeRuntime } from '../../main/node/runtime.js';
 import { TimedStage, type BusyInterval } from './timed-stage.js';
 
@@ -18,6 +20,7 @@ const node = new NodeRuntime({
   keys: Ed25519Keys.generate(),
   engine: 'cpu',
   logger: pino({ level: 'silent' }),
+  p2pLink: parseLink(process.env.TRIBUTARY_BENCH_P2P_LINK ?? 'none'),
   createStage: async (_engine, spec) => {
     const intervals: BusyInterval[] = [];
     const stage = new TimedStage(
