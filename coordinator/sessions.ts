@@ -188,6 +188,14 @@ export class Sessions {
       case 'result': {
         const task = peer.tasks.get(m.taskId);
         if (!task) throw new ProtocolError('unexpected', `no task ${m.taskId} is outstanding`);
+        // A last stage that leaves out its loss fails the attempt; unrefused, it could do so every attempt
+        // and hold the run at one step for good (found by test/adversarial/message-fuzz.test.ts).
+        const computesLoss = task.kind === 'forwardBackward' || task.kind === 'evaluate';
+        if (computesLoss !== (m.loss !== undefined))
+          throw new ProtocolError(
+            'bad-message',
+            `a ${task.kind} result ${computesLoss ? 'must carry its loss' : 'carries no loss'}`,
+          );
         return task.result;
       }
       case 'grads': {

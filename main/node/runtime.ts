@@ -450,11 +450,12 @@ export class NodeRuntime extends EventEmitter {
       this.emit('pinned', coordinatorKey);
     } else if (pinned !== coordinatorKey) {
       this.log.error({ coordinatorKey }, 'coordinator key does not match the pinned key; disconnecting');
-      this.emit(
-        'refused',
-        `the coordinator's key ${coordinatorKey.slice(0, 16)}… is not the pinned one (${pinned.slice(0, 16)}…)`,
-      );
+      const why = `the coordinator's key ${coordinatorKey.slice(0, 16)}… is not the pinned one (${pinned.slice(0, 16)}…)`;
+      this.emit('refused', why);
       this.stopped = true;
+      // The node stops for good: its status must not go on saying it trains (a challenge can come mid-run;
+      // found by test/adversarial/message-fuzz.test.ts).
+      this.setReason(`refused the coordinator: ${why}`);
       this.channel?.close(4002, 'unexpected coordinator key');
       return;
     }
