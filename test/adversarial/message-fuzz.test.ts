@@ -174,7 +174,7 @@ describe('a coordinator fuzzed with node messages', () => {
         expectRefused(result);
         expectNoCredit(client);
       }),
-      { numRuns: runs(150) },
+      { numRuns: runs(120) },
     );
     expect(uncaught).toEqual([]);
   });
@@ -204,7 +204,7 @@ describe('a coordinator fuzzed with node messages', () => {
           else expectRefused(result);
           expectNoCredit(client);
         }),
-        { numRuns: runs(200) },
+        { numRuns: runs(150) },
       );
       expect(uncaught).toEqual([]);
     },
@@ -336,7 +336,7 @@ describe('a coordinator fuzzed with node messages', () => {
           fc.nat(1000),
           async (skip, mutation, fault, which) => placedCase(skip, mutation, fault, which),
         ),
-        { numRuns: runs(80) },
+        { numRuns: runs(50) },
       );
       expect(uncaught).toEqual([]);
       const before = coordinator.status().step;
@@ -695,7 +695,7 @@ describe('a node fuzzed with coordinator messages by a fake coordinator', () => 
         frames: 0,
       };
       await fc.assert(fc.asyncProperty(caseArb, nodeCase), {
-        numRuns: runs(150),
+        numRuns: runs(120),
         examples: [[midRunChallenge]],
       });
       expect(uncaught).toEqual([]);
