@@ -45,6 +45,36 @@ export interface GpuStageOptions {
    * gpu/codec): run after the initial upload, after every importState and after every optimizer step.
    */
   constrainParams?: (param: (name: string) => TensorRef) => EncodedOp[];
+  /**
+   * A boundary codec on the device (gpu/codec/device-boundary.ts), built on the stage's boundary buffers:
+   * {@link GpuStage.forwardEncoded} and {@link GpuStage.backwardEncoded} then read back its encoding in place
+   * of the activations and gradients.
+   */
+  boundary?: (buffers: BoundaryBuffers) => DeviceBoundary;
+}
+
+/** The buffers a stage's boundary tensors live in on the device. */
+export interface BoundaryBuffers {
+  /** The incoming activations (every stage but the first). */
+  input: TensorRef | null;
+  /** The outgoing activations (every stage but the last). */
+  output: TensorRef | null;
+  /** The output gradient going in, then the input gradient coming out (backward works in place). */
+  grad: TensorRef;
+  /** The token ids (the first stage). */
+  tokens: TensorRef | null;
+}
+
+/** The ops of a device boundary codec around a stage's forward and backward. */
+export interface DeviceBoundary {
+  /** Fills `input` from the codec's own buffers, which the caller wrote. */
+  decodeInput: EncodedOp[];
+  /** Encodes `output`; `read` is what forward reads back. Null on the last stage. */
+  encodeOutput: { ops: EncodedOp[]; read: TensorRef } | null;
+  /** Fills `grad` from the codec's own buffers. */
+  decodeGrad: EncodedOp[];
+  /** Encodes the input gradient; null on the first stage. */
+  encodeInputGrad: { ops: EncodedOp[]; read: TensorRef } | null;
 }
 
 /** Without a VRAM cap a stage stashes as many micro-batches as 1F1B asks for, up to this many. */
@@ -77,6 +107,7 @@ export class GpuStage implements StageTrainer {
   private readonly pace = new PacedWait();
   private stepCount = 0;
   private constrain: EncodedOp[] = [];
+  private boundary: DeviceBoundary | null = null;
   private hasForward = false;
   private tail: Promise<unknown> = Promise.resolve();
   /** 1F1B: copies of the activation and input buffers of micro-batches between forward and backward, by id. */
@@ -149,70 +180,142 @@ export class GpuStage implements StageTrainer {
         : Math.max(1, Math.floor((options.maxBytes - needed) / stashBytes));
     stage.writeParams('params', initStageParams(config, range, options.seed));
     stage.constrain = options.constrainParams?.((name) => stage.paramRef(name)) ?? [];
+    stage.boundary =
+      options.boundary?.({
+        input: isFirstStage(range) ? null : stage.ref(layout.x0),
+        output: layout.head ? null : stage.ref(layout.blocks.at(-1)?.res3 ?? layout.x0),
+        grad: stage.ref(layout.scratch.dres),
+        tokens: layout.tokens ? stage.ref(layout.tokens) : null,
+      }) ?? null;
     await stage.runAndWait('constrain', (enc) => record(enc, stage.constrain));
     return stage;
   }
 
   forward(input: StageInput, targets?: Int32Array): Promise<StageForwardResult> {
     return this.exclusive(async () => {
-      const { batch: B, seq: T } = this.shape;
-      const { width: C, vocabSize: V } = this.config;
-      const BT = B * T;
       if (isFirstStage(this.range)) {
         if (input.kind !== 'tokens') throw new Error('the first stage takes tokens, got activations');
-        checkTokenIds('tokens', input.tokens, BT, V);
-        this.write(this.layout.tokens!, input.tokens);
+        this.writeTokens(input.tokens);
       } else {
         if (input.kind !== 'activations')
           throw new Error(`stage ${this.range.index} takes activations, got tokens`);
-        checkLength('activations', input.data, BT * C, 'batch*seq*width');
+        const { batch: B, seq: T } = this.shape;
+        checkLength('activations', input.data, B * T * this.config.width, 'batch*seq*width');
         this.write(this.layout.x0, input.data);
       }
-      const head = this.layout.head;
-      if (head) {
-        if (targets === undefined) throw new Error('the last stage needs targets');
-        checkTokenIds('targets', targets, BT, V);
-        this.write(head.targets, targets);
-      }
-      this.hasForward = false;
-      const out = head ? this.layout.lossResult : (this.layout.blocks.at(-1)?.res3 ?? this.layout.x0);
-      const reader = head ? this.small : this.readback;
-      const data = await reader.read([this.ref(out)], (enc) => record(enc, this.program.forward), 'forward');
-      this.hasForward = true;
-      if (!head) {
-        checkFinite(`stage ${this.range.index} output activations`, data);
-        return { kind: 'activations', data };
-      }
-      const [loss, flag] = scalarWithFlag(data);
-      if (flag !== 0 || !Number.isFinite(loss))
-        throw new NonFiniteError(`the loss of stage ${this.range.index} is ${loss}`);
-      return { kind: 'loss', loss };
+      return this.runForward(targets, [], null);
     });
+  }
+
+  /**
+   * forward() through the device boundary: the input is decoded on the device from the codec's buffers (which
+   * the caller wrote), or is `tokens` on the first stage; a stage that is not the last returns the encoding
+   * that the codec's `read` buffer holds, not the activations.
+   */
+  forwardEncoded(tokens: Int32Array | null, targets?: Int32Array): Promise<StageForwardResult> {
+    return this.exclusive(async () => {
+      const boundary = this.needBoundary();
+      if (isFirstStage(this.range)) {
+        if (!tokens) throw new Error('the first stage takes tokens');
+        this.writeTokens(tokens);
+      }
+      return this.runForward(
+        targets,
+        isFirstStage(this.range) ? [] : boundary.decodeInput,
+        boundary.encodeOutput,
+      );
+    });
+  }
+
+  private writeTokens(tokens: Int32Array): void {
+    const { batch: B, seq: T } = this.shape;
+    checkTokenIds('tokens', tokens, B * T, this.config.vocabSize);
+    this.write(this.layout.tokens!, tokens);
+  }
+
+  private needBoundary(): DeviceBoundary {
+    if (!this.boundary) throw new Error('this stage has no device boundary codec');
+    return this.boundary;
+  }
+
+  private async runForward(
+    targets: Int32Array | undefined,
+    prelude: EncodedOp[],
+    encode: { ops: EncodedOp[]; read: TensorRef } | null,
+  ): Promise<StageForwardResult> {
+    const { batch: B, seq: T } = this.shape;
+    const head = this.layout.head;
+    if (head) {
+      if (targets === undefined) throw new Error('the last stage needs targets');
+      checkTokenIds('targets', targets, B * T, this.config.vocabSize);
+      this.write(head.targets, targets);
+    }
+    this.hasForward = false;
+    const out = head ? this.layout.lossResult : (this.layout.blocks.at(-1)?.res3 ?? this.layout.x0);
+    const reader = head ? this.small : this.readback;
+    const ops = [...prelude, ...this.program.forward, ...(head ? [] : (encode?.ops ?? []))];
+    const read = !head && encode ? encode.read : this.ref(out);
+    const data = await reader.read([read], (enc) => record(enc, ops), 'forward');
+    this.hasForward = true;
+    if (!head) {
+      checkFinite(`stage ${this.range.index} output ${encode ? 'encoding' : 'activations'}`, data);
+      return { kind: 'activations', data };
+    }
+    const [loss, flag] = scalarWithFlag(data);
+    if (flag !== 0 || !Number.isFinite(loss))
+      throw new NonFiniteError(`the loss of stage ${this.range.index} is ${loss}`);
+    return { kind: 'loss', loss };
   }
 
   backward(gradOut: Float32Array | null, lossScale: number): Promise<Float32Array | null> {
     return this.exclusive(async () => {
-      if (!this.hasForward) throw new Error('backward() needs a forward() first');
-      const { batch: B, seq: T } = this.shape;
-      const C = this.config.width;
-      if (this.program.lossBackward) {
-        if (gradOut !== null) throw new Error('the last stage differentiates its loss: pass gradOut = null');
-        if (!Number.isFinite(lossScale)) throw new Error(`lossScale must be finite, got ${lossScale}`);
-        this.program.lossBackward.setScale(lossScale / (B * T));
-      } else {
+      if (!this.program.lossBackward) {
         if (gradOut === null) throw new Error(`stage ${this.range.index} needs the gradient of its output`);
-        checkLength('gradOut', gradOut, B * T * C, 'batch*seq*width');
+        const { batch: B, seq: T } = this.shape;
+        checkLength('gradOut', gradOut, B * T * this.config.width, 'batch*seq*width');
         this.write(this.layout.scratch.dres, gradOut);
-      }
-      const record_ = (enc: GPUCommandEncoder): void => record(enc, this.program.backward);
-      if (isFirstStage(this.range)) {
-        await this.runAndWait('backward', record_);
-        return null;
-      }
-      const dinput = await this.readback.read([this.ref(this.layout.scratch.dres)], record_, 'backward');
-      checkFinite(`stage ${this.range.index} input gradient`, dinput);
-      return dinput;
+      } else if (gradOut !== null)
+        throw new Error('the last stage differentiates its loss: pass gradOut = null');
+      return this.runBackward(lossScale, [], null);
     });
+  }
+
+  /**
+   * backward() through the device boundary: the output gradient is decoded on the device from the codec's
+   * buffers (every stage but the last), and the input gradient is returned encoded (every stage but the first).
+   */
+  backwardEncoded(lossScale: number): Promise<Float32Array | null> {
+    return this.exclusive(async () => {
+      const boundary = this.needBoundary();
+      return this.runBackward(
+        lossScale,
+        this.program.lossBackward ? [] : boundary.decodeGrad,
+        boundary.encodeInputGrad,
+      );
+    });
+  }
+
+  private async runBackward(
+    lossScale: number,
+    prelude: EncodedOp[],
+    encode: { ops: EncodedOp[]; read: TensorRef } | null,
+  ): Promise<Float32Array | null> {
+    if (!this.hasForward) throw new Error('backward() needs a forward() first');
+    if (this.program.lossBackward) {
+      if (!Number.isFinite(lossScale)) throw new Error(`lossScale must be finite, got ${lossScale}`);
+      this.program.lossBackward.setScale(lossScale / (this.shape.batch * this.shape.seq));
+    }
+    const first = isFirstStage(this.range);
+    const ops = [...prelude, ...this.program.backward, ...(first ? [] : (encode?.ops ?? []))];
+    const record_ = (enc: GPUCommandEncoder): void => record(enc, ops);
+    if (first) {
+      await this.runAndWait('backward', record_);
+      return null;
+    }
+    const read = encode ? encode.read : this.ref(this.layout.scratch.dres);
+    const dinput = await this.readback.read([read], record_, 'backward');
+    checkFinite(`stage ${this.range.index} input gradient${encode ? ' encoding' : ''}`, dinput);
+    return dinput;
   }
 
   stash(id: number): Promise<void> {

@@ -9,6 +9,8 @@ import type {
   StageState,
   StageTrainer,
 } from '../../gpu/stage/types.js';
+import type { EncodedForwardResult, EncodedInput, EncodingStage } from '../../gpu/codec/device-boundary.js';
+import type { CodecName } from '../../shared/protocol/codec.js';
 import type { EngineKind } from '../../shared/protocol/messages.js';
 import type { EngineCall, EngineLog, EngineMethod, EngineReply } from './engine-rpc.js';
 import type { EngineHostOptions, StageSpec } from './stage-factory.js';
@@ -31,13 +33,17 @@ function startWorker(workerData: unknown): Worker {
   return new Worker(bootstrap, { eval: true, workerData });
 }
 
-/** A StageTrainer whose engine runs in a worker thread, so the node's event loop never waits on the GPU. */
-export class WorkerStage implements StageTrainer {
+/**
+ * A StageTrainer whose engine runs in a worker thread, so the node's event loop never waits on the GPU. When
+ * the engine's stage encodes its own boundary (EncodingStage), so does this one: `boundaryCodec` is set.
+ */
+export class WorkerStage implements StageTrainer, Partial<EncodingStage> {
   private nextId = 0;
   private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
   private failure: Error | null = null;
   paramCount = 0;
   stashCapacity = 1;
+  boundaryCodec?: CodecName;
 
   private constructor(
     private readonly worker: Worker,
@@ -75,9 +81,14 @@ export class WorkerStage implements StageTrainer {
     const worker = startWorker({ engine, tuningCachePath: host.tuningCachePath });
     const stage = new WorkerStage(worker, spec.config, spec.range, spec.shape, host.log ?? (() => {}));
     try {
-      const created = (await stage.call('create', spec)) as { paramCount: number; stashCapacity: number };
+      const created = (await stage.call('create', spec)) as {
+        paramCount: number;
+        stashCapacity: number;
+        boundaryCodec?: CodecName;
+      };
       stage.paramCount = created.paramCount;
       stage.stashCapacity = created.stashCapacity;
+      if (created.boundaryCodec) stage.boundaryCodec = created.boundaryCodec;
     } catch (err) {
       await worker.terminate();
       throw err;
@@ -100,6 +111,14 @@ export class WorkerStage implements StageTrainer {
 
   backward(gradOut: Float32Array | null, lossScale: number): Promise<Float32Array | null> {
     return this.call('backward', [gradOut, lossScale]) as Promise<Float32Array | null>;
+  }
+
+  forwardEncoded(input: EncodedInput, targets?: Int32Array): Promise<EncodedForwardResult> {
+    return this.call('forwardEncoded', [input, targets]) as Promise<EncodedForwardResult>;
+  }
+
+  backwardEncoded(gradOut: Uint8Array | null, lossScale: number): Promise<Uint8Array | null> {
+    return this.call('backwardEncoded', [gradOut, lossScale]) as Promise<Uint8Array | null>;
   }
 
   async stash(id: number): Promise<void> {

@@ -3,6 +3,8 @@ export type EngineMethod =
   | 'create'
   | 'forward'
   | 'backward'
+  | 'forwardEncoded'
+  | 'backwardEncoded'
   | 'stash'
   | 'restore'
   | 'zeroGrad'

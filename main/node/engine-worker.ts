@@ -1,4 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads';
+import { isEncodingStage, type EncodingStage } from '../../gpu/codec/device-boundary.js';
 import type { StageTrainer } from '../../gpu/stage/types.js';
 import type { EngineKind } from '../../shared/protocol/messages.js';
 import { openEngine, type StageEngine, type StageSpec } from './stage-factory.js';
@@ -23,6 +24,12 @@ function need(): StageTrainer {
   return stage;
 }
 
+function needEncoding(): EncodingStage {
+  const s = need();
+  if (!isEncodingStage(s)) throw new Error('this stage does not encode its own boundary');
+  return s;
+}
+
 async function handle(call: EngineCall): Promise<unknown> {
   switch (call.method) {
     case 'create':
@@ -30,7 +37,11 @@ async function handle(call: EngineCall): Promise<unknown> {
       stage = null;
       engine ??= await openEngine(engineKind, { tuningCachePath, log });
       stage = await engine.create(call.args as StageSpec);
-      return { paramCount: need().paramCount, stashCapacity: need().stash ? (need().stashCapacity ?? 1) : 1 };
+      return {
+        paramCount: need().paramCount,
+        stashCapacity: need().stash ? (need().stashCapacity ?? 1) : 1,
+        boundaryCodec: isEncodingStage(stage) ? stage.boundaryCodec : undefined,
+      };
     case 'forward': {
       const [input, targets] = call.args as Parameters<StageTrainer['forward']>;
       return need().forward(input, targets);
@@ -38,6 +49,14 @@ async function handle(call: EngineCall): Promise<unknown> {
     case 'backward': {
       const [gradOut, lossScale] = call.args as Parameters<StageTrainer['backward']>;
       return need().backward(gradOut, lossScale);
+    }
+    case 'forwardEncoded': {
+      const [input, targets] = call.args as Parameters<EncodingStage['forwardEncoded']>;
+      return needEncoding().forwardEncoded(input, targets);
+    }
+    case 'backwardEncoded': {
+      const [gradOut, lossScale] = call.args as Parameters<EncodingStage['backwardEncoded']>;
+      return needEncoding().backwardEncoded(gradOut, lossScale);
     }
     case 'stash':
       return need().stash!(call.args as number);

@@ -17,11 +17,11 @@ import {
   type StageRange,
 } from '../../gpu/model/config.js';
 import { stageParamCount } from '../../gpu/model/params.js';
-import type { StageInput, StageTrainer } from '../../gpu/stage/types.js';
+import type { StageTrainer } from '../../gpu/stage/types.js';
 import { authChallengeBytes } from '../../shared/protocol/auth.js';
 import { Channel } from '../../shared/protocol/channel.js';
 import type { BoundaryShape, Direction } from '../../shared/protocol/codec.js';
-import { boundaryTensorSpec, decodeBoundary, encodeBoundary } from '../../shared/protocol/codec-tensor.js';
+import { boundaryTensorSpec, decodeBoundary } from '../../shared/protocol/codec-tensor.js';
 import type { Tensor } from '../../shared/protocol/frame.js';
 import {
   coordinatorMessageSchema,
@@ -48,6 +48,7 @@ import type { StageSpec } from './stage-factory.js';
 import { WorkerStage } from './engine-host.js';
 import type { LinkShape } from './link-shaping.js';
 import { InputCancelled, PeerRefused, PeerTensors, summarize, type PeerLink } from './peer-tensors.js';
+import { StageBoundary } from './stage-boundary.js';
 
 export interface NodeKeys {
   readonly publicKeyHex: string;
@@ -672,6 +673,7 @@ export class NodeRuntime extends EventEmitter {
     const input = tensors[0]!;
     const { codec } = this.need();
     const boundary = this.boundary();
+    const io = new StageBoundary(stage, codec, boundary);
     let loss: number | undefined;
     let out: Tensor | null = null;
     const stashing = this.stashes(stage) > 1;
@@ -681,29 +683,16 @@ export class NodeRuntime extends EventEmitter {
         throw new Error(`backward of micro-batch ${task.microBatch} without its forward`);
       this.resident.delete(unit);
       if (stashing) await stage.restore!(stashId);
-      const gradOut = decodeBoundary(codec, input, boundary, 'backward').data;
-      const gradIn = await stage.backward(gradOut, task.lossScale);
-      if (gradIn) out = encodeBoundary(codec, gradIn, boundary, 'backward');
+      out = await io.backward(input, task.lossScale);
     } else {
-      // The subspace codec's receiver rebuilds the fixed embedding parts from the token ids it was sent,
-      // and passes them on with its own output.
-      let stageInput: StageInput;
-      let tokens: Int32Array | null;
-      if (isFirstStage(range)) {
-        tokens = input.data as Int32Array;
-        stageInput = { kind: 'tokens', tokens };
-      } else {
-        const decoded = decodeBoundary(codec, input, boundary, 'forward');
-        tokens = decoded.tokens;
-        stageInput = { kind: 'activations', data: decoded.data };
-      }
+      const first = isFirstStage(range);
       if (task.kind === 'forward') {
         // A check's recompute runs in the working set, which the coordinator leaves free (every held
         // micro-batch is stashed, or none is held), and is never stashed: no backward will ask for it.
         if (!task.verifyOnly) await this.makeRoomForForward(stage, stashing);
-        const result = await stage.forward(stageInput);
-        if (result.kind !== 'activations') throw new Error('a forward task reached the last stage');
-        out = encodeBoundary(codec, result.data, boundary, 'forward', tokens ?? undefined);
+        const result = await io.forward(input, first);
+        if (result.kind !== 'tensor') throw new Error('a forward task reached the last stage');
+        out = result.tensor;
         if (!task.verifyOnly) {
           const stashId = stashing ? ++this.stashIds : 0;
           if (stashing) await stage.stash!(stashId);
@@ -711,14 +700,11 @@ export class NodeRuntime extends EventEmitter {
         }
       } else {
         if (!isLastStage(range)) throw new Error(`${task.kind} sent to a stage that is not the last`);
-        const result = await stage.forward(stageInput, tensors[1]!.data as Int32Array);
+        const result = await io.forward(input, first, tensors[1]!.data as Int32Array);
         if (result.kind !== 'loss') throw new Error('the last stage returned no loss');
         loss = result.loss;
         // Held-out validation stops at the loss: nothing may reach the gradients.
-        if (task.kind === 'forwardBackward') {
-          const gradIn = await stage.backward(null, task.lossScale);
-          if (gradIn) out = encodeBoundary(codec, gradIn, boundary, 'backward');
-        }
+        if (task.kind === 'forwardBackward') out = await io.backward(null, task.lossScale);
       }
     }
     const busyMs = performance.now() - started;

@@ -1,3 +1,4 @@
+import { SubspaceDeviceCodec, SubspaceGpuStage } from '../../gpu/codec/device-boundary.js';
 import { openCompression, type CompressionSettings } from '../../gpu/codec/run-compression.js';
 import {
   ProjectedStage,
@@ -66,12 +67,16 @@ export async function openEngine(engine: EngineKind, host: EngineHostOptions = {
         kernels = new KernelSet(device, { matmul: matmulOptions(tuned.tuning) });
       }
       const constraint = subspaceConstraint(s);
-      return GpuStage.create(device, s.config, s.range, s.shape, {
+      // The subspace codec encodes and decodes on the device: only k floats a token cross the PCIe bus.
+      const codec = constraint ? new SubspaceDeviceCodec(device, constraint.basis, s.shape) : null;
+      const stage = await GpuStage.create(device, s.config, s.range, s.shape, {
         seed: s.seed,
         maxBytes: s.maxBytes,
         kernels,
         ...(constraint ? gpuSubspaceOptions(device, s.config, s.range, constraint) : {}),
+        ...(codec ? { boundary: (buffers) => codec.ops(buffers) } : {}),
       });
+      return codec ? new SubspaceGpuStage(stage, codec) : stage;
     },
     close: () => device.destroy(),
   };

@@ -26,6 +26,29 @@ export interface SubspaceBasis {
 const MAX_VOCAB = 1 << 16;
 
 /**
+ * The parts of a subspace payload, as views of it: rows x rank f32 coefficients, then (forward) one u16 token
+ * id a row. `payload` must start at a multiple of 4 bytes of its buffer.
+ */
+export function subspaceParts(
+  payload: Uint8Array,
+  rows: number,
+  rank: number,
+  direction: Direction,
+): { coeffs: Float32Array; ids: Uint16Array | null } {
+  const { buffer, byteOffset } = payload;
+  return {
+    coeffs: new Float32Array(buffer, byteOffset, rows * rank),
+    ids: direction === 'forward' ? new Uint16Array(buffer, byteOffset + 4 * rows * rank, rows) : null,
+  };
+}
+
+/** A received id outside the vocabulary would index past the fixed embedding parts. */
+export function checkSubspaceIds(ids: Uint16Array, vocab: number): void {
+  for (const id of ids)
+    if (id >= vocab) throw new CodecError(`subspace: token id ${id} outside 0..${vocab - 1}`);
+}
+
+/**
  * Forward: per token `U^T (x - fixedToken[id] - fixedPos[t])` (rank f32) and the id (u16); the receiver
  * rebuilds `U c + fixedToken[id] + fixedPos[t]`, exact when x minus the fixed parts lies in span(U).
  * Backward: per token `U^T g` (rank f32); the sender's input gradient is `U (U^T g)`, the gradient of the
@@ -44,6 +67,10 @@ export function createSubspaceCodec(b: SubspaceBasis): ActivationCodec {
   const fixedRow = (out: Float64Array, id: number, t: number): void => {
     for (let i = 0; i < C; i++) out[i] = b.fixedToken[id * C + i]! + b.fixedPos[t * C + i]!;
   };
+  // U's columns, each contiguous: the encode's inner loop then walks two arrays in step (k x width MACs a token).
+  const columns = Array.from({ length: K }, (_, j) =>
+    Float64Array.from({ length: C }, (_, i) => U[i * K + j]!),
+  );
   const codec: ActivationCodec = {
     name: 'subspace',
     payloadBytes: (s: BoundaryShape, direction: Direction) =>
@@ -55,9 +82,9 @@ export function createSubspaceCodec(b: SubspaceBasis): ActivationCodec {
       if (forward && tokens?.length !== rows)
         throw new CodecError(`subspace: forward needs ${rows} token ids, got ${tokens?.length ?? 0}`);
       const out = new Uint8Array(codec.payloadBytes(shape, direction));
-      const coeffs = new Float32Array(out.buffer, 0, rows * K);
-      const ids = forward ? new Uint16Array(out.buffer, 4 * rows * K, rows) : null;
+      const { coeffs, ids } = subspaceParts(out, rows, K, direction);
       const fixed = new Float64Array(C);
+      const d = new Float64Array(C);
       for (let r = 0; r < rows; r++) {
         if (ids) {
           const id = tokens![r]!;
@@ -66,9 +93,11 @@ export function createSubspaceCodec(b: SubspaceBasis): ActivationCodec {
           ids[r] = id;
           fixedRow(fixed, id, r % shape.seq);
         }
+        for (let i = 0; i < C; i++) d[i] = x[r * C + i]! - fixed[i]!;
         for (let j = 0; j < K; j++) {
+          const u = columns[j]!;
           let acc = 0;
-          for (let i = 0; i < C; i++) acc += (x[r * C + i]! - fixed[i]!) * U[i * K + j]!;
+          for (let i = 0; i < C; i++) acc += d[i]! * u[i]!;
           coeffs[r * K + j] = acc;
         }
       }
@@ -78,21 +107,21 @@ export function createSubspaceCodec(b: SubspaceBasis): ActivationCodec {
       checkShape(shape);
       checkPayload(codec, payload, shape, direction);
       const rows = shape.batch * shape.seq;
-      const buffer = aligned(payload, 4);
-      const coeffs = new Float32Array(buffer, 0, rows * K);
-      const ids = direction === 'forward' ? new Uint16Array(buffer, 4 * rows * K, rows) : null;
+      const { coeffs, ids } = subspaceParts(new Uint8Array(aligned(payload, 4)), rows, K, direction);
+      if (ids) checkSubspaceIds(ids, vocab);
       const out = new Float32Array(rows * C);
       const fixed = new Float64Array(C);
+      const row = new Float64Array(C);
       for (let r = 0; r < rows; r++) {
-        if (ids) {
-          if (ids[r]! >= vocab) throw new CodecError(`subspace: token id ${ids[r]} outside 0..${vocab - 1}`);
-          fixedRow(fixed, ids[r]!, r % shape.seq);
+        if (ids) fixedRow(fixed, ids[r]!, r % shape.seq);
+        // Column by column, each element summed in the same order as the GPU kernel: fixed, then j = 0..k-1.
+        row.set(fixed);
+        for (let j = 0; j < K; j++) {
+          const u = columns[j]!;
+          const c = coeffs[r * K + j]!;
+          for (let i = 0; i < C; i++) row[i]! += u[i]! * c;
         }
-        for (let i = 0; i < C; i++) {
-          let acc = fixed[i]!;
-          for (let j = 0; j < K; j++) acc += U[i * K + j]! * coeffs[r * K + j]!;
-          out[r * C + i] = acc;
-        }
+        out.set(row, r * C);
       }
       return { data: out, tokens: ids ? Int32Array.from(ids) : null };
     },

@@ -21,9 +21,13 @@ export function encodeBoundary(
   direction: Direction,
   tokens?: Int32Array,
 ): Tensor {
-  const dims = [shape.batch, shape.seq, shape.width];
-  if (codec.name === 'none') return { dtype: 'f32', shape: dims, data: x };
-  return { dtype: 'f32', shape: dims, codec: codec.name, data: codec.encode(x, shape, direction, tokens) };
+  if (codec.name === 'none') return { dtype: 'f32', shape: [shape.batch, shape.seq, shape.width], data: x };
+  return encodedTensor(codec, shape, codec.encode(x, shape, direction, tokens));
+}
+
+/** A boundary tensor of a payload encoded elsewhere (on a GPU stage's device) in a codec other than none. */
+export function encodedTensor(codec: ActivationCodec, shape: BoundaryShape, payload: Uint8Array): Tensor {
+  return { dtype: 'f32', shape: [shape.batch, shape.seq, shape.width], codec: codec.name, data: payload };
 }
 
 /** The numbers of a boundary tensor the wire reader has checked against {@link boundaryTensorSpec}. */
