@@ -9,7 +9,6 @@
  * peers per token, and the single-process trainer on the same model and stages.
  * `npm run bench:pipeline` prints a table; `-- --json` prints `{"rows":[...]}` on stdout (progress on stderr).
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +22,7 @@ import { WorkerStage } from '../main/node/engine-host.js';
 import { ShapedProxy, describeLink, parseLink, type LinkShape } from '../main/node/link-shaping.js';
 import { NodeRuntime } from '../main/node/runtime.js';
 import { corpusPath, singleProcess, startCoordinator } from '../test/network/helpers.js';
+import { timedNode } from './bench/timed-node-process.js';
 import { TimedStage, type BusyInterval } from './bench/timed-stage.js';
 
 const json = process.argv.includes('--json');
@@ -75,41 +75,6 @@ function runConfig(
     banMs: 0,
     dataPlane,
   });
-}
-
-interface NodeReport {
-  busy: Array<BusyInterval & { stage: number }>;
-  /** Tensor payload bytes the node sent straight to other nodes (peer-to-peer runs). */
-  peerBytes: number;
-}
-
-/**
- * A benchmark node process (scripts/bench/timed-node.ts); stop() returns its busy intervals and peer bytes.
- * `p2pLink` shapes the connections its neighbours dial to its libp2p host.
- */
-function timedNode(url: string, p2pLink: string): { stop(): Promise<NodeReport> } {
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      join(import.meta.dirname, 'bench', 'timed-node.ts'),
-      url,
-      `${FORWARD_MS}`,
-      `${BACKWARD_MS}`,
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, TRIBUTARY_BENCH_P2P_LINK: p2pLink } },
-  );
-  let out = '';
-  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  return {
-    stop: async () => {
-      child.kill('SIGTERM');
-      await exited;
-      return JSON.parse(out) as NodeReport;
-    },
-  };
 }
 
 /** Records each forward and backward call's span on a stage (for the real engine's bubble). */
@@ -165,7 +130,9 @@ async function pipeline(
   const url = `ws://127.0.0.1:${proxy.port}`;
   // Timed nodes run in processes of their own (real nodes: their own event loops, sockets and frames); the
   // real engine's nodes run here, each engine in its worker thread.
-  const children = real ? [] : Array.from({ length: stages }, () => timedNode(url, linkSpec));
+  const children = real
+    ? []
+    : Array.from({ length: stages }, () => timedNode(url, FORWARD_MS, BACKWARD_MS, { p2pLink: linkSpec }));
   const nodes = real
     ? Array.from({ length: stages }, () => {
         const node = new NodeRuntime({

@@ -5,7 +5,7 @@ import {
   type MicroBatchShape,
   type StageRange,
 } from '../../gpu/model/config.js';
-import { stageParamCount } from '../../gpu/model/params.js';
+import { mulberry32, stageParamCount } from '../../gpu/model/params.js';
 import type { StageForwardResult, StageInput, StageState, StageTrainer } from '../../gpu/stage/types.js';
 
 /** One stretch of compute on a stage, in performance.now() milliseconds. */
@@ -17,14 +17,23 @@ export interface BusyInterval {
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
+ * What a timed stage's boundary tensors hold: zeros, or noise of a residual stream's scale forward (uniform in
+ * [-1, 1)) and a gradient's backward (1e-3 of that), so that a codec encodes numbers as it would in training
+ * (fp16's encode, for one, takes a shortcut on zeros).
+ */
+export type TimedValues = 'zeros' | 'noise';
+
+/**
  * A stage whose compute is a timed wait: forward takes `forwardMs`, backward `backwardMs`, using no CPU, so
- * four stages on two cores show the schedule rather than the cores. Tensors have the real shapes (zeros), so
- * frames, validation and transfers are real. It stashes any number of micro-batches (it holds nothing).
+ * four stages on two cores show the schedule rather than the cores. Tensors have the real shapes (zeros
+ * unless `values` says noise), so frames, validation and transfers are real. It stashes any number of
+ * micro-batches (it holds nothing).
  */
 export class TimedStage implements StageTrainer {
   readonly paramCount: number;
   readonly stashCapacity = 64;
   private state: StageState | null = null;
+  private noise: { forward: Float32Array; backward: Float32Array } | null = null;
 
   constructor(
     readonly config: GptConfig,
@@ -34,6 +43,7 @@ export class TimedStage implements StageTrainer {
     private readonly backwardMs: number,
     /** Where each forward's and backward's span is recorded. */
     readonly busy: BusyInterval[] = [],
+    private readonly values: TimedValues = 'zeros',
   ) {
     this.paramCount = stageParamCount(config, range);
   }
@@ -44,20 +54,28 @@ export class TimedStage implements StageTrainer {
     this.busy.push({ start, end: performance.now() });
   }
 
-  private activations(): Float32Array {
-    return new Float32Array(this.shape.batch * this.shape.seq * this.config.width);
+  /** A fresh array each call, as a real engine's readback is. */
+  private activations(direction: 'forward' | 'backward'): Float32Array {
+    const n = this.shape.batch * this.shape.seq * this.config.width;
+    if (this.values === 'zeros') return new Float32Array(n);
+    if (!this.noise) {
+      const rand = mulberry32(this.range.index + 1);
+      const forward = Float32Array.from({ length: n }, () => rand() * 2 - 1);
+      this.noise = { forward, backward: forward.map((x) => x * 1e-3) };
+    }
+    return this.noise[direction].slice();
   }
 
   async forward(_input: StageInput, _targets?: Int32Array): Promise<StageForwardResult> {
     await this.compute(this.forwardMs);
     return isLastStage(this.range)
       ? { kind: 'loss', loss: 5 }
-      : { kind: 'activations', data: this.activations() };
+      : { kind: 'activations', data: this.activations('forward') };
   }
 
   async backward(_gradOut: Float32Array | null, _lossScale: number): Promise<Float32Array | null> {
     await this.compute(this.backwardMs);
-    return isFirstStage(this.range) ? null : this.activations();
+    return isFirstStage(this.range) ? null : this.activations('backward');
   }
 
   async stash(): Promise<void> {}
