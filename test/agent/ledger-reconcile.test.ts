@@ -70,6 +70,30 @@ function reconcileByRereading(ledger: Ledger): Reconciliation {
   };
 }
 
+/** The balance and earnings as the wallet read them before the per-run and per-day totals. */
+function walletByRereading(ledger: Ledger, days: number) {
+  const latest = `SELECT c.receipt_id, c.status, c.flops FROM credits c
+    WHERE c.seq = (SELECT MAX(seq) FROM credits WHERE receipt_id = c.receipt_id)`;
+  const sums = ledger.db
+    .prepare(`SELECT status, SUM(flops) AS flops FROM (${latest}) GROUP BY status`)
+    .all() as { status: string; flops: number }[];
+  const of = (s: string): number => sums.find((r) => r.status === s)?.flops ?? 0;
+  const since = new Date(NOW - days * 86_400_000).toISOString().slice(0, 10);
+  const earnings = ledger.db
+    .prepare(
+      `SELECT substr(r.issued_at, 1, 10) AS day, SUM(r.flops) AS flops
+       FROM receipts r JOIN (${latest}) l ON l.receipt_id = r.receipt_id
+       WHERE l.status != 'revoked' AND substr(r.issued_at, 1, 10) >= ? GROUP BY day ORDER BY day`,
+    )
+    .all(since);
+  return {
+    balance: { confirmedFlops: of('confirmed'), pendingFlops: of('pending'), revokedFlops: of('revoked') },
+    earnings,
+  };
+}
+
+const NOW = Date.UTC(2026, 10, 25, 6);
+
 /** Every receipt id some statement listed as verified by a second replica. */
 function statedVerified(ledger: Ledger): Set<string> {
   const bodies = ledger.db.prepare('SELECT body FROM statements').all() as { body: string }[];
@@ -126,7 +150,9 @@ function play(ledger: Ledger, receipts: number, seed: number, check: () => void)
   const late: { stream: Stream; n: number }[] = [];
   let stored = 0;
   const deliver = (stream: Stream, n: number): void => {
-    ledger.acceptReceipt(stream.coordinator.sign(testReceipt(n, { runId: stream.runId })));
+    // Ten minutes apart: the receipts span three weeks, so the earnings cover many days.
+    const issuedAt = new Date(Date.UTC(2026, 10, 1) + n * 600_000).toISOString();
+    ledger.acceptReceipt(stream.coordinator.sign(testReceipt(n, { runId: stream.runId, issuedAt })));
   };
   for (let n = 1; n <= receipts; n++) {
     const stream = streams[Math.floor(next() * streams.length)]!;
@@ -174,12 +200,16 @@ function play(ledger: Ledger, receipts: number, seed: number, check: () => void)
 }
 
 describe('reconciliation from per-run totals', () => {
-  it('gives what rereading every statement and receipt gave, after each of many statements, and after migrating an older ledger', () => {
+  it('gives what rereading every statement, receipt and credit gave, after each of many statements, and after migrating an older ledger', () => {
     const path = join(dir, 'many.sqlite');
-    const ledger = new Ledger(path);
+    const ledger = new Ledger(path, { now: () => NOW });
     let checks = 0;
     const statements = play(ledger, 3000, 7, () => {
       expect(reconcile(ledger)).toEqual(reconcileByRereading(ledger));
+      // The balance and the last ten days' earnings (the first of them cut by the window) read the same too.
+      const old = walletByRereading(ledger, 10);
+      expect(ledger.balance()).toEqual(old.balance);
+      expect(ledger.earningsByDay(10)).toEqual(old.earnings);
       checks++;
     });
     // Credit confirmed here that no statement confirms (an edited or buggy ledger) shows as a difference.
@@ -211,9 +241,13 @@ describe('reconciliation from per-run totals', () => {
     ledger.close();
 
     downgradeToSchema2(path);
-    const migrated = new Ledger(path);
+    const migrated = new Ledger(path, { now: () => NOW });
     expect(migrated.db.prepare('SELECT MAX(version) AS v FROM migrations').get()).toEqual({ v: 4 });
     expect(reconcile(migrated)).toEqual(final);
+    const old = walletByRereading(migrated, 30);
+    expect(old.earnings.length).toBeGreaterThan(15);
+    expect(migrated.balance()).toEqual(old.balance);
+    expect(migrated.earningsByDay(30)).toEqual(old.earnings);
     expect(migrated.receipts().filter((r) => r.verified).length).toBe(
       migrated.receipts().filter((r) => verified.has(r.receiptId)).length,
     );

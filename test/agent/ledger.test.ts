@@ -148,9 +148,12 @@ describe('ledger', () => {
     expect(ledger.verify()).toMatchObject({ ok: true, problems: [] });
     ledger.db.exec("UPDATE receipt_states SET verified = 1 WHERE receipt_id = 'r-2'");
     ledger.db.exec('UPDATE run_credit SET statement_flops = confirmed_flops');
+    ledger.db.exec('UPDATE day_credit SET flops = 2 * flops');
+    const edited = "was edited: it no longer matches the ledger's credits and the coordinator's statements";
     expect(ledger.verify().problems.map((p) => p.message)).toEqual([
-      "the stored state of receipt r-2 (credit status or verification) disagrees with its credits and the coordinator's statements (it was edited)",
-      "the stored totals of run run-1 disagree with its credits and the coordinator's statements (they were edited)",
+      `the stored state of receipt r-2 (credit status or verification) ${edited}`,
+      `the stored totals of run run-1 ${edited}`,
+      `the stored earnings of 2026-11-20 ${edited}`,
     ]);
     ledger.close();
   });

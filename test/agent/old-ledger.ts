@@ -3,13 +3,14 @@ import { rowHash, type RowValue } from '../../main/agent/ledger/chain.js';
 
 /**
  * Takes a ledger back to schema 2, as versions before migrations 3 and 4 left it: an (empty) payouts table,
- * no receipt states or run totals. The chained rows are untouched.
+ * no receipt states, run or day totals. The chained rows are untouched.
  */
 export function downgradeToSchema2(path: string): void {
   const raw = new Database(path);
   raw.exec(`
     DROP TRIGGER receipt_states_on_receipt; DROP TRIGGER receipt_states_on_credit;
     DROP TRIGGER receipt_states_on_statement; DROP TABLE receipt_states; DROP TABLE run_credit;
+    DROP TABLE day_credit;
     CREATE TABLE payouts (
       seq INTEGER PRIMARY KEY, payout_id TEXT NOT NULL UNIQUE, flops REAL NOT NULL, address TEXT NOT NULL,
       reference TEXT NOT NULL, at TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);

@@ -407,12 +407,13 @@ export class Ledger {
     SELECT c.receipt_id, c.status, c.flops FROM credits c
     WHERE c.seq = (SELECT MAX(seq) FROM credits WHERE receipt_id = c.receipt_id)`;
 
+  /** From the per-run totals (schema.ts): one row per run, however long the ledger. */
   balance(): Balance {
-    const sums = this.db
-      .prepare(`SELECT status, SUM(flops) AS flops FROM (${Ledger.LATEST_CREDITS}) GROUP BY status`)
-      .all() as { status: ReceiptStatus; flops: number }[];
-    const of = (s: ReceiptStatus): number => sums.find((r) => r.status === s)?.flops ?? 0;
-    return { confirmedFlops: of('confirmed'), pendingFlops: of('pending'), revokedFlops: of('revoked') };
+    const totals = this.statement(
+      `SELECT TOTAL(confirmed_flops) AS confirmed, TOTAL(pending_flops) AS pending,
+              TOTAL(revoked_flops) AS revoked FROM run_credit`,
+    ).get() as { confirmed: number; pending: number; revoked: number };
+    return { confirmedFlops: totals.confirmed, pendingFlops: totals.pending, revokedFlops: totals.revoked };
   }
 
   /** Receipts with their current credit state and whether a second replica verified them, newest first. */
@@ -435,16 +436,15 @@ export class Ledger {
     }));
   }
 
-  /** Non-revoked credit per UTC day of issue, for the earnings plot. */
+  /**
+   * Credit not revoked per UTC day of issue, for the earnings plot: the last `days` days, the first of them
+   * whole, from the per-day totals (schema.ts).
+   */
   earningsByDay(days = 30): { day: string; flops: number }[] {
-    const since = new Date(this.now() - days * 86_400_000).toISOString();
-    return this.db
-      .prepare(
-        `SELECT substr(r.issued_at, 1, 10) AS day, SUM(r.flops) AS flops
-         FROM receipts r JOIN (${Ledger.LATEST_CREDITS}) l ON l.receipt_id = r.receipt_id
-         WHERE l.status != 'revoked' AND r.issued_at >= ? GROUP BY day ORDER BY day`,
-      )
-      .all(since) as { day: string; flops: number }[];
+    const since = new Date(this.now() - days * 86_400_000).toISOString().slice(0, 10);
+    return this.statement(
+      'SELECT day, flops FROM day_credit WHERE day >= ? AND receipts > 0 ORDER BY day',
+    ).all(since) as { day: string; flops: number }[];
   }
 
   wallet(recent = 50): WalletSnapshot {
@@ -585,59 +585,100 @@ export class Ledger {
   }
 
   /**
-   * The receipt states and run totals the triggers keep (schema.ts), recomputed from the chain: an edit to
-   * them (marking work verified, or making reconciliation match) shows. Absent from ledgers older versions
-   * wrote, which verify reads without migrating.
+   * The receipt states, run totals and day totals the triggers keep (schema.ts), recomputed from the chain:
+   * an edit to them (marking work verified, making reconciliation match, inflating the balance) shows.
+   * Absent from ledgers older versions wrote, which verify reads without migrating.
    */
   private checkDerivedState(): LedgerProblem[] {
     if (!this.hasTable('receipt_states')) return [];
-    const states = this.db
-      .prepare(
-        `SELECT receipt_id FROM (
-           SELECT r.receipt_id, s.status, s.verified,
-                  (SELECT c.status FROM credits c WHERE c.receipt_id = r.receipt_id ORDER BY c.seq DESC LIMIT 1)
-                    AS chained,
-                  r.receipt_id IN (${STATED_VERIFIED}) AS stated_verified
-           FROM receipts r LEFT JOIN receipt_states s ON s.receipt_id = r.receipt_id)
-         WHERE status IS NOT chained OR verified IS NOT stated_verified`,
-      )
-      .all() as { receipt_id: string }[];
-    const runs = this.db
-      .prepare(
-        `SELECT k.coordinator_key, k.run_id, t.confirmed_flops, t.statement_flops,
-                (SELECT TOTAL(r.flops) FROM receipts r WHERE r.coordinator_key = k.coordinator_key
-                   AND r.run_id = k.run_id
-                   AND (SELECT c.status FROM credits c WHERE c.receipt_id = r.receipt_id ORDER BY c.seq DESC LIMIT 1)
-                     = 'confirmed') AS confirmed,
-                (SELECT json_extract(body, '$.confirmedFlops') FROM statements s WHERE
-                   s.coordinator_key = k.coordinator_key AND s.run_id = k.run_id ORDER BY s.seq DESC LIMIT 1) AS stated
-         FROM (SELECT coordinator_key, run_id FROM receipts UNION SELECT coordinator_key, run_id FROM statements) k
-         LEFT JOIN run_credit t ON t.coordinator_key = k.coordinator_key AND t.run_id = k.run_id`,
-      )
-      .all() as {
-      run_id: string;
-      confirmed_flops: number | null;
-      statement_flops: number | null;
-      confirmed: number;
-      stated: number | null;
-    }[];
-    // Summed in another order than the triggers summed, so equal up to rounding.
-    const differs = (a: number | null, b: number | null): boolean =>
-      a === null || b === null ? a !== b : Math.abs(a - b) > 1e-9 * Math.max(1, Math.abs(b));
-    return [
-      ...states.map((r) => ({
+    const problems: LedgerProblem[] = [];
+    const edited = (what: string): void =>
+      void problems.push({
         seq: 0,
         table: null,
-        message: `the stored state of receipt ${r.receipt_id} (credit status or verification) disagrees with its credits and the coordinator's statements (it was edited)`,
-      })),
-      ...runs
-        .filter((r) => differs(r.confirmed_flops, r.confirmed) || differs(r.statement_flops, r.stated))
-        .map((r) => ({
-          seq: 0,
-          table: null,
-          message: `the stored totals of run ${r.run_id} disagree with its credits and the coordinator's statements (they were edited)`,
-        })),
-    ];
+        message: `${what} was edited: it no longer matches the ledger's credits and the coordinator's statements`,
+      });
+    const stored = new Map(
+      (this.db.prepare('SELECT receipt_id, status, verified FROM receipt_states').all() as Row[]).map((r) => [
+        r.receipt_id,
+        r,
+      ]),
+    );
+    const receipts = this.db
+      .prepare(
+        `SELECT r.receipt_id, r.coordinator_key, r.run_id, substr(r.issued_at, 1, 10) AS day, r.flops,
+                (SELECT c.status FROM credits c WHERE c.receipt_id = r.receipt_id ORDER BY c.seq DESC LIMIT 1)
+                  AS status,
+                r.receipt_id IN (${STATED_VERIFIED}) AS verified
+         FROM receipts r`,
+      )
+      .all() as {
+      receipt_id: string;
+      coordinator_key: string;
+      run_id: string;
+      day: string;
+      flops: number;
+      status: ReceiptStatus | null;
+      verified: number;
+    }[];
+    const runs = new Map<string, Record<string, number | null>>();
+    const run = (key: string, runId: string): Record<string, number | null> => {
+      const id = `${key} ${runId}`;
+      let totals = runs.get(id);
+      if (!totals) {
+        totals = { confirmed_flops: 0, pending_flops: 0, revoked_flops: 0, statement_flops: null };
+        runs.set(id, totals);
+      }
+      return totals;
+    };
+    const days = new Map<string, { receipts: number; flops: number }>();
+    for (const r of receipts) {
+      const state = stored.get(r.receipt_id);
+      if (state?.status !== r.status || state.verified !== r.verified)
+        edited(`the stored state of receipt ${r.receipt_id} (credit status or verification)`);
+      if (r.status === null) continue;
+      const totals = run(r.coordinator_key, r.run_id);
+      totals[`${r.status}_flops`] = (totals[`${r.status}_flops`] ?? 0) + r.flops;
+      if (r.status === 'revoked') continue;
+      const day = days.get(r.day) ?? { receipts: 0, flops: 0 };
+      days.set(r.day, { receipts: day.receipts + 1, flops: day.flops + r.flops });
+    }
+    const newest = this.db
+      .prepare(
+        `SELECT coordinator_key, run_id, json_extract(body, '$.confirmedFlops') AS flops FROM statements s
+         WHERE seq = (SELECT MAX(seq) FROM statements WHERE coordinator_key = s.coordinator_key AND run_id = s.run_id)`,
+      )
+      .all() as { coordinator_key: string; run_id: string; flops: number }[];
+    for (const s of newest) run(s.coordinator_key, s.run_id).statement_flops = s.flops;
+    // Summed in another order than the triggers summed, so equal up to rounding.
+    const differs = (a: RowValue | undefined, b: number | null | undefined): boolean =>
+      a === null || a === undefined || b === null || b === undefined
+        ? (a ?? null) !== (b ?? null)
+        : Math.abs(Number(a) - b) > 1e-9 * Math.max(1, Math.abs(b));
+    const storedRuns = this.db.prepare('SELECT * FROM run_credit').all() as Row[];
+    const columns = ['confirmed_flops', 'pending_flops', 'revoked_flops', 'statement_flops'];
+    for (const row of storedRuns) {
+      const expected = runs.get(`${String(row.coordinator_key)} ${String(row.run_id)}`);
+      runs.delete(`${String(row.coordinator_key)} ${String(row.run_id)}`);
+      if (!expected || columns.some((c) => differs(row[c], expected[c])))
+        edited(`the stored totals of run ${String(row.run_id)}`);
+    }
+    for (const id of runs.keys()) edited(`the stored totals of run ${id.split(' ')[1]}`);
+    const storedDays = this.db
+      .prepare('SELECT day, receipts, flops FROM day_credit WHERE receipts > 0')
+      .all() as {
+      day: string;
+      receipts: number;
+      flops: number;
+    }[];
+    for (const row of storedDays) {
+      const expected = days.get(row.day);
+      days.delete(row.day);
+      if (expected?.receipts !== row.receipts || differs(row.flops, expected.flops))
+        edited(`the stored earnings of ${row.day}`);
+    }
+    for (const day of days.keys()) edited(`the stored earnings of ${day}`);
+    return problems;
   }
 
   private hasTable(name: string): boolean {

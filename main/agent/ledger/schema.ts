@@ -59,9 +59,10 @@ const MIGRATIONS: Migration[] = [
     const empty = db.prepare('SELECT 1 FROM payouts LIMIT 1').get() === undefined;
     if (empty) db.exec('DROP TABLE payouts');
   },
-  // Each receipt's state as the ledger and the coordinator's statements give it, and each run's totals, kept
-  // up to date by triggers on the chained tables in the same transaction as the row, so reconciling after a
-  // statement reads a few index entries instead of every statement and receipt. Derived: verify checks them.
+  // Each receipt's state as the ledger and the coordinator's statements give it, each run's totals and each
+  // day's earnings, kept up to date by triggers on the chained tables in the same transaction as the row, so
+  // reconciling after a statement and the wallet read a few rows and index entries instead of every statement
+  // and receipt. Derived: verify recomputes them.
   `
   CREATE TABLE receipt_states (
     receipt_id TEXT PRIMARY KEY,
@@ -81,11 +82,16 @@ const MIGRATIONS: Migration[] = [
     WHERE status = 'confirmed' AND stated IS NOT 'confirmed';
   CREATE TABLE run_credit (
     coordinator_key TEXT NOT NULL, run_id TEXT NOT NULL,
-    -- the run's credit confirmed in this ledger, FLOP
+    -- the run's credit in this ledger by its newest state, FLOP
     confirmed_flops REAL NOT NULL DEFAULT 0,
+    pending_flops REAL NOT NULL DEFAULT 0,
+    revoked_flops REAL NOT NULL DEFAULT 0,
     -- what the run's newest statement says is confirmed; null before its first statement
     statement_flops REAL,
     PRIMARY KEY (coordinator_key, run_id));
+  -- credit not revoked, by UTC day of issue
+  CREATE TABLE day_credit (
+    day TEXT PRIMARY KEY, receipts INTEGER NOT NULL DEFAULT 0, flops REAL NOT NULL DEFAULT 0);
 
   INSERT INTO receipt_states (receipt_id, receipt_seq, status)
     SELECT r.receipt_id, r.seq,
@@ -102,10 +108,15 @@ const MIGRATIONS: Migration[] = [
   INSERT INTO receipt_states (receipt_id, verified)
     SELECT receipt_id, 1 FROM (${STATED_VERIFIED}) WHERE true
     ON CONFLICT (receipt_id) DO UPDATE SET verified = 1;
-  INSERT INTO run_credit (coordinator_key, run_id, confirmed_flops)
-    SELECT r.coordinator_key, r.run_id, TOTAL(iif(rs.status = 'confirmed', r.flops, 0))
+  INSERT INTO run_credit (coordinator_key, run_id, confirmed_flops, pending_flops, revoked_flops)
+    SELECT r.coordinator_key, r.run_id, TOTAL(iif(rs.status = 'confirmed', r.flops, 0)),
+           TOTAL(iif(rs.status = 'pending', r.flops, 0)), TOTAL(iif(rs.status = 'revoked', r.flops, 0))
     FROM receipts r JOIN receipt_states rs ON rs.receipt_id = r.receipt_id
     GROUP BY r.coordinator_key, r.run_id;
+  INSERT INTO day_credit (day, receipts, flops)
+    SELECT substr(r.issued_at, 1, 10), COUNT(*), TOTAL(r.flops)
+    FROM receipts r JOIN receipt_states rs ON rs.receipt_id = r.receipt_id
+    WHERE rs.status IN ('pending', 'confirmed') GROUP BY 1;
   INSERT INTO run_credit (coordinator_key, run_id, statement_flops)
     SELECT s.coordinator_key, s.run_id, json_extract(s.body, '$.confirmedFlops') FROM statements s
     WHERE s.seq = (SELECT MAX(seq) FROM statements WHERE coordinator_key = s.coordinator_key AND run_id = s.run_id)
@@ -117,11 +128,23 @@ const MIGRATIONS: Migration[] = [
     INSERT INTO run_credit (coordinator_key, run_id) VALUES (NEW.coordinator_key, NEW.run_id)
       ON CONFLICT DO NOTHING;
   END;
+  -- The credit moves from the receipt's previous state (null for its first credit) to NEW.status.
   CREATE TRIGGER receipt_states_on_credit AFTER INSERT ON credits BEGIN
-    UPDATE run_credit SET confirmed_flops = confirmed_flops
-        + iif(NEW.status = 'confirmed', NEW.flops, 0)
-        - (SELECT iif(status IS 'confirmed', NEW.flops, 0) FROM receipt_states WHERE receipt_id = NEW.receipt_id)
+    UPDATE run_credit SET
+        confirmed_flops = confirmed_flops + iif(NEW.status = 'confirmed', NEW.flops, 0)
+          - (SELECT iif(status IS 'confirmed', NEW.flops, 0) FROM receipt_states WHERE receipt_id = NEW.receipt_id),
+        pending_flops = pending_flops + iif(NEW.status = 'pending', NEW.flops, 0)
+          - (SELECT iif(status IS 'pending', NEW.flops, 0) FROM receipt_states WHERE receipt_id = NEW.receipt_id),
+        revoked_flops = revoked_flops + iif(NEW.status = 'revoked', NEW.flops, 0)
+          - (SELECT iif(status IS 'revoked', NEW.flops, 0) FROM receipt_states WHERE receipt_id = NEW.receipt_id)
       WHERE (coordinator_key, run_id) = (SELECT coordinator_key, run_id FROM receipts WHERE receipt_id = NEW.receipt_id);
+    INSERT INTO day_credit (day, receipts, flops)
+      SELECT substr(r.issued_at, 1, 10), d.counted, d.counted * NEW.flops
+      FROM receipts r,
+           (SELECT (NEW.status IS NOT 'revoked') - (status IS 'pending' OR status IS 'confirmed') AS counted
+            FROM receipt_states WHERE receipt_id = NEW.receipt_id) d
+      WHERE r.receipt_id = NEW.receipt_id
+      ON CONFLICT (day) DO UPDATE SET receipts = receipts + excluded.receipts, flops = flops + excluded.flops;
     UPDATE receipt_states SET status = NEW.status WHERE receipt_id = NEW.receipt_id;
   END;
   CREATE TRIGGER receipt_states_on_statement AFTER INSERT ON statements BEGIN
