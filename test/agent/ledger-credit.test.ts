@@ -47,7 +47,12 @@ describe('credit confirmation', () => {
         30_000,
       );
       expect(agent.ledger.balance().pendingFlops).toBe(0);
-      expect(agent.ledger.latestStatement()).toMatchObject({ nodeId: keys.publicKeyHex, receipts: issued });
+      const newest = agent.ledger.db
+        .prepare('SELECT body FROM statements ORDER BY seq DESC LIMIT 1')
+        .get() as {
+        body: string;
+      };
+      expect(JSON.parse(newest.body)).toMatchObject({ nodeId: keys.publicKeyHex, receipts: issued });
       expect(agent.ledger.verify()).toMatchObject({ ok: true, problems: [] });
       expect(coordinator.store.payoutAddress(keys.publicKeyHex)).toBe(address);
     } finally {

@@ -340,13 +340,6 @@ export class Ledger {
     });
   }
 
-  /** The newest statement stored from any coordinator, for the wallet and reconciliation. */
-  latestStatement(): CreditStatement | null {
-    const row = this.db.prepare('SELECT body FROM statements ORDER BY seq DESC LIMIT 1').get() as
-      { body: string } | undefined;
-    return row ? creditStatementSchema.parse(JSON.parse(row.body)) : null;
-  }
-
   /**
    * The ledger beside what the coordinator's statements confirm, from the per-run totals and the receipt
    * states the triggers keep (schema.ts): a few index reads however long the ledger, plus one per difference.
