@@ -170,6 +170,11 @@ describe('ledger', () => {
 
     downgradeToSchema2(path);
     appendPayout(path);
+    // `ledger verify` and `export` of this version read it as it is, without migrating it.
+    const readonly = new Ledger(path, { readonly: true });
+    expect(readonly.verify()).toEqual({ ok: true, entries: 17, problems: [] });
+    expect(readonly.exportCsv('receipts').split('\r\n')[1]).toContain(',r-1,run-1,');
+    readonly.close();
     const kept = open();
     expect(kept.db.prepare('SELECT COUNT(*) AS n FROM payouts').get()).toEqual({ n: 1 });
     expect(kept.verify()).toEqual({ ok: true, entries: 17, problems: [] });
