@@ -1,4 +1,4 @@
-import type { Channel } from '../shared/protocol/channel.js';
+import type { Channel, SocketLike } from '../shared/protocol/channel.js';
 import type { Tensor } from '../shared/protocol/frame.js';
 import type {
   CoordinatorMessage,
@@ -7,7 +7,7 @@ import type {
   P2pAddress,
   TaskKind,
 } from '../shared/protocol/messages.js';
-import type { Received, TensorSpec } from '../shared/protocol/wire.js';
+import type { EncodedMessage, Received, TensorSpec } from '../shared/protocol/wire.js';
 
 export interface SentTask {
   taskId: number;
@@ -32,6 +32,12 @@ export interface Awaiting {
   since: number;
   resolve(received: Received<NodeMessage>): void;
   reject(error: Error): void;
+}
+
+/** What a TCP socket offers to hold writes back and let them out together. */
+export interface Corkable {
+  cork(): void;
+  uncork(): void;
 }
 
 /** Smoothing of the per-task time estimate (SWARM's throughput EMA). */
@@ -81,6 +87,10 @@ export class Peer {
   constructor(
     readonly connectionId: number,
     readonly channel: Channel<NodeMessage, CoordinatorMessage>,
+    /** The channel's socket, for messages encoded once for many peers (they bypass the channel's numbering). */
+    private readonly socket: SocketLike,
+    /** The TCP socket under it: a message's text and tensor frames leave in one write, not one each. */
+    private readonly tcp: Corkable,
   ) {}
 
   observeTaskTime(ms: number): void {
@@ -124,7 +134,20 @@ export class Peer {
   }
 
   send(message: Outgoing<CoordinatorMessage>, tensors?: Tensor[]): void {
-    this.channel.send(message, tensors);
+    this.tcp.cork();
+    try {
+      this.channel.send(message, tensors);
+    } finally {
+      this.tcp.uncork();
+    }
+  }
+
+  /** Sends a message from `encodeShared`: the same bytes that its other receivers get. */
+  sendEncoded(encoded: EncodedMessage): void {
+    if (this.channel.isClosed) return;
+    this.tcp.cork();
+    for (const part of encoded) this.socket.send(part);
+    this.tcp.uncork();
   }
 
   get shortId(): string {

@@ -14,6 +14,7 @@ import {
 import {
   ProtocolError,
   WireReader,
+  encodeShared,
   type Received,
   type TensorSpec,
   type WireLimits,
@@ -22,6 +23,7 @@ import type { CoordinatorMetrics } from './metrics.js';
 import type { VerifySignature } from './receipts.js';
 import { Peer, type Awaiting } from './peer.js';
 import type { RunConfig, RunShape } from './run-config.js';
+import { SendPacer } from './send-pacer.js';
 import type { CoordinatorStore } from './store.js';
 
 export class PeerLost extends Error {}
@@ -37,6 +39,9 @@ export type Request = (
 
 /** A connection that has not proven its key by then is closed, so idle sockets cannot pile up. */
 const AUTH_TIMEOUT_MS = 10_000;
+
+/** Longest stretch of paced sends (requests, broadcasts) before the event loop reads its sockets again. */
+const SEND_SLICE_MS = 4;
 
 /**
  * What a stranger may hold before proving a key: a few connections, a few kilobytes each. Tensor frames are
@@ -95,6 +100,8 @@ export class Sessions {
   readonly peers = new Set<Peer>();
   private readonly bans = new Map<string, number>();
   private connections = 0;
+  /** Requests and broadcasts go to many peers at once; a heartbeat's pong goes out between their slices. */
+  private readonly pacer = new SendPacer(SEND_SLICE_MS);
 
   constructor(private readonly options: SessionsOptions) {}
 
@@ -107,8 +114,10 @@ export class Sessions {
     return [...this.peers].filter((p) => p.stage === stage).sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1));
   }
 
+  /** Sends every authenticated peer the same bytes, encoded once. */
   broadcast(message: Outgoing<CoordinatorMessage>): void {
-    for (const peer of this.peers) if (peer.authenticated) peer.send(message);
+    const encoded = encodeShared(message);
+    for (const peer of this.peers) if (peer.authenticated) this.pacer.send(() => peer.sendEncoded(encoded));
   }
 
   readonly request: Request = (peer, kind, key, spec, send) => {
@@ -116,7 +125,13 @@ export class Sessions {
       return Promise.reject(new PeerLost(`node ${peer.shortId} is gone`));
     return new Promise((resolve, reject) => {
       peer.awaiting = { kind, key, spec, since: Date.now(), resolve, reject };
-      send();
+      this.pacer.send(() => {
+        try {
+          send();
+        } catch (err) {
+          reject(err as Error);
+        }
+      });
     });
   };
 
@@ -153,7 +168,7 @@ export class Sessions {
         this.lose(peer, `protocol violation: ${error.message}`);
       },
     );
-    const peer: Peer = new Peer(++this.connections, channel);
+    const peer: Peer = new Peer(++this.connections, channel, socket, raw);
     peer.address = address;
     this.peers.add(peer);
     // Counted on the TCP socket, before ws assembles a frame: a stranger's 60 MiB frame is cut off at the

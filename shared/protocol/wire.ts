@@ -147,6 +147,23 @@ export class WireReader<M extends { id: number; tensors: number }> {
   }
 }
 
+/**
+ * The id of a message encoded once for many receivers (`encodeShared`). A Channel numbers its own messages
+ * from 1, so 0 never collides with one; the receiver only checks that a tensor frame carries its message's id.
+ */
+export const SHARED_MESSAGE_ID = 0;
+
+/** One message's text frame and binary frames, in sending order. */
+export type EncodedMessage = ReadonlyArray<string | Uint8Array>;
+
+/**
+ * Encodes a message once for every peer that gets it (a stage's summed gradient to each of its replicas, a
+ * broadcast): the same bytes go to each, instead of a copy of every tensor per peer.
+ */
+export function encodeShared<M>(message: Outgoing<M>, tensors: Tensor[] = []): EncodedMessage {
+  return encodeMessage(SHARED_MESSAGE_ID, message, tensors);
+}
+
 /** Encodes one message and its tensors as the text frame and binary frames to send, in order. */
 export function encodeMessage<M>(
   id: number,
