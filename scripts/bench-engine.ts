@@ -10,11 +10,15 @@ import type * as Tf from '@tensorflow/tfjs';
 import { acquireDevice, adapterName } from '../gpu/device/acquire.js';
 import {
   type MatmulTuning,
+  type Trial,
+  type TuneResult,
   describeTuning,
   matmulOptions,
   modelProducts,
   tuneMatmul,
+  tuningLogLine,
 } from '../gpu/engine/autotune.js';
+import { subgroupMatrixName, subgroupMatrixSupport } from '../gpu/kernels/matmul-subgroup-matrix.js';
 import { GpuStage } from '../gpu/engine/gpu-stage.js';
 import { KernelSet } from '../gpu/engine/kernel-set.js';
 import { stageDeviceNeeds } from '../gpu/engine/stage-layout.js';
@@ -79,7 +83,36 @@ interface Report {
     steps_per_round: number;
   }[];
   /** What the autotuner chose on this adapter, and whether it measured or read its cache. */
-  matmul_kernels: MatmulTuning & { source: 'cache' | 'measured'; seconds: number; summary: string };
+  matmul_kernels: TuningReport;
+  /**
+   * The mixed-precision (f16 operand) tuning, where the device has shader-f16 and is not a CPU adapter:
+   * the only one with subgroup-matrix (tensor-core) candidates.
+   */
+  matmul_kernels_mixed: TuningReport | null;
+  /** The subgroup-matrix tiles the adapter offers the autotuner, or why none. */
+  subgroup_matrix: { candidates: string[]; reason: string | null };
+}
+
+type TuningReport = MatmulTuning & {
+  source: 'cache' | 'measured';
+  seconds: number;
+  summary: string;
+  /** Every candidate tried per product kind: its speed or why it was rejected (empty from the cache). */
+  trials: Trial[];
+};
+
+function tuningReport(tuned: TuneResult): TuningReport {
+  const { tuning, source, seconds, trials } = tuned;
+  return { ...tuning, source, seconds, summary: describeTuning(tuning), trials };
+}
+
+/** The autotuner's line, then each candidate's result on its own line. */
+function printTuning(tuned: TuneResult): void {
+  progress(tuningLogLine(tuned));
+  for (const t of tuned.trials) {
+    const result = t.rejected === undefined ? `${t.gflops!.toFixed(1)} GFLOP/s` : `rejected: ${t.rejected}`;
+    progress(`  ${t.kind} ${t.kernel}: ${result}`);
+  }
 }
 
 const json = process.argv.includes('--json');
@@ -190,6 +223,10 @@ function printTable(r: Report): void {
   const lines = [
     `adapter: ${r.adapter}`,
     `matmul kernels (${r.matmul_kernels.source}): ${r.matmul_kernels.summary}`,
+    r.matmul_kernels_mixed
+      ? `matmul kernels, mixed precision (${r.matmul_kernels_mixed.source}): ${r.matmul_kernels_mixed.summary}`
+      : 'matmul kernels, mixed precision: not tuned (no shader-f16, or a CPU adapter)',
+    `subgroup-matrix candidates: ${r.subgroup_matrix.reason ?? r.subgroup_matrix.candidates.join('; ')}`,
     '',
     'matmul, square n x n: GFLOP/s (best wall round) and GFLOP per CPU-second of this process',
     ['n', 'ours', 'TF.js', 'ratio', 'ours/cpu', 'TF.js/cpu', 'ratio', 'ours tiled']
@@ -234,13 +271,23 @@ async function main(): Promise<void> {
   const adapter = adapterName(summary);
   progress(`adapter: ${adapter}${summary.isFallback ? ' (software: says nothing about real GPUs)' : ''}`);
   const cacheAt = process.argv.indexOf('--tuning-cache');
-  const tuned = await tuneMatmul(device, {
+  const tuneOptions = {
     products: modelProducts(CONFIG, { batch: BENCH.batch, seq: BENCH.seqs[0]! }),
     store: cacheAt >= 0 ? fileTuningStore(process.argv[cacheAt + 1]!) : undefined,
     log: progress,
-  });
-  const tuningSummary = describeTuning(tuned.tuning);
-  progress(`matmul kernels (${tuned.source}, ${tuned.seconds.toFixed(1)} s): ${tuningSummary}`);
+  };
+  const tuned = await tuneMatmul(device, tuneOptions);
+  printTuning(tuned);
+  // Mixed precision's f16 kernels (and the tensor-core candidates) are tuned on GPUs only: on a CPU adapter
+  // every f16 tile is a slow compile and says nothing about a GPU.
+  const tunedMixed =
+    device.features.has('shader-f16') && !summary.isFallback
+      ? await tuneMatmul(device, { ...tuneOptions, precision: 'mixed' })
+      : null;
+  if (tunedMixed) printTuning(tunedMixed);
+  const subgroup = subgroupMatrixSupport(device);
+  if (!tunedMixed)
+    progress(`subgroup-matrix candidates: ${subgroup.reason ?? 'some (mixed precision not tuned)'}`);
   const kernels = new KernelSet(device, { matmul: matmulOptions(tuned.tuning) });
   const tf = await loadTfjs(gpu);
   const errors: string[] = [];
@@ -317,7 +364,9 @@ async function main(): Promise<void> {
     },
     config_name: BENCH.name,
     train_steps: trainSteps,
-    matmul_kernels: { ...tuned.tuning, source: tuned.source, seconds: tuned.seconds, summary: tuningSummary },
+    matmul_kernels: tuningReport(tuned),
+    matmul_kernels_mixed: tunedMixed ? tuningReport(tunedMixed) : null,
+    subgroup_matrix: { candidates: subgroup.tiles.map(subgroupMatrixName), reason: subgroup.reason },
   };
   if (json) process.stdout.write(`${JSON.stringify(report)}\n`);
   else printTable(report);

@@ -71,13 +71,19 @@ const requestedLimits = [
 
 /**
  * Optional features the engine uses when present: `subgroups` feeds the lanes matmul on CPU adapters,
- * `shader-f16` the f16 operands of mixed precision, and `timestamp-query` lets
- * scripts/bench/step-profile.ts time each kernel on the GPU itself.
+ * `shader-f16` the f16 operands of mixed precision, `chromium-experimental-subgroup-matrix` the tensor-core
+ * matmul the autotuner may pick for them, and `timestamp-query` lets scripts/bench/step-profile.ts time each
+ * kernel on the GPU itself.
  */
-const optionalFeatures = ['subgroups', 'shader-f16', 'timestamp-query'] as const;
+const optionalFeatures = [
+  'subgroups',
+  'shader-f16',
+  'chromium-experimental-subgroup-matrix',
+  'timestamp-query',
+] as const;
 
 export function wantedFeatures(adapter: GPUAdapter): GPUFeatureName[] {
-  return optionalFeatures.filter((f) => adapter.features.has(f));
+  return optionalFeatures.filter((f) => adapter.features.has(f)) as GPUFeatureName[];
 }
 
 export interface AcquiredDevice {

@@ -26,8 +26,11 @@ export interface KernelOptions {
    * device's `shader-f16`.
    */
   precision?: Precision;
-  /** Tiles and dispatch cap, as the autotuner chose them for this adapter (engine/autotune.ts). */
-  matmul?: Pick<MatmulOptions, 'tiles' | 'maxDispatchFlops'>;
+  /**
+   * Kernels and dispatch cap, as the autotuner chose them for this adapter (engine/autotune.ts); a tuning
+   * for mixed precision may name the subgroup-matrix kernel, which runs only with `precision: 'mixed'`.
+   */
+  matmul?: Pick<MatmulOptions, 'tiles' | 'subgroupMatrix' | 'maxDispatchFlops'>;
 }
 
 /** Every kernel's compiled pipelines on one device; shared by the stages on that device. */

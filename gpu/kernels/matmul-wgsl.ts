@@ -149,8 +149,11 @@ export function epilogueDeclarations(epilogue: Epilogue, el: string, inAccess: s
   return `${decl}\n${geluFunctions(el)}`;
 }
 
+/** What a product's store does besides writing C; shared by every matmul kernel family. */
+export type StoreVariant = Pick<MatmulVariant, 'epilogue' | 'bias' | 'accumulate'>;
+
 /** The value stored at C's element(s) `at` for accumulator `acc` and column expression `col`. */
-function epilogueValue(v: MatmulVariant, acc: string, col: string, at: string): string {
+function epilogueValue(v: StoreVariant, acc: string, col: string, at: string): string {
   if (v.epilogue === 'geluBackward') return `geluGrad(pre[${at}]) * ${acc}`;
   let value = acc;
   if (v.bias) value += ` + bias[${col}]`;
@@ -158,7 +161,8 @@ function epilogueValue(v: MatmulVariant, acc: string, col: string, at: string): 
   return value;
 }
 
-function storeOne(v: MatmulVariant, acc: string, col: string, at: string): string[] {
+/** Statements storing accumulator `acc` at C's element(s) `at` (column `col`), with the epilogue. */
+export function storeOne(v: StoreVariant, acc: string, col: string, at: string): string[] {
   const lines = [`let at = ${at};`];
   if (v.epilogue === 'gelu') {
     lines.push(`let y = ${epilogueValue(v, acc, col, 'at')};`, `c[at] = y;`, `act[at] = gelu(y);`);

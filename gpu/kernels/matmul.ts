@@ -11,6 +11,13 @@ import {
   matmulShader,
 } from './matmul-wgsl.js';
 import {
+  SUBGROUP_MATRIX_FEATURE,
+  type SubgroupMatrixTile,
+  type SubgroupMatrixVariant,
+  subgroupMatrixShader,
+  subgroupMatrixSpan,
+} from './matmul-subgroup-matrix.js';
+import {
   type LanesVariant,
   lanesMatmulShader,
   lanesProductFits,
@@ -54,6 +61,11 @@ export interface MatmulOptions {
   tile?: TileShape;
   /** Per-product tiles, as the autotuner picks them. */
   tiles?: Partial<Record<ProductKind, TileShape>>;
+  /**
+   * Product kinds that run the subgroup-matrix kernel (tensor cores) instead of the tiled one, as the
+   * autotuner picks them; needs `f16` and the device's chromium-experimental-subgroup-matrix.
+   */
+  subgroupMatrix?: Partial<Record<ProductKind, SubgroupMatrixTile>>;
   /**
    * The most FLOPs one dispatch may hold: the guard against the OS's GPU watchdog (Windows resets a GPU whose
    * work runs past ~2 s). The autotuner sets it from the adapter's measured speed (`watchdogDispatchFlops`);
@@ -194,6 +206,7 @@ export class Matmul {
   /** Subgroup size of the lanes kernel, or null when it is not used. */
   readonly lanes: number | null;
   readonly f16: boolean;
+  readonly subgroupMatrix: Readonly<Partial<Record<ProductKind, SubgroupMatrixTile>>>;
 
   constructor(
     private readonly device: GPUDevice,
@@ -213,6 +226,14 @@ export class Matmul {
     if (this.f16 && !device.features.has('shader-f16'))
       throw new Error('matmul: f16 operands need the shader-f16 feature, which this device lacks');
     this.lanes = !this.f16 && lanes !== null && LANES_ROWS % lanes === 0 ? lanes : null;
+    this.subgroupMatrix = { ...options.subgroupMatrix };
+    if (Object.keys(this.subgroupMatrix).length > 0) {
+      if (!this.f16) throw new Error('matmul: the subgroup-matrix kernel runs f16 operands; pass f16: true');
+      if (!device.features.has(SUBGROUP_MATRIX_FEATURE))
+        throw new Error(
+          `matmul: the subgroup-matrix kernel needs ${SUBGROUP_MATRIX_FEATURE}, which this device lacks`,
+        );
+    }
   }
 
   /**
@@ -397,6 +418,16 @@ export class Matmul {
       inputsWritable,
       epilogue: p.epilogue,
     };
+    const blocks = this.subgroupMatrix[p.kind];
+    if (blocks) {
+      const variant: SubgroupMatrixVariant = { ...common, tile: blocks };
+      return {
+        pipeline: this.pipelines.get(`matmul subgroup-matrix ${JSON.stringify(variant)}`, () =>
+          subgroupMatrixShader(variant),
+        ),
+        tile: subgroupMatrixSpan(blocks),
+      };
+    }
     if (this.lanes !== null && lanesProductFits(p.aLayout, p.m, p.n, p.k)) {
       const variant: LanesVariant = { ...common, lanes: this.lanes, rows: LANES_ROWS };
       return {

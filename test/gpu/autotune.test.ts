@@ -5,8 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deviceName } from '../../gpu/device/acquire.js';
 import {
   MATMUL_TUNING_VERSION,
-  describeTuning,
   tuneMatmul,
+  tuningLogLine,
   type TuneOptions,
 } from '../../gpu/engine/autotune.js';
 import { DEFAULT_DISPATCH_FLOPS } from '../../gpu/kernels/matmul.js';
@@ -46,7 +46,12 @@ describe('matmul autotuning per adapter', () => {
     expect(first.tuning.maxDispatchFlops).toBeGreaterThanOrEqual(DEFAULT_DISPATCH_FLOPS);
     const file = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
     expect(file[deviceName(gpu.device)]).toEqual(first.tuning);
-    expect(lines.join('\n')).toContain(describeTuning(first.tuning));
+    expect(lines).toEqual([]);
+    // The one line a host logs: the adapter, each kind's kernel, and that it was measured.
+    const line = tuningLogLine(first);
+    expect(line).toMatch(/^matmul kernels \(measured in \d+\.\d s\): /);
+    expect(line).toContain(`${deviceName(gpu.device)}: forward lanes`);
+    expect(line).toMatch(/backwardWeight lanes [\d.]+ GFLOP\/s; dispatches up to/);
   });
 
   it('reuses the cached choice without measuring', async () => {
@@ -57,6 +62,7 @@ describe('matmul autotuning per adapter', () => {
     expect(again.seconds).toBe(0);
     expect(again.tuning).toEqual(before[deviceName(gpu.device)]);
     expect(lines).toEqual([]);
+    expect(tuningLogLine(again)).toMatch(/^matmul kernels \(cache\): /);
   });
 
   it('ignores a corrupted cache with a message, measures again and repairs the file', async () => {
@@ -70,17 +76,23 @@ describe('matmul autotuning per adapter', () => {
 
   it.each([
     ['a stale version', { version: MATMUL_TUNING_VERSION - 1 }, /stale/],
-    ['a tile the engine does not offer', { tiles: { forward: { bm: 3 } } }, /does not offer/],
+    ['a tile the engine does not offer', { kernels: { forward: { tile: { bm: 3 } } } }, /does not offer/],
+    [
+      'a subgroup-matrix kernel this adapter does not offer',
+      { kernels: { forward: { subgroupMatrix: { m: 16, n: 16, k: 16, tm: 2, tn: 2, subgroupSize: 32 } } } },
+      /does not offer/,
+    ],
+    ['another precision', { precision: 'mixed' }, /tuned for mixed precision, not fp32/],
     ['a dispatch cap below the default guard', { maxDispatchFlops: 1 }, /bad dispatch cap/],
   ])('ignores an entry with %s, with a message', async (_name, change, message) => {
     const name = deviceName(gpu.device);
     const file = JSON.parse(await readFile(path, 'utf8')) as Record<string, Record<string, unknown>>;
     const entry = file[name]!;
-    const tiles = (entry.tiles ?? {}) as Record<string, unknown>;
+    const kernels = (entry.kernels ?? {}) as Record<string, unknown>;
     const bad = {
       ...entry,
       ...change,
-      tiles: { ...tiles, ...((change as { tiles?: object }).tiles ?? {}) },
+      kernels: { ...kernels, ...((change as { kernels?: object }).kernels ?? {}) },
     };
     await writeFile(path, JSON.stringify({ ...file, [name]: bad }));
     const lines: string[] = [];
