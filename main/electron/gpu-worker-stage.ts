@@ -6,6 +6,7 @@ import type {
   StageState,
   StageTrainer,
 } from '../../gpu/stage/types.js';
+import type { TuningStore } from '../../gpu/engine/autotune.js';
 import type { StageSpec } from '../node/stage-factory.js';
 import type { StageMethod } from '../gpu-worker/protocol.js';
 import type { GpuWorkerClient } from './gpu-worker-client.js';
@@ -25,10 +26,31 @@ export class GpuWorkerStage implements StageTrainer {
     readonly paramCount: number,
   ) {}
 
-  /** Builds the stage in the page (which must have acquired its device). */
-  static async create(client: GpuWorkerClient, spec: StageSpec): Promise<GpuWorkerStage> {
-    const { paramCount } = await client.request({ type: 'create-stage', spec });
-    return new GpuWorkerStage(client, spec.config, spec.range, spec.shape, paramCount);
+  /**
+   * Builds the stage in the page (which must have acquired its device). The page tunes the matmul for its
+   * first stage: `tuning.store` (gpu-tuning.json in the app's data directory) is read for it and receives
+   * what it measured, and `tuning.log` the kernels it chose.
+   */
+  static async create(
+    client: GpuWorkerClient,
+    spec: StageSpec,
+    tuning: { store?: TuningStore; log?: (line: string) => void } = {},
+  ): Promise<GpuWorkerStage> {
+    const log = tuning.log ?? (() => {});
+    const tuningCache = tuning.store
+      ? await tuning.store.read().catch((error: unknown) => {
+          log(`matmul tuning: ignoring the tuning cache, it cannot be read: ${(error as Error).message}`);
+          return null;
+        })
+      : null;
+    const reply = await client.request({ type: 'create-stage', spec, tuningCache });
+    for (const line of reply.log) log(line);
+    if (reply.tuningCache !== null && tuning.store) {
+      await tuning.store.write(reply.tuningCache).catch((error: unknown) => {
+        log(`matmul tuning: could not save the tuning cache: ${(error as Error).message}`);
+      });
+    }
+    return new GpuWorkerStage(client, spec.config, spec.range, spec.shape, reply.paramCount);
   }
 
   private async call<T>(method: StageMethod, ...args: unknown[]): Promise<T> {

@@ -18,6 +18,7 @@ import electronUpdater from 'electron-updater';
 import pino from 'pino';
 import type { AgentCommand } from '../../shared/dashboard/contract.js';
 import { listProcessNames } from '../agent/host-signals.js';
+import { fileTuningStore } from '../gpu-host/tuning-store.js';
 import { ContributorHost } from '../host/contributor-host.js';
 import { loadOrCreateKeys } from '../identity/key-store.js';
 import { APP_CSP, contentType, resolveAppUrl } from './app-protocol.js';
@@ -167,7 +168,10 @@ async function start(): Promise<void> {
       const client = gpuWorker.current;
       if (!client) throw new Error('the GPU worker is restarting');
       try {
-        return await GpuWorkerStage.create(client, spec);
+        return await GpuWorkerStage.create(client, spec, {
+          store: fileTuningStore(join(dataDir, 'gpu-tuning.json')),
+          log: (line) => logger.info(line),
+        });
       } catch (error) {
         gpuWorker.fail((error as Error).message);
         throw error;

@@ -1,9 +1,17 @@
 import { openCompression } from '../../gpu/codec/run-compression.js';
 import { gpuSubspaceOptions } from '../../gpu/codec/subspace-stage.js';
 import { acquireDevice } from '../../gpu/device/acquire.js';
+import {
+  type TuningStore,
+  matmulOptions,
+  modelProducts,
+  tuneMatmul,
+  tuningLogLine,
+} from '../../gpu/engine/autotune.js';
 import { GpuStage } from '../../gpu/engine/gpu-stage.js';
 import { KernelSet } from '../../gpu/engine/kernel-set.js';
 import type { StageTrainer } from '../../gpu/stage/types.js';
+import type { StageSpec } from '../node/stage-factory.js';
 import {
   STAGE_METHODS,
   type GpuWorkerMessage,
@@ -23,8 +31,37 @@ const NO_WEBGPU_HINT =
 
 interface Engine {
   device: GPUDevice;
-  kernels: KernelSet;
+  /** Built with the first stage, once the matmul is tuned on that stage's products. */
+  kernels: KernelSet | null;
   stage: StageTrainer | null;
+}
+
+/**
+ * Tunes the matmul on `device` for the first stage's products, as the node's engine thread does
+ * (main/node/stage-factory.ts), against the cache text main sent; returns the kernels, the log lines and the
+ * cache's new text when the tuning wrote one.
+ */
+async function tunedKernels(
+  device: GPUDevice,
+  spec: StageSpec,
+  cacheText: string | null,
+): Promise<{ kernels: KernelSet; log: string[]; tuningCache: string | null }> {
+  const log: string[] = [];
+  let tuningCache: string | null = null;
+  const store: TuningStore = {
+    read: () => Promise.resolve(cacheText),
+    write: (text) => {
+      tuningCache = text;
+      return Promise.resolve();
+    },
+  };
+  const tuned = await tuneMatmul(device, {
+    products: modelProducts(spec.config, spec.shape),
+    store,
+    log: (line) => log.push(line),
+  });
+  log.push(tuningLogLine(tuned));
+  return { kernels: new KernelSet(device, { matmul: matmulOptions(tuned.tuning) }), log, tuningCache };
 }
 
 /**
@@ -50,7 +87,7 @@ export function serveGpuPort(port: PortLike, gpu: GPU | undefined): void {
     release();
     const acquired = await acquireDevice(gpu, NO_WEBGPU_HINT);
     const { device } = acquired;
-    engine = { device, kernels: new KernelSet(device), stage: null };
+    engine = { device, kernels: null, stage: null };
     void device.lost.then((info) => {
       if (engine?.device === device) engine = null;
       // destroy() by release is expected; anything else is Chromium's GPU process going away.
@@ -85,6 +122,10 @@ export function serveGpuPort(port: PortLike, gpu: GPU | undefined): void {
         current.stage?.destroy();
         current.stage = null;
         const { config, range, shape, seed, compression } = request.spec;
+        const tuning = current.kernels
+          ? { kernels: current.kernels, log: [], tuningCache: null }
+          : await tunedKernels(current.device, request.spec, request.tuningCache ?? null);
+        current.kernels = tuning.kernels;
         const constraint = compression
           ? openCompression(compression, config, seed, range.count).constraint
           : null;
@@ -93,7 +134,13 @@ export function serveGpuPort(port: PortLike, gpu: GPU | undefined): void {
           kernels: current.kernels,
           ...(constraint ? gpuSubspaceOptions(current.device, config, range, constraint) : {}),
         });
-        return { id, type: 'stage-created', paramCount: current.stage.paramCount };
+        return {
+          id,
+          type: 'stage-created',
+          paramCount: current.stage.paramCount,
+          log: tuning.log,
+          tuningCache: tuning.tuningCache,
+        };
       }
       case 'stage-call': {
         const stage = need().stage;

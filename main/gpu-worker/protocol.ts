@@ -30,8 +30,12 @@ export type GpuWorkerRequest =
   | { id: number; type: 'release' }
   /** Returns the tensors unchanged: proves the transfer path both ways (and its cost) without the engine. */
   | { id: number; type: 'echo'; tensors: (Float32Array | Int32Array)[] }
-  /** Builds the one stage this page trains (replacing any other) on the acquired device. */
-  | { id: number; type: 'create-stage'; spec: StageSpec }
+  /**
+   * Builds the one stage this page trains (replacing any other) on the acquired device. The first stage on
+   * a device tunes the matmul kernels; the page has no file system, so main hands it the tuning cache's text
+   * (gpu-tuning.json in the app's data directory) and saves what the reply brings back.
+   */
+  | { id: number; type: 'create-stage'; spec: StageSpec; tuningCache?: string | null }
   | { id: number; type: 'stage-call'; method: StageMethod; args: unknown[] };
 
 export interface DeviceLimitsSummary {
@@ -44,7 +48,15 @@ export type GpuWorkerReply =
   | { id: number; type: 'acquired'; adapter: AdapterSummary; limits: DeviceLimitsSummary }
   | { id: number; type: 'released' }
   | { id: number; type: 'echo'; tensors: (Float32Array | Int32Array)[] }
-  | { id: number; type: 'stage-created'; paramCount: number }
+  | {
+      id: number;
+      type: 'stage-created';
+      paramCount: number;
+      /** What the tuning said (the kernels chosen, cache entries ignored), for main's log; empty after the first stage. */
+      log: string[];
+      /** The tuning cache's new text when the tuning measured afresh, else null. */
+      tuningCache: string | null;
+    }
   | { id: number; type: 'stage-result'; result: unknown }
   | { id: number; type: 'error'; message: string };
 
