@@ -413,6 +413,7 @@ export class CandidateCheck {
     });
     try {
       // A shader the driver refuses surfaces here, as the candidate's problem, not as an uncaptured error.
+      this.device.pushErrorScope('internal');
       this.device.pushErrorScope('validation');
       let error: GPUError | null;
       try {
@@ -429,7 +430,10 @@ export class CandidateCheck {
         encoder.copyBufferToBuffer(c.buffer, 0, staging, 0, c.size);
         this.device.queue.submit([encoder.finish()]);
       } finally {
-        error = await this.device.popErrorScope();
+        // A shader Tint accepts may still fail in the backend's compiler: Dawn reports that as internal.
+        const validation = await this.device.popErrorScope();
+        const internal = await this.device.popErrorScope();
+        error = validation ?? internal;
       }
       if (error) throw new Error(error.message);
       await staging.mapAsync(GPUMapMode.READ);
