@@ -356,7 +356,9 @@ export class Coordinator extends EventEmitter {
       (task.sendsToPeer ? sentProblem(message.sent) : null);
     if (bad) return this.sessions.drop(peer, bad);
     // The coordinator's own clock, never the node's claim: a node that says it is fast is not routed more.
-    peer.observeTaskTime(Math.max(Date.now() - task.sentAt, 0.01));
+    const roundTrip = Date.now() - task.sentAt;
+    peer.observeTaskTime(Math.max(roundTrip, 0.01));
+    peer.observeLink(roundTrip, message.queuedMs ?? 0, message.busyMs);
     attempt.onResult(peer, task, message.loss, tensors);
     this.pushProgress(null);
   }
@@ -609,6 +611,7 @@ export class Coordinator extends EventEmitter {
     const states = await applyStep(
       this.sessions.request,
       members,
+      this.run.ranges.map((r) => stageParamCount(this.run.model, r)),
       averaged,
       step,
       this.config.adamw,

@@ -69,6 +69,14 @@ export class Peer {
   unitEmaMs: number | null = null;
   private unitBusyMs = 0;
   private tasksSeen = 0;
+  /**
+   * A task's round trip on the coordinator's clock less the time the node says it queued and computed (the
+   * link: latency both ways, the tensors' transfer, the coordinator's own handling), and the node's compute
+   * per task; both smoothed, null until measured. They size how much work is kept out to hide the link
+   * (step-attempt.ts): a node that lies about them only changes how many of its own tasks wait at it.
+   */
+  linkMs: number | null = null;
+  computeMs: number | null = null;
   /** Tasks sent and not yet answered, including ones from an aborted attempt. */
   readonly tasks = new Map<number, SentTask>();
   /** Micro-batches the stage can hold between forward and backward (reported with `loaded`). */
@@ -98,6 +106,11 @@ export class Peer {
     // The first task compiles the engine's kernels; it says nothing about the peer's speed.
     if (this.tasksSeen++ === 0) return;
     this.emaMs = smooth(this.emaMs, ms);
+  }
+
+  observeLink(roundTripMs: number, queuedMs: number, busyMs: number): void {
+    this.linkMs = smooth(this.linkMs, Math.max(roundTripMs - queuedMs - busyMs, 0));
+    this.computeMs = smooth(this.computeMs, Math.max(busyMs, 0.1));
   }
 
   /** Called when the unit the peer held is finished: its tasks' busy time becomes one sample. */

@@ -49,8 +49,37 @@ interface AttemptContext {
   onDispute(reason: string): void;
 }
 
-/** Tasks a peer may have been sent and not answered: one running, one waiting at the peer. */
-const OUTSTANDING_PER_PEER = 2;
+/** Tasks kept out at a peer at least (one running, one waiting there), and at most. */
+const MIN_OUTSTANDING = 2;
+const MAX_OUTSTANDING = 8;
+
+/**
+ * How many tasks to keep out at `peer`: one running, and enough waiting there that the next task arrives
+ * before the current one ends although each result and task crosses the link (`linkMs`) first.
+ */
+export function outstandingLimit(peer: Pick<Peer, 'linkMs' | 'computeMs'>): number {
+  if (peer.linkMs === null || peer.computeMs === null) return MIN_OUTSTANDING;
+  const cover = 1 + Math.max(1, Math.ceil(peer.linkMs / peer.computeMs));
+  return Math.min(MAX_OUTSTANDING, Math.max(MIN_OUTSTANDING, cover));
+}
+
+/**
+ * How many micro-batches a peer of `stage` (of `stages`) may hold between forward and backward. 1F1B needs
+ * S - stage with instant links; each of the 2 (S - stage - 1) boundary crossings between a micro-batch's
+ * forward here and its gradient's return adds the link's latency, during which this stage would idle, so it
+ * holds enough more to cover them (at least one more, below the last stage), within what its stash allows.
+ */
+export function inFlightLimit(
+  peer: Pick<Peer, 'computeMs' | 'stashes'>,
+  stage: number,
+  stages: number,
+  linkMs: number,
+): number {
+  const downstream = stages - stage - 1;
+  const unitMs = 2 * (peer.computeMs ?? Infinity);
+  const cover = downstream === 0 ? 0 : Math.max(1, Math.ceil((2 * downstream * linkMs) / unitMs));
+  return Math.min(peer.stashes, stages - stage + cover);
+}
 
 interface MicroBatchState {
   /** The peer that ran the forward at each stage; it runs the backward too. */
@@ -268,23 +297,31 @@ export class StepAttempt {
 
   /**
    * One-forward-one-backward: a peer gets a waiting backward first; else a forward, while it holds fewer
-   * micro-batches than its stash allows and than 1F1B needs at its depth (S - stage: stage 0 keeps S in
-   * flight, the last stage one at a time). So the stages fill, then alternate, then drain. Two tasks may be
-   * out at once, so the next one is already at the peer when the current one ends (no round trip idle).
+   * micro-batches than its stash allows and than 1F1B needs at its depth (inFlightLimit: S - stage plus
+   * what covers the links). So the stages fill, then alternate, then drain. Several tasks may be out at
+   * once, so the next one is already at the peer when the current one ends (outstandingLimit); the node
+   * runs a backward before forwards that wait with it.
    */
   private dispatch(peer: Peer): void {
-    const depth = this.ctx.members.length - peer.stage!;
-    while (!this.settled && peer.outstanding < OUTSTANDING_PER_PEER) {
+    const S = this.ctx.members.length;
+    const limit = inFlightLimit(peer, peer.stage!, S, this.linkMs());
+    while (!this.settled && peer.outstanding < outstandingLimit(peer)) {
       const backward = peer.backwards.shift();
       if (backward) {
         backward();
         continue;
       }
-      if (peer.resident.size >= Math.min(peer.stashes, depth)) return;
+      if (peer.resident.size >= limit) return;
       const forward = peer.forwards.shift();
       if (!forward) return;
       forward();
     }
+  }
+
+  /** The link's latency between stages: the mean over the attempt's measured peers (relay: two legs a hop). */
+  private linkMs(): number {
+    const measured = this.ctx.members.flat().flatMap((p) => (p.linkMs === null ? [] : [p.linkMs]));
+    return measured.length === 0 ? 0 : measured.reduce((a, b) => a + b, 0) / measured.length;
   }
 
   /**

@@ -7,6 +7,8 @@ export {
   ABSURD_MAGNITUDE,
   boundaryProblem,
   sentProblem,
+  summarizeValues,
+  summaryProblem,
   valuesProblem,
 } from '../shared/protocol/tensor-values.js';
 

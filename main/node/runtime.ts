@@ -30,7 +30,7 @@ import {
   type NodeMessage,
   type P2pAddress,
 } from '../../shared/protocol/messages.js';
-import { boundaryProblem } from '../../shared/protocol/tensor-values.js';
+import { boundaryProblem, summarizeValues } from '../../shared/protocol/tensor-values.js';
 import type { SignedReceipt } from '../../shared/protocol/receipt.js';
 import { stageLabel } from '../../shared/stage-label.js';
 import { stateFromTensors, stateSpec, stateTensors } from '../../shared/protocol/stage-state.js';
@@ -125,6 +125,18 @@ export interface NodeStatus {
 /** 1F1B holds at most S micro-batches on a stage; more would only be memory nobody uses. */
 const MAX_STASHES = 64;
 
+/** A message from the coordinator waiting for the engine, with when it arrived. */
+interface Pending {
+  channel: Channel<CoordinatorMessage, NodeMessage>;
+  message: CoordinatorMessage;
+  tensors: Tensor[];
+  arrived: number;
+}
+
+function isForwardTask(message: CoordinatorMessage): boolean {
+  return message.type === 'task' && message.kind !== 'backward';
+}
+
 function describeStage(range: StageRange): string {
   return stageLabel({ ...range, lastBlock: range.endBlock - 1 });
 }
@@ -162,6 +174,9 @@ export class NodeRuntime extends EventEmitter {
   private stashIds = 0;
   /** The libp2p data plane, started at the first welcome of a peer-to-peer run. */
   private peerTensors: Promise<PeerTensors> | null = null;
+  /** Messages waiting for the engine, in the order they run (see enqueue). */
+  private readonly pending: Pending[] = [];
+  /** Settles when the pending messages have all run. */
   private work: Promise<void> = Promise.resolve();
   private stopped = false;
   private paused = false;
@@ -320,7 +335,7 @@ export class NodeRuntime extends EventEmitter {
       }
       case 'apply':
         if (!this.range) throw new ProtocolError('unexpected', 'apply before a stage was assigned');
-        return [{ dtype: 'f32', shape: [stageParamCount(this.need().model, this.range)] }];
+        return m.own ? [] : [{ dtype: 'f32', shape: [stageParamCount(this.need().model, this.range)] }];
       default:
         return [];
     }
@@ -482,29 +497,51 @@ export class NodeRuntime extends EventEmitter {
     this.emit('receipt', signed, seq);
   }
 
-  /** Work runs one message at a time, in order, so the engine sees exactly the sequence the coordinator sent. */
+  /**
+   * Work runs one message at a time, in the order the coordinator sent it, except that a backward task goes
+   * ahead of the forward tasks queued behind the last other message: the coordinator keeps several tasks
+   * out to hide the link's round trip, and a gradient that waits behind a forward holds up every stage
+   * before this one (1F1B). Backwards keep their own order, so gradients accumulate in micro-batch order.
+   */
   private enqueue(message: CoordinatorMessage, tensors: Tensor[]): void {
-    const channel = this.channel!;
-    this.work = this.work.then(async () => {
-      if (channel.isClosed) return;
-      try {
-        await this.handle(channel, message, tensors);
-      } catch (err) {
-        this.log.error({ err: (err as Error).message, type: message.type }, 'work failed');
-        channel.send({ type: 'error', code: 'work-failed', message: (err as Error).message.slice(0, 1000) });
-        // The engine may be broken (a lost device, a dead thread): the next assignment builds a fresh one.
-        this.stage?.destroy();
-        this.stage = null;
-        this.range = null;
-        this.resident.clear();
+    const entry: Pending = { channel: this.channel!, message, tensors, arrived: performance.now() };
+    // pending[0] is the message running now.
+    let at = this.pending.length;
+    if (message.type === 'task' && message.kind === 'backward')
+      while (at > 1 && isForwardTask(this.pending[at - 1]!.message)) at--;
+    this.pending.splice(at, 0, entry);
+    if (this.pending.length === 1) this.work = this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    while (this.pending.length > 0) {
+      const { channel, message, tensors, arrived } = this.pending[0]!;
+      if (!channel.isClosed) {
+        try {
+          await this.handle(channel, message, tensors, arrived);
+        } catch (err) {
+          this.log.error({ err: (err as Error).message, type: message.type }, 'work failed');
+          channel.send({
+            type: 'error',
+            code: 'work-failed',
+            message: (err as Error).message.slice(0, 1000),
+          });
+          // The engine may be broken (a lost device, a dead thread): the next assignment builds a fresh one.
+          this.stage?.destroy();
+          this.stage = null;
+          this.range = null;
+          this.resident.clear();
+        }
       }
-    });
+      this.pending.shift();
+    }
   }
 
   private async handle(
     channel: Channel<CoordinatorMessage, NodeMessage>,
     message: CoordinatorMessage,
     tensors: Tensor[],
+    arrived: number,
   ): Promise<void> {
     switch (message.type) {
       case 'assign':
@@ -515,21 +552,24 @@ export class NodeRuntime extends EventEmitter {
           stateFromTensors(message.optimizerStep, tensors),
         );
       case 'task':
-        return this.runTask(channel, message, tensors);
+        return this.runTask(channel, message, tensors, arrived);
       case 'abort':
         this.resident.clear();
         this.stage?.zeroGrad();
         return;
       case 'gradsRequest': {
         const grads = await this.needStage().exportGrads();
-        channel.send({ type: 'grads', step: message.step, attempt: message.attempt }, [
-          { dtype: 'f32', shape: [grads.length], data: grads },
-        ]);
+        const { step, attempt } = message;
+        if (message.summary) channel.send({ type: 'grads', step, attempt, summary: summarizeValues(grads) });
+        else
+          channel.send({ type: 'grads', step, attempt }, [
+            { dtype: 'f32', shape: [grads.length], data: grads },
+          ]);
         return;
       }
       case 'apply': {
         const stage = this.needStage();
-        await stage.importGrads(tensors[0]!.data as Float32Array);
+        if (!message.own) await stage.importGrads(tensors[0]!.data as Float32Array);
         await stage.step(message.adamw, message.clipScale);
         stage.zeroGrad();
         this.status.step = message.step + 1;
@@ -656,6 +696,7 @@ export class NodeRuntime extends EventEmitter {
     channel: Channel<CoordinatorMessage, NodeMessage>,
     task: Extract<CoordinatorMessage, { type: 'task' }>,
     tensors: Tensor[],
+    arrived: number,
   ): Promise<void> {
     const stage = this.needStage();
     const range = this.range!;
@@ -669,6 +710,9 @@ export class NodeRuntime extends EventEmitter {
       tensors = [input, ...tensors];
     }
     const started = performance.now();
+    // Time the task waited here (behind other work, or for its input): the coordinator subtracts it and the
+    // compute from its own round-trip clock to learn the link's latency, which sets how many tasks it keeps out.
+    const queuedMs = started - arrived;
     const unit = `${task.step}/${task.attempt}/${task.microBatch}`;
     const input = tensors[0]!;
     const { codec } = this.need();
@@ -714,7 +758,7 @@ export class NodeRuntime extends EventEmitter {
       const { step, attempt, microBatch } = task;
       const peers = await this.peerTensors!;
       // The result first: the coordinator's task to the consumer then travels while the tensor does.
-      channel.send({ type: 'result', taskId: task.taskId, loss, busyMs, sent });
+      channel.send({ type: 'result', taskId: task.taskId, loss, busyMs, queuedMs, sent });
       try {
         await peers.send(task.sendTo, { type: 'tensor', step, attempt, microBatch, direction }, out);
         this.status.peerBytes = (this.status.peerBytes ?? 0) + out.data.byteLength;
@@ -726,7 +770,7 @@ export class NodeRuntime extends EventEmitter {
           'could not send a tensor to a peer',
         );
       }
-    } else channel.send({ type: 'result', taskId: task.taskId, loss, busyMs }, out ? [out] : []);
+    } else channel.send({ type: 'result', taskId: task.taskId, loss, busyMs, queuedMs }, out ? [out] : []);
     // One unit per task the engine ran; a micro-batch's tokens count once, on the task that brought them in.
     const { runId, shape } = this.need();
     this.emit('work', {

@@ -107,10 +107,12 @@ export class LightNode {
           carries ? [this.boundary()] : [],
         );
       }
-      case 'gradsRequest':
-        return this.send({ type: 'grads', step: m.step as number, attempt: m.attempt as number }, [
-          this.zeros(this.paramCount()),
-        ]);
+      case 'gradsRequest': {
+        const ids = { type: 'grads' as const, step: m.step as number, attempt: m.attempt as number };
+        // A stage's only replica keeps its gradient and sends its summary.
+        if (m.summary) return this.send({ ...ids, summary: { finite: true, maxAbs: 0, squaredSum: 0 } });
+        return this.send(ids, [this.zeros(this.paramCount())]);
+      }
       case 'apply': {
         const optimizerStep = (m.step as number) + 1;
         return this.send(

@@ -119,11 +119,24 @@ export const resultSchema = msg('result', {
   taskId: count,
   loss: finite.optional(),
   busyMs: finite.nonnegative(),
+  /** How long the task waited at the node before its compute began (behind other work, or for its input). */
+  queuedMs: finite.nonnegative().optional(),
   sent: z.object({ finite: z.boolean(), maxAbs: finite.nonnegative() }).strict().optional(),
 });
 /** The input of a task that came peer to peer was bad: the coordinator drops its sender. */
 export const badInputSchema = msg('badInput', { taskId: count, reason: z.string().max(500) });
-export const gradsSchema = msg('grads', { step: count, attempt: count });
+/**
+ * A stage's accumulated gradient (attached), or where the coordinator asked for a summary (the stage's only
+ * replica, which applies its own gradient), its values' summary and squared sum for the global clip norm.
+ */
+export const gradsSchema = msg('grads', {
+  step: count,
+  attempt: count,
+  summary: z
+    .object({ finite: z.boolean(), maxAbs: finite.nonnegative(), squaredSum: finite.nonnegative() })
+    .strict()
+    .optional(),
+});
 export const appliedSchema = msg('applied', { step: count, optimizerStep: count });
 /**
  * The assigned stage is loaded and ready for tasks; `stashes` is how many micro-batches it can hold between
@@ -176,13 +189,22 @@ export const taskSchema = msg('task', {
 });
 /** The current attempt of `step` failed (a peer left): drop its pending work and zero the gradients. */
 export const abortSchema = msg('abort', { step: count, attempt: count });
-export const gradsRequestSchema = msg('gradsRequest', { step: count, attempt: count });
-/** Replace the gradients with the attached sum over replicas, then take an AdamW step. */
+/** Send the stage's gradient, or with `summary` only its summary (the stage has no other replica). */
+export const gradsRequestSchema = msg('gradsRequest', {
+  step: count,
+  attempt: count,
+  summary: z.boolean().optional(),
+});
+/**
+ * Replace the gradients with the attached sum over replicas, then take an AdamW step; with `own`, nothing
+ * is attached and the stage's only replica steps on the gradient it accumulated.
+ */
 export const applySchema = msg('apply', {
   step: count,
   clipScale: finite.nonnegative(),
   adamw: adamWSchema,
   sendState: z.boolean(),
+  own: z.boolean().optional(),
 });
 export const stateRequestSchema = msg('stateRequest', { requestId: count });
 export const receiptMessageSchema = msg('receipt', { seq: count, signed: signedReceiptSchema });

@@ -24,13 +24,39 @@ export function valuesProblem(what: string, data: Float32Array): string | null {
   return null;
 }
 
-/** The sender's own summary of a tensor it sent peer to peer (the coordinator never sees the values). */
-export function sentProblem(sent: { finite: boolean; maxAbs: number } | undefined): string | null {
-  if (!sent) return 'sent a tensor peer to peer without its summary';
-  if (!sent.finite) return 'sent a boundary tensor holding non-finite values';
-  if (sent.maxAbs > ABSURD_MAGNITUDE)
-    return `sent a boundary tensor holding ${sent.maxAbs}, beyond any honest value`;
+/** A sender's own account of a tensor the coordinator does not see. */
+export interface ValuesSummary {
+  finite: boolean;
+  /** Largest magnitude (0 when not finite). */
+  maxAbs: number;
+}
+
+/** The summary of `data`, and the sum of its squares (in float64, as the coordinator sums norms). */
+export function summarizeValues(data: Float32Array): ValuesSummary & { squaredSum: number } {
+  let maxAbs = 0;
+  let squaredSum = 0;
+  for (let i = 0; i < data.length; i++) {
+    const x = data[i]!;
+    const a = Math.abs(x);
+    if (!Number.isFinite(a)) return { finite: false, maxAbs: 0, squaredSum: 0 };
+    if (a > maxAbs) maxAbs = a;
+    squaredSum += x * x;
+  }
+  return { finite: true, maxAbs, squaredSum };
+}
+
+/** What a summary says is wrong with the `what` it describes, as valuesProblem would say of the values. */
+export function summaryProblem(what: string, summary: ValuesSummary): string | null {
+  if (!summary.finite) return `sent ${what} holding non-finite values`;
+  if (summary.maxAbs > ABSURD_MAGNITUDE)
+    return `sent ${what} holding ${summary.maxAbs}, beyond any honest value`;
   return null;
+}
+
+/** The sender's own summary of a tensor it sent peer to peer (the coordinator never sees the values). */
+export function sentProblem(sent: ValuesSummary | undefined): string | null {
+  if (!sent) return 'sent a tensor peer to peer without its summary';
+  return summaryProblem('a boundary tensor', sent);
 }
 
 /** Activations (forward) or their gradients (backward) as they cross a boundary, decoded when compressed. */
