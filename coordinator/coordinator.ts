@@ -180,10 +180,19 @@ export class Coordinator extends EventEmitter {
             this.validations.points().slice(-MAX_PROGRESS_LOSSES),
           ),
         ),
-      onLost: (peer, reason) => {
+      onLost: (peer, reason, dropped) => {
         if (this.attempt && !this.attempt.isSettled && this.attempt.involves(peer)) {
           const stage = peer.stage === null ? '' : ` on stage ${peer.stage + 1}`;
-          this.attempt.fail(`node ${peer.shortId}${stage} left (${reason})`);
+          const left = `node ${peer.shortId}${stage} left (${reason})`;
+          // A departure costs only its micro-batches, redone by a replica; what a dropped node produced
+          // earlier in the attempt cannot be trusted, so the step is replayed without it.
+          if (!dropped && this.attempt.reroute(peer)) {
+            this.metrics.reroutes.inc();
+            this.log.warn(
+              { step: this.step, attempt: this.attemptNo },
+              `${left}; its micro-batches rerouted`,
+            );
+          } else this.attempt.fail(left);
         }
         this.wake();
       },

@@ -50,6 +50,11 @@ export class CoordinatorMetrics {
     labelNames: ['reason'],
     registers: [this.registry],
   });
+  readonly reroutes = new Counter({
+    name: 'tributary_reroutes_total',
+    help: 'Nodes lost mid-step whose micro-batches a replica redid (no replay)',
+    registers: [this.registry],
+  });
   readonly rejected = new Counter({
     name: 'tributary_rejected_messages_total',
     help: 'Messages refused as invalid',

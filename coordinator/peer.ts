@@ -22,6 +22,8 @@ export interface SentTask {
   verifyOnly?: true;
   /** Its output goes to another peer (peer-to-peer run): the result must summarise it. */
   sendsToPeer?: true;
+  /** Redoes a lost peer's part of a micro-batch (step-attempt.ts reroute): its outputs already went on. */
+  redo?: true;
 }
 
 /** A reply the coordinator waits for besides task results; `attempt`/`step`/`requestId` must match. */

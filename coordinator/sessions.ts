@@ -87,8 +87,11 @@ export interface SessionsOptions {
   onBadInput(peer: Peer, message: Extract<NodeMessage, { type: 'badInput' }>): void;
   /** A peer proved its key and got its welcome and receipts; the run's progress follows. */
   onWelcomed(peer: Peer): void;
-  /** A peer is gone (closed, refused or dropped); its work may have to be redone. */
-  onLost(peer: Peer, reason: string): void;
+  /**
+   * A peer is gone (closed, refused or dropped); its work may have to be redone. `dropped`: for something
+   * it did (a fault, a lie, silence), so nothing it produced may be trusted.
+   */
+  onLost(peer: Peer, reason: string, dropped: boolean): void;
 }
 
 /**
@@ -344,8 +347,8 @@ export class Sessions {
     this.options.onWelcomed(peer);
   }
 
-  /** Removes a peer; work it held is replayed. */
-  lose(peer: Peer, reason: string): void {
+  /** Removes a peer; work it held is redone. */
+  lose(peer: Peer, reason: string, dropped = false): void {
     if (!this.peers.delete(peer)) return;
     this.options.metrics.nodes.set(this.authenticatedCount);
     // Stages count from 1 in what people read.
@@ -354,7 +357,7 @@ export class Sessions {
     const awaiting = peer.awaiting;
     peer.awaiting = null;
     awaiting?.reject(new PeerLost(`node ${peer.shortId} left: ${reason}`));
-    this.options.onLost(peer, reason);
+    this.options.onLost(peer, reason, dropped);
   }
 
   /** Drops a peer that went silent or failed, and bans it for a while. */
@@ -363,7 +366,7 @@ export class Sessions {
     if (peer.nodeId) this.bans.set(peer.nodeId, Date.now() + this.options.config.banMs);
     this.options.log.warn({ node: peer.shortId, reason }, 'dropping node');
     peer.channel.close(4001, reason.slice(0, 120));
-    this.lose(peer, reason);
+    this.lose(peer, reason, true);
   }
 
   /** The watchdog: unauthenticated connections past their time, and nodes silent on a task or a request. */

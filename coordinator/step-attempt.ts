@@ -87,6 +87,16 @@ interface MicroBatchState {
   /** Peer-to-peer: the peer chosen for each stage's forward when the stage before it was sent its task. */
   next: Array<Peer | null>;
   loss: number | null;
+  /**
+   * Relayed runs keep what each stage was given, so a replica can redo a lost peer's part: its forward's
+   * input tensors (with the last stage's targets), the gradient of its output, whether its forward result
+   * is in and whether its backward is done, and whether a replica is rebuilding its stash.
+   */
+  inputs: Array<Tensor[] | null>;
+  gradOut: Array<Tensor | null>;
+  forwarded: boolean[];
+  released: boolean[];
+  restashing: boolean[];
 }
 
 /**
@@ -129,6 +139,11 @@ export class StepAttempt {
       path: ctx.members.map(() => null),
       next: ctx.members.map(() => null),
       loss: null,
+      inputs: ctx.members.map(() => null),
+      gradOut: ctx.members.map(() => null),
+      forwarded: ctx.members.map(() => false),
+      released: ctx.members.map(() => false),
+      restashing: ctx.members.map(() => false),
     }));
     this.remaining = microBatches;
   }
@@ -183,7 +198,9 @@ export class StepAttempt {
     }
     if (task.kind !== 'backward') this.checkAnswer(peer, stage, mb, loss, tensors);
     if (this.settled) return;
+    if (task.redo) return this.onRedone(peer, task, stage);
     if (task.kind === 'forward') {
+      state.forwarded[stage] = true;
       if (this.mode === 'evaluate') this.release(peer, stage, mb);
       this.routeForward(stage + 1, mb, tensors[0] ?? null);
       this.dispatch(peer);
@@ -195,31 +212,107 @@ export class StepAttempt {
         return;
       }
       state.loss = loss;
+      state.forwarded[stage] = true;
     }
     this.release(peer, stage, mb);
     if (stage === 0 || task.kind === 'evaluate') {
       this.remaining--;
       this.finishWhenDone();
     } else {
-      const previous = state.path[stage - 1]!;
       const gradient = tensors[0];
       if (gradient) this.ctx.onRelay(gradient.data.byteLength);
-      previous.backwards.push(() =>
-        this.send(
-          previous,
-          'backward',
-          mb,
-          gradient ? [gradient] : [],
-          this.activationSpec(stage - 1, 'backward'),
-          false,
-          {
-            inputFrom: gradient ? undefined : peer.p2p?.peerId,
-            sendTo: stage - 1 > 0 ? this.p2pAddress(state.path[stage - 2]!) : undefined,
-          },
-        ),
-      );
-      this.dispatch(previous);
+      this.queueBackward(stage - 1, mb, gradient ?? null, false);
     }
+    this.dispatch(peer);
+  }
+
+  /**
+   * Queues the backward of `mb` on `stage` at the peer holding its stash, with the gradient of the stage's
+   * output (null where it comes peer to peer). `redo`: the lost peer had done it, so its output gradient
+   * already went on and only the gradient it accumulates counts. Waits while a replica rebuilds the stash.
+   */
+  private queueBackward(stage: number, mb: number, gradient: Tensor | null, redo: boolean): void {
+    const state = this.states[mb]!;
+    if (this.ctx.dataPlane === 'relay') state.gradOut[stage] = gradient;
+    if (state.restashing[stage]) return;
+    const peer = state.path[stage]!;
+    const producer = state.path[stage + 1];
+    peer.backwards.push(() =>
+      this.send(
+        peer,
+        'backward',
+        mb,
+        gradient ? [gradient] : [],
+        this.activationSpec(stage, 'backward'),
+        false,
+        {
+          inputFrom: gradient ? undefined : producer?.p2p?.peerId,
+          sendTo: stage > 0 ? this.p2pAddress(state.path[stage - 1]!) : undefined,
+        },
+        redo,
+      ),
+    );
+    this.dispatch(peer);
+  }
+
+  /**
+   * Relayed training runs: `lost` left mid-attempt, and another replica of its stage redoes its part of
+   * each micro-batch instead of the whole step being replayed. A forward it had not finished is routed
+   * again; one whose output already went on is recomputed only to rebuild the stash; a backward it had done
+   * is redone for the gradient it accumulated (its output already went on). Its units are dropped: its
+   * gradient left with it. Returns false where that cannot be done (peer-to-peer tensors the coordinator
+   * never held, validation, a stage with no other live replica, a check that involved it): replay instead.
+   */
+  reroute(lost: Peer): boolean {
+    if (this.settled) return true;
+    const stage = lost.stage;
+    if (stage === null || this.ctx.dataPlane !== 'relay' || this.mode !== 'train') return false;
+    if ([...this.checks.keys()].some((key) => key.startsWith(`${stage}/`))) return false;
+    if (!this.ctx.members[stage]!.some((p) => p !== lost && !p.channel.isClosed)) return false;
+    const last = stage === this.ctx.members.length - 1;
+    for (let i = this.units.length - 1; i >= 0; i--)
+      if (this.units[i]!.peer === lost) this.units.splice(i, 1);
+    lost.clearWork();
+    for (const [mb, state] of this.states.entries()) {
+      if (state.path[stage] !== lost) continue;
+      if (!state.forwarded[stage]) {
+        state.path[stage] = null;
+        this.routeForward(stage, mb, stage === 0 ? null : state.inputs[stage]![0]!);
+        continue;
+      }
+      const peer = this.pick(stage)!.peer;
+      state.path[stage] = peer;
+      if (last) {
+        // The loss and the output gradient are in already; the replica redoes it for the gradient alone.
+        this.sendRedo(peer, stage, mb, 'forwardBackward');
+        continue;
+      }
+      // The replica rebuilds the stash; the backward follows it (onRedone) or comes when its gradient does.
+      state.restashing[stage] = true;
+      this.sendRedo(peer, stage, mb, 'forward');
+    }
+    return true;
+  }
+
+  /** Queues a redo of a lost peer's task at `peer`: its input as kept, its outputs dropped. */
+  private sendRedo(peer: Peer, stage: number, mb: number, kind: 'forward' | 'forwardBackward'): void {
+    const input = this.states[mb]!.inputs[stage]!;
+    peer.forwards.push(() => {
+      if (kind === 'forward') peer.resident.add(mb);
+      this.send(peer, kind, mb, input, this.activationSpec(stage, kind), false, {}, true);
+    });
+    this.dispatch(peer);
+  }
+
+  /** A redo is back: a rebuilt stash takes its backward (redone where the lost peer had done it). */
+  private onRedone(peer: Peer, task: SentTask, stage: number): void {
+    const mb = task.microBatch;
+    const state = this.states[mb]!;
+    if (task.kind === 'forward') {
+      state.restashing[stage] = false;
+      const gradient = state.gradOut[stage];
+      if (gradient) this.queueBackward(stage, mb, gradient, state.released[stage]!);
+    } else this.release(peer, stage, mb);
     this.dispatch(peer);
   }
 
@@ -290,6 +383,7 @@ export class StepAttempt {
   }
 
   private release(peer: Peer, stage: number, mb: number): void {
+    this.states[mb]!.released[stage] = true;
     this.units.push({ peer, stage, microBatch: mb, verified: false });
     peer.finishUnit();
     peer.resident.delete(mb);
@@ -343,9 +437,10 @@ export class StepAttempt {
       stage === 0 ? { dtype: 'i32', shape: [B, T], data: batch.tokens } : activations;
     const targets: Tensor[] = last ? [{ dtype: 'i32', shape: [B, T], data: batch.targets }] : [];
     const tensors = input ? [input, ...targets] : targets;
+    state.path[stage] = peer;
+    if (this.ctx.dataPlane === 'relay') state.inputs[stage] = tensors;
     peer.forwards.push(() => {
       if (!last) peer.resident.add(mb);
-      state.path[stage] = peer;
       const kind: TaskKind = !last ? 'forward' : this.mode === 'evaluate' ? 'evaluate' : 'forwardBackward';
       let sendTo: P2pAddress | undefined;
       if (this.ctx.dataPlane === 'p2p' && !last) {
@@ -409,6 +504,7 @@ export class StepAttempt {
     result: TensorSpec[],
     verifyOnly = false,
     p2p: { inputFrom?: string; sendTo?: P2pAddress } = {},
+    redo = false,
   ): void {
     const taskId = this.ctx.nextTaskId();
     peer.outstanding++;
@@ -423,6 +519,7 @@ export class StepAttempt {
       result,
       ...(verifyOnly ? { verifyOnly: true as const } : {}),
       ...(p2p.sendTo ? { sendsToPeer: true as const } : {}),
+      ...(redo ? { redo: true as const } : {}),
     });
     peer.send(
       {
