@@ -264,7 +264,9 @@ describe('a coordinator fuzzed with node messages', () => {
         case 'gradsRequest': {
           const n = stageParamCount(run.model, run.ranges[stage]!);
           reply = { type: 'grads', step: request.step, attempt: request.attempt };
-          tensors = [{ dtype: 'f32', shape: [n], data: new Float32Array(n) }];
+          // A stage's only replica is asked for a summary and keeps its gradient.
+          if (request.summary) reply.summary = { finite: true, maxAbs: 0, squaredSum: 0 };
+          else tensors = [{ dtype: 'f32', shape: [n], data: new Float32Array(n) }];
           break;
         }
         case 'apply': {
