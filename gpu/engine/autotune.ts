@@ -176,7 +176,7 @@ export async function tuneMatmul(device: GPUDevice, options: TuneOptions): Promi
     if (problem === null) return { tuning: cached as MatmulTuning, source: 'cache', seconds: 0, trials: [] };
     log(`matmul tuning: ignoring the cached entry for ${key}: ${problem}; measuring again`);
   }
-  if (precision === 'mixed' && options.candidates === undefined) {
+  if (precision === 'mixed') {
     const support = subgroupMatrixSupport(device);
     log(
       support.reason === null

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { CandidateCheck, matmulCandidates, type ProductKernels } from '../../gpu/engine/autotune.js';
+import {
+  CandidateCheck,
+  matmulCandidates,
+  matmulOptions,
+  tuneMatmul,
+  type ProductKernels,
+} from '../../gpu/engine/autotune.js';
+import { KernelSet } from '../../gpu/engine/kernel-set.js';
 import { MATMUL_TILES, Matmul } from '../../gpu/kernels/matmul.js';
 import {
   type SubgroupMatrixTile,
@@ -119,6 +126,32 @@ describe('the subgroup-matrix candidates on an adapter without the feature (lava
       check.destroy();
     }
   });
+});
+
+describe('a mixed-precision tuning on an adapter without the feature (lavapipe)', () => {
+  it('checks its candidates, says why no subgroup-matrix one is among them, and feeds a mixed KernelSet', async () => {
+    if (support.reason === null) return; // an adapter with tensor cores tunes them in bench:engine
+    const lines: string[] = [];
+    const products = { forward: [dims], backwardInput: [dims], backwardWeight: [dims] };
+    const tuned = await tuneMatmul(dev.device, {
+      products,
+      precision: 'mixed',
+      lanes: null,
+      candidates: [{ tile: MATMUL_TILES[5]! }],
+      log: (line) => lines.push(line),
+      targetMs: 5,
+    });
+    expect(lines).toEqual([`matmul tuning: no subgroup-matrix candidate: ${support.reason}`]);
+    expect(tuned.tuning.precision).toBe('mixed');
+    expect(tuned.trials.map((t) => [t.kind, t.rejected])).toEqual([
+      ['forward', undefined],
+      ['backwardInput', undefined],
+      ['backwardWeight', undefined],
+    ]);
+    const kernels = new KernelSet(dev.device, { precision: 'mixed', matmul: matmulOptions(tuned.tuning) });
+    expect(kernels.matmul.tiles.backwardWeight).toEqual(MATMUL_TILES[5]);
+    expect(kernels.matmul.subgroupMatrix).toEqual({});
+  }, 600_000);
 });
 
 /**
