@@ -6,7 +6,7 @@ import {
   type SubspaceConstraint,
 } from '../../gpu/codec/subspace-stage.js';
 import { acquireDevice } from '../../gpu/device/acquire.js';
-import { describeTuning, matmulOptions, modelProducts, tuneMatmul } from '../../gpu/engine/autotune.js';
+import { matmulOptions, modelProducts, tuneMatmul, tuningLogLine } from '../../gpu/engine/autotune.js';
 import { GpuStage } from '../../gpu/engine/gpu-stage.js';
 import { KernelSet } from '../../gpu/engine/kernel-set.js';
 import type { GptConfig, MicroBatchShape, StageRange } from '../../gpu/model/config.js';
@@ -63,7 +63,7 @@ export async function openEngine(engine: EngineKind, host: EngineHostOptions = {
       if (!kernels) {
         const store = host.tuningCachePath ? fileTuningStore(host.tuningCachePath) : undefined;
         const tuned = await tuneMatmul(device, { products: modelProducts(s.config, s.shape), store, log });
-        log(`matmul kernels (${tuned.source}): ${describeTuning(tuned.tuning)}`);
+        log(tuningLogLine(tuned));
         kernels = new KernelSet(device, { matmul: matmulOptions(tuned.tuning) });
       }
       const constraint = subspaceConstraint(s);
