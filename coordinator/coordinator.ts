@@ -217,6 +217,11 @@ export class Coordinator extends EventEmitter {
     return c;
   }
 
+  /** Bytes on the wire of every node connection so far, both ways (benchmarks: what the coordinator carries). */
+  get wireBytes(): number {
+    return this.sessions.wireBytes;
+  }
+
   get port(): number {
     return (this.server.address() as AddressInfo).port;
   }

@@ -103,10 +103,20 @@ export class Sessions {
   readonly peers = new Set<Peer>();
   private readonly bans = new Map<string, number>();
   private connections = 0;
+  /** TCP sockets of the connections open now, and the bytes of those already closed (both directions). */
+  private readonly sockets = new Set<Socket>();
+  private closedBytes = 0;
   /** Requests and broadcasts go to many peers at once; a heartbeat's pong goes out between their slices. */
   private readonly pacer = new SendPacer(SEND_SLICE_MS);
 
   constructor(private readonly options: SessionsOptions) {}
+
+  /** Every byte this coordinator's node connections carried, both ways, on the wire (WebSocket framing included). */
+  get wireBytes(): number {
+    let open = 0;
+    for (const raw of this.sockets) open += raw.bytesRead + raw.bytesWritten;
+    return this.closedBytes + open;
+  }
 
   get authenticatedCount(): number {
     return [...this.peers].filter((p) => p.authenticated).length;
@@ -186,6 +196,11 @@ export class Sessions {
       raw.destroy();
     };
     raw.on('data', countPreAuth);
+    this.sockets.add(raw);
+    raw.once('close', () => {
+      this.sockets.delete(raw);
+      this.closedBytes += raw.bytesRead + raw.bytesWritten;
+    });
     socket.on('message', (data: Buffer, isBinary: boolean) =>
       channel.receive(
         isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : data.toString('utf8'),

@@ -124,10 +124,11 @@ async function pipeline(
   const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-pipeline-'));
   const link: LinkShape = parseLink(linkSpec);
   const coordinator = await startCoordinator(config, dir);
-  // The proxy is in the path unshaped too: it counts every byte through the coordinator's connections.
-  const proxy = await ShapedProxy.start({ port: coordinator.port }, link);
+  // Unshaped, nodes connect straight to the coordinator (a proxy would add a hop a real network lacks); the
+  // coordinator counts the bytes on its own sockets either way.
+  const proxy = linkSpec === 'none' ? null : await ShapedProxy.start({ port: coordinator.port }, link);
   const busyByStage: BusyInterval[][] = Array.from({ length: stages }, () => []);
-  const url = `ws://127.0.0.1:${proxy.port}`;
+  const url = `ws://127.0.0.1:${proxy?.port ?? coordinator.port}`;
   // Timed nodes run in processes of their own (real nodes: their own event loops, sockets and frames); the
   // real engine's nodes run here, each engine in its worker thread.
   const children = real
@@ -151,7 +152,7 @@ async function pipeline(
   const bytesAt: number[] = [];
   coordinator.on('step', () => {
     stepEnds.push(Date.now());
-    bytesAt.push(proxy.bytes);
+    bytesAt.push(coordinator.wireBytes);
   });
   await coordinator.finished;
   await Promise.all(nodes.map((n) => n.stop()));
@@ -161,7 +162,7 @@ async function pipeline(
     peerBytes += report.peerBytes;
   }
   await coordinator.close();
-  await proxy.close();
+  await proxy?.close();
   rmSync(dir, { recursive: true, force: true });
   const started = Math.min(...busyByStage.flat().map((b) => b.start));
 
