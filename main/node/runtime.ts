@@ -759,17 +759,18 @@ export class NodeRuntime extends EventEmitter {
       const peers = await this.peerTensors!;
       // The result first: the coordinator's task to the consumer then travels while the tensor does.
       channel.send({ type: 'result', taskId: task.taskId, loss, busyMs, queuedMs, sent });
-      try {
-        await peers.send(task.sendTo, { type: 'tensor', step, attempt, microBatch, direction }, out);
-        this.status.peerBytes = (this.status.peerBytes ?? 0) + out.data.byteLength;
-      } catch (err) {
-        // The consumer is gone or unreachable: the coordinator sees it lost and redoes the step; this node
-        // did its part and stays.
-        this.log.warn(
-          { to: task.sendTo.peerId, err: (err as Error).message },
-          'could not send a tensor to a peer',
-        );
-      }
+      // Queued as the relayed result is on the WebSocket: the next task need not wait until a slow link
+      // (or the receiver's flow-control window) has taken the whole tensor. Sends to one peer stay in order.
+      const to = task.sendTo.peerId;
+      const bytes = out.data.byteLength;
+      peers.send(task.sendTo, { type: 'tensor', step, attempt, microBatch, direction }, out).then(
+        () => (this.status.peerBytes = (this.status.peerBytes ?? 0) + bytes),
+        (err: Error) => {
+          // The consumer is gone or unreachable: the coordinator sees it lost and redoes the step; this node
+          // did its part and stays.
+          if (!this.stopped) this.log.warn({ to, err: err.message }, 'could not send a tensor to a peer');
+        },
+      );
     } else channel.send({ type: 'result', taskId: task.taskId, loss, busyMs, queuedMs }, out ? [out] : []);
     // One unit per task the engine ran; a micro-batch's tokens count once, on the task that brought them in.
     const { runId, shape } = this.need();
