@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { FlatState } from '../gpu/model/flat-state.js';
 import type { AdamWSettings } from '../gpu/stage/types.js';
 import { stateFromTensors, stateSpec } from '../shared/protocol/stage-state.js';
+import type { GradientNorms, Judged } from './gradient-norms.js';
 import type { Peer } from './peer.js';
 import type { Request } from './sessions.js';
 import { AttemptFailed, type WorkUnit } from './step-attempt.js';
@@ -16,13 +17,16 @@ export interface AveragedGradients {
   grads: Array<Float32Array | null>;
   /** `min(1, gradClip / norm)` over the global norm of every stage's sum; 1 when clipping is off. */
   clipScale: number;
+  /** Per stage, each contributor's gradient norm, work units and judgement: history once the step commits. */
+  judged: Judged[][];
 }
 
 /**
  * Gathers the gradients of one attempt from every replica that worked, sums each stage's in node-id order
  * (so every replica later imports the same bits), and computes the global clip scale. A stage's only
  * replica sends a summary instead: its values are checked as the gradient itself would be, and its squared
- * sum joins the norm.
+ * sum joins the norm. A replica whose gradient per work unit is out of line with its stage (`norms`) is
+ * refused like a NaN: one scaled gradient would be summed into every replica's weights.
  */
 export async function averageGradients(
   request: Request,
@@ -32,9 +36,12 @@ export async function averageGradients(
   step: number,
   attempt: number,
   gradClip: number,
+  norms: GradientNorms,
 ): Promise<AveragedGradients> {
   // Per stage, then added in stage order: the norm's bits must not depend on which reply came first.
   const squaredSums = members.map(() => 0);
+  const judged: Judged[][] = members.map(() => []);
+  const unitsOf = (peer: Peer): number => units.filter((u) => u.peer === peer).length;
   const grads = await Promise.all(
     members.map(async (stagePeers, stage) => {
       const n = paramCounts[stage]!;
@@ -48,9 +55,12 @@ export async function averageGradients(
         const problem = summaryProblem('gradients', summary);
         if (problem) throw new Misbehaviour(only, problem);
         squaredSums[stage] = summary.squaredSum;
+        judged[stage] = norms.judge(stage, [
+          { peer: only, norm: Math.sqrt(summary.squaredSum), units: unitsOf(only) },
+        ]);
         return null;
       }
-      const contributors = stagePeers.filter((p) => units.some((u) => u.peer === p));
+      const contributors = stagePeers.filter((p) => unitsOf(p) > 0);
       const parts = await Promise.all(
         contributors.map((p) =>
           request(p, 'grads', attempt, [{ dtype: 'f32', shape: [n] }], () =>
@@ -58,14 +68,24 @@ export async function averageGradients(
           ),
         ),
       );
-      const sum = new Float32Array(n);
-      for (const [i, part] of parts.entries()) {
-        const g = part.tensors[0]!.data as Float32Array;
+      const gs = parts.map((part) => part.tensors[0]!.data as Float32Array);
+      for (const [i, g] of gs.entries()) {
         // One replica's NaN would poison every replica's weights: it is refused, its sender dropped, the step replayed.
         const problem = valuesProblem('gradients', g);
         if (problem) throw new Misbehaviour(contributors[i]!, problem);
-        for (let i = 0; i < n; i++) sum[i]! += g[i]!;
       }
+      judged[stage] = norms.judge(
+        stage,
+        gs.map((g, i) => ({
+          peer: contributors[i]!,
+          norm: Math.sqrt(summarizeValues(g).squaredSum),
+          units: unitsOf(contributors[i]!),
+        })),
+      );
+      const refused = norms.refused(judged[stage]);
+      if (refused) throw new Misbehaviour(refused.peer, refused.reason);
+      const sum = new Float32Array(n);
+      for (const g of gs) for (let i = 0; i < n; i++) sum[i]! += g[i]!;
       squaredSums[stage] = summarizeValues(sum).squaredSum;
       return sum;
     }),
@@ -73,7 +93,7 @@ export async function averageGradients(
   const norm = Math.sqrt(squaredSums.reduce((a, b) => a + b, 0));
   if (!Number.isFinite(norm)) throw new AttemptFailed(`gradient norm is ${norm}`);
   const clipScale = gradClip > 0 && norm > gradClip ? gradClip / norm : 1;
-  return { grads, clipScale };
+  return { grads, clipScale, judged };
 }
 
 /**

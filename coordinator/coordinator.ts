@@ -22,6 +22,7 @@ import { defaultWireLimits, type Received, type WireLimits } from '../shared/pro
 import { applyStep, averageGradients, type AveragedGradients } from './averaging.js';
 import { checkpointDir, saveCheckpoint } from './checkpoints.js';
 import type { Corpus, MicroBatch } from './data.js';
+import { GradientNorms } from './gradient-norms.js';
 import { httpApi } from './http-api.js';
 import { CoordinatorMetrics } from './metrics.js';
 import type { Peer } from './peer.js';
@@ -137,6 +138,7 @@ export class Coordinator extends EventEmitter {
   private relayed = 0;
   private readonly data: SplitCorpus;
   private readonly validations: ValidationHistory;
+  private readonly gradientNorms = new GradientNorms();
   private state: CoordinatorStatus['state'] = 'waiting';
   private reason = 'starting';
   private progressPushedAt = 0;
@@ -557,6 +559,7 @@ export class Coordinator extends EventEmitter {
       step,
       attemptNo,
       this.config.gradClip,
+      this.gradientNorms,
     );
     return { ...averaged, result, members };
   }
@@ -633,6 +636,7 @@ export class Coordinator extends EventEmitter {
       this.log,
     );
     this.attempt = null;
+    this.gradientNorms.record(averaged.judged);
     // A state that is not finite never becomes a checkpoint; its sender holds broken weights and goes.
     states.forEach((state, stage) => {
       const problem = state && stateProblem(state);

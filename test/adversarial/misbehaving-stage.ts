@@ -14,9 +14,12 @@ export type Lie =
 
 /**
  * A `createStage` for NodeRuntime that builds the real CPU stage and then corrupts one of its outputs, the
- * way a faulty or malicious contributor would.
+ * way a faulty or malicious contributor would. `scale`: what 'scaled-gradients' multiplies its gradient by.
  */
-export function misbehavingStage(lie: Lie): (engine: EngineKind, spec: StageSpec) => Promise<StageTrainer> {
+export function misbehavingStage(
+  lie: Lie,
+  scale = 10,
+): (engine: EngineKind, spec: StageSpec) => Promise<StageTrainer> {
   return async (_engine, spec) => {
     const stage = await (await openEngine('cpu')).create(spec);
     const forward = stage.forward.bind(stage);
@@ -39,7 +42,7 @@ export function misbehavingStage(lie: Lie): (engine: EngineKind, spec: StageSpec
     stage.exportGrads = async () => {
       const grads = await exportGrads();
       if (lie === 'nan-gradients') return grads.map((g, i) => (i % 7 === 0 ? NaN : g));
-      if (lie === 'scaled-gradients') return grads.map((g) => g * 1000);
+      if (lie === 'scaled-gradients') return grads.map((g) => g * scale);
       return grads;
     };
     stage.exportState = async () => {
