@@ -96,6 +96,12 @@ export async function averageGradients(
   return { grads, clipScale, judged };
 }
 
+/** A stage's state after the step, and the replica that sent it (to blame when it is broken). */
+export interface KeptState {
+  state: FlatState;
+  from: Peer;
+}
+
 /**
  * Sends every replica its stage's summed gradient and the clip scale; each runs AdamW. When `checkpointDue`,
  * the first replica of each stage returns its new state. Returns those states (null where none came back).
@@ -109,12 +115,13 @@ export async function applyStep(
   adamw: AdamWSettings,
   checkpointDue: boolean,
   log: Logger,
-): Promise<Array<FlatState | null>> {
-  const states: Array<FlatState | null> = members.map(() => null);
+): Promise<Array<KeptState | null>> {
+  const states: Array<KeptState | null> = members.map(() => null);
   await Promise.all(
     members.flatMap((stagePeers, stage) =>
-      stagePeers.map(async (peer, i) => {
-        const sendState = checkpointDue && i === 0;
+      stagePeers.map(async (peer) => {
+        // The first replica still here returns the state (one that left mid-step no longer holds it).
+        const sendState = checkpointDue && peer === stagePeers.find((p) => !p.channel.isClosed);
         const sum = grads[stage]!;
         try {
           const { message, tensors } = await request(
@@ -130,7 +137,7 @@ export async function applyStep(
                 : peer.send({ type: 'apply', step, clipScale, adamw, sendState, own: true }),
           );
           if (sendState && message.type === 'applied')
-            states[stage] = stateFromTensors(message.optimizerStep, tensors);
+            states[stage] = { state: stateFromTensors(message.optimizerStep, tensors), from: peer };
         } catch (err) {
           // A replica lost while applying: the others hold the new weights; the next step handles a stage left empty.
           log.warn({ node: peer.shortId, err: (err as Error).message }, 'replica lost during apply');

@@ -6,7 +6,6 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { WebSocketServer } from 'ws';
-import type { FlatState } from '../gpu/model/flat-state.js';
 import { stageForwardFlopsPerToken, stageTrainFlops } from '../gpu/model/flops.js';
 import { stageParamCount } from '../gpu/model/params.js';
 import {
@@ -33,7 +32,7 @@ import {
   type CoordinatorKeys,
   type VerifySignature,
 } from './receipts.js';
-import { runShape, type RunConfig, type RunShape } from './run-config.js';
+import { boundarySpec, runShape, type RunConfig, type RunShape } from './run-config.js';
 import { defaultConnectionLimits, PeerLost, Sessions, type ConnectionLimits } from './sessions.js';
 import { StageAssignment } from './stage-assignment.js';
 import { AttemptFailed, StepAttempt, type AttemptResult } from './step-attempt.js';
@@ -528,6 +527,15 @@ export class Coordinator extends EventEmitter {
         },
         verification: this.config.verification,
         onProvenWrong: (peer, reason) => this.provenWrong(peer, reason),
+        fetch: (peer, microBatch, direction) =>
+          this.sessions.fetch(
+            peer,
+            this.step,
+            attemptNo,
+            microBatch,
+            direction,
+            boundarySpec(this.run, direction),
+          ),
         onDispute: (reason) => {
           this.metrics.verifications.inc({ verdict: 'disputed' });
           this.log.warn({ step: this.step, reason }, 'verification dispute; replaying the step');
@@ -638,10 +646,10 @@ export class Coordinator extends EventEmitter {
     this.attempt = null;
     this.gradientNorms.record(averaged.judged);
     // A state that is not finite never becomes a checkpoint; its sender holds broken weights and goes.
-    states.forEach((state, stage) => {
-      const problem = state && stateProblem(state);
+    states.forEach((kept, stage) => {
+      const problem = kept && stateProblem(kept.state);
       if (!problem) return;
-      this.sessions.drop(members[stage]![0]!, problem);
+      this.sessions.drop(kept!.from, problem);
       states[stage] = null;
     });
     const loss = result.losses.reduce((a, b) => a + b, 0) / result.losses.length;
@@ -672,7 +680,7 @@ export class Coordinator extends EventEmitter {
         step + 1,
         this.run,
         this.config.runId,
-        states as FlatState[],
+        states.map((kept) => kept!.state),
       );
       this.store.addCheckpoint(step + 1, dir);
     } else if (checkpointDue) {

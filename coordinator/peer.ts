@@ -42,6 +42,13 @@ export interface Corkable {
   uncork(): void;
 }
 
+/** A tensor asked back from the peer that sent it peer to peer; `held` false when it no longer has it. */
+export interface Fetch {
+  spec: TensorSpec;
+  resolve(tensor: Tensor | null): void;
+  reject(error: Error): void;
+}
+
 /** Smoothing of the per-task time estimate (SWARM's throughput EMA). */
 const EMA_WEIGHT = 0.3;
 
@@ -92,6 +99,8 @@ export class Peer {
   /** Backwards of micro-batches it holds, waiting for it to be free; they go before forwards. */
   readonly backwards: Array<() => void> = [];
   awaiting: Awaiting | null = null;
+  /** Tensors asked back with `fetch` (step-attempt.ts reroute), by `attempt/microBatch/direction`. */
+  readonly fetches = new Map<string, Fetch>();
   readonly connectedAt = Date.now();
 
   constructor(

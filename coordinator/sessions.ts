@@ -5,6 +5,8 @@ import type { WebSocket } from 'ws';
 import { stageParamCount } from '../gpu/model/params.js';
 import { authChallengeBytes } from '../shared/protocol/auth.js';
 import { Channel } from '../shared/protocol/channel.js';
+import type { Direction } from '../shared/protocol/codec.js';
+import type { Tensor } from '../shared/protocol/frame.js';
 import {
   nodeMessageSchema,
   type CoordinatorMessage,
@@ -148,6 +150,26 @@ export class Sessions {
     });
   };
 
+  /**
+   * Asks `peer` for the tensor it sent peer to peer for `microBatch` of the current step's `attempt`: null
+   * when it no longer holds it; rejects when the peer leaves first.
+   */
+  fetch(
+    peer: Peer,
+    step: number,
+    attempt: number,
+    microBatch: number,
+    direction: Direction,
+    spec: TensorSpec,
+  ): Promise<Tensor | null> {
+    if (peer.channel.isClosed || !this.peers.has(peer))
+      return Promise.reject(new PeerLost(`node ${peer.shortId} is gone`));
+    return new Promise((resolve, reject) => {
+      peer.fetches.set(`${attempt}/${microBatch}/${direction}`, { spec, resolve, reject });
+      peer.send({ type: 'fetch', step, attempt, microBatch, direction });
+    });
+  }
+
   /** Takes a new WebSocket, unless the caps on unauthenticated connections say no. */
   accept(socket: WebSocket, address: string, raw: Socket): void {
     const limits = this.options.connectionLimits;
@@ -238,6 +260,11 @@ export class Sessions {
           return [{ dtype: 'f32', shape: [stageParamCount(run.model, run.ranges[peer.stage]!)] }];
         throw new ProtocolError('unexpected', 'gradients were not requested');
       }
+      case 'fetched': {
+        const fetch = peer.fetches.get(`${m.attempt}/${m.microBatch}/${m.direction}`);
+        if (!fetch) throw new ProtocolError('unexpected', 'no such tensor was asked for');
+        return m.held ? [fetch.spec] : [];
+      }
       case 'applied':
       case 'state':
       case 'loaded': {
@@ -274,6 +301,12 @@ export class Sessions {
         return this.options.onResult(peer, message, received);
       case 'badInput':
         return this.options.onBadInput(peer, message);
+      case 'fetched': {
+        const key = `${message.attempt}/${message.microBatch}/${message.direction}`;
+        const fetch = peer.fetches.get(key)!;
+        peer.fetches.delete(key);
+        return fetch.resolve(received.tensors[0] ?? null);
+      }
       case 'grads':
       case 'applied':
       case 'state':
@@ -372,6 +405,9 @@ export class Sessions {
     const awaiting = peer.awaiting;
     peer.awaiting = null;
     awaiting?.reject(new PeerLost(`node ${peer.shortId} left: ${reason}`));
+    for (const fetch of peer.fetches.values())
+      fetch.reject(new PeerLost(`node ${peer.shortId} left: ${reason}`));
+    peer.fetches.clear();
     this.options.onLost(peer, reason, dropped);
   }
 

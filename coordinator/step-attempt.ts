@@ -1,5 +1,7 @@
+import type { Direction } from '../shared/protocol/codec.js';
 import type { Tensor } from '../shared/protocol/frame.js';
 import type { P2pAddress, TaskKind } from '../shared/protocol/messages.js';
+import { boundaryProblem } from '../shared/protocol/tensor-values.js';
 import type { TensorSpec } from '../shared/protocol/wire.js';
 import type { MicroBatch } from './data.js';
 import { pickPeer, type Peer, type SentTask } from './peer.js';
@@ -47,6 +49,8 @@ interface AttemptContext {
   onProvenWrong(peer: Peer, reason: string): void;
   /** A check found no majority: the micro-batch is replayed with no one trusted. */
   onDispute(reason: string): void;
+  /** Asks `peer` for the tensor it sent peer to peer for `microBatch` (null when it no longer has it). */
+  fetch(peer: Peer, microBatch: number, direction: Direction): Promise<Tensor | null>;
 }
 
 /** Tasks kept out at a peer at least (one running, one waiting there), and at most. */
@@ -97,6 +101,15 @@ interface MicroBatchState {
   forwarded: boolean[];
   released: boolean[];
   restashing: boolean[];
+  /** The gradient of each stage's output is in (relayed: in gradOut; peer to peer: at gradSentTo). */
+  gradArrived: boolean[];
+  /**
+   * Peer-to-peer runs: the peer each stage's input was sent to, and the peer each stage's output gradient
+   * was sent to. Where that is no longer the peer holding the work (its peer left), the coordinator fetches
+   * the tensor from its sender and attaches it to the task instead.
+   */
+  sentTo: Array<Peer | null>;
+  gradSentTo: Array<Peer | null>;
 }
 
 /**
@@ -144,6 +157,9 @@ export class StepAttempt {
       forwarded: ctx.members.map(() => false),
       released: ctx.members.map(() => false),
       restashing: ctx.members.map(() => false),
+      gradArrived: ctx.members.map(() => false),
+      sentTo: ctx.members.map(() => null),
+      gradSentTo: ctx.members.map(() => null),
     }));
     this.remaining = microBatches;
   }
@@ -202,6 +218,7 @@ export class StepAttempt {
     if (task.kind === 'forward') {
       state.forwarded[stage] = true;
       if (this.mode === 'evaluate') this.release(peer, stage, mb);
+      if (tensors[0]) this.ctx.onRelay(tensors[0].data.byteLength);
       this.routeForward(stage + 1, mb, tensors[0] ?? null);
       this.dispatch(peer);
       return;
@@ -233,51 +250,81 @@ export class StepAttempt {
    */
   private queueBackward(stage: number, mb: number, gradient: Tensor | null, redo: boolean): void {
     const state = this.states[mb]!;
+    state.gradArrived[stage] = true;
     if (this.ctx.dataPlane === 'relay') state.gradOut[stage] = gradient;
     if (state.restashing[stage]) return;
     const peer = state.path[stage]!;
-    const producer = state.path[stage + 1];
-    peer.backwards.push(() =>
+    const producer = state.path[stage + 1]!;
+    if (!gradient && state.gradSentTo[stage] !== peer)
+      return this.refetch(producer, mb, 'backward', (t) => this.queueBackward(stage, mb, t, redo));
+    peer.backwards.push(() => {
+      const sendTo = stage > 0 && !redo ? this.p2pAddress(state.path[stage - 1]!) : undefined;
+      if (sendTo) state.gradSentTo[stage - 1] = state.path[stage - 1]!;
       this.send(
         peer,
         'backward',
         mb,
         gradient ? [gradient] : [],
-        this.activationSpec(stage, 'backward'),
+        this.activationSpec(stage, 'backward', !sendTo),
         false,
-        {
-          inputFrom: gradient ? undefined : producer?.p2p?.peerId,
-          sendTo: stage > 0 ? this.p2pAddress(state.path[stage - 1]!) : undefined,
-        },
+        { inputFrom: gradient ? undefined : producer.p2p?.peerId, sendTo },
         redo,
-      ),
-    );
+      );
+    });
     this.dispatch(peer);
   }
 
   /**
-   * Relayed training runs: `lost` left mid-attempt, and another replica of its stage redoes its part of
+   * Fetches from `from` the tensor it sent peer to peer for `mb` to a peer that has since left, then goes on
+   * with it attached (relayed) to the replica's task. The attempt fails where the sender left too or no
+   * longer holds it.
+   */
+  private refetch(from: Peer, mb: number, direction: Direction, then: (tensor: Tensor) => void): void {
+    const what = direction === 'forward' ? 'activations' : 'activation gradient';
+    this.ctx.fetch(from, mb, direction).then(
+      (tensor) => {
+        if (this.settled) return;
+        if (!tensor) return this.fail(`node ${from.shortId} no longer holds micro-batch ${mb}'s ${what}`);
+        const problem = boundaryProblem(this.ctx.run, tensor, direction);
+        if (problem) return this.fail(`node ${from.shortId} ${problem}`);
+        this.ctx.onRelay(tensor.data.byteLength);
+        then(tensor);
+      },
+      (err: Error) => this.fail(`could not fetch micro-batch ${mb}'s ${what}: ${err.message}`),
+    );
+  }
+
+  /**
+   * Training runs: `lost` left mid-attempt, and another replica of its stage redoes its part of
    * each micro-batch instead of the whole step being replayed. A forward it had not finished is routed
    * again; one whose output already went on is recomputed only to rebuild the stash; a backward it had done
    * is redone for the gradient it accumulated (its output already went on). Its units are dropped: its
-   * gradient left with it. Returns false where that cannot be done (peer-to-peer tensors the coordinator
-   * never held, validation, a stage with no other live replica, a check that involved it): replay instead.
+   * gradient left with it. Peer to peer, tensors it was sent are fetched from their senders. Returns false
+   * where that cannot be done (validation, a stage with no other live replica, an open check on its stage,
+   * a tensor of it that a neighbour may still be waiting for): replay instead.
    */
   reroute(lost: Peer): boolean {
     if (this.settled) return true;
     const stage = lost.stage;
-    if (stage === null || this.ctx.dataPlane !== 'relay' || this.mode !== 'train') return false;
+    if (stage === null || this.mode !== 'train') return false;
     if ([...this.checks.keys()].some((key) => key.startsWith(`${stage}/`))) return false;
     if (!this.ctx.members[stage]!.some((p) => p !== lost && !p.channel.isClosed)) return false;
+    const relayed = this.ctx.dataPlane === 'relay';
+    if (!relayed && this.states.some((state) => this.awaitsTensorFrom(lost, stage, state))) return false;
     const last = stage === this.ctx.members.length - 1;
     for (let i = this.units.length - 1; i >= 0; i--)
       if (this.units[i]!.peer === lost) this.units.splice(i, 1);
     lost.clearWork();
     for (const [mb, state] of this.states.entries()) {
+      // Peer to peer, its producer may be sending it this micro-batch now: the replica picked when the
+      // producer's result comes fetches the tensor instead (routeForward).
+      if (state.next[stage] === lost) state.next[stage] = null;
       if (state.path[stage] !== lost) continue;
       if (!state.forwarded[stage]) {
         state.path[stage] = null;
-        this.routeForward(stage, mb, stage === 0 ? null : state.inputs[stage]![0]!);
+        const input = stage === 0 || !relayed ? null : state.inputs[stage]![0]!;
+        if (input) this.ctx.onRelay(input.data.byteLength);
+        this.routeForward(stage, mb, input);
         continue;
       }
       const peer = this.pick(stage)!.peer;
@@ -294,12 +341,44 @@ export class StepAttempt {
     return true;
   }
 
-  /** Queues a redo of a lost peer's task at `peer`: its input as kept, its outputs dropped. */
+  /**
+   * Peer to peer: whether a neighbour has been told to take this micro-batch's tensor from `lost` (at
+   * `stage`) and may not have it yet. A tensor follows its result, so it may have died with its sender, and
+   * nothing would tell the neighbour: such an attempt is replayed rather than rerouted.
+   */
+  private awaitsTensorFrom(lost: Peer, stage: number, state: MicroBatchState): boolean {
+    if (state.path[stage] !== lost) return false;
+    const forwardOut =
+      state.forwarded[stage] === true && state.path[stage + 1] != null && !state.forwarded[stage + 1];
+    const gradientOut =
+      stage > 0 &&
+      state.released[stage] === true &&
+      state.gradArrived[stage - 1] === true &&
+      !state.released[stage - 1];
+    return forwardOut || gradientOut;
+  }
+
+  /** Queues a redo of a lost peer's task at `peer`: its input as kept (or fetched), its outputs dropped. */
   private sendRedo(peer: Peer, stage: number, mb: number, kind: 'forward' | 'forwardBackward'): void {
-    const input = this.states[mb]!.inputs[stage]!;
+    const state = this.states[mb]!;
+    const kept = state.inputs[stage]!;
+    if (this.ctx.dataPlane === 'p2p' && stage > 0)
+      return this.refetch(state.path[stage - 1]!, mb, 'forward', (input) =>
+        this.pushRedo(peer, stage, mb, kind, [input, ...kept]),
+      );
+    this.pushRedo(peer, stage, mb, kind, kept);
+  }
+
+  private pushRedo(
+    peer: Peer,
+    stage: number,
+    mb: number,
+    kind: 'forward' | 'forwardBackward',
+    input: Tensor[],
+  ): void {
     peer.forwards.push(() => {
       if (kind === 'forward') peer.resident.add(mb);
-      this.send(peer, kind, mb, input, this.activationSpec(stage, kind), false, {}, true);
+      this.send(peer, kind, mb, input, this.activationSpec(stage, kind, true), false, {}, true);
     });
     this.dispatch(peer);
   }
@@ -310,8 +389,8 @@ export class StepAttempt {
     const state = this.states[mb]!;
     if (task.kind === 'forward') {
       state.restashing[stage] = false;
-      const gradient = state.gradOut[stage];
-      if (gradient) this.queueBackward(stage, mb, gradient, state.released[stage]!);
+      if (state.gradArrived[stage])
+        this.queueBackward(stage, mb, state.gradOut[stage] ?? null, state.released[stage]!);
     } else this.release(peer, stage, mb);
     this.dispatch(peer);
   }
@@ -429,7 +508,11 @@ export class StepAttempt {
     const picked = chosen ? null : this.pick(stage);
     const peer = chosen ?? picked?.peer;
     if (!peer) return;
-    if (activations) this.ctx.onRelay(activations.data.byteLength);
+    if (this.ctx.dataPlane === 'p2p' && stage > 0 && !activations && state.sentTo[stage] !== peer) {
+      // Its input went to a peer that has left: fetched from the producer and attached.
+      state.next[stage] = peer;
+      return this.refetch(state.path[stage - 1]!, mb, 'forward', (t) => this.routeForward(stage, mb, t));
+    }
     const last = stage === S - 1;
     const batch = this.ctx.microBatch(mb);
     const { batch: B, seq: T } = this.ctx.run.shape;
@@ -438,7 +521,7 @@ export class StepAttempt {
     const targets: Tensor[] = last ? [{ dtype: 'i32', shape: [B, T], data: batch.targets }] : [];
     const tensors = input ? [input, ...targets] : targets;
     state.path[stage] = peer;
-    if (this.ctx.dataPlane === 'relay') state.inputs[stage] = tensors;
+    state.inputs[stage] = tensors;
     peer.forwards.push(() => {
       if (!last) peer.resident.add(mb);
       const kind: TaskKind = !last ? 'forward' : this.mode === 'evaluate' ? 'evaluate' : 'forwardBackward';
@@ -447,9 +530,13 @@ export class StepAttempt {
         const next = this.pick(stage + 1)?.peer;
         if (!next) return;
         state.next[stage + 1] = next;
+        state.sentTo[stage + 1] = next;
         sendTo = this.p2pAddress(next);
-      } else if (kind === 'forwardBackward' && stage > 0) sendTo = this.p2pAddress(state.path[stage - 1]!);
-      this.send(peer, kind, mb, tensors, this.activationSpec(stage, kind), false, {
+      } else if (kind === 'forwardBackward' && stage > 0) {
+        sendTo = this.p2pAddress(state.path[stage - 1]!);
+        if (sendTo) state.gradSentTo[stage - 1] = state.path[stage - 1]!;
+      }
+      this.send(peer, kind, mb, tensors, this.activationSpec(stage, kind, !sendTo), false, {
         inputFrom: input ? undefined : state.path[stage - 1]!.p2p?.peerId,
         sendTo,
       });
@@ -488,10 +575,14 @@ export class StepAttempt {
   }
 
   /** What the result of a task on `stage` carries: activations out, gradients in, or nothing. */
-  private activationSpec(stage: number, kind: TaskKind): TensorSpec[] {
+  private activationSpec(
+    stage: number,
+    kind: TaskKind,
+    relayed = this.ctx.dataPlane === 'relay',
+  ): TensorSpec[] {
     const S = this.ctx.members.length;
     const hasTensor = kind === 'forward' ? stage < S - 1 : kind !== 'evaluate' && stage > 0;
-    return hasTensor && this.ctx.dataPlane === 'relay'
+    return hasTensor && relayed
       ? [boundarySpec(this.ctx.run, kind === 'forward' ? 'forward' : 'backward')]
       : [];
   }

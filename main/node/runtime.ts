@@ -172,6 +172,11 @@ export class NodeRuntime extends EventEmitter {
    */
   private readonly resident = new Map<string, number>();
   private stashIds = 0;
+  /**
+   * Tensors this node sent peer to peer in the current step, by step/attempt/micro-batch/direction: the
+   * coordinator fetches one when its consumer left and a replica redoes the consumer's part.
+   */
+  private readonly sentTensors = new Map<string, Tensor>();
   /** The libp2p data plane, started at the first welcome of a peer-to-peer run. */
   private peerTensors: Promise<PeerTensors> | null = null;
   /** Messages waiting for the engine, in the order they run (see enqueue). */
@@ -401,6 +406,16 @@ export class NodeRuntime extends EventEmitter {
         return;
       case 'pong':
         return;
+      case 'fetch': {
+        // Answered at once, ahead of queued work: a replica waits for this tensor to redo a lost peer's part.
+        const { step, attempt, microBatch, direction } = message;
+        const held = this.sentTensors.get(`${step}/${attempt}/${microBatch}/${direction}`);
+        this.channel?.send(
+          { type: 'fetched', step, attempt, microBatch, direction, held: held !== undefined },
+          held ? [held] : [],
+        );
+        return;
+      }
       case 'abort':
         // A task waiting for a peer's tensor must not hold the queue the abort waits in.
         void this.peerTensors?.then(
@@ -555,6 +570,7 @@ export class NodeRuntime extends EventEmitter {
         return this.runTask(channel, message, tensors, arrived);
       case 'abort':
         this.resident.clear();
+        this.sentTensors.clear();
         this.stage?.zeroGrad();
         return;
       case 'gradsRequest': {
@@ -570,6 +586,7 @@ export class NodeRuntime extends EventEmitter {
       case 'apply': {
         const stage = this.needStage();
         if (!message.own) await stage.importGrads(tensors[0]!.data as Float32Array);
+        this.sentTensors.clear();
         await stage.step(message.adamw, message.clipScale);
         stage.zeroGrad();
         this.status.step = message.step + 1;
@@ -763,6 +780,7 @@ export class NodeRuntime extends EventEmitter {
       // (or the receiver's flow-control window) has taken the whole tensor. Sends to one peer stay in order.
       const to = task.sendTo.peerId;
       const bytes = out.data.byteLength;
+      this.sentTensors.set(`${step}/${attempt}/${microBatch}/${direction}`, out);
       peers.send(task.sendTo, { type: 'tensor', step, attempt, microBatch, direction }, out).then(
         () => (this.status.peerBytes = (this.status.peerBytes ?? 0) + bytes),
         (err: Error) => {

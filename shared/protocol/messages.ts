@@ -129,6 +129,17 @@ export const badInputSchema = msg('badInput', { taskId: count, reason: z.string(
  * A stage's accumulated gradient (attached), or where the coordinator asked for a summary (the stage's only
  * replica, which applies its own gradient), its values' summary and squared sum for the global clip norm.
  */
+/**
+ * The tensor this node sent peer to peer for a micro-batch of the current attempt, attached where it still
+ * holds it (`held`); asked for when its consumer left and a replica redoes the consumer's part.
+ */
+export const fetchedSchema = msg('fetched', {
+  step: count,
+  attempt: count,
+  microBatch: count,
+  direction: z.enum(['forward', 'backward']),
+  held: z.boolean(),
+});
 export const gradsSchema = msg('grads', {
   step: count,
   attempt: count,
@@ -207,6 +218,13 @@ export const applySchema = msg('apply', {
   own: z.boolean().optional(),
 });
 export const stateRequestSchema = msg('stateRequest', { requestId: count });
+/** Send back the tensor sent peer to peer for this micro-batch (answered with `fetched`). */
+export const fetchSchema = msg('fetch', {
+  step: count,
+  attempt: count,
+  microBatch: count,
+  direction: z.enum(['forward', 'backward']),
+});
 export const receiptMessageSchema = msg('receipt', { seq: count, signed: signedReceiptSchema });
 /** The coordinator's signed credit statement: receipts it confirmed or revoked (credit-statement.ts). */
 export const creditsMessageSchema = msg('credits', { signed: signedCreditStatementSchema });
@@ -256,6 +274,7 @@ export const nodeMessageSchema = z.discriminatedUnion('type', [
   pingSchema,
   payoutSchema,
   badInputSchema,
+  fetchedSchema,
   errorSchema,
 ]);
 export type NodeMessage = z.infer<typeof nodeMessageSchema>;
@@ -269,6 +288,7 @@ export const coordinatorMessageSchema = z.discriminatedUnion('type', [
   gradsRequestSchema,
   applySchema,
   stateRequestSchema,
+  fetchSchema,
   receiptMessageSchema,
   creditsMessageSchema,
   pongSchema,
