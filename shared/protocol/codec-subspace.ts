@@ -71,6 +71,11 @@ export function createSubspaceCodec(b: SubspaceBasis): ActivationCodec {
   const columns = Array.from({ length: K }, (_, j) =>
     Float64Array.from({ length: C }, (_, i) => U[i * K + j]!),
   );
+  let fixedMax = 0;
+  for (const x of b.fixedToken) fixedMax = Math.max(fixedMax, Math.abs(x));
+  let posMax = 0;
+  for (const x of b.fixedPos) posMax = Math.max(posMax, Math.abs(x));
+  fixedMax += posMax;
   const codec: ActivationCodec = {
     name: 'subspace',
     payloadBytes: (s: BoundaryShape, direction: Direction) =>
@@ -124,6 +129,22 @@ export function createSubspaceCodec(b: SubspaceBasis): ActivationCodec {
         out.set(row, r * C);
       }
       return { data: out, tokens: ids ? Int32Array.from(ids) : null };
+    },
+    magnitudeBound(payload, shape, direction) {
+      checkShape(shape);
+      checkPayload(codec, payload, shape, direction);
+      const rows = shape.batch * shape.seq;
+      const { coeffs, ids } = subspaceParts(new Uint8Array(aligned(payload, 4)), rows, K, direction);
+      if (ids) checkSubspaceIds(ids, vocab);
+      // U is orthonormal, so |(U c)_i| <= |c|_2; the fixed parts (forward) add at most their largest entry.
+      let most = 0;
+      for (let r = 0; r < rows; r++) {
+        let squared = 0;
+        for (let j = 0; j < K; j++) squared += coeffs[r * K + j]! ** 2;
+        if (!Number.isFinite(squared)) return Infinity;
+        most = Math.max(most, Math.sqrt(squared));
+      }
+      return most + (ids ? fixedMax : 0);
     },
   };
   return codec;

@@ -32,6 +32,12 @@ export interface ActivationCodec {
   /** `tokens` (one per row) is required by codecs that carry them and ignored by the others. */
   encode(x: Float32Array, shape: BoundaryShape, direction: Direction, tokens?: Int32Array): Uint8Array;
   decode(payload: Uint8Array, shape: BoundaryShape, direction: Direction): Decoded;
+  /**
+   * Where a codec can bound the values a payload decodes to without decoding it: the largest magnitude they
+   * can reach (Infinity when some is not finite). Throws CodecError where decode would. The coordinator
+   * checks every relayed tensor, and a decode there costs what the whole codec saves on the wire.
+   */
+  magnitudeBound?(payload: Uint8Array, shape: BoundaryShape, direction: Direction): number;
 }
 
 export class CodecError extends Error {

@@ -66,11 +66,24 @@ export function boundaryProblem(
   direction: Direction,
 ): string | null {
   const shape = { ...run.shape, width: run.model.width };
+  const what = direction === 'forward' ? 'activations' : 'activation gradients';
+  if (run.codec.magnitudeBound) {
+    let bound: number;
+    try {
+      bound = run.codec.magnitudeBound(tensor.data as Uint8Array, shape, direction);
+    } catch (err) {
+      return `sent ${what} that do not decode: ${(err as Error).message}`;
+    }
+    if (!Number.isFinite(bound)) return `sent ${what} holding non-finite values`;
+    // A bound past the limit refuses what decoding might have let through only where an honest stage's
+    // values would already be many orders of magnitude away from it.
+    return bound > ABSURD_MAGNITUDE ? `sent ${what} that may hold ${bound}, beyond any honest value` : null;
+  }
   let decoded: Float32Array;
   try {
     decoded = decodeBoundary(run.codec, tensor, shape, direction).data;
   } catch (err) {
-    return `sent ${direction === 'forward' ? 'activations' : 'activation gradients'} that do not decode: ${(err as Error).message}`;
+    return `sent ${what} that do not decode: ${(err as Error).message}`;
   }
-  return valuesProblem(direction === 'forward' ? 'activations' : 'activation gradients', decoded);
+  return valuesProblem(what, decoded);
 }

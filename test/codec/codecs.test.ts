@@ -5,6 +5,7 @@ import { mulberry32 } from '../../gpu/model/params.js';
 import { CodecError, type BoundaryShape } from '../../shared/protocol/codec.js';
 import { resolveCodec } from '../../shared/protocol/codec-registry.js';
 import { decodeFrame, encodeFrame, FrameError } from '../../shared/protocol/frame.js';
+import { boundaryProblem } from '../../shared/protocol/tensor-values.js';
 import { ProtocolError, WireReader } from '../../shared/protocol/wire.js';
 import { z } from 'zod';
 
@@ -138,6 +139,31 @@ describe('subspace codec (CPU reference)', () => {
     const payload = codec.encode(inside(), shape, 'forward', tokens);
     new Uint16Array(payload.buffer, rows * 16, rows)[0] = 999;
     expect(() => codec.decode(payload, shape, 'forward')).toThrow(/token id 999/);
+    expect(() => codec.magnitudeBound!(payload, shape, 'forward')).toThrow(/token id 999/);
+  });
+
+  test("the coordinator's check bounds the decoded values without decoding, and refuses what decoding would", () => {
+    const run = { codec, shape: { batch: shape.batch, seq: shape.seq }, model: { width: shape.width } };
+    const tensor = (payload: Uint8Array) => ({ dtype: 'f32' as const, shape: [2, 8, 64], data: payload });
+    for (const [direction, x] of [
+      ['forward', inside()],
+      ['backward', activations(9, 3)],
+    ] as const) {
+      const payload = codec.encode(x, shape, direction, tokens);
+      const decoded = codec.decode(payload, shape, direction).data;
+      const bound = codec.magnitudeBound!(payload, shape, direction);
+      const most = decoded.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      expect(bound).toBeGreaterThanOrEqual(most);
+      // Tight enough to mean something: within a few times the largest value.
+      expect(bound).toBeLessThan(10 * most);
+      expect(boundaryProblem(run, tensor(payload), direction)).toBeNull();
+      const coeffs = new Float32Array(payload.buffer, 0, rows * 4);
+      coeffs[5] = NaN;
+      expect(boundaryProblem(run, tensor(payload), direction)).toMatch(/non-finite/);
+      coeffs[5] = 3e6;
+      expect(boundaryProblem(run, tensor(payload), direction)).toMatch(/beyond any honest value/);
+      expect(boundaryProblem(run, tensor(payload.subarray(0, 10)), direction)).toMatch(/do not decode/);
+    }
   });
 });
 
