@@ -26,7 +26,8 @@ export interface AveragedGradients {
  * (so every replica later imports the same bits), and computes the global clip scale. A stage's only
  * replica sends a summary instead: its values are checked as the gradient itself would be, and its squared
  * sum joins the norm. A replica whose gradient per work unit is out of line with its stage (`norms`) is
- * refused like a NaN: one scaled gradient would be summed into every replica's weights.
+ * scaled down to the line before it is summed (one scaled gradient would reach every replica's weights),
+ * and refused like a NaN when it is out of line again and again.
  */
 export async function averageGradients(
   request: Request,
@@ -85,7 +86,10 @@ export async function averageGradients(
       const refused = norms.refused(judged[stage]);
       if (refused) throw new Misbehaviour(refused.peer, refused.reason);
       const sum = new Float32Array(n);
-      for (const g of gs) for (let i = 0; i < n; i++) sum[i]! += g[i]!;
+      for (const [k, g] of gs.entries()) {
+        const scale = judged[stage][k]!.scale;
+        for (let i = 0; i < n; i++) sum[i]! += g[i]! * scale;
+      }
       squaredSums[stage] = summarizeValues(sum).squaredSum;
       return sum;
     }),

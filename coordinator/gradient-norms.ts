@@ -1,17 +1,23 @@
 import type { Peer } from './peer.js';
 
 /** One replica's accumulated gradient of an attempt, reduced to what the checks need. */
-export interface Contribution {
-  peer: Peer;
+export interface Contribution<P extends { nodeId: string } = Peer> {
+  peer: P;
   /** Euclidean norm of the gradient it sent. */
   norm: number;
   /** Work units (micro-batches) it accumulated that gradient over. */
   units: number;
 }
 
-export interface Judged extends Contribution {
+export interface Judged<P extends { nodeId: string } = Peer> extends Contribution<P> {
   /** How it is out of line with its stage, for a person to read; null when it is in line. */
   outOfLine: string | null;
+  /**
+   * What its gradient is multiplied by before it is summed: 1 in line (so a clean step is summed bit for
+   * bit as before), else down to OUT_OF_LINE times the reference, so what passes moves the weights by that
+   * much at most.
+   */
+  scale: number;
 }
 
 /**
@@ -20,8 +26,8 @@ export interface Judged extends Contribution {
  * replica's norm per unit stayed within 2.3x of its stage's median (three or more replicas) and of its
  * stage's history (two), except in a loss spike, where one micro-batch's gradient was 9.5x the median and,
  * two steps later, another replica's 4.4x. A replica scaling by 10 measured 8.3x the median. So a single
- * out-of-line step is only counted, and STRIKES in a row are refused: spikes hit one micro-batch, a scaling
- * liar every step.
+ * out-of-line step is scaled down and counted, and STRIKES in a row are refused: a spike hits one
+ * micro-batch, a scaling liar every step.
  */
 export const OUT_OF_LINE = 4;
 
@@ -36,7 +42,8 @@ const SMOOTHING = 0.3;
  * against the median of the stage's replicas when it has three or more (one liar cannot move the median),
  * and against the stage's own smoothed history from committed steps when it has two (the norms of one
  * attempt cannot say which of two lies). One honest micro-batch can be far out of line during a loss
- * spike, but not every step: a replica is refused when it is out of line STRIKES times running.
+ * spike, but not every step: what is out of line is scaled down to the line, and a replica is refused when
+ * it is out of line STRIKES times running.
  */
 export class GradientNorms {
   /** Per stage, the smoothed median norm per work unit of its committed steps. */
@@ -44,7 +51,7 @@ export class GradientNorms {
   /** Per node, how many of its committed contributions running were out of line. */
   private readonly streaks = new Map<string, number>();
 
-  judge(stage: number, contributions: readonly Contribution[]): Judged[] {
+  judge<P extends { nodeId: string }>(stage: number, contributions: readonly Contribution<P>[]): Judged<P>[] {
     const perUnit = contributions.map((c) => c.norm / c.units);
     const replicas = contributions.length;
     const past = this.history.get(stage);
@@ -56,18 +63,21 @@ export class GradientNorms {
     const inLine = perUnit.map((x) => !compared || x <= OUT_OF_LINE * reference);
     // Every replica rising together is the training moving (a loss spike), not one of them lying.
     const judgeable = compared && inLine.some((ok) => ok);
-    return contributions.map((c, i) => ({
-      ...c,
-      outOfLine:
-        judgeable && !inLine[i]
-          ? `sent a gradient of norm ${show(perUnit[i]!)} per work unit, ` +
-            `${(perUnit[i]! / reference!).toFixed(1)}x ${against} (${show(reference!)})`
-          : null,
-    }));
+    return contributions.map((c, i) =>
+      judgeable && !inLine[i]
+        ? {
+            ...c,
+            outOfLine:
+              `sent a gradient of norm ${show(perUnit[i]!)} per work unit, ` +
+              `${(perUnit[i]! / reference!).toFixed(1)}x ${against} (${show(reference!)})`,
+            scale: (OUT_OF_LINE * reference!) / perUnit[i]!,
+          }
+        : { ...c, outOfLine: null, scale: 1 },
+    );
   }
 
   /** A contributor out of line now and in its previous STRIKES - 1 committed contributions, with why. */
-  refused(judged: readonly Judged[]): { peer: Peer; reason: string } | null {
+  refused<P extends { nodeId: string }>(judged: readonly Judged<P>[]): { peer: P; reason: string } | null {
     const liar = judged.find((j) => j.outOfLine && (this.streaks.get(j.peer.nodeId) ?? 0) >= STRIKES - 1);
     if (!liar) return null;
     return {
@@ -77,7 +87,7 @@ export class GradientNorms {
   }
 
   /** Adds a committed step: per stage, its judged contributions (one for a stage's only replica). */
-  record(committed: ReadonlyArray<readonly Judged[]>): void {
+  record(committed: ReadonlyArray<readonly Judged<{ nodeId: string }>[]>): void {
     committed.forEach((judged, stage) => {
       if (judged.length === 0) return;
       for (const j of judged) {
