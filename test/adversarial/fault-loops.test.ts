@@ -103,7 +103,8 @@ describe('SIGKILL-and-restart loops', () => {
       for (let i = 1; i <= keys.length; i++) start(i);
 
       const next = random(seed);
-      // One loop, at random, kills the coordinator; the others a random node.
+      // One loop, at random, kills the coordinator, and about one in four of the others do; the rest kill a
+      // random node.
       const coordinatorLoop = Math.floor(next() * loops);
       const schedule: string[] = [];
       for (let loop = 0; loop < loops; loop++) {
@@ -113,7 +114,7 @@ describe('SIGKILL-and-restart loops', () => {
         const target = step + 1 + Math.floor(next() * 2);
         await until(`step ${target}`, async () => (await status()).step >= target, 240_000);
         await sleep(Math.floor(next() * 400));
-        const victim = loop === coordinatorLoop ? 0 : 1 + Math.floor(next() * keys.length);
+        const victim = loop === coordinatorLoop || next() < 0.25 ? 0 : 1 + Math.floor(next() * keys.length);
         const at = (await status()).step;
         await processes[victim]!.kill('SIGKILL');
         schedule.push(`${victim === 0 ? 'coordinator' : `node ${victim}`} at step ${at}`);
