@@ -102,13 +102,20 @@ export class PeerTensors {
   static async start(options: PeerTensorsOptions): Promise<PeerTensors> {
     const { link = unshaped, log } = options;
     const shaped = link.bitsPerSecond !== null || link.latencyMs > 0;
-    // Behind the proxy only its port is announced; the listener's own is rewritten to it.
+    // Behind the proxy only its port is announced (the listener's own is rewritten to it, any other
+    // listener left out), so no neighbour can go round the link.
     let proxyPort: { from: string; to: string } | null = null;
     const host = await startP2pHost({
       seed: options.seed,
       listen: options.listen ?? (shaped ? ['/ip4/127.0.0.1/tcp/0'] : undefined),
-      announceFilter: (addrs) =>
-        proxyPort ? addrs.map((a) => multiaddr(a.toString().replace(proxyPort!.from, proxyPort!.to))) : addrs,
+      announceFilter: (addrs) => {
+        const via = proxyPort;
+        if (!via) return addrs;
+        return addrs
+          .map((a) => a.toString())
+          .filter((a) => a.includes(via.from))
+          .map((a) => multiaddr(a.replace(via.from, via.to)));
+      },
     });
     let proxy: ShapedProxy | null = null;
     if (shaped) {
