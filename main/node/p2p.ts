@@ -121,6 +121,11 @@ export async function* readTensorMessages<M extends { id: number; tensors: numbe
       }
       pending = joined.slice(offset);
     }
+    // Closed inside a record or before a message's tensors: unrefused, that message would vanish and its
+    // consumer wait for it until the coordinator dropped the consumer (found by
+    // test/adversarial/message-fuzz.test.ts).
+    if (pending.byteLength > 0 || reader.midMessage)
+      throw new ProtocolError('bad-frame', 'the tensor stream ended inside a message');
   } catch (err) {
     stream.abort(err as Error);
     throw err;

@@ -62,6 +62,11 @@ export class WireReader<M extends { id: number; tensors: number }> {
     private readonly limits: WireLimits = defaultWireLimits,
   ) {}
 
+  /** Whether a message has been read whose tensor frames are still due. */
+  get midMessage(): boolean {
+    return this.pending !== null;
+  }
+
   /** Returns the message when complete, or null while its tensor frames are still to come. */
   readText(text: string): Received<M> | null {
     if (this.pending)

@@ -12,18 +12,24 @@ import type { DashboardServer } from '../../main/agent/dashboard/server.js';
 import { agentCommandSchema, clientMessageSchema } from '../../shared/dashboard/contract.js';
 import { defaultSettings } from '../../shared/dashboard/settings.js';
 import { seedState } from '../../gpu/model/flat-state.js';
+import type { Libp2p } from '@libp2p/interface';
+import { multiaddr } from '@multiformats/multiaddr';
 import { Ed25519Keys } from '../../main/identity/ed25519.js';
+import { TENSOR_PROTOCOL, startP2pHost } from '../../main/node/p2p.js';
+import { PeerRefused, PeerTensors } from '../../main/node/peer-tensors.js';
 import { openEngine } from '../../main/node/stage-factory.js';
 import {
   coordinatorMessageSchema,
   nodeMessageSchema,
+  peerTensorSchema,
   type CoordinatorMessage,
   type Outgoing,
+  type PeerTensor,
 } from '../../shared/protocol/messages.js';
-import { encodeMessage } from '../../shared/protocol/wire.js';
+import { defaultWireLimits, encodeMessage, type TensorSpec } from '../../shared/protocol/wire.js';
 import { stateSpec, stateTensors } from '../../shared/protocol/stage-state.js';
 import type { NodeRuntime } from '../../main/node/runtime.js';
-import { startCoordinator, startNode, tempDir, tinyConfig } from '../network/helpers.js';
+import { quiet, startCoordinator, startNode, tempDir, tinyConfig } from '../network/helpers.js';
 import { until } from '../network/processes.js';
 import { RawClient } from '../network/raw-client.js';
 import {
@@ -118,9 +124,10 @@ describe('the fuzzers cover every message type', () => {
     const all = [
       ...nodeTypes.map((type) => optionOf(nodeMessageSchema, type)),
       ...coordinatorTypes.map((type) => optionOf(coordinatorMessageSchema, type)),
+      peerTensorSchema,
     ];
     for (const [i, schema] of all.entries()) {
-      const type = [...nodeTypes, ...coordinatorTypes][i]!;
+      const type = [...nodeTypes, ...coordinatorTypes, 'tensor (peer to peer)'][i]!;
       const samples = fc.sample(arbitraryFrom(schema), 30);
       expect(samples.filter((s) => schema.safeParse(s).success).length, type).toBeGreaterThan(0);
     }
@@ -796,6 +803,129 @@ describe('the dashboard WebSocket fuzzed by a local client holding the token', (
           },
         ),
         { numRuns: runs(100) },
+      );
+      expect(uncaught).toEqual([]);
+    },
+  );
+});
+
+describe("a node's peer-to-peer tensor stream fuzzed by another peer", () => {
+  const SPEC: TensorSpec = { dtype: 'f32', shape: [2, 4, 8] };
+  let receiver: PeerTensors;
+  // One sender for every case: libp2p resets a host that dials too many new connections a second.
+  let sender: Libp2p;
+
+  beforeAll(async () => {
+    receiver = await PeerTensors.start({ seed: Ed25519Keys.generate().seed(), spec: () => SPEC, log: quiet });
+    sender = await startP2pHost({ seed: Ed25519Keys.generate().seed() });
+  });
+  afterAll(async () => {
+    await sender.stop();
+    await receiver.stop();
+  });
+
+  /** Faults of the stream's own records (kind byte, 4-byte length), besides those of the frames they carry. */
+  type StreamFault = FrameFault | 'record-kind' | 'record-length' | 'ends-inside';
+  const peerCase = fc.record({
+    message: arbitraryFrom(peerTensorSchema).map((m): Record<string, unknown> => ({
+      ...(m as object),
+      tensors: 1,
+    })),
+    mutation: fc.option(mutationArb, { freq: 2 }),
+    fault: fc.option(
+      fc.oneof(
+        frameFaultArb.filter((f) => f !== 'oversize'),
+        fc.constantFrom<StreamFault>('record-kind', 'record-length', 'ends-inside'),
+      ),
+      { freq: 3 },
+    ),
+    which: fc.nat(1000),
+  });
+
+  const record = (
+    part: string | Uint8Array,
+    kind = typeof part === 'string' ? 0 : 1,
+    length?: number,
+  ): Uint8Array => {
+    const body = typeof part === 'string' ? new TextEncoder().encode(part) : part;
+    const out = new Uint8Array(5 + body.byteLength);
+    out[0] = kind;
+    new DataView(out.buffer).setUint32(1, length ?? body.byteLength);
+    out.set(body, 5);
+    return out;
+  };
+
+  const received = (unit: Omit<PeerTensor, 'v' | 'id' | 'tensors' | 'type'>): Promise<string> =>
+    Promise.race([
+      receiver.receive(sender.peerId.toString(), unit).then(
+        () => 'delivered',
+        (err: Error) => (err instanceof PeerRefused ? 'refused' : err.message),
+      ),
+      new Promise<string>((r) => setTimeout(() => r('nothing'), 10_000)),
+    ]);
+
+  test(
+    'invalid streams are refused and reported against their sender; valid tensors arrive',
+    { timeout: fuzzTimeout(300_000) },
+    async () => {
+      await fc.assert(
+        fc.asyncProperty(peerCase, async ({ message, mutation, fault, which }) => {
+          const id = 77;
+          const tensor: Tensor = { dtype: 'f32', shape: SPEC.shape, data: new Float32Array(64).fill(0.5) };
+          const text = toWireText(mutation ? mutate({ ...message, id }, mutation) : { ...message, id });
+          // A frame fault breaks a well-formed message; the stream's own faults and mutations break its text.
+          const parts: Array<string | Uint8Array> =
+            fault === 'record-kind' || fault === 'record-length' || fault === 'ends-inside'
+              ? [text]
+              : fault
+                ? faultyFrames(id, message, [tensor], fault, which, 0)
+                : [text, encodeFrame(id, 0, tensor)];
+          const sent = parts[0] as string;
+          const records =
+            fault === 'record-kind'
+              ? [record(sent, 2 + (which % 250))]
+              : fault === 'record-length'
+                ? [record(sent, 0, defaultWireLimits.maxBytes + 1)]
+                : parts.map((part) => record(part));
+          const schemaValid = schemaAccepts(peerTensorSchema, sent);
+          const stream = await sender.dialProtocol(multiaddr(receiver.address.addrs[0]!), TENSOR_PROTOCOL);
+          for (const r of records) if (!stream.send(r)) await stream.onDrain();
+          await stream.close().catch(() => {});
+          const unit = schemaValid
+            ? (JSON.parse(sent) as PeerTensor)
+            : { step: 0, attempt: 0, microBatch: 0, direction: 'forward' as const };
+          let outcome = await received(unit);
+          // A fault after a whole valid message (one frame too many) is found once that message is in.
+          if (outcome === 'delivered' && (fault || !schemaValid)) outcome = await received(unit);
+          // Valid: the schema's, and the envelope still names the one frame sent with it.
+          const parsed = schemaValid ? (JSON.parse(sent) as PeerTensor) : null;
+          const valid = !fault && parsed?.id === id && parsed.tensors === 1;
+          expect(outcome).toBe(valid ? 'delivered' : 'refused');
+        }),
+        {
+          numRuns: runs(200),
+          // The first case found: a tensor announced, the stream closed before it; it was neither delivered
+          // nor refused, so its consumer would have waited for it until dropped itself.
+          examples: [
+            [
+              {
+                message: {
+                  v: 1,
+                  id: 0,
+                  tensors: 1,
+                  type: 'tensor',
+                  step: 0,
+                  attempt: 0,
+                  microBatch: 0,
+                  direction: 'forward',
+                },
+                mutation: null,
+                fault: 'drop',
+                which: 0,
+              },
+            ],
+          ],
+        },
       );
       expect(uncaught).toEqual([]);
     },
