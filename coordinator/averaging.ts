@@ -6,7 +6,14 @@ import type { GradientNorms, Judged } from './gradient-norms.js';
 import type { Peer } from './peer.js';
 import type { Request } from './sessions.js';
 import { AttemptFailed, type WorkUnit } from './step-attempt.js';
-import { Misbehaviour, summaryProblem, summarizeValues, valuesProblem } from './value-checks.js';
+import {
+  gradientLimit,
+  Misbehaviour,
+  Overflow,
+  summaryProblem,
+  summarizeValues,
+  valuesProblem,
+} from './value-checks.js';
 
 export interface AveragedGradients {
   /**
@@ -38,7 +45,15 @@ export async function averageGradients(
   attempt: number,
   gradClip: number,
   norms: GradientNorms,
+  /** Mixed precision's loss scale: gradients arrive multiplied by it, and non-finite ones are its overflow. */
+  lossScale: number | null = null,
 ): Promise<AveragedGradients> {
+  const scale = lossScale ?? 1;
+  // A non-finite gradient is an overflow of the scaled backward in mixed precision, a fault otherwise.
+  const refuse = (peer: Peer, problem: string): Error =>
+    lossScale !== null && /non-finite|NaN|Infinity/.test(problem)
+      ? new Overflow(peer, `overflowed f16 in its gradients (${problem})`)
+      : new Misbehaviour(peer, problem);
   // Per stage, then added in stage order: the norm's bits must not depend on which reply came first.
   const squaredSums = members.map(() => 0);
   const judged: Judged[][] = members.map(() => []);
@@ -53,11 +68,11 @@ export async function averageGradients(
         );
         const summary = message.type === 'grads' ? message.summary : undefined;
         if (!summary) throw new Misbehaviour(only, 'sent no summary of its gradient');
-        const problem = summaryProblem('gradients', summary);
-        if (problem) throw new Misbehaviour(only, problem);
+        const problem = summaryProblem('gradients', summary, gradientLimit(scale));
+        if (problem) throw refuse(only, problem);
         squaredSums[stage] = summary.squaredSum;
         judged[stage] = norms.judge(stage, [
-          { peer: only, norm: Math.sqrt(summary.squaredSum), units: unitsOf(only) },
+          { peer: only, norm: Math.sqrt(summary.squaredSum) / scale, units: unitsOf(only) },
         ]);
         return null;
       }
@@ -72,14 +87,14 @@ export async function averageGradients(
       const gs = parts.map((part) => part.tensors[0]!.data as Float32Array);
       for (const [i, g] of gs.entries()) {
         // One replica's NaN would poison every replica's weights: it is refused, its sender dropped, the step replayed.
-        const problem = valuesProblem('gradients', g);
-        if (problem) throw new Misbehaviour(contributors[i]!, problem);
+        const problem = valuesProblem('gradients', g, gradientLimit(scale));
+        if (problem) throw refuse(contributors[i]!, problem);
       }
       judged[stage] = norms.judge(
         stage,
         gs.map((g, i) => ({
           peer: contributors[i]!,
-          norm: Math.sqrt(summarizeValues(g).squaredSum),
+          norm: Math.sqrt(summarizeValues(g).squaredSum) / scale,
           units: unitsOf(contributors[i]!),
         })),
       );
@@ -94,9 +109,11 @@ export async function averageGradients(
       return sum;
     }),
   );
-  const norm = Math.sqrt(squaredSums.reduce((a, b) => a + b, 0));
+  const norm = Math.sqrt(squaredSums.reduce((a, b) => a + b, 0)) / scale;
   if (!Number.isFinite(norm)) throw new AttemptFailed(`gradient norm is ${norm}`);
-  const clipScale = gradClip > 0 && norm > gradClip ? gradClip / norm : 1;
+  // AdamW takes the gradient times clipScale: in mixed precision that also undoes the loss scale, exactly
+  // (a power of two), as the single-process Trainer does.
+  const clipScale = (gradClip > 0 && norm > gradClip ? gradClip / norm : 1) / scale;
   return { grads, clipScale, judged };
 }
 

@@ -38,7 +38,17 @@ import { StageAssignment } from './stage-assignment.js';
 import { AttemptFailed, StepAttempt, type AttemptResult } from './step-attempt.js';
 import { CoordinatorStore, type StoredReceipt } from './store.js';
 import { SplitCorpus, ValidationHistory, validationDue } from './validation.js';
-import { boundaryProblem, lossProblem, Misbehaviour, sentProblem, stateProblem } from './value-checks.js';
+import { LossScaler } from '../gpu/train/loss-scaler.js';
+import {
+  ABSURD_MAGNITUDE,
+  boundaryProblem,
+  gradientLimit,
+  lossProblem,
+  Misbehaviour,
+  Overflow,
+  sentProblem,
+  stateProblem,
+} from './value-checks.js';
 
 export interface CoordinatorOptions {
   config: RunConfig;
@@ -88,6 +98,8 @@ export interface CoordinatorStatus {
   /** `stashes[i]`: micro-batches `nodes[i]` can hold between forward and backward (1F1B). */
   stages: Array<{ index: number; firstBlock: number; endBlock: number; nodes: string[]; stashes: number[] }>;
   relayedBytes: number;
+  /** What the backward differentiates the loss times (mixed precision's dynamic scale; 1 in fp32 runs). */
+  lossScale: number;
   receipts: number;
   /** Held-out validation loss: the latest (with the steps trained when it was measured) and the best. */
   validation: { step: number; loss: number; best: number } | null;
@@ -138,6 +150,8 @@ export class Coordinator extends EventEmitter {
   private readonly data: SplitCorpus;
   private readonly validations: ValidationHistory;
   private readonly gradientNorms = new GradientNorms();
+  /** Mixed precision's dynamic loss scale (null in fp32 runs); a restart begins again at the initial scale. */
+  private readonly scaler: LossScaler | null;
   private state: CoordinatorStatus['state'] = 'waiting';
   private reason = 'starting';
   private progressPushedAt = 0;
@@ -150,6 +164,7 @@ export class Coordinator extends EventEmitter {
     super();
     this.config = options.config;
     this.run = runShape(options.config);
+    this.scaler = options.config.precision === 'mixed' ? new LossScaler(options.config.lossScaling) : null;
     this.data = new SplitCorpus(options.corpus, options.config.validation, options.config.microBatch);
     this.log = options.logger ?? pino({ name: 'coordinator' });
     this.limits = { ...defaultWireLimits, ...options.limits };
@@ -286,6 +301,7 @@ export class Coordinator extends EventEmitter {
         stashes: this.sessions.membersOf(r.index).map((p) => p.stashes),
       })),
       relayedBytes: this.relayed,
+      lossScale: this.lossScale,
       receipts: this.store.receiptCount(),
       validation: this.validations.summary(),
     };
@@ -361,15 +377,22 @@ export class Coordinator extends EventEmitter {
     peer.tasks.delete(message.taskId);
     const attempt = this.attempt;
     if (!attempt || task.attempt !== this.attemptNo || task.step !== this.step) return;
+    const direction = task.kind === 'forward' ? 'forward' : 'backward';
+    const limit = direction === 'backward' ? gradientLimit(this.lossScale) : ABSURD_MAGNITUDE;
     // Values, not only shapes: NaN, Inf or absurd numbers stop here, and their sender goes, not the stage
     // that would have received them.
     const bad =
       (message.loss === undefined ? null : lossProblem(message.loss)) ??
       (tensors[0] && task.kind !== 'evaluate'
-        ? boundaryProblem(this.run, tensors[0], task.kind === 'forward' ? 'forward' : 'backward')
+        ? boundaryProblem(this.run, tensors[0], direction, limit)
         : null) ??
-      (task.sendsToPeer ? sentProblem(message.sent) : null);
+      (task.sendsToPeer ? sentProblem(message.sent, limit) : null);
     if (bad) return this.sessions.drop(peer, bad);
+    if (message.overflow) {
+      const reason = `node ${peer.shortId}'s scaled backward overflowed f16`;
+      this.overflowed(peer, reason);
+      return attempt.fail(reason);
+    }
     // The coordinator's own clock, never the node's claim: a node that says it is fast is not routed more.
     const roundTrip = Date.now() - task.sentAt;
     peer.observeTaskTime(Math.max(roundTrip, 0.01));
@@ -437,6 +460,7 @@ export class Coordinator extends EventEmitter {
       } catch (err) {
         if (this.stopping) break;
         if (err instanceof Misbehaviour) this.sessions.drop(err.peer, err.message);
+        if (err instanceof Overflow) this.overflowed(err.peer, err.message);
         const reason =
           err instanceof AttemptFailed || err instanceof PeerLost
             ? err.message
@@ -449,6 +473,24 @@ export class Coordinator extends EventEmitter {
       this.setState('done', `trained ${this.step} steps`);
       this.resolveFinished();
     }
+  }
+
+  private get lossScale(): number {
+    return this.scaler?.scale ?? 1;
+  }
+
+  /**
+   * A scaled backward overflowed f16: the scale halves and the step replays. At the smallest scale an
+   * overflow is no longer the scale's doing, and its node goes (a node claiming overflows forever could
+   * otherwise hold the run).
+   */
+  private overflowed(peer: Peer, reason: string): void {
+    this.metrics.overflows.inc();
+    if (this.scaler?.overflow()) {
+      this.log.warn({ step: this.step, lossScale: this.scaler.scale, reason }, 'overflow: loss scale halved');
+      return;
+    }
+    this.sessions.drop(peer, `${reason} at the smallest loss scale`);
   }
 
   private abortAttempt(reason: string): void {
@@ -520,6 +562,7 @@ export class Coordinator extends EventEmitter {
         microBatch: (i) => batches.get(i) ?? batches.set(i, batch(i)).get(i)!,
         nextTaskId: () => ++this.taskIds,
         fallbackMs: FALLBACK_TASK_MS,
+        lossScale: this.lossScale,
         dataPlane: this.config.dataPlane,
         onRelay: (bytes) => {
           this.relayed += bytes;
@@ -568,6 +611,7 @@ export class Coordinator extends EventEmitter {
       attemptNo,
       this.config.gradClip,
       this.gradientNorms,
+      this.scaler === null ? null : this.lossScale,
     );
     return { ...averaged, result, members };
   }
@@ -644,6 +688,7 @@ export class Coordinator extends EventEmitter {
       this.log,
     );
     this.attempt = null;
+    this.scaler?.cleanStep();
     this.gradientNorms.record(averaged.judged);
     // A state that is not finite never becomes a checkpoint; its sender holds broken weights and goes.
     states.forEach((kept, stage) => {

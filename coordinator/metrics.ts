@@ -50,6 +50,11 @@ export class CoordinatorMetrics {
     labelNames: ['reason'],
     registers: [this.registry],
   });
+  readonly overflows = new Counter({
+    name: 'tributary_overflows_total',
+    help: 'Mixed-precision overflows of a scaled backward (each halves the loss scale and replays the step)',
+    registers: [this.registry],
+  });
   readonly reroutes = new Counter({
     name: 'tributary_reroutes_total',
     help: 'Nodes lost mid-step whose micro-batches a replica redid (no replay)',

@@ -53,6 +53,22 @@ export const runConfigSchema = z
     /** 'mixed': f16 operands with f32 accumulation and dynamic loss scaling (gpu/model/config.ts Precision). */
     precision: z.enum(PRECISIONS).default('fp32'),
     /**
+     * Mixed precision's dynamic loss scale (gpu/train/loss-scaler.ts: a power of two, halved on an overflow
+     * with the step replayed, doubled after `growthInterval` clean steps); kept by the coordinator.
+     */
+    lossScaling: z
+      .object({
+        initial: z
+          .number()
+          .positive()
+          .max(2 ** 24)
+          .refine((v) => 2 ** Math.round(Math.log2(v)) === v, 'must be a power of two')
+          .default(2 ** 16),
+        growthInterval: z.number().int().min(1).default(200),
+      })
+      .strict()
+      .default({ initial: 2 ** 16, growthInterval: 200 }),
+    /**
      * 'relay': activations and gradients go node -> coordinator -> node. 'p2p': they go between the nodes
      * over libp2p (main/node/p2p.ts); the coordinator sees only their summaries.
      */
@@ -121,12 +137,6 @@ export function parseRunConfig(raw: unknown): RunConfig {
   if (config.microBatch.seq > config.model.contextLength) {
     throw new Error(
       `run config: microBatch.seq (${config.microBatch.seq}) exceeds model.contextLength (${config.model.contextLength})`,
-    );
-  }
-  if (config.precision === 'mixed') {
-    // The engine has it (KernelSet precision, Trainer lossScaling); the coordinator's step does not scale losses.
-    throw new Error(
-      "run config: precision 'mixed' is not available to distributed runs yet (their step has no loss scaling); use 'fp32'",
     );
   }
   if (config.model.vocabSize < byteVocabSize) {

@@ -251,7 +251,10 @@ export class Sessions {
             'bad-message',
             `a ${task.kind} result ${computesLoss ? 'must carry its loss' : 'carries no loss'}`,
           );
-        return task.result;
+        if (!m.overflow) return task.result;
+        if (this.options.config.precision !== 'mixed' || task.kind === 'forward' || task.kind === 'evaluate')
+          throw new ProtocolError('bad-message', `a ${task.kind} task cannot overflow in this run`);
+        return [];
       }
       case 'grads': {
         const { run } = this.options;
@@ -387,6 +390,7 @@ export class Sessions {
       seed: config.seed,
       compression: run.compression,
       dataPlane: config.dataPlane,
+      precision: config.precision,
     });
     for (const { seq, signed } of store.receiptsSince(peer.nodeId, peer.receiptCursor))
       peer.send({ type: 'receipt', seq, signed });

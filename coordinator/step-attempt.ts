@@ -1,7 +1,7 @@
 import type { Direction } from '../shared/protocol/codec.js';
 import type { Tensor } from '../shared/protocol/frame.js';
 import type { P2pAddress, TaskKind } from '../shared/protocol/messages.js';
-import { boundaryProblem } from '../shared/protocol/tensor-values.js';
+import { boundaryProblem, gradientLimit } from '../shared/protocol/tensor-values.js';
 import type { TensorSpec } from '../shared/protocol/wire.js';
 import type { MicroBatch } from './data.js';
 import { pickPeer, type Peer, type SentTask } from './peer.js';
@@ -34,6 +34,8 @@ interface AttemptContext {
   run: RunShape;
   step: number;
   attempt: number;
+  /** What the backward differentiates the loss times: mixed precision's dynamic scale, else 1. */
+  lossScale: number;
   /** Live replicas of each stage, in node-id order. */
   members: Peer[][];
   microBatch(index: number): MicroBatch;
@@ -285,7 +287,8 @@ export class StepAttempt {
       (tensor) => {
         if (this.settled) return;
         if (!tensor) return this.fail(`node ${from.shortId} no longer holds micro-batch ${mb}'s ${what}`);
-        const problem = boundaryProblem(this.ctx.run, tensor, direction);
+        const limit = direction === 'backward' ? gradientLimit(this.ctx.lossScale) : undefined;
+        const problem = boundaryProblem(this.ctx.run, tensor, direction, limit);
         if (problem) return this.fail(`node ${from.shortId} ${problem}`);
         this.ctx.onRelay(tensor.data.byteLength);
         then(tensor);
@@ -599,7 +602,7 @@ export class StepAttempt {
   ): void {
     const taskId = this.ctx.nextTaskId();
     peer.outstanding++;
-    const lossScale = 1 / this.states.length;
+    const lossScale = this.ctx.lossScale / this.states.length;
     peer.tasks.set(taskId, {
       taskId,
       kind,

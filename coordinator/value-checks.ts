@@ -6,6 +6,7 @@ import { AttemptFailed } from './step-attempt.js';
 export {
   ABSURD_MAGNITUDE,
   boundaryProblem,
+  gradientLimit,
   sentProblem,
   summarizeValues,
   summaryProblem,
@@ -23,6 +24,20 @@ export class Misbehaviour extends AttemptFailed {
   ) {
     super(`node ${peer.shortId} ${reason}`);
     this.name = 'Misbehaviour';
+  }
+}
+
+/**
+ * Mixed precision: `peer`'s scaled backward overflowed f16. Not its fault while the loss scale can still
+ * halve (the step replays with half the scale); at the smallest scale it is treated as misbehaviour.
+ */
+export class Overflow extends AttemptFailed {
+  constructor(
+    readonly peer: Peer,
+    reason: string,
+  ) {
+    super(`node ${peer.shortId} ${reason}`);
+    this.name = 'Overflow';
   }
 }
 

@@ -15,6 +15,9 @@ export interface LossScaling {
   max?: number;
 }
 
+/** The default and largest upper bound of the scale. */
+export const MAX_LOSS_SCALE = 2 ** 24;
+
 export class LossScaler {
   private current: number;
   private clean = 0;
@@ -26,7 +29,7 @@ export class LossScaler {
     this.current = options.initial ?? 2 ** 16;
     this.growthInterval = options.growthInterval ?? 200;
     this.min = options.min ?? 1;
-    this.max = options.max ?? 2 ** 24;
+    this.max = Math.min(options.max ?? MAX_LOSS_SCALE, MAX_LOSS_SCALE);
     for (const [name, v] of [
       ['initial', this.current],
       ['min', this.min],

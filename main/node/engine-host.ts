@@ -60,7 +60,7 @@ export class WorkerStage implements StageTrainer, Partial<EncodingStage> {
       const p = this.pending.get(reply.id);
       this.pending.delete(reply.id);
       if (reply.ok) p?.resolve(reply.result);
-      else p?.reject(new Error(reply.error));
+      else p?.reject(Object.assign(new Error(reply.error), { name: reply.name ?? 'Error' }));
     });
     const fail = (err: Error): void => {
       // Keep the first cause: an uncaught error is followed by an exit that would hide it.

@@ -23,7 +23,9 @@ export interface EngineCall {
 }
 
 export type EngineReply =
-  { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string };
+  | { id: number; ok: true; result: unknown }
+  /** `name`: the error's class name (NonFiniteError tells a mixed-precision overflow from a fault). */
+  | { id: number; ok: false; error: string; name?: string };
 
 /** A line the engine thread asks the host to log (the matmul tuning it chose). */
 export interface EngineLog {

@@ -94,7 +94,7 @@ parentPort!.on('message', (call: EngineCall) => {
       const result = await handle(call);
       reply = { id: call.id, ok: true, result };
     } catch (err) {
-      reply = { id: call.id, ok: false, error: (err as Error).message };
+      reply = { id: call.id, ok: false, error: (err as Error).message, name: (err as Error).name };
     }
     parentPort!.postMessage(reply);
   });

@@ -14,6 +14,7 @@ import {
   isLastStage,
   type GptConfig,
   type MicroBatchShape,
+  type Precision,
   type StageRange,
 } from '../../gpu/model/config.js';
 import { stageParamCount } from '../../gpu/model/params.js';
@@ -30,7 +31,8 @@ import {
   type NodeMessage,
   type P2pAddress,
 } from '../../shared/protocol/messages.js';
-import { boundaryProblem, summarizeValues } from '../../shared/protocol/tensor-values.js';
+import { boundaryProblem, gradientLimit, summarizeValues } from '../../shared/protocol/tensor-values.js';
+import { MAX_LOSS_SCALE } from '../../gpu/train/loss-scaler.js';
 import type { SignedReceipt } from '../../shared/protocol/receipt.js';
 import { stageLabel } from '../../shared/stage-label.js';
 import { stateFromTensors, stateSpec, stateTensors } from '../../shared/protocol/stage-state.js';
@@ -150,6 +152,7 @@ interface Session {
   coordinatorKey: string;
   compression: CompressionSettings;
   codec: RunCompression['codec'];
+  precision: Precision;
 }
 
 /**
@@ -373,6 +376,7 @@ export class NodeRuntime extends EventEmitter {
           coordinatorKey: this.session?.coordinatorKey ?? '',
           compression: message.compression,
           codec,
+          precision: message.precision ?? 'fp32',
         };
         this.backoff = this.options.backoffMs ?? 250;
         this.emit('connected', { runId: message.runId });
@@ -461,7 +465,14 @@ export class NodeRuntime extends EventEmitter {
     let problem: string | null;
     try {
       input = await (await this.peerTensors!).receive(from, { step, attempt, microBatch, direction });
-      problem = boundaryProblem(this.need(), input, direction);
+      // Gradients carry mixed precision's loss scale, which the node is not told: bounded by its largest.
+      const mixed = direction === 'backward' && this.need().precision === 'mixed';
+      problem = boundaryProblem(
+        this.need(),
+        input,
+        direction,
+        mixed ? gradientLimit(MAX_LOSS_SCALE) : undefined,
+      );
     } catch (err) {
       if (err instanceof InputCancelled) return null;
       if (!(err instanceof PeerRefused)) throw err;
@@ -659,6 +670,11 @@ export class NodeRuntime extends EventEmitter {
       : 1;
   }
 
+  /** A non-finite backward in a mixed-precision run: the scaled gradients overflowed f16, not a fault. */
+  private overflowed(err: unknown): boolean {
+    return this.need().precision === 'mixed' && (err as Error).name === 'NonFiniteError';
+  }
+
   private needStage(): StageTrainer {
     if (!this.stage) throw new Error('no stage is loaded');
     return this.stage;
@@ -670,7 +686,7 @@ export class NodeRuntime extends EventEmitter {
     step: number,
     state: ReturnType<typeof stateFromTensors>,
   ): Promise<void> {
-    const { model, shape, seed, compression } = this.need();
+    const { model, shape, seed, compression, precision } = this.need();
     const same = this.range && this.range.index === range.index && this.range.count === range.count;
     if (!same || !this.stage) {
       this.stage?.destroy();
@@ -695,6 +711,7 @@ export class NodeRuntime extends EventEmitter {
         seed,
         maxBytes: admission.maxBytes,
         compression,
+        precision,
       });
     }
     await this.stage.importState(unflatten(model, range, state));
@@ -737,6 +754,7 @@ export class NodeRuntime extends EventEmitter {
     const io = new StageBoundary(stage, codec, boundary);
     let loss: number | undefined;
     let out: Tensor | null = null;
+    let overflow = false;
     const stashing = this.stashes(stage) > 1;
     if (task.kind === 'backward') {
       const stashId = this.resident.get(unit);
@@ -744,7 +762,12 @@ export class NodeRuntime extends EventEmitter {
         throw new Error(`backward of micro-batch ${task.microBatch} without its forward`);
       this.resident.delete(unit);
       if (stashing) await stage.restore!(stashId);
-      out = await io.backward(input, task.lossScale);
+      try {
+        out = await io.backward(input, task.lossScale);
+      } catch (err) {
+        if (!this.overflowed(err)) throw err;
+        overflow = true;
+      }
     } else {
       const first = isFirstStage(range);
       if (task.kind === 'forward') {
@@ -765,11 +788,21 @@ export class NodeRuntime extends EventEmitter {
         if (result.kind !== 'loss') throw new Error('the last stage returned no loss');
         loss = result.loss;
         // Held-out validation stops at the loss: nothing may reach the gradients.
-        if (task.kind === 'forwardBackward') out = await io.backward(null, task.lossScale);
+        if (task.kind === 'forwardBackward') {
+          try {
+            out = await io.backward(null, task.lossScale);
+          } catch (err) {
+            if (!this.overflowed(err)) throw err;
+            overflow = true;
+          }
+        }
       }
     }
     const busyMs = performance.now() - started;
-    if (task.sendTo && out) {
+    if (overflow) {
+      this.log.info({ step: task.step, microBatch: task.microBatch }, 'the scaled backward overflowed f16');
+      channel.send({ type: 'result', taskId: task.taskId, loss, busyMs, queuedMs, overflow: true });
+    } else if (task.sendTo && out) {
       const direction = task.kind === 'forward' ? 'forward' : 'backward';
       const sent = summarize(decodeBoundary(codec, out, boundary, direction).data);
       const { step, attempt, microBatch } = task;

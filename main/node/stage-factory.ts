@@ -9,7 +9,7 @@ import { acquireDevice } from '../../gpu/device/acquire.js';
 import { matmulOptions, modelProducts, tuneMatmul, tuningLogLine } from '../../gpu/engine/autotune.js';
 import { GpuStage } from '../../gpu/engine/gpu-stage.js';
 import { KernelSet } from '../../gpu/engine/kernel-set.js';
-import type { GptConfig, MicroBatchShape, StageRange } from '../../gpu/model/config.js';
+import type { GptConfig, MicroBatchShape, Precision, StageRange } from '../../gpu/model/config.js';
 import { CpuStage } from '../../gpu/reference/cpu-stage.js';
 import type { StageTrainer } from '../../gpu/stage/types.js';
 import type { EngineKind } from '../../shared/protocol/messages.js';
@@ -25,6 +25,8 @@ export interface StageSpec {
   maxBytes?: number;
   /** The run's boundary codec; the subspace codec keeps the stage's weights in span(U). */
   compression?: CompressionSettings;
+  /** 'mixed': f16 operands with f32 accumulation on the GPU engine (the CPU reference computes in f32). */
+  precision?: Precision;
 }
 
 function subspaceConstraint(s: StageSpec): SubspaceConstraint | null {
@@ -56,15 +58,19 @@ export async function openEngine(engine: EngineKind, host: EngineHostOptions = {
   }
   const { device } = await acquireDevice(dawnGpu(), DRIVER_HINT);
   const log = host.log ?? (() => {});
-  let kernels: KernelSet | null = null;
+  const kernelSets = new Map<Precision, KernelSet>();
   return {
     async create(s) {
-      // Tuned once per device, on the first stage's product shapes; later stages share the kernels.
+      // Tuned once per device and precision, on the first stage's product shapes; later stages share them.
+      const precision = s.precision ?? 'fp32';
+      let kernels = kernelSets.get(precision);
       if (!kernels) {
         const store = host.tuningCachePath ? fileTuningStore(host.tuningCachePath) : undefined;
-        const tuned = await tuneMatmul(device, { products: modelProducts(s.config, s.shape), store, log });
+        const products = modelProducts(s.config, s.shape);
+        const tuned = await tuneMatmul(device, { products, store, log, precision });
         log(tuningLogLine(tuned));
-        kernels = new KernelSet(device, { matmul: matmulOptions(tuned.tuning) });
+        kernels = new KernelSet(device, { precision, matmul: matmulOptions(tuned.tuning) });
+        kernelSets.set(precision, kernels);
       }
       const constraint = subspaceConstraint(s);
       // The subspace codec encodes and decodes on the device: only k floats a token cross the PCIe bus.

@@ -122,6 +122,11 @@ export const resultSchema = msg('result', {
   /** How long the task waited at the node before its compute began (behind other work, or for its input). */
   queuedMs: finite.nonnegative().optional(),
   sent: z.object({ finite: z.boolean(), maxAbs: finite.nonnegative() }).strict().optional(),
+  /**
+   * Mixed precision: the scaled backward overflowed f16 (NaN or Inf); no tensor follows. The coordinator
+   * halves the loss scale and replays the step.
+   */
+  overflow: z.literal(true).optional(),
 });
 /** The input of a task that came peer to peer was bad: the coordinator drops its sender. */
 export const badInputSchema = msg('badInput', { taskId: count, reason: z.string().max(500) });
@@ -174,6 +179,8 @@ export const welcomeSchema = msg('welcome', {
   compression: compressionSchema,
   /** 'p2p': activations and their gradients go between nodes over libp2p; absent means through the coordinator. */
   dataPlane: z.enum(['relay', 'p2p']).optional(),
+  /** 'mixed': f16 operands, f32 accumulation, the coordinator's dynamic loss scale; absent means fp32. */
+  precision: z.enum(['fp32', 'mixed']).optional(),
 });
 /** Load this stage with the attached state (params, m, v, flattened in parameter order). */
 export const assignSchema = msg('assign', {

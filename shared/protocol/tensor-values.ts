@@ -13,13 +13,20 @@ import type { Tensor } from './frame.js';
  */
 export const ABSURD_MAGNITUDE = 1e6;
 
+/**
+ * The limit for gradients, which mixed precision's loss scale multiplies (up to 2^24): honest values times
+ * the scale. Activations are never scaled.
+ */
+export function gradientLimit(lossScale: number): number {
+  return ABSURD_MAGNITUDE * lossScale;
+}
+
 /** What is wrong with a block of numbers (the first bad one), or null. */
-export function valuesProblem(what: string, data: Float32Array): string | null {
+export function valuesProblem(what: string, data: Float32Array, limit = ABSURD_MAGNITUDE): string | null {
   for (let i = 0; i < data.length; i++) {
     const x = data[i]!;
     if (!Number.isFinite(x)) return `sent ${what} holding ${x} (index ${i})`;
-    if (Math.abs(x) > ABSURD_MAGNITUDE)
-      return `sent ${what} holding ${x} (index ${i}), beyond any honest value`;
+    if (Math.abs(x) > limit) return `sent ${what} holding ${x} (index ${i}), beyond any honest value`;
   }
   return null;
 }
@@ -46,17 +53,20 @@ export function summarizeValues(data: Float32Array): ValuesSummary & { squaredSu
 }
 
 /** What a summary says is wrong with the `what` it describes, as valuesProblem would say of the values. */
-export function summaryProblem(what: string, summary: ValuesSummary): string | null {
+export function summaryProblem(
+  what: string,
+  summary: ValuesSummary,
+  limit = ABSURD_MAGNITUDE,
+): string | null {
   if (!summary.finite) return `sent ${what} holding non-finite values`;
-  if (summary.maxAbs > ABSURD_MAGNITUDE)
-    return `sent ${what} holding ${summary.maxAbs}, beyond any honest value`;
+  if (summary.maxAbs > limit) return `sent ${what} holding ${summary.maxAbs}, beyond any honest value`;
   return null;
 }
 
 /** The sender's own summary of a tensor it sent peer to peer (the coordinator never sees the values). */
-export function sentProblem(sent: ValuesSummary | undefined): string | null {
+export function sentProblem(sent: ValuesSummary | undefined, limit = ABSURD_MAGNITUDE): string | null {
   if (!sent) return 'sent a tensor peer to peer without its summary';
-  return summaryProblem('a boundary tensor', sent);
+  return summaryProblem('a boundary tensor', sent, limit);
 }
 
 /** Activations (forward) or their gradients (backward) as they cross a boundary, decoded when compressed. */
@@ -64,6 +74,7 @@ export function boundaryProblem(
   run: { codec: ActivationCodec; shape: { batch: number; seq: number }; model: { width: number } },
   tensor: Tensor,
   direction: Direction,
+  limit = ABSURD_MAGNITUDE,
 ): string | null {
   const shape = { ...run.shape, width: run.model.width };
   const what = direction === 'forward' ? 'activations' : 'activation gradients';
@@ -77,7 +88,7 @@ export function boundaryProblem(
     if (!Number.isFinite(bound)) return `sent ${what} holding non-finite values`;
     // A bound past the limit refuses what decoding might have let through only where an honest stage's
     // values would already be many orders of magnitude away from it.
-    return bound > ABSURD_MAGNITUDE ? `sent ${what} that may hold ${bound}, beyond any honest value` : null;
+    return bound > limit ? `sent ${what} that may hold ${bound}, beyond any honest value` : null;
   }
   let decoded: Float32Array;
   try {
@@ -85,5 +96,5 @@ export function boundaryProblem(
   } catch (err) {
     return `sent ${what} that do not decode: ${(err as Error).message}`;
   }
-  return valuesProblem(what, decoded);
+  return valuesProblem(what, decoded, limit);
 }

@@ -160,10 +160,15 @@ describe('the device', () => {
 });
 
 describe('the run config', () => {
-  it("takes precision, fp32 by default, and refuses 'mixed' for distributed runs with a reason", () => {
+  it('takes precision, fp32 by default, and a loss scale that is a power of two up to 2^24', () => {
     expect(parseRunConfig({}).precision).toBe('fp32');
-    expect(() => parseRunConfig({ precision: 'mixed' })).toThrow(/no loss scaling/);
+    const mixed = parseRunConfig({ precision: 'mixed' });
+    expect(mixed.lossScaling).toEqual({ initial: 2 ** 16, growthInterval: 200 });
     expect(() => parseRunConfig({ precision: 'bf16' })).toThrow(/precision/);
+    expect(() => parseRunConfig({ precision: 'mixed', lossScaling: { initial: 1000 } })).toThrow(
+      /power of two/,
+    );
+    expect(() => parseRunConfig({ precision: 'mixed', lossScaling: { initial: 2 ** 25 } })).toThrow();
   });
 });
 
