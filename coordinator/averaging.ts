@@ -1,7 +1,9 @@
 import type { Logger } from 'pino';
 import type { FlatState } from '../gpu/model/flat-state.js';
 import type { AdamWSettings } from '../gpu/stage/types.js';
+import type { CoordinatorMessage } from '../shared/protocol/messages.js';
 import { stateFromTensors, stateSpec } from '../shared/protocol/stage-state.js';
+import { encodeShared } from '../shared/protocol/wire.js';
 import type { GradientNorms, Judged } from './gradient-norms.js';
 import type { Peer } from './peer.js';
 import type { Request } from './sessions.js';
@@ -138,6 +140,14 @@ export async function applyStep(
   log: Logger,
 ): Promise<Array<KeptState | null>> {
   const states: Array<KeptState | null> = members.map(() => null);
+  // Every replica that returns no state gets its stage's sum as the same bytes, encoded once.
+  const shared = grads.map(
+    (sum) =>
+      sum &&
+      encodeShared<CoordinatorMessage>({ type: 'apply', step, clipScale, adamw, sendState: false }, [
+        { dtype: 'f32', shape: [sum.length], data: sum },
+      ]),
+  );
   await Promise.all(
     members.flatMap((stagePeers, stage) =>
       stagePeers.map(async (peer) => {
@@ -151,11 +161,13 @@ export async function applyStep(
             step,
             sendState ? stateSpec(paramCounts[stage]!) : [],
             () =>
-              sum
-                ? peer.send({ type: 'apply', step, clipScale, adamw, sendState }, [
-                    { dtype: 'f32', shape: [sum.length], data: sum },
-                  ])
-                : peer.send({ type: 'apply', step, clipScale, adamw, sendState, own: true }),
+              sum && !sendState
+                ? peer.sendEncoded(shared[stage]!)
+                : sum
+                  ? peer.send({ type: 'apply', step, clipScale, adamw, sendState }, [
+                      { dtype: 'f32', shape: [sum.length], data: sum },
+                    ])
+                  : peer.send({ type: 'apply', step, clipScale, adamw, sendState, own: true }),
           );
           if (sendState && message.type === 'applied')
             states[stage] = { state: stateFromTensors(message.optimizerStep, tensors), from: peer };

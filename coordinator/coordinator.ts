@@ -645,9 +645,11 @@ export class Coordinator extends EventEmitter {
         );
       byNode.get(nodeId)?.send({ type: 'receipt', seq: receiptSeq, signed });
     }
-    for (const [nodeId, peer] of byNode) {
-      for (const signed of this.issueStatements(nodeId)) peer?.send({ type: 'credits', signed });
-    }
+    // One commit (one sync to disk) for every node's statement, not one each.
+    const statements = this.store.atomically(() => [...byNode.keys()].map((id) => this.issueStatements(id)));
+    [...byNode.values()].forEach((peer, i) => {
+      for (const signed of statements[i]!) peer?.send({ type: 'credits', signed });
+    });
   }
 
   /** Statements for every receipt of `nodeId` not yet in one, stored before they are sent. */
