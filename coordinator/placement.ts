@@ -34,8 +34,19 @@ export function stageRates(peers: readonly PlacedPeer[], stageFlops: readonly nu
   return rates;
 }
 
-/** The stage a joining node serves best: the one whose rate is lowest (ties to the lower index). */
-export function stageForJoiner(peers: readonly PlacedPeer[], stageFlops: readonly number[]): number {
+/**
+ * The stage a joining node serves best: one with fewer than `minReplicas` replicas first (the fewest, then
+ * the lowest index), else the one whose rate is lowest (ties to the lower index). Verification needs two replicas a stage: by
+ * rate alone a fast node (a liar that skips the model is fast) would be left alone on its stage, unchecked.
+ */
+export function stageForJoiner(
+  peers: readonly PlacedPeer[],
+  stageFlops: readonly number[],
+  minReplicas = 1,
+): number {
+  const counts = stageFlops.map((_, s) => peers.filter((p) => p.stage === s).length);
+  const fewest = Math.min(...counts);
+  if (fewest < minReplicas) return counts.indexOf(fewest);
   const rates = stageRates(peers, stageFlops);
   return rates.indexOf(Math.min(...rates));
 }
@@ -45,6 +56,8 @@ export function rebalanceMove(
   peers: readonly PlacedPeer[],
   stageFlops: readonly number[],
   margin = 1.5,
+  /** No move leaves a stage with fewer replicas than this (or than one). */
+  minReplicas = 1,
 ): Move | null {
   const cap = capacities(peers);
   const counts = stageFlops.map((_, s) => peers.filter((p) => p.stage === s).length);
@@ -55,7 +68,7 @@ export function rebalanceMove(
   let bestAfter = before;
   const ordered = [...peers].sort((a, b) => cap.get(a.id)! - cap.get(b.id)! || (a.id < b.id ? -1 : 1));
   for (const p of ordered) {
-    if (counts[p.stage]! < 2) continue;
+    if (counts[p.stage]! <= Math.max(1, minReplicas)) continue;
     for (let to = 0; to < stageFlops.length; to++) {
       if (to === p.stage) continue;
       const moved = peers.map((q) =>

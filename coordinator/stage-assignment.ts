@@ -87,6 +87,11 @@ export class StageAssignment {
     for (const peer of this.options.sessions.peers) peer.stage = null;
   }
 
+  /** Verification recomputes on a second replica: with it on, every stage gets two before any gets a third. */
+  private get minReplicas(): number {
+    return this.options.config.verification.fraction > 0 ? 2 : 1;
+  }
+
   /** Placement's view of the replicas: FLOPs per second each sustains on its stage. */
   private placed(): PlacedPeer[] {
     const placed: PlacedPeer[] = [...this.options.sessions.peers]
@@ -118,7 +123,7 @@ export class StageAssignment {
       .sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1));
     const loads: Promise<void>[] = [];
     for (const peer of joiners) {
-      const stage = stageForJoiner(this.placed(), stageFlops);
+      const stage = stageForJoiner(this.placed(), stageFlops, this.minReplicas);
       let state: FlatState;
       try {
         state = await this.stageState(stage);
@@ -153,7 +158,7 @@ export class StageAssignment {
   private async rebalance(): Promise<void> {
     const { sessions, stageFlops, log, run } = this.options;
     for (let i = 0; i < run.ranges.length; i++) {
-      const move = rebalanceMove(this.placed(), stageFlops);
+      const move = rebalanceMove(this.placed(), stageFlops, undefined, this.minReplicas);
       const peer = move && [...sessions.peers].find((p) => p.nodeId === move.id);
       if (!move || !peer) return;
       // Stages count from 1 in what people read.

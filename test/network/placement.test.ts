@@ -18,6 +18,19 @@ test('joiners go to the stage with the lowest rate, counting FLOPs per micro-bat
   expect(stageRates([peer('a', 0, 300), peer('b', 1, null)], even)).toEqual([30, 30]);
 });
 
+test('with verification on, every stage gets a second replica before rates count, and keeps it', () => {
+  // By rate alone the joiner would go to stage 1 (three times the FLOPs); stage 0 has one replica only.
+  expect(stageForJoiner([peer('a', 0, 1e6), peer('b', 1)], [10, 30], 2)).toBe(0);
+  expect(stageForJoiner([peer('a', 0, 1e6), peer('b', 1)], [10, 30], 1)).toBe(1);
+  expect(stageForJoiner([peer('a', 0), peer('b', 0), peer('c', 1)], [10, 30], 2)).toBe(1);
+  // An empty stage comes first.
+  expect(stageForJoiner([peer('a', 0)], even, 2)).toBe(1);
+  // A move that would leave a stage with one replica is not made.
+  const placed = [peer('a', 0), peer('b', 0), peer('c', 1, 10), peer('d', 1, 10)];
+  expect(rebalanceMove(placed, even)).not.toBeNull();
+  expect(rebalanceMove(placed, even, 1.5, 2)).toBeNull();
+});
+
 test('a stage left empty gets a replica from a stage that has two', () => {
   expect(rebalanceMove([peer('a', 0), peer('b', 0)], even)).toEqual({ id: 'a', from: 0, to: 1 });
   expect(rebalanceMove([peer('a', 0)], even)).toBeNull();
