@@ -178,6 +178,7 @@ export class Coordinator extends EventEmitter {
       config: this.config,
       run: this.run,
       publicKey: options.keys.publicKeyHex,
+      sign: (data) => options.keys.sign(data),
       verify: options.verify,
       store: this.store,
       metrics: this.metrics,

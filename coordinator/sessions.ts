@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import { stageParamCount } from '../gpu/model/params.js';
-import { authChallengeBytes } from '../shared/protocol/auth.js';
+import { authChallengeBytes, coordinatorProofBytes } from '../shared/protocol/auth.js';
 import { Channel } from '../shared/protocol/channel.js';
 import type { Direction } from '../shared/protocol/codec.js';
 import type { Tensor } from '../shared/protocol/frame.js';
@@ -68,6 +68,8 @@ export interface SessionsOptions {
   config: RunConfig;
   run: RunShape;
   publicKey: string;
+  /** Signs with the coordinator's key (its proof to nodes that it holds the key they pin). */
+  sign(data: Uint8Array): Uint8Array;
   verify: VerifySignature;
   store: CoordinatorStore;
   metrics: CoordinatorMetrics;
@@ -352,11 +354,16 @@ export class Sessions {
     peer.receiptCursor = hello.receiptCursor;
     peer.statementCursor = hello.statementCursor ?? 0;
     peer.nonce = randomBytes(32).toString('base64');
+    const { publicKey } = this.options;
+    const proof =
+      hello.nonce &&
+      this.options.sign(coordinatorProofBytes(hello.nonce, peer.nonce, publicKey, hello.nodeId));
     peer.send({
       type: 'challenge',
       nonce: peer.nonce,
-      coordinatorKey: this.options.publicKey,
+      coordinatorKey: publicKey,
       runId: this.options.config.runId,
+      ...(proof ? { signature: Buffer.from(proof).toString('base64') } : {}),
     });
   }
 

@@ -19,7 +19,7 @@ import {
 } from '../../gpu/model/config.js';
 import { stageParamCount } from '../../gpu/model/params.js';
 import type { StageTrainer } from '../../gpu/stage/types.js';
-import { authChallengeBytes } from '../../shared/protocol/auth.js';
+import { authChallengeBytes, coordinatorProofBytes } from '../../shared/protocol/auth.js';
 import { Channel } from '../../shared/protocol/channel.js';
 import type { BoundaryShape, Direction } from '../../shared/protocol/codec.js';
 import { boundaryTensorSpec, decodeBoundary } from '../../shared/protocol/codec-tensor.js';
@@ -44,6 +44,7 @@ import {
   type TensorSpec,
 } from '../../shared/protocol/wire.js';
 import { MemoryCoordinatorPins, type CoordinatorPins } from '../identity/coordinator-pins.js';
+import { verifyEd25519 } from '../identity/ed25519.js';
 import { verifyReceipt } from '../identity/receipts.js';
 import { alwaysOpen, type ReceiptSink, type WorkGate } from './hooks.js';
 import type { StageSpec } from './stage-factory.js';
@@ -175,6 +176,8 @@ export class NodeRuntime extends EventEmitter {
    */
   private readonly resident = new Map<string, number>();
   private stashIds = 0;
+  /** The nonce of this connection's hello, which the coordinator signs to prove its key. */
+  private helloNonce = '';
   /**
    * Tensors this node sent peer to peer in the current step, by step/attempt/micro-batch/direction: the
    * coordinator fetches one when its consumer left and a replica redoes the consumer's part.
@@ -267,12 +270,14 @@ export class NodeRuntime extends EventEmitter {
     this.channel = channel;
     socket.on('open', () => {
       this.status.connected = true;
+      this.helloNonce = randomBytes(32).toString('base64');
       channel.send({
         type: 'hello',
         nodeId: this.nodeId,
         client: 'tributary-node/0.1',
         engine: this.options.engine,
         receiptCursor: this.receiptCursor,
+        nonce: this.helloNonce,
       });
     });
     socket.on('message', (data: Buffer, isBinary: boolean) =>
@@ -352,7 +357,7 @@ export class NodeRuntime extends EventEmitter {
   private onMessage({ message, tensors }: Received<CoordinatorMessage>): void {
     switch (message.type) {
       case 'challenge':
-        return this.onChallenge(message.nonce, message.coordinatorKey);
+        return this.onChallenge(message.nonce, message.coordinatorKey, message.signature);
       case 'welcome': {
         let codec: RunCompression['codec'];
         try {
@@ -484,28 +489,39 @@ export class NodeRuntime extends EventEmitter {
     return null;
   }
 
-  private onChallenge(nonce: string, coordinatorKey: string): void {
+  private onChallenge(nonce: string, coordinatorKey: string, proofSignature: string | undefined): void {
     const url = this.options.coordinatorUrl;
     const pinned = this.options.coordinatorKey ?? this.pins.get(url);
+    // The key shown must be the key held: otherwise anyone at the address could show the pinned public key.
+    const proof = coordinatorProofBytes(this.helloNonce, nonce, coordinatorKey, this.nodeId);
+    if (!proofSignature || !verifyEd25519(coordinatorKey, proof, Buffer.from(proofSignature, 'base64'))) {
+      return this.refuseCoordinator(
+        `the coordinator at ${url} could not prove it holds the key ${coordinatorKey.slice(0, 16)}… it shows`,
+      );
+    }
     if (pinned === null) {
       this.pins.set(url, coordinatorKey);
       this.emit('pinned', coordinatorKey);
     } else if (pinned !== coordinatorKey) {
-      this.log.error({ coordinatorKey }, 'coordinator key does not match the pinned key; disconnecting');
-      const why = `the coordinator's key ${coordinatorKey.slice(0, 16)}… is not the pinned one (${pinned.slice(0, 16)}…)`;
-      this.emit('refused', why);
-      this.stopped = true;
-      // The node stops for good: its status must not go on saying it trains (a challenge can come mid-run;
-      // found by test/adversarial/message-fuzz.test.ts).
-      this.setReason(`refused the coordinator: ${why}`);
-      this.channel?.close(4002, 'unexpected coordinator key');
-      return;
+      return this.refuseCoordinator(
+        `the coordinator's key ${coordinatorKey.slice(0, 16)}… is not the pinned one (${pinned.slice(0, 16)}…)`,
+      );
     }
     this.session = this.session ? { ...this.session, coordinatorKey } : ({ coordinatorKey } as Session);
-    const signature = Buffer.from(
+    const mine = Buffer.from(
       this.options.keys.sign(authChallengeBytes(nonce, coordinatorKey, this.nodeId)),
     ).toString('base64');
-    this.channel?.send({ type: 'auth', signature });
+    this.channel?.send({ type: 'auth', signature: mine });
+  }
+
+  private refuseCoordinator(why: string): void {
+    this.log.error({ why }, 'refusing the coordinator; disconnecting');
+    this.emit('refused', why);
+    this.stopped = true;
+    // The node stops for good: its status must not go on saying it trains (a challenge can come mid-run;
+    // found by test/adversarial/message-fuzz.test.ts).
+    this.setReason(`refused the coordinator: ${why}`);
+    this.channel?.close(4002, 'unexpected coordinator key');
   }
 
   private onReceipt(seq: number, signed: SignedReceipt): void {

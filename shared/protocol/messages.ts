@@ -96,6 +96,8 @@ export const helloSchema = msg('hello', {
   receiptCursor: count,
   /** Credit statements with a number above this are (re)sent after authentication; absent means all. */
   statementCursor: count.optional(),
+  /** A fresh nonce the coordinator signs in its challenge, proving it holds the key it shows. */
+  nonce: base64.max(64).optional(),
 });
 export const authSchema = msg('auth', { signature: base64.max(128) });
 /** Where a node's libp2p host listens (runs whose tensors go peer to peer): its peer id and multiaddrs. */
@@ -169,6 +171,8 @@ export const challengeSchema = msg('challenge', {
   nonce: base64.max(64),
   coordinatorKey: hex32,
   runId: z.string().max(128),
+  /** Where the hello carried a nonce: the coordinator's ed25519 signature of coordinatorProofBytes. */
+  signature: base64.max(128).optional(),
 });
 export const welcomeSchema = msg('welcome', {
   runId: z.string().max(128),

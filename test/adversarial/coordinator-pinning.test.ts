@@ -1,8 +1,14 @@
 import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { WebSocketServer } from 'ws';
 import { Agent } from '../../main/agent/agent.js';
 import { FileCoordinatorPins } from '../../main/identity/coordinator-pins.js';
+import { Ed25519Keys } from '../../main/identity/ed25519.js';
+import { coordinatorProofBytes } from '../../shared/protocol/auth.js';
+import { nodeMessageSchema } from '../../shared/protocol/messages.js';
+import { encodeMessage, WireReader } from '../../shared/protocol/wire.js';
 import type { NodeRuntime } from '../../main/node/runtime.js';
 import { testCoordinator, testReceipt } from '../agent/signing.js';
 import { quiet, startCoordinator, startNode, tempDir, tinyConfig } from '../network/helpers.js';
@@ -50,6 +56,41 @@ describe('coordinator key pinned on first contact', () => {
       await impostor.close();
     }
   }, 60_000);
+
+  it('refuses an impostor that shows the pinned public key without holding it', async () => {
+    const real = Ed25519Keys.generate();
+    const thief = Ed25519Keys.generate();
+    const server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await new Promise((resolve) => server.once('listening', resolve));
+    const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    server.on('connection', (ws) => {
+      const reader = new WireReader(nodeMessageSchema, () => []);
+      ws.on('message', (data: Buffer) => {
+        const hello = reader.readText(data.toString('utf8'))?.message;
+        if (hello?.type !== 'hello') return;
+        // The real key's public half, and a proof only the real key could sign, signed by another key.
+        const nonce = 'bm9uY2U=';
+        const proof = coordinatorProofBytes(hello.nonce!, nonce, real.publicKeyHex, hello.nodeId);
+        const signature = Buffer.from(thief.sign(proof)).toString('base64');
+        const challenge = {
+          type: 'challenge',
+          nonce,
+          coordinatorKey: real.publicKeyHex,
+          runId: 'r',
+          signature,
+        };
+        for (const part of encodeMessage(0, challenge as never)) ws.send(part);
+      });
+    });
+    const node = startNode(url, 'cpu', { coordinatorKey: real.publicKeyHex });
+    try {
+      expect(await once<string>(node, 'refused')).toMatch(/could not prove it holds the key/);
+      expect(node.status.reason).toMatch(/refused the coordinator/);
+    } finally {
+      await node.stop();
+      server.close();
+    }
+  });
 
   it('keeps receipts signed by a key it has not pinned out of the ledger', async () => {
     const pinned = testCoordinator();

@@ -5,6 +5,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Coordinator } from '../../coordinator/coordinator.js';
 import { stageParamCount } from '../../gpu/model/params.js';
+import { coordinatorProofBytes } from '../../shared/protocol/auth.js';
 import { encodeFrame, type Tensor } from '../../shared/protocol/frame.js';
 import { runShape } from '../../coordinator/run-config.js';
 import { Agent } from '../../main/agent/agent.js';
@@ -605,13 +606,18 @@ describe('a node fuzzed with coordinator messages by a fake coordinator', () => 
     });
     try {
       const link = await nextLink();
-      expect(await link.next(['hello'])).not.toBeNull();
+      const hello = await link.next(['hello']);
+      expect(hello).not.toBeNull();
       if (c.phase !== 'pre') {
+        const nonce = randomBytes(32).toString('base64');
+        const key = coordinatorKeys.publicKeyHex;
+        const proof = coordinatorProofBytes(hello!.nonce as string, nonce, key, hello!.nodeId as string);
         link.send({
           type: 'challenge',
-          nonce: randomBytes(32).toString('base64'),
-          coordinatorKey: coordinatorKeys.publicKeyHex,
+          nonce,
+          coordinatorKey: key,
           runId: config.runId,
+          signature: Buffer.from(coordinatorKeys.sign(proof)).toString('base64'),
         });
         expect(await link.next(['auth'])).not.toBeNull();
         link.send({

@@ -5,6 +5,8 @@ import {
   nodeMessageSchema,
   type NodeMessage,
 } from '../../shared/protocol/messages.js';
+import { Ed25519Keys } from '../../main/identity/ed25519.js';
+import { coordinatorProofBytes } from '../../shared/protocol/auth.js';
 import { resolveCodec } from '../../shared/protocol/codec-registry.js';
 import { encodeMessage, WireReader } from '../../shared/protocol/wire.js';
 import { startCoordinator, startNode, tempDir, tinyConfig } from '../network/helpers.js';
@@ -61,8 +63,13 @@ describe('the codec is checked on both ends of the network', () => {
             if (binary) return;
             const got = reader.readText(data.toString('utf8'))!.message;
             received.push(got);
-            if (got.type === 'hello')
-              send({ type: 'challenge', nonce: 'bm9uY2U=', coordinatorKey: 'a'.repeat(64), runId: 'r' });
+            if (got.type === 'hello') {
+              const keys = Ed25519Keys.generate();
+              const key = keys.publicKeyHex;
+              const proof = coordinatorProofBytes(got.nonce!, 'bm9uY2U=', key, got.nodeId);
+              const signature = Buffer.from(keys.sign(proof)).toString('base64');
+              send({ type: 'challenge', nonce: 'bm9uY2U=', coordinatorKey: key, runId: 'r', signature });
+            }
             if (got.type === 'auth') {
               const welcome = {
                 type: 'welcome',
