@@ -73,7 +73,10 @@ export function outstandingLimit(peer: Pick<Peer, 'linkMs' | 'computeMs'>): numb
  * How many micro-batches a peer of `stage` (of `stages`) may hold between forward and backward. 1F1B needs
  * S - stage with instant links; each of the 2 (S - stage - 1) boundary crossings between a micro-batch's
  * forward here and its gradient's return adds the link's latency, during which this stage would idle, so it
- * holds enough more to cover them (at least one more, below the last stage), within what its stash allows.
+ * holds enough more to cover them, and one more below the last stage: a latency that delays the first
+ * gradient also shifts every later one, which the simulated schedule (S=4, M=8, 20+40 ms units, 6 ms a
+ * crossing) shows as a bubble of 33.3% with one spare stash and 31.0% with two (ideal 27.3%); measured with
+ * bench:pipeline in coordinator/README.md. Never more than its stash allows.
  */
 export function inFlightLimit(
   peer: Pick<Peer, 'computeMs' | 'stashes'>,
@@ -83,7 +86,7 @@ export function inFlightLimit(
 ): number {
   const downstream = stages - stage - 1;
   const unitMs = 2 * (peer.computeMs ?? Infinity);
-  const cover = downstream === 0 ? 0 : Math.max(1, Math.ceil((2 * downstream * linkMs) / unitMs));
+  const cover = downstream === 0 ? 0 : 1 + Math.ceil((2 * downstream * linkMs) / unitMs);
   return Math.min(peer.stashes, stages - stage + cover);
 }
 
