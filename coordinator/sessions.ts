@@ -202,7 +202,8 @@ export class Sessions {
         this.options.log.warn({ node: peer.shortId, code, error: error.message }, 'refused a message');
         // An authenticated node that sends malformed work is not trusted again for a while.
         if (peer.authenticated) this.bans.set(peer.nodeId, Date.now() + this.options.config.banMs);
-        this.lose(peer, `protocol violation: ${error.message}`);
+        // Nor is what it produced earlier in the attempt: replayed without it, not rerouted.
+        this.lose(peer, `protocol violation: ${error.message}`, true);
       },
     );
     const peer: Peer = new Peer(++this.connections, channel, socket, raw);

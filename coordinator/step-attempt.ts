@@ -115,6 +115,11 @@ interface MicroBatchState {
    */
   sentTo: Array<Peer | null>;
   gradSentTo: Array<Peer | null>;
+  /**
+   * Peer to peer: each stage's forward sampled for a recompute check, with the replicas that may recompute
+   * it. Its input and its output are then relayed (the coordinator compares what it sees).
+   */
+  sampled: Array<{ others: Peer[]; fallback: number } | null>;
 }
 
 /**
@@ -138,6 +143,8 @@ export class StepAttempt {
   private readonly checks = new Map<string, { check: ForwardCheck; input: Tensor[] }>();
   private readonly verified = new Set<string>();
   private openChecks = 0;
+  /** Redone tasks of a rerouted peer's work not yet answered (a restash's backward counts anew). */
+  private redos = 0;
 
   /**
    * `evaluate` runs the micro-batches forward only (held-out validation): each stage's forward is a unit of
@@ -165,6 +172,7 @@ export class StepAttempt {
       gradArrived: ctx.members.map(() => false),
       sentTo: ctx.members.map(() => null),
       gradSentTo: ctx.members.map(() => null),
+      sampled: ctx.members.map(() => null),
     }));
     this.remaining = microBatches;
   }
@@ -366,6 +374,7 @@ export class StepAttempt {
 
   /** Queues a redo of a lost peer's task at `peer`: its input as kept (or fetched), its outputs dropped. */
   private sendRedo(peer: Peer, stage: number, mb: number, kind: 'forward' | 'forwardBackward'): void {
+    this.redos++;
     const state = this.states[mb]!;
     const kept = state.inputs[stage]!;
     if (this.ctx.dataPlane === 'p2p' && stage > 0)
@@ -395,15 +404,23 @@ export class StepAttempt {
     const state = this.states[mb]!;
     if (task.kind === 'forward') {
       state.restashing[stage] = false;
-      if (state.gradArrived[stage])
-        this.queueBackward(stage, mb, state.gradOut[stage] ?? null, state.released[stage]!);
+      const redoBackward = state.released[stage]!;
+      // The lost peer's backward is redone too: counted until it is in.
+      if (redoBackward) this.redos++;
+      if (state.gradArrived[stage]) this.queueBackward(stage, mb, state.gradOut[stage] ?? null, redoBackward);
     } else this.release(peer, stage, mb);
+    this.redos--;
     this.dispatch(peer);
+    this.finishWhenDone();
   }
 
-  /** The attempt is done when every micro-batch is back at stage 0 and every check has its verdict. */
+  /**
+   * The attempt is done when every micro-batch is back at stage 0, every check has its verdict and every
+   * redo is in: a redone gradient missing from its replica's sum would be lost from the step, and a task
+   * left running would carry over into the next attempt.
+   */
   private finishWhenDone(): void {
-    if (this.settled || this.remaining > 0 || this.openChecks > 0) return;
+    if (this.settled || this.remaining > 0 || this.openChecks > 0 || this.redos > 0) return;
     this.settled = true;
     for (const unit of this.units) unit.verified = this.verified.has(`${unit.stage}/${unit.microBatch}`);
     this.resolve({ losses: this.states.map((s) => s.loss!), units: this.units });
@@ -423,7 +440,7 @@ export class StepAttempt {
     if (peer.channel.isClosed) return this.fail(`node ${peer.shortId} left before its recompute`);
     const { input } = this.checks.get(`${stage}/${mb}`)!;
     const kind: TaskKind = stage === this.ctx.members.length - 1 ? 'evaluate' : 'forward';
-    peer.forwards.push(() => this.send(peer, kind, mb, input, this.activationSpec(stage, kind), true));
+    peer.forwards.push(() => this.send(peer, kind, mb, input, this.activationSpec(stage, kind, true), true));
     this.dispatch(peer);
   }
 
@@ -528,16 +545,23 @@ export class StepAttempt {
     const tensors = input ? [input, ...targets] : targets;
     state.path[stage] = peer;
     state.inputs[stage] = tensors;
+    const p2p = this.ctx.dataPlane === 'p2p';
+    // Peer to peer, a check needs the stage's input and output where the coordinator sees them: relayed.
+    if (p2p && stage === 0 && picked && this.sample(picked)) state.sampled[0] = picked;
+    const sampled = p2p ? state.sampled[stage] : picked && this.sample(picked) ? picked : null;
     peer.forwards.push(() => {
       if (!last) peer.resident.add(mb);
       const kind: TaskKind = !last ? 'forward' : this.mode === 'evaluate' ? 'evaluate' : 'forwardBackward';
       let sendTo: P2pAddress | undefined;
-      if (this.ctx.dataPlane === 'p2p' && !last) {
-        const next = this.pick(stage + 1)?.peer;
+      if (p2p && !last) {
+        const next = this.pick(stage + 1);
         if (!next) return;
-        state.next[stage + 1] = next;
-        state.sentTo[stage + 1] = next;
-        sendTo = this.p2pAddress(next);
+        state.next[stage + 1] = next.peer;
+        if (this.sample(next)) state.sampled[stage + 1] = next;
+        if (!state.sampled[stage] && !state.sampled[stage + 1]) {
+          state.sentTo[stage + 1] = next.peer;
+          sendTo = this.p2pAddress(next.peer);
+        }
       } else if (kind === 'forwardBackward' && stage > 0) {
         sendTo = this.p2pAddress(state.path[stage - 1]!);
         if (sendTo) state.gradSentTo[stage - 1] = state.path[stage - 1]!;
@@ -548,12 +572,16 @@ export class StepAttempt {
       });
     });
     this.dispatch(peer);
-    // Recompute checks compare tensors the coordinator sees: only where they are relayed.
-    if (!picked || this.ctx.dataPlane !== 'relay' || this.mode !== 'train') return;
-    if (picked.others.length > 0 && Math.random() < this.ctx.verification.fraction) {
-      if (activations) this.ctx.onRelay(activations.data.byteLength);
-      this.openCheck(peer, pickPeer(picked.others, Date.now(), picked.fallback)!, stage, mb, tensors);
-    }
+    if (!sampled) return;
+    if (activations) this.ctx.onRelay(activations.data.byteLength);
+    this.openCheck(peer, pickPeer(sampled.others, Date.now(), sampled.fallback)!, stage, mb, tensors);
+  }
+
+  /** Whether to check this forward: training, a second live replica to recompute it, and the sampled share. */
+  private sample(picked: { others: Peer[] }): boolean {
+    return (
+      this.mode === 'train' && picked.others.length > 0 && Math.random() < this.ctx.verification.fraction
+    );
   }
 
   /** Where a peer-to-peer run sends `peer`'s input (undefined when tensors are relayed). */

@@ -113,6 +113,34 @@ describe('verification of work: a second replica recomputes sampled forwards', (
     await coordinator.close();
   }, 240_000);
 
+  it('peer to peer, a sampled forward is relayed and checked: a liar is caught, honest nodes keep training', async () => {
+    const coordinator = await startCoordinator(
+      tinyConfig({
+        steps: 12,
+        banMs: 600_000,
+        dataPlane: 'p2p',
+        verification: { fraction: 0.5, tolerance: 1e-3 },
+        runId: 'verify-p2p',
+      }),
+      `${dir}/p2p`,
+    );
+    const liar = startNode(coordinator.url, 'cpu', { createStage: misbehavingStage('random-activations') });
+    const liarCloses = closes(liar);
+    await until('the liar is placed', () => liar.status.stage !== null, 60_000);
+    const honest = Array.from({ length: 3 }, () => startNode(coordinator.url, 'cpu'));
+    const honestCloses = honest.map(closes);
+    await coordinator.finished;
+    await Promise.all([liar, ...honest].map((n) => n.stop()));
+
+    expect(liarCloses[0]).toMatchObject({ code: 4001, reason: expect.stringMatching(/outvoted/) });
+    expect(honestCloses.flat().filter((c) => c.code === 4001)).toEqual([]);
+    expect(coordinator.status()).toMatchObject({ state: 'done', step: 12 });
+    expect(await verdicts(coordinator, 'agreed')).toBeGreaterThan(0);
+    // Only sampled forwards cross the coordinator: the rest still go between the nodes.
+    expect(honest.some((n) => (n.status.peerBytes ?? 0) > 0)).toBe(true);
+    await coordinator.close();
+  }, 240_000);
+
   it('honest replicas are never flagged and the losses equal a run without verification', async () => {
     const off = await honestRun('off', 0, 4);
     const on = await honestRun('on', 1, 4);
