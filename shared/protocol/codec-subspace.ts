@@ -76,6 +76,15 @@ export function createSubspaceCodec(b: SubspaceBasis): ActivationCodec {
   let posMax = 0;
   for (const x of b.fixedPos) posMax = Math.max(posMax, Math.abs(x));
   fixedMax += posMax;
+  /** A received payload checked as decode needs it (shape, length, ids in the vocabulary), and its parts. */
+  const received = (payload: Uint8Array, shape: BoundaryShape, direction: Direction) => {
+    checkShape(shape);
+    checkPayload(codec, payload, shape, direction);
+    const rows = shape.batch * shape.seq;
+    const parts = subspaceParts(new Uint8Array(aligned(payload, 4)), rows, K, direction);
+    if (parts.ids) checkSubspaceIds(parts.ids, vocab);
+    return { rows, ...parts };
+  };
   const codec: ActivationCodec = {
     name: 'subspace',
     payloadBytes: (s: BoundaryShape, direction: Direction) =>
@@ -109,11 +118,7 @@ export function createSubspaceCodec(b: SubspaceBasis): ActivationCodec {
       return out;
     },
     decode(payload, shape, direction) {
-      checkShape(shape);
-      checkPayload(codec, payload, shape, direction);
-      const rows = shape.batch * shape.seq;
-      const { coeffs, ids } = subspaceParts(new Uint8Array(aligned(payload, 4)), rows, K, direction);
-      if (ids) checkSubspaceIds(ids, vocab);
+      const { rows, coeffs, ids } = received(payload, shape, direction);
       const out = new Float32Array(rows * C);
       const fixed = new Float64Array(C);
       const row = new Float64Array(C);
@@ -131,11 +136,7 @@ export function createSubspaceCodec(b: SubspaceBasis): ActivationCodec {
       return { data: out, tokens: ids ? Int32Array.from(ids) : null };
     },
     magnitudeBound(payload, shape, direction) {
-      checkShape(shape);
-      checkPayload(codec, payload, shape, direction);
-      const rows = shape.batch * shape.seq;
-      const { coeffs, ids } = subspaceParts(new Uint8Array(aligned(payload, 4)), rows, K, direction);
-      if (ids) checkSubspaceIds(ids, vocab);
+      const { rows, coeffs, ids } = received(payload, shape, direction);
       // U is orthonormal, so |(U c)_i| <= |c|_2; the fixed parts (forward) add at most their largest entry.
       let most = 0;
       for (let r = 0; r < rows; r++) {

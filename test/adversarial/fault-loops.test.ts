@@ -2,6 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { createConnection, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
+import { mulberry32 } from '../../gpu/model/params.js';
 import { Ledger } from '../../main/agent/ledger/ledger.js';
 import { FileKeyStore, loadOrCreateKeys } from '../../main/identity/key-store.js';
 import { agentPaths } from '../../main/agent/paths.js';
@@ -16,18 +17,6 @@ import { CliProcess, spawnNode, until } from '../network/processes.js';
  */
 const seed = Number(process.env.FAULT_SEED ?? Date.now() % 100_000);
 const loops = Number(process.env.FAULT_LOOPS ?? 4);
-
-/** mulberry32: a small seeded generator, so the kill points replay from FAULT_SEED. */
-function random(seedValue: number): () => number {
-  let a = seedValue >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -102,7 +91,8 @@ describe('SIGKILL-and-restart loops', () => {
       await coordinatorUp('coordinator up');
       for (let i = 1; i <= keys.length; i++) start(i);
 
-      const next = random(seed);
+      // Seeded, so the kill points replay from FAULT_SEED.
+      const next = mulberry32(seed);
       // One loop, at random, kills the coordinator, and about one in four of the others do; the rest kill a
       // random node.
       const coordinatorLoop = Math.floor(next() * loops);
