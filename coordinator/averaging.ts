@@ -52,8 +52,8 @@ export async function averageGradients(
 ): Promise<AveragedGradients> {
   const scale = lossScale ?? 1;
   // A non-finite gradient is an overflow of the scaled backward in mixed precision, a fault otherwise.
-  const refuse = (peer: Peer, problem: string): Error =>
-    lossScale !== null && /non-finite|NaN|Infinity/.test(problem)
+  const refuse = (peer: Peer, problem: string, finite: boolean): Error =>
+    lossScale !== null && !finite
       ? new Overflow(peer, `overflowed f16 in its gradients (${problem})`)
       : new Misbehaviour(peer, problem);
   // Per stage, then added in stage order: the norm's bits must not depend on which reply came first.
@@ -71,7 +71,7 @@ export async function averageGradients(
         const summary = message.type === 'grads' ? message.summary : undefined;
         if (!summary) throw new Misbehaviour(only, 'sent no summary of its gradient');
         const problem = summaryProblem('gradients', summary, gradientLimit(scale));
-        if (problem) throw refuse(only, problem);
+        if (problem) throw refuse(only, problem, summary.finite);
         squaredSums[stage] = summary.squaredSum;
         judged[stage] = norms.judge(stage, [
           { peer: only, norm: Math.sqrt(summary.squaredSum) / scale, units: unitsOf(only) },
@@ -87,16 +87,17 @@ export async function averageGradients(
         ),
       );
       const gs = parts.map((part) => part.tensors[0]!.data as Float32Array);
+      const summaries = gs.map(summarizeValues);
       for (const [i, g] of gs.entries()) {
         // One replica's NaN would poison every replica's weights: it is refused, its sender dropped, the step replayed.
         const problem = valuesProblem('gradients', g, gradientLimit(scale));
-        if (problem) throw refuse(contributors[i]!, problem);
+        if (problem) throw refuse(contributors[i]!, problem, summaries[i]!.finite);
       }
       judged[stage] = norms.judge(
         stage,
-        gs.map((g, i) => ({
+        summaries.map((summary, i) => ({
           peer: contributors[i]!,
-          norm: Math.sqrt(summarizeValues(g).squaredSum) / scale,
+          norm: Math.sqrt(summary.squaredSum) / scale,
           units: unitsOf(contributors[i]!),
         })),
       );
@@ -104,8 +105,8 @@ export async function averageGradients(
       if (refused) throw new Misbehaviour(refused.peer, refused.reason);
       const sum = new Float32Array(n);
       for (const [k, g] of gs.entries()) {
-        const scale = judged[stage][k]!.scale;
-        for (let i = 0; i < n; i++) sum[i]! += g[i]! * scale;
+        const factor = judged[stage][k]!.scale;
+        for (let i = 0; i < n; i++) sum[i]! += g[i]! * factor;
       }
       squaredSums[stage] = summarizeValues(sum).squaredSum;
       return sum;
