@@ -366,7 +366,8 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
 
   it('edits networks in Settings: a network that cannot be reached says so; removing one keeps focus and says what happened', async () => {
     await page.goto(`${server.url.replace(/\?.*$/, '')}#/settings`);
-    expect(await page.locator('.network-row').count()).toBe(1);
+    // The settings view renders its rows once the agent's snapshot has reached the page.
+    await expect.poll(() => page.locator('.network-row').count()).toBe(1);
     await page.getByText('Add a network').click();
     await page.getByLabel('Network address').fill('ws://127.0.0.1:1');
     await page.getByRole('button', { name: 'Check' }).click();
@@ -381,7 +382,7 @@ describe('renderer in Chromium, served by the real dashboard server', () => {
       type: 'updateSettings',
       patch: { networks: [], activeNetwork: null },
     });
-    expect(await page.locator('.network-row').count()).toBe(0);
+    await expect.poll(() => page.locator('.network-row').count()).toBe(0);
   });
 
   it('says the token is the problem when the agent no longer accepts it', async () => {
