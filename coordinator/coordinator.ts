@@ -111,6 +111,9 @@ const FALLBACK_TASK_MS = 1000;
 /** A statement names at most this many receipts (the schema's limit); more go in the next one. */
 const MAX_STATEMENT_RECEIPTS = 4096;
 
+/** Two nodes, either way round: a dispute about a tensor one sent the other concerns both directions. */
+const pairKey = (a: Peer, b: Peer): string => [a.nodeId, b.nodeId].sort().join('/');
+
 interface FinishedAttempt extends AveragedGradients {
   result: AttemptResult;
   members: Peer[][];
@@ -147,6 +150,11 @@ export class Coordinator extends EventEmitter {
   private trainingMs = 0;
   private stepStarted = 0;
   private relayed = 0;
+  /**
+   * Pairs of nodes (by node id) that disputed a tensor sent peer to peer: theirs go through the coordinator
+   * for the rest of the run, so the next lie about them is seen, not argued.
+   */
+  private readonly disputedPairs = new Set<string>();
   private readonly data: SplitCorpus;
   private readonly validations: ValidationHistory;
   private readonly gradientNorms = new GradientNorms();
@@ -403,19 +411,51 @@ export class Coordinator extends EventEmitter {
   }
 
   /**
-   * A consumer found the tensor a peer sent it bad: the sender goes, as it would had the coordinator seen
-   * the values itself. A report about a task that took no input from a peer is a lie, and its sender goes.
+   * A consumer found the tensor a peer sent it bad, or it never came. The coordinator saw neither tensor, so
+   * it asks the sender for what it sent: bad values there prove the sender wrong, and it goes. Otherwise
+   * either may be lying and neither is dropped on the other's word: tensors between the two go through the
+   * coordinator from now on, where their values are checked as any relayed tensor's, and the step is
+   * replayed. A report about a task that took no input from a peer is a lie, and its sender goes.
    */
   private onBadInput(peer: Peer, message: Extract<NodeMessage, { type: 'badInput' }>): void {
     const task = peer.tasks.get(message.taskId);
-    const current = task && this.attempt && task.attempt === this.attemptNo && task.step === this.step;
-    const sender = current && peer.stage !== null ? this.attempt!.producerOf(peer.stage, task) : null;
-    if (!sender || this.config.dataPlane !== 'p2p')
+    if (!task) return this.sessions.drop(peer, `reported bad input for task ${message.taskId}, never sent`);
+    peer.tasks.delete(message.taskId);
+    const attempt = this.attempt;
+    // A report racing the abort of its attempt: the input was never going to come.
+    if (!attempt || task.attempt !== this.attemptNo || task.step !== this.step) return;
+    const sender = peer.stage === null ? null : attempt.producerOf(peer.stage, task);
+    if (!sender)
       return this.sessions.drop(
         peer,
         `reported bad input for task ${message.taskId}, which took none from a peer`,
       );
-    this.sessions.drop(sender, `${message.reason} (found by node ${peer.shortId})`);
+    const direction = task.kind === 'backward' ? 'backward' : 'forward';
+    const what = `micro-batch ${task.microBatch}'s ${direction === 'forward' ? 'activations' : 'gradient'}`;
+    const pair = pairKey(sender, peer);
+    const unproven = (why: string): void => {
+      if (!this.disputedPairs.has(pair)) this.metrics.peerDisputes.inc();
+      this.disputedPairs.add(pair);
+      const reason =
+        `node ${peer.shortId} reports node ${sender.shortId}'s ${what} bad (${message.reason}) and ${why}: ` +
+        'tensors between the two now go through the coordinator';
+      this.log.warn({ step: this.step, reporter: peer.shortId, sender: sender.shortId }, reason);
+      attempt.fail(reason);
+    };
+    this.sessions
+      .fetch(sender, this.step, this.attemptNo, task.microBatch, direction, boundarySpec(this.run, direction))
+      .then(
+        (tensor) => {
+          if (!tensor) return unproven('the sender no longer holds it');
+          this.relayed += tensor.data.byteLength;
+          const limit = direction === 'backward' ? gradientLimit(this.lossScale) : ABSURD_MAGNITUDE;
+          const problem = boundaryProblem(this.run, tensor, direction, limit);
+          if (problem)
+            return this.sessions.drop(sender, `${problem} (found by node ${peer.shortId}, confirmed)`);
+          unproven('what the sender hands back is sound');
+        },
+        (err: Error) => unproven(`the sender could not hand it back (${err.message})`),
+      );
   }
 
   // --- the training loop ---------------------------------------------------------------------------------
@@ -580,6 +620,7 @@ export class Coordinator extends EventEmitter {
             direction,
             boundarySpec(this.run, direction),
           ),
+        relays: (a, b) => this.disputedPairs.has(pairKey(a, b)),
         onDispute: (reason) => {
           this.metrics.verifications.inc({ verdict: 'disputed' });
           this.log.warn({ step: this.step, reason }, 'verification dispute; replaying the step');

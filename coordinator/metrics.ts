@@ -71,6 +71,11 @@ export class CoordinatorMetrics {
     help: 'Peers dropped for silence or errors',
     registers: [this.registry],
   });
+  readonly peerDisputes = new Counter({
+    name: 'tributary_peer_disputes_total',
+    help: 'Pairs of nodes relayed after one reported a tensor of the other bad and neither was proven wrong',
+    registers: [this.registry],
+  });
   readonly verifications = new Counter({
     name: 'tributary_verifications_total',
     help: 'Sampled forwards recomputed by a second replica, by verdict',

@@ -22,6 +22,8 @@ export interface SentTask {
   verifyOnly?: true;
   /** Its output goes to another peer (peer-to-peer run): the result must summarise it. */
   sendsToPeer?: true;
+  /** Its input comes from another peer (peer-to-peer run), not with the task: only then may it report it bad. */
+  takesFromPeer?: true;
   /** Redoes a lost peer's part of a micro-batch (step-attempt.ts reroute): its outputs already went on. */
   redo?: true;
 }
@@ -45,6 +47,7 @@ export interface Corkable {
 /** A tensor asked back from the peer that sent it peer to peer; `held` false when it no longer has it. */
 export interface Fetch {
   spec: TensorSpec;
+  since: number;
   resolve(tensor: Tensor | null): void;
   reject(error: Error): void;
 }

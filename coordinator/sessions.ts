@@ -167,7 +167,7 @@ export class Sessions {
     if (peer.channel.isClosed || !this.peers.has(peer))
       return Promise.reject(new PeerLost(`node ${peer.shortId} is gone`));
     return new Promise((resolve, reject) => {
-      peer.fetches.set(`${attempt}/${microBatch}/${direction}`, { spec, resolve, reject });
+      peer.fetches.set(`${attempt}/${microBatch}/${direction}`, { spec, since: Date.now(), resolve, reject });
       peer.send({ type: 'fetch', step, attempt, microBatch, direction });
     });
   }
@@ -453,6 +453,8 @@ export class Sessions {
       );
       const late = [...peer.tasks.values()].some((t) => t.attempt === attemptNo && now - t.sentAt > limit);
       if (late) this.drop(peer, `no result within ${limit} ms`);
+      else if ([...peer.fetches.values()].some((f) => now - f.since > limit))
+        this.drop(peer, `no fetched tensor within ${limit} ms`);
       else if (peer.awaiting && now - peer.awaiting.since > limit)
         this.drop(peer, `no ${peer.awaiting.kind} reply within ${limit} ms`);
     }

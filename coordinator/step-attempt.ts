@@ -53,6 +53,8 @@ interface AttemptContext {
   onDispute(reason: string): void;
   /** Asks `peer` for the tensor it sent peer to peer for `microBatch` (null when it no longer has it). */
   fetch(peer: Peer, microBatch: number, direction: Direction): Promise<Tensor | null>;
+  /** Peer to peer: whether tensors between these two go through the coordinator (they disputed one). */
+  relays(a: Peer, b: Peer): boolean;
 }
 
 /** Tasks kept out at a peer at least (one running, one waiting there), and at most. */
@@ -183,6 +185,7 @@ export class StepAttempt {
 
   /** The peer that sent the input of `task` (run by a peer of `stage`) peer to peer, if any. */
   producerOf(stage: number, task: SentTask): Peer | null {
+    if (!task.takesFromPeer) return null;
     const path = this.states[task.microBatch]?.path;
     return (task.kind === 'backward' ? path?.[stage + 1] : path?.[stage - 1]) ?? null;
   }
@@ -271,7 +274,7 @@ export class StepAttempt {
     if (!gradient && state.gradSentTo[stage] !== peer)
       return this.refetch(producer, mb, 'backward', (t) => this.queueBackward(stage, mb, t, redo));
     peer.backwards.push(() => {
-      const sendTo = stage > 0 && !redo ? this.p2pAddress(state.path[stage - 1]!) : undefined;
+      const sendTo = stage > 0 && !redo ? this.p2pAddress(peer, state.path[stage - 1]!) : undefined;
       if (sendTo) state.gradSentTo[stage - 1] = state.path[stage - 1]!;
       this.send(
         peer,
@@ -559,11 +562,11 @@ export class StepAttempt {
         state.next[stage + 1] = next.peer;
         if (this.sample(next)) state.sampled[stage + 1] = next;
         if (!state.sampled[stage] && !state.sampled[stage + 1]) {
-          state.sentTo[stage + 1] = next.peer;
-          sendTo = this.p2pAddress(next.peer);
+          sendTo = this.p2pAddress(peer, next.peer);
+          if (sendTo) state.sentTo[stage + 1] = next.peer;
         }
       } else if (kind === 'forwardBackward' && stage > 0) {
-        sendTo = this.p2pAddress(state.path[stage - 1]!);
+        sendTo = this.p2pAddress(peer, state.path[stage - 1]!);
         if (sendTo) state.gradSentTo[stage - 1] = state.path[stage - 1]!;
       }
       this.send(peer, kind, mb, tensors, this.activationSpec(stage, kind, !sendTo), false, {
@@ -584,9 +587,10 @@ export class StepAttempt {
     );
   }
 
-  /** Where a peer-to-peer run sends `peer`'s input (undefined when tensors are relayed). */
-  private p2pAddress(peer: Peer): P2pAddress | undefined {
-    return this.ctx.dataPlane === 'p2p' ? (peer.p2p ?? undefined) : undefined;
+  /** Where `from` sends `to`'s input in a peer-to-peer run (undefined when their tensors are relayed). */
+  private p2pAddress(from: Peer, to: Peer): P2pAddress | undefined {
+    if (this.ctx.dataPlane !== 'p2p' || this.ctx.relays(from, to)) return undefined;
+    return to.p2p ?? undefined;
   }
 
   /** The replica of `stage` that takes the next micro-batch; fails the attempt when none is live. */
@@ -644,6 +648,7 @@ export class StepAttempt {
       result,
       ...(verifyOnly ? { verifyOnly: true as const } : {}),
       ...(p2p.sendTo ? { sendsToPeer: true as const } : {}),
+      ...(p2p.inputFrom ? { takesFromPeer: true as const } : {}),
       ...(redo ? { redo: true as const } : {}),
     });
     peer.send(

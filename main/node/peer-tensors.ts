@@ -16,12 +16,16 @@ import { TENSOR_PROTOCOL, readTensorMessages, sendTensorMessage, startP2pHost } 
 /** The attempt a waiting task belonged to was aborted: its input will never come, and it is not wanted. */
 export class InputCancelled extends Error {}
 
-/** The peer broke the tensor protocol (a frame the WireReader refused): its sender is to be reported. */
+/**
+ * The peer broke the tensor protocol (a frame the WireReader refused), or its tensor did not come in time:
+ * its sender is to be reported.
+ */
 export class PeerRefused extends Error {}
 
 interface Waiter {
   from: string;
   attempt: number;
+  timer: NodeJS.Timeout;
   resolve(tensor: Tensor): void;
   reject(error: Error): void;
 }
@@ -186,6 +190,7 @@ export class PeerTensors {
     const waiter = this.waiters.get(k);
     if (waiter) {
       this.waiters.delete(k);
+      clearTimeout(waiter.timer);
       waiter.resolve(tensor);
     } else this.inbox.set(k, { attempt: m.attempt, tensor });
   }
@@ -195,6 +200,7 @@ export class PeerTensors {
     for (const [k, waiter] of this.waiters) {
       if (waiter.from !== from) continue;
       this.waiters.delete(k);
+      clearTimeout(waiter.timer);
       waiter.reject(new PeerRefused(reason));
       reported = true;
     }
@@ -253,9 +259,15 @@ export class PeerTensors {
 
   /**
    * The tensor `from` sent for this micro-batch, as soon as it is here. Rejects with PeerRefused when `from`
-   * broke the tensor protocol (once per violation), with InputCancelled when the attempt was aborted.
+   * broke the tensor protocol (once per violation) or nothing came within `timeoutMs` (the sender told the
+   * coordinator it had sent it before this node was given the task), with InputCancelled when the attempt
+   * was aborted.
    */
-  receive(from: string, m: Omit<PeerTensor, 'v' | 'id' | 'tensors' | 'type'>): Promise<Tensor> {
+  receive(
+    from: string,
+    m: Omit<PeerTensor, 'v' | 'id' | 'tensors' | 'type'>,
+    timeoutMs: number,
+  ): Promise<Tensor> {
     if (m.attempt <= this.aborted)
       return Promise.reject(new InputCancelled(`attempt ${m.attempt} was aborted`));
     const k = key(from, m);
@@ -269,9 +281,13 @@ export class PeerTensors {
       this.refused.delete(from);
       return Promise.reject(new PeerRefused(refusal));
     }
-    return new Promise((resolve, reject) =>
-      this.waiters.set(k, { from, attempt: m.attempt, resolve, reject }),
-    );
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(k);
+        reject(new PeerRefused(`no tensor came from the peer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiters.set(k, { from, attempt: m.attempt, timer, resolve, reject });
+    });
   }
 
   /** Drops every tensor and wait of attempts up to `attempt` (they were aborted). */
@@ -281,6 +297,7 @@ export class PeerTensors {
     for (const [k, waiter] of this.waiters) {
       if (waiter.attempt > attempt) continue;
       this.waiters.delete(k);
+      clearTimeout(waiter.timer);
       waiter.reject(new InputCancelled(`attempt ${waiter.attempt} was aborted`));
     }
   }

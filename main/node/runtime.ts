@@ -91,6 +91,11 @@ export interface NodeRuntimeOptions {
   p2pListen?: string[];
   /** Shapes the connections neighbours dial to this node's libp2p host (a ShapedProxy in front of it). */
   p2pLink?: LinkShape;
+  /**
+   * How long a task waits for its input from the peer named (default 15 s) before reporting that it never
+   * came: the sender told the coordinator it was sent before this node was given the task.
+   */
+  p2pInputTimeoutMs?: number;
   /** Extra TLS options for wss:// (e.g. a private CA). */
   ca?: string;
   /**
@@ -127,6 +132,9 @@ export interface NodeStatus {
 
 /** 1F1B holds at most S micro-batches on a stage; more would only be memory nobody uses. */
 const MAX_STASHES = 64;
+
+/** Past this a peer's tensor is reported missing: well under the coordinator's 30 s default task timeout. */
+const P2P_INPUT_TIMEOUT_MS = 15_000;
 
 /** A message from the coordinator waiting for the engine, with when it arrived. */
 interface Pending {
@@ -455,8 +463,8 @@ export class NodeRuntime extends EventEmitter {
 
   /**
    * A task's boundary input from the peer the coordinator named, checked for values as the coordinator
-   * checks relayed ones; a bad one, or a stream that broke the protocol, is reported against its sender
-   * (who is dropped, as the coordinator drops a node whose relayed frame it refuses). Null: aborted, or
+   * checks relayed ones; a bad one, one that never came, or a stream that broke the protocol is reported to
+   * the coordinator, which settles it with the sender (coordinator.ts onBadInput). Null: aborted, or
    * reported.
    */
   private async peerInput(
@@ -469,7 +477,13 @@ export class NodeRuntime extends EventEmitter {
     let input: Tensor | null = null;
     let problem: string | null;
     try {
-      input = await (await this.peerTensors!).receive(from, { step, attempt, microBatch, direction });
+      input = await (
+        await this.peerTensors!
+      ).receive(
+        from,
+        { step, attempt, microBatch, direction },
+        this.options.p2pInputTimeoutMs ?? P2P_INPUT_TIMEOUT_MS,
+      );
       // Gradients carry mixed precision's loss scale, which the node is not told: bounded by its largest.
       const mixed = direction === 'backward' && this.need().precision === 'mixed';
       problem = boundaryProblem(

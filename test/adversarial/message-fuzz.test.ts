@@ -863,7 +863,7 @@ describe("a node's peer-to-peer tensor stream fuzzed by another peer", () => {
 
   const received = (unit: Omit<PeerTensor, 'v' | 'id' | 'tensors' | 'type'>): Promise<string> =>
     Promise.race([
-      receiver.receive(sender.peerId.toString(), unit).then(
+      receiver.receive(sender.peerId.toString(), unit, 60_000).then(
         () => 'delivered',
         (err: Error) => (err instanceof PeerRefused ? 'refused' : err.message),
       ),

@@ -47,14 +47,15 @@ describe('peer to peer past what cannot be dialled, and past what breaks the pro
     }
   }, 120_000);
 
-  it('a tensor of the wrong shape over libp2p is refused as a relayed one is: its sender is dropped and banned, the run goes on', async () => {
+  it('a tensor of the wrong shape over libp2p: no one is dropped on a word the coordinator cannot check; tensors between the two go through it from then on, and the run goes on', async () => {
     const coordinator = await startCoordinator(
       tinyConfig({ steps: 2, dataPlane: 'p2p', banMs: 600_000 }),
       `${dir}/bad-frame`,
     );
     const liar = startNode(coordinator.url, 'cpu');
     const liarCloses = closes(liar);
-    // The lie on the libp2p stream only: the summary the coordinator gets is honest.
+    // The lie on the libp2p stream only: the summary the coordinator gets is honest, and so is what the
+    // liar hands back when asked, so the coordinator cannot tell which of the two is lying.
     void (liar as unknown as { startPeerTensors(): Promise<PeerTensors> })
       .startPeerTensors()
       .then((peers) => {
@@ -67,13 +68,17 @@ describe('peer to peer past what cannot be dialled, and past what breaks the pro
     const honestCloses = honest.map(closes);
     try {
       await coordinator.finished;
-      expect(liarCloses[0]).toMatch(
-        /^4001 protocol violation on the tensor stream: tensor 0 is f32\[1, 2, 3\], expected .*found by node/,
-      );
-      expect(honestCloses.flat()).toEqual([]);
-      await until('the liar is turned away when it comes back', () => liarCloses.length > 1, 10_000);
-      expect(liarCloses.slice(1)).toEqual(liarCloses.slice(1).map(() => '1008 unauthenticated'));
-      expect(coordinator.status()).toMatchObject({ state: 'done', step: 2, relayedBytes: 0 });
+      expect([...liarCloses, ...honestCloses.flat()]).toEqual([]);
+      const status = coordinator.status();
+      expect(status).toMatchObject({ state: 'done', step: 2 });
+      // Whole boundary tensors: the one asked back from the liar when its consumer reported it, and those
+      // between the pair after (the other replica's stay peer to peer).
+      const tensorBytes = 2 * 16 * 32 * 4;
+      expect(status.relayedBytes).toBeGreaterThan(tensorBytes);
+      expect(status.relayedBytes % tensorBytes).toBe(0);
+      const metrics = await (await fetch(`http://127.0.0.1:${coordinator.port}/metrics`)).text();
+      // One pair per honest node the liar sent to (placement may move an honest node onto stage 2 later).
+      expect(metrics).toMatch(/^tributary_peer_disputes_total [12]$/m);
     } finally {
       await Promise.all([liar, ...honest].map((n) => n.stop()));
       await coordinator.close();

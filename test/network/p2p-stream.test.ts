@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Ed25519Keys } from '../../main/identity/ed25519.js';
 import type { LinkShape } from '../../main/node/link-shaping.js';
 import { TENSOR_PROTOCOL, readTensorMessages, startP2pHost } from '../../main/node/p2p.js';
-import { PeerTensors } from '../../main/node/peer-tensors.js';
+import { PeerRefused, PeerTensors } from '../../main/node/peer-tensors.js';
 import type { Tensor } from '../../shared/protocol/frame.js';
 import { peerTensorSchema, type PeerTensor } from '../../shared/protocol/messages.js';
 import { WireReader, defaultWireLimits, type TensorSpec } from '../../shared/protocol/wire.js';
@@ -111,12 +111,23 @@ describe('tensor streams between neighbours', () => {
     const [a, b] = [await peers(), await peers()];
     await a.send(b.address, { type: 'tensor', ...unit(0) }, tensor(0.25));
     await b.send(a.address, { type: 'tensor', ...unit(0, 'backward') }, tensor(-2));
-    const forward = await b.receive(a.address.peerId, unit(0));
-    const backward = await a.receive(b.address.peerId, unit(0, 'backward'));
+    const forward = await b.receive(a.address.peerId, unit(0), 10_000);
+    const backward = await a.receive(b.address.peerId, unit(0, 'backward'), 10_000);
     expect(Array.from(new Set(forward.data))).toEqual([0.25]);
     expect(Array.from(new Set(backward.data))).toEqual([-2]);
     expect(a.links[b.address.peerId]).toEqual({ in: 'direct', out: 'direct' });
     expect(b.links[a.address.peerId]).toEqual({ in: 'direct', out: 'direct' });
+  });
+
+  it('a tensor that never comes is refused after the wait; later tensors still arrive', async () => {
+    const [a, b] = [await peers(), await peers()];
+    const started = performance.now();
+    await expect(b.receive(a.address.peerId, unit(0), 300)).rejects.toBeInstanceOf(PeerRefused);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(290);
+    await a.send(b.address, { type: 'tensor', ...unit(0) }, tensor(1));
+    await a.send(b.address, { type: 'tensor', ...unit(1) }, tensor(2));
+    const next = await b.receive(a.address.peerId, unit(1), 10_000);
+    expect(next.data[0]).toBe(2);
   });
 
   it('a shaped host is dialled through its link: each tensor round trip costs two latencies and serialisations', async () => {
@@ -137,9 +148,9 @@ describe('tensor streams between neighbours', () => {
     for (let i = 0; i < 3; i++) {
       const started = performance.now();
       await a.send(b.address, { type: 'tensor', ...unit(i) }, tensor(i));
-      const there = await b.receive(a.address.peerId, unit(i));
+      const there = await b.receive(a.address.peerId, unit(i), 10_000);
       await b.send(a.address, { type: 'tensor', ...unit(i, 'backward') }, there);
-      await a.receive(b.address.peerId, unit(i, 'backward'));
+      await a.receive(b.address.peerId, unit(i, 'backward'), 10_000);
       expect(performance.now() - started).toBeGreaterThanOrEqual(2 * (link.latencyMs + serialisationMs));
     }
   });

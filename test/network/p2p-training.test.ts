@@ -69,7 +69,7 @@ describe('tensors peer to peer over libp2p (dataPlane p2p)', () => {
     expect(status).toMatchObject({ state: 'done', step: 2, relayedBytes: 0 });
   }, 120_000);
 
-  it('a node that hides NaN activations behind an honest summary is reported by its consumer and dropped', async () => {
+  it('a node that hides NaN activations behind an honest summary is reported by its consumer, proven by what it hands back, and dropped', async () => {
     const { status, closes } = await train(
       'hidden-nan',
       tinyConfig({ steps: 2, dataPlane: 'p2p', banMs: 600_000 }),
@@ -87,9 +87,13 @@ describe('tensors peer to peer over libp2p (dataPlane p2p)', () => {
         return [liar, startNode(url, 'cpu'), startNode(url, 'cpu')];
       },
     );
-    expect(closes[0]![0]).toMatch(/^4001 .*activations holding NaN.*found by node/);
+    expect(closes[0]![0]).toMatch(/^4001 .*activations holding NaN.*found by node .*confirmed/);
     expect(closes.slice(1).flat()).toEqual([]);
-    expect(status).toMatchObject({ state: 'done', step: 2, relayedBytes: 0 });
+    // The only tensors through the coordinator are those it asked the liar to hand back (one per report
+    // that came before it was dropped): its proof.
+    expect(status).toMatchObject({ state: 'done', step: 2 });
+    expect(status.relayedBytes).toBeGreaterThan(0);
+    expect(status.relayedBytes % (2 * 16 * 32 * 4)).toBe(0);
   }, 120_000);
 
   it('a node lost mid-run: the run finishes on the nodes left, still peer to peer', async () => {
