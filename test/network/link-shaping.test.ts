@@ -76,9 +76,10 @@ describe('ShapedProxy', () => {
     const samples = [];
     for (let i = 0; i < 5; i++) samples.push(await roundTrip(socket));
     const median = samples.sort((a, b) => a - b)[2]!;
-    // Two one-way delays; the two shared cores add scheduling noise on top, never take time away.
+    // Two one-way delays; the two shared cores add scheduling noise on top, never take time away (how much
+    // depends on the machine's load, so the upper bound only catches a delay added twice).
     expect(median).toBeGreaterThanOrEqual(59);
-    expect(median).toBeLessThan(60 + 25);
+    expect(median).toBeLessThan(2 * 60);
   });
 
   it('limits throughput to the rate, per connection', async () => {
@@ -98,8 +99,10 @@ describe('ShapedProxy', () => {
     await done;
     const mbit = (total * 8) / (elapsed / 1000) / 1e6;
     // 1.5 MB at 40 Mbit/s: 300 ms of serialisation; the first chunk arrives after its own serialisation.
+    // Never faster than the rate; slower only by what a loaded machine's late timers cost (the lower bound
+    // catches a rate applied twice, not noise).
     expect(mbit).toBeLessThan(40 * 1.1);
-    expect(mbit).toBeGreaterThan(40 * 0.8);
+    expect(mbit).toBeGreaterThan(40 * 0.55);
   });
 
   it('passes a sender that finished first its last bytes before closing', async () => {
