@@ -98,6 +98,8 @@ export interface CoordinatorStatus {
   /** `stashes[i]`: micro-batches `nodes[i]` can hold between forward and backward (1F1B). */
   stages: Array<{ index: number; firstBlock: number; endBlock: number; nodes: string[]; stashes: number[] }>;
   relayedBytes: number;
+  /** Pairs of nodes whose tensors go through the coordinator in a peer-to-peer run (unreachable, disputed). */
+  relayedPairs: number;
   /** What the backward differentiates the loss times (mixed precision's dynamic scale; 1 in fp32 runs). */
   lossScale: number;
   receipts: number;
@@ -111,7 +113,7 @@ const FALLBACK_TASK_MS = 1000;
 /** A statement names at most this many receipts (the schema's limit); more go in the next one. */
 const MAX_STATEMENT_RECEIPTS = 4096;
 
-/** Two nodes, either way round: a dispute about a tensor one sent the other concerns both directions. */
+/** Two nodes, either way round: what keeps one tensor from going between them concerns both directions. */
 const pairKey = (a: Peer, b: Peer): string => [a.nodeId, b.nodeId].sort().join('/');
 
 interface FinishedAttempt extends AveragedGradients {
@@ -151,10 +153,11 @@ export class Coordinator extends EventEmitter {
   private stepStarted = 0;
   private relayed = 0;
   /**
-   * Pairs of nodes (by node id) that disputed a tensor sent peer to peer: theirs go through the coordinator
-   * for the rest of the run, so the next lie about them is seen, not argued.
+   * Pairs of nodes (by node id) whose tensors go through the coordinator for the rest of the run: one could
+   * not reach the other, or they disputed a tensor sent peer to peer (the next lie about them is then seen,
+   * not argued).
    */
-  private readonly disputedPairs = new Set<string>();
+  private readonly relayedPairs = new Set<string>();
   private readonly data: SplitCorpus;
   private readonly validations: ValidationHistory;
   private readonly gradientNorms = new GradientNorms();
@@ -198,6 +201,7 @@ export class Coordinator extends EventEmitter {
       onResult: (peer, message, { tensors }) => this.onResult(peer, message, tensors),
       onJoin: () => this.wake(),
       onBadInput: (peer, message) => this.onBadInput(peer, message),
+      onSendFailed: (peer, message) => this.onSendFailed(peer, message),
       onWelcomed: (peer) =>
         peer.send(
           this.progress(
@@ -310,6 +314,7 @@ export class Coordinator extends EventEmitter {
         stashes: this.sessions.membersOf(r.index).map((p) => p.stashes),
       })),
       relayedBytes: this.relayed,
+      relayedPairs: this.relayedPairs.size,
       lossScale: this.lossScale,
       receipts: this.store.receiptCount(),
       validation: this.validations.summary(),
@@ -432,22 +437,20 @@ export class Coordinator extends EventEmitter {
       );
     const direction = task.kind === 'backward' ? 'backward' : 'forward';
     const what = `micro-batch ${task.microBatch}'s ${direction === 'forward' ? 'activations' : 'gradient'}`;
-    const pair = pairKey(sender, peer);
-    const unproven = (why: string): void => {
-      if (!this.disputedPairs.has(pair)) this.metrics.peerDisputes.inc();
-      this.disputedPairs.add(pair);
-      const reason =
-        `node ${peer.shortId} reports node ${sender.shortId}'s ${what} bad (${message.reason}) and ${why}: ` +
-        'tensors between the two now go through the coordinator';
-      this.log.warn({ step: this.step, reporter: peer.shortId, sender: sender.shortId }, reason);
-      attempt.fail(reason);
-    };
+    const unproven = (why: string): void =>
+      this.relayPair(
+        attempt,
+        sender,
+        peer,
+        'dispute',
+        `node ${peer.shortId} reports node ${sender.shortId}'s ${what} bad (${message.reason}) and ${why}`,
+      );
     this.sessions
       .fetch(sender, this.step, this.attemptNo, task.microBatch, direction, boundarySpec(this.run, direction))
       .then(
         (tensor) => {
           if (!tensor) return unproven('the sender no longer holds it');
-          this.relayed += tensor.data.byteLength;
+          this.countRelayed(tensor.data.byteLength);
           const limit = direction === 'backward' ? gradientLimit(this.lossScale) : ABSURD_MAGNITUDE;
           const problem = boundaryProblem(this.run, tensor, direction, limit);
           if (problem)
@@ -456,6 +459,52 @@ export class Coordinator extends EventEmitter {
         },
         (err: Error) => unproven(`the sender could not hand it back (${err.message})`),
       );
+  }
+
+  /**
+   * A node could not send the tensor it was told to send a peer (the peer cannot be reached from it): the
+   * two nodes' tensors go through the coordinator from now on, and the step is replayed. A claim about a
+   * tensor it was never told to send is a lie; one about an attempt already over raced its abort.
+   */
+  private onSendFailed(peer: Peer, message: Extract<NodeMessage, { type: 'sendFailed' }>): void {
+    const attempt = this.attempt;
+    if (!attempt || message.attempt !== this.attemptNo || message.step !== this.step) return;
+    const consumer = attempt.consumerOf(peer, message.microBatch, message.direction);
+    if (!consumer)
+      return this.sessions.drop(
+        peer,
+        `says it could not send micro-batch ${message.microBatch}'s ${message.direction} tensor, which it was never told to send`,
+      );
+    // A consumer that left is rerouted or replayed as it is: nothing to relay.
+    if (consumer.channel.isClosed) return;
+    this.relayPair(
+      attempt,
+      peer,
+      consumer,
+      'unreachable',
+      `node ${peer.shortId} cannot reach node ${consumer.shortId} (${message.reason})`,
+    );
+  }
+
+  /** Tensors between `a` and `b` go through the coordinator for the rest of the run; `attempt` is replayed. */
+  private relayPair(
+    attempt: StepAttempt,
+    a: Peer,
+    b: Peer,
+    why: 'dispute' | 'unreachable',
+    what: string,
+  ): void {
+    const pair = pairKey(a, b);
+    if (!this.relayedPairs.has(pair)) this.metrics.relayedPairs.inc({ reason: why });
+    this.relayedPairs.add(pair);
+    const reason = `${what}: tensors between the two now go through the coordinator`;
+    this.log.warn({ step: this.step, nodes: [a.shortId, b.shortId] }, reason);
+    attempt.fail(reason);
+  }
+
+  private countRelayed(bytes: number): void {
+    this.relayed += bytes;
+    this.metrics.relayedBytes.inc(bytes);
   }
 
   // --- the training loop ---------------------------------------------------------------------------------
@@ -605,10 +654,7 @@ export class Coordinator extends EventEmitter {
         fallbackMs: FALLBACK_TASK_MS,
         lossScale: this.lossScale,
         dataPlane: this.config.dataPlane,
-        onRelay: (bytes) => {
-          this.relayed += bytes;
-          this.metrics.relayedBytes.inc(bytes);
-        },
+        onRelay: (bytes) => this.countRelayed(bytes),
         verification: this.config.verification,
         onProvenWrong: (peer, reason) => this.provenWrong(peer, reason),
         fetch: (peer, microBatch, direction) =>
@@ -620,7 +666,7 @@ export class Coordinator extends EventEmitter {
             direction,
             boundarySpec(this.run, direction),
           ),
-        relays: (a, b) => this.disputedPairs.has(pairKey(a, b)),
+        relays: (a, b) => this.relayedPairs.has(pairKey(a, b)),
         onDispute: (reason) => {
           this.metrics.verifications.inc({ verdict: 'disputed' });
           this.log.warn({ step: this.step, reason }, 'verification dispute; replaying the step');

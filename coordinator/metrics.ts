@@ -71,9 +71,10 @@ export class CoordinatorMetrics {
     help: 'Peers dropped for silence or errors',
     registers: [this.registry],
   });
-  readonly peerDisputes = new Counter({
-    name: 'tributary_peer_disputes_total',
-    help: 'Pairs of nodes relayed after one reported a tensor of the other bad and neither was proven wrong',
+  readonly relayedPairs = new Counter({
+    name: 'tributary_relayed_pairs_total',
+    help: 'Pairs of nodes whose tensors go through the coordinator: one could not reach the other (unreachable), or reported a tensor of the other bad and neither was proven wrong (dispute)',
+    labelNames: ['reason'],
     registers: [this.registry],
   });
   readonly verifications = new Counter({

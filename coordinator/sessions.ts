@@ -89,6 +89,8 @@ export interface SessionsOptions {
   onJoin(): void;
   /** A node says the tensor a peer sent it was bad. */
   onBadInput(peer: Peer, message: Extract<NodeMessage, { type: 'badInput' }>): void;
+  /** A node says it could not send a peer the tensor it was told to. */
+  onSendFailed(peer: Peer, message: Extract<NodeMessage, { type: 'sendFailed' }>): void;
   /** A peer proved its key and got its welcome and receipts; the run's progress follows. */
   onWelcomed(peer: Peer): void;
   /**
@@ -307,6 +309,8 @@ export class Sessions {
         return this.options.onResult(peer, message, received);
       case 'badInput':
         return this.options.onBadInput(peer, message);
+      case 'sendFailed':
+        return this.options.onSendFailed(peer, message);
       case 'fetched': {
         const key = `${message.attempt}/${message.microBatch}/${message.direction}`;
         const fetch = peer.fetches.get(key)!;

@@ -183,6 +183,14 @@ export class StepAttempt {
     for (let mb = 0; mb < this.states.length; mb++) this.routeForward(0, mb, null);
   }
 
+  /** The peer `producer` was told to send micro-batch `mb`'s tensor to in `direction`, if any. */
+  consumerOf(producer: Peer, mb: number, direction: Direction): Peer | null {
+    const state = this.states[mb];
+    const stage = producer.stage;
+    if (!state || stage === null || state.path[stage] !== producer) return null;
+    return (direction === 'forward' ? state.sentTo[stage + 1] : state.gradSentTo[stage - 1]) ?? null;
+  }
+
   /** The peer that sent the input of `task` (run by a peer of `stage`) peer to peer, if any. */
   producerOf(stage: number, task: SentTask): Peer | null {
     if (!task.takesFromPeer) return null;

@@ -847,9 +847,19 @@ export class NodeRuntime extends EventEmitter {
       peers.send(task.sendTo, { type: 'tensor', step, attempt, microBatch, direction }, out).then(
         () => (this.status.peerBytes = (this.status.peerBytes ?? 0) + bytes),
         (err: Error) => {
-          // The consumer is gone or unreachable: the coordinator sees it lost and redoes the step; this node
-          // did its part and stays.
-          if (!this.stopped) this.log.warn({ to, err: err.message }, 'could not send a tensor to a peer');
+          // The consumer is gone (the coordinator sees it lost) or cannot be reached from here: told, the
+          // coordinator relays the two nodes' tensors. This node did its part and stays.
+          if (this.stopped) return;
+          this.log.warn({ to, err: err.message }, 'could not send a tensor to a peer');
+          if (!channel.isClosed)
+            channel.send({
+              type: 'sendFailed',
+              step,
+              attempt,
+              microBatch,
+              direction,
+              reason: err.message.slice(0, 500),
+            });
         },
       );
     } else channel.send({ type: 'result', taskId: task.taskId, loss, busyMs, queuedMs }, out ? [out] : []);

@@ -130,12 +130,22 @@ export const resultSchema = msg('result', {
    */
   overflow: z.literal(true).optional(),
 });
-/** The input of a task that came peer to peer was bad: the coordinator drops its sender. */
+/**
+ * The input of a task that came peer to peer was bad, or never came: the coordinator settles it with the
+ * sender (coordinator.ts onBadInput).
+ */
 export const badInputSchema = msg('badInput', { taskId: count, reason: z.string().max(500) });
 /**
- * A stage's accumulated gradient (attached), or where the coordinator asked for a summary (the stage's only
- * replica, which applies its own gradient), its values' summary and squared sum for the global clip norm.
+ * The tensor this node was to send peer to peer for a micro-batch could not be sent (its consumer cannot be
+ * reached): the coordinator relays the two nodes' tensors from then on.
  */
+export const sendFailedSchema = msg('sendFailed', {
+  step: count,
+  attempt: count,
+  microBatch: count,
+  direction: z.enum(['forward', 'backward']),
+  reason: z.string().max(500),
+});
 /**
  * The tensor this node sent peer to peer for a micro-batch of the current attempt, attached where it still
  * holds it (`held`); asked for when its consumer left and a replica redoes the consumer's part.
@@ -147,6 +157,10 @@ export const fetchedSchema = msg('fetched', {
   direction: z.enum(['forward', 'backward']),
   held: z.boolean(),
 });
+/**
+ * A stage's accumulated gradient (attached), or where the coordinator asked for a summary (the stage's only
+ * replica, which applies its own gradient), its values' summary and squared sum for the global clip norm.
+ */
 export const gradsSchema = msg('grads', {
   step: count,
   attempt: count,
@@ -285,6 +299,7 @@ export const nodeMessageSchema = z.discriminatedUnion('type', [
   pingSchema,
   payoutSchema,
   badInputSchema,
+  sendFailedSchema,
   fetchedSchema,
   errorSchema,
 ]);

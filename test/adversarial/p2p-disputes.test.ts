@@ -89,7 +89,7 @@ describe('peer to peer, a node is never dropped on its neighbour’s word alone'
     expect([...liar, ...honest]).toEqual([]);
     expect(status).toMatchObject({ state: 'done', step: 3 });
     expect(status.relayedBytes).toBeGreaterThan(0);
-    expect(metrics).toMatch(/^tributary_peer_disputes_total [12]$/m);
+    expect(metrics).toMatch(/^tributary_relayed_pairs_total\{reason="dispute"\} [12]$/m);
   }, 120_000);
 
   it('a report against an honest producer is settled by what the producer hands back: no one dropped, and the run goes on', async () => {
@@ -103,6 +103,6 @@ describe('peer to peer, a node is never dropped on its neighbour’s word alone'
     });
     expect([...liar, ...honest]).toEqual([]);
     expect(status).toMatchObject({ state: 'done', step: 3 });
-    expect(metrics).toMatch(/^tributary_peer_disputes_total [12]$/m);
+    expect(metrics).toMatch(/^tributary_relayed_pairs_total\{reason="dispute"\} [12]$/m);
   }, 120_000);
 });

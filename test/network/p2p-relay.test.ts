@@ -78,9 +78,50 @@ describe('peer to peer past what cannot be dialled, and past what breaks the pro
       expect(status.relayedBytes % tensorBytes).toBe(0);
       const metrics = await (await fetch(`http://127.0.0.1:${coordinator.port}/metrics`)).text();
       // One pair per honest node the liar sent to (placement may move an honest node onto stage 2 later).
-      expect(metrics).toMatch(/^tributary_peer_disputes_total [12]$/m);
+      expect(metrics).toMatch(/^tributary_relayed_pairs_total\{reason="dispute"\} [12]$/m);
     } finally {
       await Promise.all([liar, ...honest].map((n) => n.stop()));
+      await coordinator.close();
+    }
+  }, 120_000);
+
+  it('a node its neighbours cannot reach: the first failed send says so, tensors between the two go through the coordinator, and the run finishes with no one dropped', async () => {
+    const coordinator = await startCoordinator(
+      tinyConfig({ steps: 3, dataPlane: 'p2p', banMs: 600_000 }),
+      `${dir}/unreachable`,
+    );
+    const first = startNode(coordinator.url, 'cpu');
+    await until('the first node is placed on stage 1', () => first.status.stage !== null, 60_000);
+    // Stage 2 can dial out, but the address it announces leads nowhere (a port nothing listens on): its
+    // producer's first tensor finds no way in. (A connection it dialled itself would carry tensors back.)
+    const behindNat = startNode(coordinator.url, 'cpu');
+    const internals = behindNat as unknown as { startPeerTensors(): Promise<PeerTensors> };
+    const start = internals.startPeerTensors.bind(behindNat);
+    // Before its join (sent once its host is up) announces the address.
+    internals.startPeerTensors = () =>
+      start().then((peers) => {
+        const { peerId } = peers.address;
+        Object.defineProperty(peers, 'address', {
+          get: () => ({ peerId, addrs: [`/ip4/127.0.0.1/tcp/1/p2p/${peerId}`] }),
+          configurable: true,
+        });
+        return peers;
+      });
+    const others = [first];
+    const all = [behindNat, ...others];
+    const seen = all.map(closes);
+    try {
+      await coordinator.finished;
+      expect(seen.flat()).toEqual([]);
+      const status = coordinator.status();
+      expect(status).toMatchObject({ state: 'done', step: 3, relayedPairs: 1 });
+      expect(status.relayedBytes).toBeGreaterThan(0);
+      const metrics = await (await fetch(`http://127.0.0.1:${coordinator.port}/metrics`)).text();
+      // Settled by the sender's report at once, not by the consumer's wait running out (a dispute).
+      expect(metrics).toMatch(/^tributary_relayed_pairs_total\{reason="unreachable"\} 1$/m);
+      expect(metrics).not.toMatch(/reason="dispute"/);
+    } finally {
+      await Promise.all(all.map((n) => n.stop()));
       await coordinator.close();
     }
   }, 120_000);
