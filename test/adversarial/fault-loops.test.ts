@@ -93,9 +93,10 @@ describe('SIGKILL-and-restart loops', () => {
 
       // Seeded, so the kill points replay from FAULT_SEED.
       const next = mulberry32(seed);
-      // One loop, at random, kills the coordinator, and about one in four of the others do; the rest kill a
-      // random node.
+      // One loop, at random, kills the coordinator, another kills a node, and about one in four of the others
+      // kill the coordinator; the rest kill a random node.
       const coordinatorLoop = Math.floor(next() * loops);
+      const nodeLoop = (coordinatorLoop + 1 + Math.floor(next() * (loops - 1))) % loops;
       const schedule: string[] = [];
       for (let loop = 0; loop < loops; loop++) {
         const { step } = await status();
@@ -104,7 +105,8 @@ describe('SIGKILL-and-restart loops', () => {
         const target = step + 1 + Math.floor(next() * 2);
         await until(`step ${target}`, async () => (await status()).step >= target, 240_000);
         await sleep(Math.floor(next() * 400));
-        const victim = loop === coordinatorLoop || next() < 0.25 ? 0 : 1 + Math.floor(next() * keys.length);
+        const coordinator = loop === coordinatorLoop || (loop !== nodeLoop && next() < 0.25);
+        const victim = coordinator ? 0 : 1 + Math.floor(next() * keys.length);
         const at = (await status()).step;
         await processes[victim]!.kill('SIGKILL');
         schedule.push(`${victim === 0 ? 'coordinator' : `node ${victim}`} at step ${at}`);

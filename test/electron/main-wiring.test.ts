@@ -237,8 +237,12 @@ describe('Electron main wiring (fake Electron, real agent)', () => {
     const subscribe = fake.handlers.get(IPC.subscribe) as (event: unknown) => { type: string };
     const first = subscribe({ senderFrame: main.webContents.mainFrame, sender: main.webContents });
     expect(first).toMatchObject({ type: 'snapshot', snapshot: { version: 1 } });
-    // The agent ticks every second; something (the time, the network's retry) changes within a few.
-    await vi.waitFor(() => expect(main.webContents.sent.length).toBeGreaterThan(0), { timeout: 5000 });
+    // A change the test makes, rather than waiting for the agent's clock to change something.
+    const command = fake.handlers.get(IPC.command) as (event: unknown, raw: unknown) => Promise<unknown>;
+    const event = { senderFrame: main.webContents.mainFrame, sender: main.webContents };
+    expect(await command(event, { type: 'pause', duration: 'indefinitely' })).toMatchObject({ ok: true });
+    await vi.waitFor(() => expect(main.webContents.sent.length).toBeGreaterThan(0), { timeout: 20_000 });
+    expect(await command(event, { type: 'resume' })).toMatchObject({ ok: true });
     expect(main.webContents.sent.map((s) => [s.channel, s.message.type])).toEqual(
       main.webContents.sent.map(() => [IPC.snapshotChanges, 'changes']),
     );
