@@ -8,6 +8,7 @@ import { Channel } from '../shared/protocol/channel.js';
 import type { Direction } from '../shared/protocol/codec.js';
 import type { Tensor } from '../shared/protocol/frame.js';
 import {
+  DAY_MS,
   nodeMessageSchema,
   type CoordinatorMessage,
   type NodeMessage,
@@ -403,6 +404,7 @@ export class Sessions {
       compression: run.compression,
       dataPlane: config.dataPlane,
       precision: config.precision,
+      inputTimeoutMs: Math.min(Math.ceil(config.taskTimeoutMs / 2), DAY_MS),
     });
     for (const { seq, signed } of store.receiptsSince(peer.nodeId, peer.receiptCursor))
       peer.send({ type: 'receipt', seq, signed });

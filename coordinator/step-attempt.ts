@@ -6,7 +6,7 @@ import type { TensorSpec } from '../shared/protocol/wire.js';
 import type { MicroBatch } from './data.js';
 import { pickPeer, type Peer, type SentTask } from './peer.js';
 import { boundarySpec, type RunShape } from './run-config.js';
-import { ForwardCheck, type ForwardOutput } from './verification.js';
+import { RecomputeCheck, type StageOutput } from './verification.js';
 
 /** One stage's forward + backward of one micro-batch by one peer: the unit that earns a receipt. */
 export interface WorkUnit {
@@ -56,6 +56,10 @@ interface AttemptContext {
   /** Peer to peer: whether tensors between these two go through the coordinator (they disputed one). */
   relays(a: Peer, b: Peer): boolean;
 }
+
+/** The key of a check: a stage's forward of a micro-batch, or its backward. */
+const checkKey = (stage: number, mb: number, backward: boolean): string =>
+  `${stage}/${mb}${backward ? '/backward' : ''}`;
 
 /** Tasks kept out at a peer at least (one running, one waiting there), and at most. */
 const MIN_OUTSTANDING = 2;
@@ -142,7 +146,13 @@ export class StepAttempt {
   private remaining: number;
   private settled = false;
   /** Checks of sampled forwards by `stage/microBatch`, with the input both replicas were sent. */
-  private readonly checks = new Map<string, { check: ForwardCheck; input: Tensor[] }>();
+  /**
+   * Open checks by `stage/mb` (a forward) or `stage/mb/backward`: what the recompute is given, and which
+   * task kind recomputes it.
+   */
+  private readonly checks = new Map<string, { check: RecomputeCheck; input: Tensor[]; kind: TaskKind }>();
+  /** Each sampled forward's recomputing replica, by `stage/mb`: its backward is checked by the same one. */
+  private readonly checkedBy = new Map<string, Peer>();
   private readonly verified = new Set<string>();
   private openChecks = 0;
   /** Redone tasks of a rerouted peer's work not yet answered (a restash's backward counts anew). */
@@ -232,11 +242,14 @@ export class StepAttempt {
     const state = this.states[mb]!;
     peer.outstanding--;
     if (task.verifyOnly) {
-      this.checkAnswer(peer, stage, mb, loss, tensors);
+      const backward = task.kind === 'backward' || task.kind === 'forwardBackward';
+      this.checkAnswer(peer, checkKey(stage, mb, backward), loss, tensors);
       this.dispatch(peer);
       return;
     }
-    if (task.kind !== 'backward') this.checkAnswer(peer, stage, mb, loss, tensors);
+    if (task.kind !== 'backward') this.checkAnswer(peer, checkKey(stage, mb, false), loss, tensors);
+    if (task.kind === 'backward' || task.kind === 'forwardBackward')
+      this.checkAnswer(peer, checkKey(stage, mb, true), undefined, tensors);
     if (this.settled) return;
     if (task.redo) return this.onRedone(peer, task, stage);
     if (task.kind === 'forward') {
@@ -282,8 +295,12 @@ export class StepAttempt {
     if (!gradient && state.gradSentTo[stage] !== peer)
       return this.refetch(producer, mb, 'backward', (t) => this.queueBackward(stage, mb, t, redo));
     peer.backwards.push(() => {
-      const sendTo = stage > 0 && !redo ? this.p2pAddress(peer, state.path[stage - 1]!) : undefined;
+      const sendTo = stage > 0 && !redo ? this.gradientTo(peer, stage, mb) : undefined;
       if (sendTo) state.gradSentTo[stage - 1] = state.path[stage - 1]!;
+      // The replica that recomputed this forward recomputes its backward too, from the same gradient.
+      const duplicate = this.checkedBy.get(`${stage}/${mb}`);
+      if (duplicate && gradient && stage > 0 && !redo)
+        this.openCheck(peer, duplicate, stage, mb, 'backward', [...state.inputs[stage]!, gradient]);
       this.send(
         peer,
         'backward',
@@ -437,48 +454,61 @@ export class StepAttempt {
     this.resolve({ losses: this.states.map((s) => s.loss!), units: this.units });
   }
 
-  /** Starts a check of micro-batch `mb` on `stage`: `duplicate` recomputes the primary's forward. */
-  private openCheck(primary: Peer, duplicate: Peer, stage: number, mb: number, input: Tensor[]): void {
-    const check = new ForwardCheck(this.ctx.run, this.ctx.verification.tolerance, primary, duplicate);
-    this.checks.set(`${stage}/${mb}`, { check, input });
+  /**
+   * Starts a check of micro-batch `mb` on `stage`: `duplicate` recomputes the primary's forward, or its
+   * backward (`backward`, or `forwardBackward` on the last stage) with nothing added to its own gradients.
+   */
+  private openCheck(
+    primary: Peer,
+    duplicate: Peer,
+    stage: number,
+    mb: number,
+    kind: TaskKind,
+    input: Tensor[],
+  ): void {
+    const check = new RecomputeCheck(this.ctx.run, this.ctx.verification.tolerance, primary, duplicate);
+    const key = checkKey(stage, mb, kind === 'backward' || kind === 'forwardBackward');
+    this.checks.set(key, { check, input, kind });
     this.openChecks++;
-    this.sendRecompute(duplicate, stage, mb);
+    this.sendRecompute(duplicate, key);
   }
 
-  /** Queues a recompute of `mb`'s forward on `stage` at `peer`: compared, never forwarded or stashed. */
-  private sendRecompute(peer: Peer, stage: number, mb: number): void {
+  /**
+   * Queues a check's recompute at `peer`: compared, never forwarded or stashed. It runs in the working set,
+   * so it waits with the forwards for the peer's stash room.
+   */
+  private sendRecompute(peer: Peer, key: string): void {
     // A node that left after its answer is no longer part of the attempt: nothing else would notice.
     if (peer.channel.isClosed) return this.fail(`node ${peer.shortId} left before its recompute`);
-    const { input } = this.checks.get(`${stage}/${mb}`)!;
-    const kind: TaskKind = stage === this.ctx.members.length - 1 ? 'evaluate' : 'forward';
+    const { input, kind } = this.checks.get(key)!;
+    const stage = peer.stage!;
+    const mb = Number(key.split('/')[1]);
     peer.forwards.push(() => this.send(peer, kind, mb, input, this.activationSpec(stage, kind, true), true));
     this.dispatch(peer);
   }
 
-  /** Feeds a forward's output to the check of its micro-batch, if it has one, and acts on the verdict. */
-  private checkAnswer(
-    peer: Peer,
-    stage: number,
-    mb: number,
-    loss: number | undefined,
-    tensors: Tensor[],
-  ): void {
-    const key = `${stage}/${mb}`;
+  /** Feeds an output to the check it answers (`key`), if one is open, and acts on the verdict. */
+  private checkAnswer(peer: Peer, key: string, loss: number | undefined, tensors: Tensor[]): void {
     const entry = this.checks.get(key);
     if (!entry) return;
-    const output: ForwardOutput =
-      loss !== undefined ? { kind: 'loss', loss } : { kind: 'activations', tensor: tensors[0]! };
+    const [stage, mb] = key.split('/').map(Number) as [number, number];
+    const output: StageOutput = key.endsWith('/backward')
+      ? { kind: 'gradient', tensor: tensors[0]! }
+      : loss !== undefined
+        ? { kind: 'loss', loss }
+        : { kind: 'activations', tensor: tensors[0]! };
     const live = this.ctx.members[stage]!.filter((p) => !p.channel.isClosed);
     const verdict = entry.check.answer(peer, output, live);
     if (!verdict) return;
     if ('need' in verdict) {
-      if (verdict.need === 'referee') return this.sendRecompute(verdict.peer, stage, mb);
-      this.sendRecompute(entry.check.primary, stage, mb);
-      return this.sendRecompute(entry.check.duplicate, stage, mb);
+      if (verdict.need === 'referee') return this.sendRecompute(verdict.peer, key);
+      this.sendRecompute(entry.check.primary, key);
+      return this.sendRecompute(entry.check.duplicate, key);
     }
     this.checks.delete(key);
     this.openChecks--;
-    const where = `micro-batch ${mb} of step ${this.ctx.step + 1} on stage ${stage + 1}`;
+    const what = key.endsWith('/backward') ? 'the backward of ' : '';
+    const where = `${what}micro-batch ${mb} of step ${this.ctx.step + 1} on stage ${stage + 1}`;
     if (verdict.kind === 'agreed') {
       this.verified.add(key);
       return this.finishWhenDone();
@@ -560,6 +590,9 @@ export class StepAttempt {
     // Peer to peer, a check needs the stage's input and output where the coordinator sees them: relayed.
     if (p2p && stage === 0 && picked && this.sample(picked)) state.sampled[0] = picked;
     const sampled = p2p ? state.sampled[stage] : picked && this.sample(picked) ? picked : null;
+    // Known before the task goes: where its gradient goes depends on it (gradientTo).
+    const duplicate = sampled ? pickPeer(sampled.others, Date.now(), sampled.fallback)! : null;
+    if (duplicate) this.checkedBy.set(`${stage}/${mb}`, duplicate);
     peer.forwards.push(() => {
       if (!last) peer.resident.add(mb);
       const kind: TaskKind = !last ? 'forward' : this.mode === 'evaluate' ? 'evaluate' : 'forwardBackward';
@@ -574,7 +607,7 @@ export class StepAttempt {
           if (sendTo) state.sentTo[stage + 1] = next.peer;
         }
       } else if (kind === 'forwardBackward' && stage > 0) {
-        sendTo = this.p2pAddress(peer, state.path[stage - 1]!);
+        sendTo = this.gradientTo(peer, stage, mb);
         if (sendTo) state.gradSentTo[stage - 1] = state.path[stage - 1]!;
       }
       this.send(peer, kind, mb, tensors, this.activationSpec(stage, kind, !sendTo), false, {
@@ -583,9 +616,23 @@ export class StepAttempt {
       });
     });
     this.dispatch(peer);
-    if (!sampled) return;
+    if (!duplicate) return;
     if (activations) this.ctx.onRelay(activations.data.byteLength);
-    this.openCheck(peer, pickPeer(sampled.others, Date.now(), sampled.fallback)!, stage, mb, tensors);
+    this.openCheck(peer, duplicate, stage, mb, last ? 'evaluate' : 'forward', tensors);
+    // The last stage's backward starts from the loss: recomputed with it, from the same input and targets.
+    if (last && stage > 0 && this.mode === 'train')
+      this.openCheck(peer, duplicate, stage, mb, 'forwardBackward', tensors);
+  }
+
+  /**
+   * Where the peer running `mb`'s backward on `stage` sends the gradient of its input: peer to peer, unless
+   * this stage's backward or the previous stage's is checked (the coordinator then needs to see it; stage
+   * 1's backward has no input gradient to check).
+   */
+  private gradientTo(peer: Peer, stage: number, mb: number): P2pAddress | undefined {
+    const checked = (s: number): boolean => s > 0 && this.checkedBy.has(`${s}/${mb}`);
+    if (checked(stage) || checked(stage - 1)) return undefined;
+    return this.p2pAddress(peer, this.states[mb]!.path[stage - 1]!);
   }
 
   /** Whether to check this forward: training, a second live replica to recompute it, and the sampled share. */

@@ -3,21 +3,29 @@ import type { Tensor } from '../shared/protocol/frame.js';
 import type { Peer } from './peer.js';
 import type { RunShape } from './run-config.js';
 
-/** What a stage's forward produced: activations (any stage but the last) or the last stage's loss. */
-export type ForwardOutput = { kind: 'activations'; tensor: Tensor } | { kind: 'loss'; loss: number };
+/**
+ * What a stage computed for a micro-batch, as checked: its forward's activations (any stage but the last) or
+ * the last stage's loss; its backward's gradient of the stage input (any stage but the first).
+ */
+export type StageOutput =
+  | { kind: 'activations'; tensor: Tensor }
+  | { kind: 'loss'; loss: number }
+  | { kind: 'gradient'; tensor: Tensor };
 
 /**
- * Relative max-abs difference of two forward outputs: max |a - b| over max |a| (a loss: |a - b| / |a|).
+ * Relative max-abs difference of two outputs: max |a - b| over max |a| (a loss: |a - b| / |a|).
  * Cross-device rounding stays far below 1e-3 on a tiny GPT; a node that does not run the model lands near 1.
  */
-export function outputDifference(run: RunShape, a: ForwardOutput, b: ForwardOutput): number {
+export function outputDifference(run: RunShape, a: StageOutput, b: StageOutput): number {
   if (a.kind === 'loss' || b.kind === 'loss') {
     if (a.kind !== 'loss' || b.kind !== 'loss') return Infinity;
     return Math.abs(a.loss - b.loss) / Math.max(Math.abs(a.loss), 1e-6);
   }
+  if (a.kind !== b.kind) return Infinity;
   const shape = { ...run.shape, width: run.model.width };
-  const x = decodeBoundary(run.codec, a.tensor, shape, 'forward').data;
-  const y = decodeBoundary(run.codec, b.tensor, shape, 'forward').data;
+  const direction = a.kind === 'gradient' ? 'backward' : 'forward';
+  const x = decodeBoundary(run.codec, a.tensor, shape, direction).data;
+  const y = decodeBoundary(run.codec, b.tensor, shape, direction).data;
   if (x.length !== y.length) return Infinity;
   let diff = 0;
   let scale = 0;
@@ -35,14 +43,15 @@ export type Verdict =
   | { kind: 'disputed' };
 
 /**
- * One sampled micro-batch of one stage, computed by its primary replica and recomputed by others. Two
+ * One sampled micro-batch of one stage, its forward or its backward, computed by its primary replica and
+ * recomputed by others. Two
  * answers that agree settle it. On disagreement a third replica referees and the majority wins; with no
  * third replica both disputants recompute once more, and one whose second answer differs from its own
  * first (an honest engine is deterministic on its own device) is proven wrong. Otherwise no one is trusted.
  */
-export class ForwardCheck {
-  private readonly answers: Array<{ peer: Peer; output: ForwardOutput }> = [];
-  private readonly repeats = new Map<Peer, ForwardOutput>();
+export class RecomputeCheck {
+  private readonly answers: Array<{ peer: Peer; output: StageOutput }> = [];
+  private readonly repeats = new Map<Peer, StageOutput>();
 
   constructor(
     private readonly run: RunShape,
@@ -51,7 +60,7 @@ export class ForwardCheck {
     readonly duplicate: Peer,
   ) {}
 
-  private agree(a: ForwardOutput, b: ForwardOutput): boolean {
+  private agree(a: StageOutput, b: StageOutput): boolean {
     return outputDifference(this.run, a, b) <= this.tolerance;
   }
 
@@ -61,7 +70,7 @@ export class ForwardCheck {
    */
   answer(
     peer: Peer,
-    output: ForwardOutput,
+    output: StageOutput,
     referees: Peer[],
   ): Verdict | { need: 'referee'; peer: Peer } | { need: 'repeat' } | null {
     const first = this.answers.find((a) => a.peer === peer);

@@ -92,8 +92,9 @@ export interface NodeRuntimeOptions {
   /** Shapes the connections neighbours dial to this node's libp2p host (a ShapedProxy in front of it). */
   p2pLink?: LinkShape;
   /**
-   * How long a task waits for its input from the peer named (default 15 s) before reporting that it never
-   * came: the sender told the coordinator it was sent before this node was given the task.
+   * How long a task waits for its input from the peer named before reporting that it never came (the
+   * sender told the coordinator it was sent before this node was given the task); default what the
+   * coordinator's welcome says, else 15 s.
    */
   p2pInputTimeoutMs?: number;
   /** Extra TLS options for wss:// (e.g. a private CA). */
@@ -133,7 +134,7 @@ export interface NodeStatus {
 /** 1F1B holds at most S micro-batches on a stage; more would only be memory nobody uses. */
 const MAX_STASHES = 64;
 
-/** Past this a peer's tensor is reported missing: well under the coordinator's 30 s default task timeout. */
+/** Past this a peer's tensor is reported missing, where the coordinator does not say: half its default task timeout. */
 const P2P_INPUT_TIMEOUT_MS = 15_000;
 
 /** A message from the coordinator waiting for the engine, with when it arrived. */
@@ -162,6 +163,8 @@ interface Session {
   compression: CompressionSettings;
   codec: RunCompression['codec'];
   precision: Precision;
+  /** Peer to peer: how long a task waits for its input (the coordinator's word; absent from older ones). */
+  inputTimeoutMs?: number;
 }
 
 /**
@@ -352,6 +355,8 @@ export class NodeRuntime extends EventEmitter {
         const input = isFirstStage(range) ? [tokens] : m.inputFrom ? [] : [this.activationSpec('forward')];
         if (m.kind === 'forward') return input;
         if (m.kind === 'forwardBackward' || m.kind === 'evaluate') return [...input, tokens];
+        // A check's recompute of a backward brings the forward's input too.
+        if (m.verifyOnly) return [...input, this.activationSpec('backward')];
         return m.inputFrom ? [] : [this.activationSpec('backward')];
       }
       case 'apply':
@@ -390,6 +395,7 @@ export class NodeRuntime extends EventEmitter {
           compression: message.compression,
           codec,
           precision: message.precision ?? 'fp32',
+          inputTimeoutMs: message.inputTimeoutMs,
         };
         this.backoff = this.options.backoffMs ?? 250;
         this.emit('connected', { runId: message.runId });
@@ -482,7 +488,7 @@ export class NodeRuntime extends EventEmitter {
       ).receive(
         from,
         { step, attempt, microBatch, direction },
-        this.options.p2pInputTimeoutMs ?? P2P_INPUT_TIMEOUT_MS,
+        this.options.p2pInputTimeoutMs ?? this.need().inputTimeoutMs ?? P2P_INPUT_TIMEOUT_MS,
       );
       // Gradients carry mixed precision's loss scale, which the node is not told: bounded by its largest.
       const mixed = direction === 'backward' && this.need().precision === 'mixed';
@@ -501,6 +507,16 @@ export class NodeRuntime extends EventEmitter {
     this.log.warn({ from, problem }, 'a peer sent a bad tensor; reported');
     channel.send({ type: 'badInput', taskId: task.taskId, reason: problem.slice(0, 500) });
     return null;
+  }
+
+  /** Runs `work` and puts the stage's accumulated gradients back as they were before it. */
+  private async gradientsKept(stage: StageTrainer, work: () => Promise<void>): Promise<void> {
+    const saved = await stage.exportGrads();
+    try {
+      await work();
+    } finally {
+      await stage.importGrads(saved);
+    }
   }
 
   private onChallenge(nonce: string, coordinatorKey: string, proofSignature: string | undefined): void {
@@ -786,18 +802,28 @@ export class NodeRuntime extends EventEmitter {
     let out: Tensor | null = null;
     let overflow = false;
     const stashing = this.stashes(stage) > 1;
-    if (task.kind === 'backward') {
+    const backward = async (gradOut: Tensor | null): Promise<void> => {
+      try {
+        out = await io.backward(gradOut, task.lossScale);
+      } catch (err) {
+        if (!this.overflowed(err)) throw err;
+        overflow = true;
+      }
+    };
+    if (task.kind === 'backward' && task.verifyOnly) {
+      // A check's recompute of another replica's backward: its forward and backward in the working set (left
+      // free, as for a forward's recompute), and only the input gradient kept.
+      await this.gradientsKept(stage, async () => {
+        await io.forward(input, false);
+        await backward(tensors[1]!);
+      });
+    } else if (task.kind === 'backward') {
       const stashId = this.resident.get(unit);
       if (stashId === undefined)
         throw new Error(`backward of micro-batch ${task.microBatch} without its forward`);
       this.resident.delete(unit);
       if (stashing) await stage.restore!(stashId);
-      try {
-        out = await io.backward(input, task.lossScale);
-      } catch (err) {
-        if (!this.overflowed(err)) throw err;
-        overflow = true;
-      }
+      await backward(input);
     } else {
       const first = isFirstStage(range);
       if (task.kind === 'forward') {
@@ -814,18 +840,16 @@ export class NodeRuntime extends EventEmitter {
         }
       } else {
         if (!isLastStage(range)) throw new Error(`${task.kind} sent to a stage that is not the last`);
-        const result = await io.forward(input, first, tensors[1]!.data as Int32Array);
-        if (result.kind !== 'loss') throw new Error('the last stage returned no loss');
-        loss = result.loss;
-        // Held-out validation stops at the loss: nothing may reach the gradients.
-        if (task.kind === 'forwardBackward') {
-          try {
-            out = await io.backward(null, task.lossScale);
-          } catch (err) {
-            if (!this.overflowed(err)) throw err;
-            overflow = true;
-          }
-        }
+        const lastStage = async (): Promise<void> => {
+          const result = await io.forward(input, first, tensors[1]!.data as Int32Array);
+          if (result.kind !== 'loss') throw new Error('the last stage returned no loss');
+          loss = result.loss;
+          // Held-out validation stops at the loss: nothing may reach the gradients.
+          if (task.kind === 'forwardBackward') await backward(null);
+        };
+        // A check's recompute of another replica's backward keeps only the loss and the input gradient.
+        if (task.verifyOnly && task.kind === 'forwardBackward') await this.gradientsKept(stage, lastStage);
+        else await lastStage();
       }
     }
     const busyMs = performance.now() - started;

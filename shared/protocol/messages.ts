@@ -22,6 +22,8 @@ const positive = z
   .min(1)
   .max(1 << 20);
 const finite = z.number().finite();
+/** A day in ms: the longest wait the protocol names. */
+export const DAY_MS = 86_400_000;
 
 export const engineKindSchema = z.enum(['gpu', 'cpu']);
 export type EngineKind = z.infer<typeof engineKindSchema>;
@@ -199,6 +201,11 @@ export const welcomeSchema = msg('welcome', {
   dataPlane: z.enum(['relay', 'p2p']).optional(),
   /** 'mixed': f16 operands, f32 accumulation, the coordinator's dynamic loss scale; absent means fp32. */
   precision: z.enum(['fp32', 'mixed']).optional(),
+  /**
+   * Peer to peer: how long a task waits for its input before reporting that it never came; under the
+   * coordinator's task timeout, so the waiting node is never the one found silent.
+   */
+  inputTimeoutMs: z.number().int().min(1).max(DAY_MS).optional(),
 });
 /** Load this stage with the attached state (params, m, v, flattened in parameter order). */
 export const assignSchema = msg('assign', {

@@ -10,7 +10,8 @@ export type Lie =
   | 'nan-state'
   | 'absurd-loss'
   | 'random-activations'
-  | 'scaled-gradients';
+  | 'scaled-gradients'
+  | 'noisy-input-gradients';
 
 /**
  * A `createStage` for NodeRuntime that builds the real CPU stage and then corrupts one of its outputs, the
@@ -23,6 +24,7 @@ export function misbehavingStage(
   return async (_engine, spec) => {
     const stage = await (await openEngine('cpu')).create(spec);
     const forward = stage.forward.bind(stage);
+    const backward = stage.backward.bind(stage);
     const exportGrads = stage.exportGrads.bind(stage);
     const exportState = stage.exportState.bind(stage);
     stage.forward = async (input, targets) => {
@@ -38,6 +40,13 @@ export function misbehavingStage(
       if (lie === 'random-activations')
         return { kind: 'activations', data: result.data.map(() => Math.random() * 2 - 1) };
       return result;
+    };
+    // Its own gradients stay honest (no norm check can see it); the one it sends back is scaled by 1 to 2,
+    // differently each time, which the previous stage's weights then learn from.
+    stage.backward = async (gradOut, lossScale) => {
+      const grad = await backward(gradOut, lossScale);
+      if (lie !== 'noisy-input-gradients' || !grad) return grad;
+      return grad.map((g) => g * (1 + Math.random()));
     };
     stage.exportGrads = async () => {
       const grads = await exportGrads();

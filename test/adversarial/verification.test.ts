@@ -113,6 +113,50 @@ describe('verification of work: a second replica recomputes sampled forwards', (
     await coordinator.close();
   }, 240_000);
 
+  // Stage 2 is the last of two (its backward starts from the loss) or the middle of three.
+  for (const [dataPlane, stages] of [
+    ['relay', 2],
+    ['p2p', 2],
+    ['relay', 3],
+  ] as const)
+    it(`a node that runs its forwards honestly but sends back a wrong input gradient is caught by the backward's recompute (${dataPlane}, stage 2 of ${stages})`, async () => {
+      const coordinator = await startCoordinator(
+        tinyConfig({
+          stages,
+          model: { vocabSize: 256, contextLength: 16, width: 32, heads: 2, layers: 3, mlpRatio: 4 },
+          steps: 12,
+          banMs: 600_000,
+          dataPlane,
+          verification: { fraction: 0.5, tolerance: 1e-3 },
+          runId: `verify-backward-${dataPlane}-${stages}`,
+        }),
+        `${dir}/backward-${dataPlane}-${stages}`,
+      );
+      // Stage 1 first, so the liar takes stage 2, whose backward sends a gradient back.
+      const first = startNode(coordinator.url, 'cpu');
+      await until('stage 1 is placed', () => first.status.stage !== null, 60_000);
+      const liar = startNode(coordinator.url, 'cpu', {
+        createStage: misbehavingStage('noisy-input-gradients'),
+      });
+      const liarCloses = closes(liar);
+      await until('the liar is placed', () => liar.status.stage !== null, 60_000);
+      expect(liar.status.stage?.index).toBe(1);
+      // Placement fills every stage to two replicas first: the liar's stage gets an honest one.
+      const more = Array.from({ length: 2 * stages - 2 }, () => startNode(coordinator.url, 'cpu'));
+      const honest = [first, ...more];
+      const honestCloses = honest.map(closes);
+      await coordinator.finished;
+      await Promise.all([liar, ...honest].map((n) => n.stop()));
+
+      expect(liarCloses[0]).toMatchObject({
+        code: 4001,
+        reason: expect.stringMatching(/outvoted on the backward of micro-batch \d+ of step \d+ on stage 2/),
+      });
+      expect(honestCloses.flat().filter((c) => c.code === 4001)).toEqual([]);
+      expect(coordinator.status()).toMatchObject({ state: 'done', step: 12 });
+      await coordinator.close();
+    }, 240_000);
+
   it('peer to peer, a sampled forward is relayed and checked: a liar is caught, honest nodes keep training', async () => {
     const coordinator = await startCoordinator(
       tinyConfig({
