@@ -356,6 +356,8 @@ export class StepAttempt {
     const last = stage === this.ctx.members.length - 1;
     for (let i = this.units.length - 1; i >= 0; i--)
       if (this.units[i]!.peer === lost) this.units.splice(i, 1);
+    // Its forwards' checks are over (none is open on its stage); their backwards go unchecked.
+    for (const [key, duplicate] of this.checkedBy) if (duplicate === lost) this.checkedBy.delete(key);
     lost.clearWork();
     for (const [mb, state] of this.states.entries()) {
       // Peer to peer, its producer may be sending it this micro-batch now: the replica picked when the
@@ -592,7 +594,9 @@ export class StepAttempt {
     const sampled = p2p ? state.sampled[stage] : picked && this.sample(picked) ? picked : null;
     // Known before the task goes: where its gradient goes depends on it (gradientTo).
     const duplicate = sampled ? pickPeer(sampled.others, Date.now(), sampled.fallback)! : null;
+    // Routed again (its peer left first), a micro-batch's check is decided anew.
     if (duplicate) this.checkedBy.set(`${stage}/${mb}`, duplicate);
+    else this.checkedBy.delete(`${stage}/${mb}`);
     peer.forwards.push(() => {
       if (!last) peer.resident.add(mb);
       const kind: TaskKind = !last ? 'forward' : this.mode === 'evaluate' ? 'evaluate' : 'forwardBackward';
