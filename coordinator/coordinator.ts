@@ -35,7 +35,7 @@ import {
 import { boundarySpec, runShape, type RunConfig, type RunShape } from './run-config.js';
 import { defaultConnectionLimits, PeerLost, Sessions, type ConnectionLimits } from './sessions.js';
 import { StageAssignment } from './stage-assignment.js';
-import { AttemptFailed, StepAttempt, type AttemptResult } from './step-attempt.js';
+import { AttemptFailed, StepAttempt, type AttemptResult, type CheckedPart } from './step-attempt.js';
 import { CoordinatorStore, type StoredReceipt } from './store.js';
 import { SplitCorpus, ValidationHistory, validationDue } from './validation.js';
 import { LossScaler } from '../gpu/train/loss-scaler.js';
@@ -656,7 +656,7 @@ export class Coordinator extends EventEmitter {
         dataPlane: this.config.dataPlane,
         onRelay: (bytes) => this.countRelayed(bytes),
         verification: this.config.verification,
-        onProvenWrong: (peer, reason) => this.provenWrong(peer, reason),
+        onProvenWrong: (peer, reason, part) => this.provenWrong(peer, reason, part),
         fetch: (peer, microBatch, direction) =>
           this.sessions.fetch(
             peer,
@@ -667,8 +667,8 @@ export class Coordinator extends EventEmitter {
             boundarySpec(this.run, direction),
           ),
         relays: (a, b) => this.relayedPairs.has(pairKey(a, b)),
-        onDispute: (reason) => {
-          this.metrics.verifications.inc({ verdict: 'disputed' });
+        onDispute: (reason, part) => {
+          this.metrics.verifications.inc({ verdict: 'disputed', part });
           this.log.warn({ step: this.step, reason }, 'verification dispute; replaying the step');
         },
       },
@@ -705,12 +705,12 @@ export class Coordinator extends EventEmitter {
   }
 
   /**
-   * A second replica (and a referee) proved `peer`'s forward wrong: it is dropped and banned, so the attempt
+   * A second replica (and a referee) proved `peer`'s forward or backward wrong: it is dropped and banned, so the attempt
    * replays without it and its gradients never reach the weights, and its credit since its last verified
    * unit is revoked by the next statement it is sent.
    */
-  private provenWrong(peer: Peer, reason: string): void {
-    this.metrics.verifications.inc({ verdict: 'wrong' });
+  private provenWrong(peer: Peer, reason: string, part: CheckedPart): void {
+    this.metrics.verifications.inc({ verdict: 'wrong', part });
     this.sessions.drop(peer, reason);
     const revoked = this.store.revokeUnverified(peer.nodeId, reason);
     this.log.warn({ node: peer.shortId, revoked, reason }, 'verification: node proven wrong');
@@ -807,7 +807,8 @@ export class Coordinator extends EventEmitter {
         .filter((u) => u.verified)
         .map((u) => receiptId(this.config.runId, step, u.stage, u.microBatch)),
     );
-    this.metrics.verifications.inc({ verdict: 'agreed' }, verified.size);
+    this.metrics.verifications.inc({ verdict: 'agreed', part: 'forward' }, verified.size);
+    this.metrics.verifications.inc({ verdict: 'agreed', part: 'backward' }, result.backwardsVerified);
     this.sendReceipts(this.store.commitStep(step, loss, tokens, receipts, verified));
     if (states.every((s) => s !== null)) {
       const dir = saveCheckpoint(

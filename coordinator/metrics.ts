@@ -79,8 +79,8 @@ export class CoordinatorMetrics {
   });
   readonly verifications = new Counter({
     name: 'tributary_verifications_total',
-    help: 'Sampled forwards recomputed by a second replica, by verdict',
-    labelNames: ['verdict'],
+    help: 'Sampled forwards (agreed: units) and backwards recomputed by a second replica, by verdict and part',
+    labelNames: ['verdict', 'part'],
     registers: [this.registry],
   });
 }

@@ -21,7 +21,12 @@ export interface AttemptResult {
   /** Loss of each micro-batch, in micro-batch order. */
   losses: number[];
   units: WorkUnit[];
+  /** Sampled backwards whose recompute agreed (a unit's `verified` is its forward's). */
+  backwardsVerified: number;
 }
+
+/** Which pass of a micro-batch a check recomputed. */
+export type CheckedPart = 'forward' | 'backward';
 
 export class AttemptFailed extends Error {
   constructor(reason: string) {
@@ -48,9 +53,9 @@ interface AttemptContext {
   /** Share of training forwards recomputed by a second replica, and the agreement tolerance. */
   verification: { fraction: number; tolerance: number };
   /** A check proved `peer` wrong: it must go (the attempt is failed after this). */
-  onProvenWrong(peer: Peer, reason: string): void;
+  onProvenWrong(peer: Peer, reason: string, part: CheckedPart): void;
   /** A check found no majority: the micro-batch is replayed with no one trusted. */
-  onDispute(reason: string): void;
+  onDispute(reason: string, part: CheckedPart): void;
   /** Asks `peer` for the tensor it sent peer to peer for `microBatch` (null when it no longer has it). */
   fetch(peer: Peer, microBatch: number, direction: Direction): Promise<Tensor | null>;
   /** Peer to peer: whether tensors between these two go through the coordinator (they disputed one). */
@@ -453,7 +458,8 @@ export class StepAttempt {
     if (this.settled || this.remaining > 0 || this.openChecks > 0 || this.redos > 0) return;
     this.settled = true;
     for (const unit of this.units) unit.verified = this.verified.has(`${unit.stage}/${unit.microBatch}`);
-    this.resolve({ losses: this.states.map((s) => s.loss!), units: this.units });
+    const backwardsVerified = [...this.verified].filter((key) => key.endsWith('/backward')).length;
+    this.resolve({ losses: this.states.map((s) => s.loss!), units: this.units, backwardsVerified });
   }
 
   /**
@@ -509,7 +515,8 @@ export class StepAttempt {
     }
     this.checks.delete(key);
     this.openChecks--;
-    const what = key.endsWith('/backward') ? 'the backward of ' : '';
+    const part: CheckedPart = key.endsWith('/backward') ? 'backward' : 'forward';
+    const what = part === 'backward' ? 'the backward of ' : '';
     const where = `${what}micro-batch ${mb} of step ${this.ctx.step + 1} on stage ${stage + 1}`;
     if (verdict.kind === 'agreed') {
       this.verified.add(key);
@@ -519,11 +526,11 @@ export class StepAttempt {
       const how =
         verdict.by === 'referee' ? 'a third replica sided with the other' : 'its own recompute disagreed';
       const reason = `node ${verdict.peer.shortId} was outvoted on ${where}: ${how} (relative difference ${verdict.difference.toExponential(2)})`;
-      this.ctx.onProvenWrong(verdict.peer, reason);
+      this.ctx.onProvenWrong(verdict.peer, reason, part);
       return this.fail(reason);
     }
     const reason = `replicas disagree on ${where} and no majority settles it`;
-    this.ctx.onDispute(reason);
+    this.ctx.onDispute(reason, part);
     this.fail(reason);
   }
 

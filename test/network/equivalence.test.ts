@@ -27,71 +27,89 @@ import {
  * mis-scaled moves the loss by >1e-3 within a few steps).
  */
 const STEPS = 20;
-const config = tinyConfig({ steps: STEPS, checkpointEvery: 10 });
 
 describe('pipeline-parallel training equals single-process training', () => {
   const { dir, cleanup } = tempDir();
   afterAll(cleanup);
 
-  test('2 stages x 2 replicas, 20 steps, GPU engine', { timeout: 180_000 }, async () => {
-    const coordinator = await startCoordinator(config, dir);
-    const stages: StageTrainer[] = [];
-    const nodes = [0, 1, 2, 3].map(() =>
-      startNode(coordinator.url, 'gpu', {
-        createStage: async (engine, spec) => {
-          const stage = await WorkerStage.create(engine, spec);
-          // A node moved to another stage destroys its old one; keep only live stages.
-          const destroy = stage.destroy.bind(stage);
-          stage.destroy = () => {
-            stages.splice(stages.indexOf(stage), 1);
-            destroy();
-          };
-          stages.push(stage);
-          return stage;
-        },
-      }),
-    );
-    const events: StepEvent[] = [];
-    coordinator.on('step', (e: StepEvent) => events.push(e));
-    await coordinator.finished;
-
-    // Replicas of a stage must hold the same bits after every step, or they would drift apart.
-    const states = await Promise.all(
-      stages.map(async (s) => ({ index: s.range.index, state: await s.exportState() })),
-    );
-    expect(states).toHaveLength(4);
-    for (const stage of [0, 1]) {
-      const [first, ...others] = states.filter((s) => s.index === stage).map((r) => r.state);
-      expect(first!.step).toBe(STEPS);
-      for (const other of others) {
-        first!.params.forEach((t, i) =>
-          expect(Buffer.from(t.data.buffer).equals(Buffer.from(other.params[i]!.data.buffer))).toBe(true),
-        );
+  // Every micro-batch checked: the recomputes (forwards, and backwards with the checker's own gradients put
+  // back) must leave the run's arithmetic untouched.
+  test.each([0, 1])(
+    '2 stages x 2 replicas, 20 steps, GPU engine, verification fraction %d',
+    { timeout: 240_000 },
+    async (fraction) => {
+      const config = tinyConfig({
+        steps: STEPS,
+        checkpointEvery: 10,
+        verification: { fraction, tolerance: 1e-3 },
+        runId: `equivalence-${fraction}`,
+      });
+      const coordinator = await startCoordinator(config, `${dir}/${fraction}`);
+      const stages: StageTrainer[] = [];
+      const nodes = [0, 1, 2, 3].map(() =>
+        startNode(coordinator.url, 'gpu', {
+          createStage: async (engine, spec) => {
+            const stage = await WorkerStage.create(engine, spec);
+            // A node moved to another stage destroys its old one; keep only live stages.
+            const destroy = stage.destroy.bind(stage);
+            stage.destroy = () => {
+              stages.splice(stages.indexOf(stage), 1);
+              destroy();
+            };
+            stages.push(stage);
+            return stage;
+          },
+        }),
+      );
+      const events: StepEvent[] = [];
+      coordinator.on('step', (e: StepEvent) => events.push(e));
+      await coordinator.finished;
+      if (fraction > 0) {
+        const metrics = await (await fetch(`http://127.0.0.1:${coordinator.port}/metrics`)).text();
+        // Forwards of both stages, and backwards of stage 2 (stage 1's sends no gradient back to compare).
+        expect(metrics).toMatch(/^tributary_verifications_total\{verdict="agreed",part="forward"\} [1-9]/m);
+        expect(metrics).toMatch(/^tributary_verifications_total\{verdict="agreed",part="backward"\} [1-9]/m);
+        expect(metrics).not.toMatch(/verdict="(wrong|disputed)"/);
       }
-    }
-    await Promise.all(nodes.map((n) => n.stop()));
-    expect(coordinator.status().stages.every((s) => s.nodes.length >= 1)).toBe(true);
-    // Routing spread the micro-batches over both replicas of each stage.
-    expect(coordinator.store.balances().filter((b) => b.units > 0)).toHaveLength(4);
-    await coordinator.close();
 
-    const { device } = await testDevice();
-    try {
-      const trainer = await singleProcessTrainer(device, config, Corpus.fromFile(corpusPath));
-      const single: number[] = [];
-      for (let step = 0; step < STEPS; step++) single.push(await trainer.trainStep(step));
-      trainer.destroy();
-      expect(events.map((e) => e.step)).toEqual(Array.from({ length: STEPS }, (_, i) => i + 1));
-      const worst = Math.max(...events.map((e, i) => Math.abs(e.loss - single[i]!) / Math.abs(single[i]!)));
-      console.log(
-        `loss ${single[0]!.toFixed(5)} -> ${single[STEPS - 1]!.toFixed(5)}; worst relative difference ${worst.toExponential(2)}`,
+      // Replicas of a stage must hold the same bits after every step, or they would drift apart.
+      const states = await Promise.all(
+        stages.map(async (s) => ({ index: s.range.index, state: await s.exportState() })),
       );
-      events.forEach((e, i) =>
-        expect(Math.abs(e.loss - single[i]!) / Math.abs(single[i]!)).toBeLessThan(1e-4),
-      );
-      expect(single[STEPS - 1]!).toBeLessThan(single[0]!);
-    } finally {
-      device.destroy();
-    }
-  });
+      expect(states).toHaveLength(4);
+      for (const stage of [0, 1]) {
+        const [first, ...others] = states.filter((s) => s.index === stage).map((r) => r.state);
+        expect(first!.step).toBe(STEPS);
+        for (const other of others) {
+          first!.params.forEach((t, i) =>
+            expect(Buffer.from(t.data.buffer).equals(Buffer.from(other.params[i]!.data.buffer))).toBe(true),
+          );
+        }
+      }
+      await Promise.all(nodes.map((n) => n.stop()));
+      expect(coordinator.status().stages.every((s) => s.nodes.length >= 1)).toBe(true);
+      // Routing spread the micro-batches over both replicas of each stage.
+      expect(coordinator.store.balances().filter((b) => b.units > 0)).toHaveLength(4);
+      await coordinator.close();
+
+      const { device } = await testDevice();
+      try {
+        const trainer = await singleProcessTrainer(device, config, Corpus.fromFile(corpusPath));
+        const single: number[] = [];
+        for (let step = 0; step < STEPS; step++) single.push(await trainer.trainStep(step));
+        trainer.destroy();
+        expect(events.map((e) => e.step)).toEqual(Array.from({ length: STEPS }, (_, i) => i + 1));
+        const worst = Math.max(...events.map((e, i) => Math.abs(e.loss - single[i]!) / Math.abs(single[i]!)));
+        console.log(
+          `loss ${single[0]!.toFixed(5)} -> ${single[STEPS - 1]!.toFixed(5)}; worst relative difference ${worst.toExponential(2)}`,
+        );
+        events.forEach((e, i) =>
+          expect(Math.abs(e.loss - single[i]!) / Math.abs(single[i]!)).toBeLessThan(1e-4),
+        );
+        expect(single[STEPS - 1]!).toBeLessThan(single[0]!);
+      } finally {
+        device.destroy();
+      }
+    },
+  );
 });
