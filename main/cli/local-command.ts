@@ -175,7 +175,7 @@ export function registerLocalCommand(program: Command): void {
         );
         console.log(lossSummary(losses, status.validation));
         console.log(
-          `relayed ${(status.relayedBytes / 1e6).toFixed(2)} MB between stages${config.dataPlane === 'p2p' ? `, ${(peerBytes / 1e6).toFixed(2)} MB peer to peer` : ''}; ${status.receipts} receipts signed`,
+          `relayed ${(status.relayedBytes / 1e6).toFixed(2)} MB between stages${config.dataPlane === 'p2p' ? `, ${(peerBytes / 1e6).toFixed(2)} MB peer to peer${relayedPairs(status.relayedPairs)}` : ''}; ${status.receipts} receipts signed`,
         );
         for (const b of balances)
           console.log(
@@ -185,4 +185,10 @@ export function registerLocalCommand(program: Command): void {
         if (temporary) rmSync(dataDir, { recursive: true, force: true });
       }
     });
+}
+
+/** Pairs that could not (or would not) exchange tensors peer to peer: said in the summary, not hidden. */
+function relayedPairs(count: number): string {
+  if (count === 0) return '';
+  return ` (${count} node pair${count === 1 ? '' : 's'} relayed by the coordinator: unreachable or disputed)`;
 }
