@@ -1,9 +1,11 @@
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import type { Libp2p } from 'libp2p';
 import { pino, type Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { stageForwardFlopsPerToken, stageTrainFlops } from '../gpu/model/flops.js';
@@ -14,6 +16,7 @@ import {
   type Outgoing,
   type RunProgress,
 } from '../shared/protocol/messages.js';
+import { startP2pHost } from '../shared/p2p/host.js';
 import type { SignedCreditStatement } from '../shared/protocol/credit-statement.js';
 import type { SignedReceipt } from '../shared/protocol/receipt.js';
 import { waitingForStages } from '../shared/stage-label.js';
@@ -72,6 +75,12 @@ export interface CoordinatorOptions {
   authTimeoutMs?: number;
   /** Caps on connections that have not authenticated yet (sessions.ts). */
   connectionLimits?: Partial<ConnectionLimits>;
+  /**
+   * Peer-to-peer runs: serve circuit relay v2 on these multiaddrs (e.g. `/ip4/0.0.0.0/tcp/4002`) to the
+   * run's authenticated nodes, which also listen through it, so a node no neighbour can dial is still
+   * reached peer to peer (relayed by libp2p, not through the coordinator's WebSocket).
+   */
+  p2pRelay?: string[];
 }
 
 export interface StepEvent {
@@ -152,6 +161,7 @@ export class Coordinator extends EventEmitter {
   private trainingMs = 0;
   private stepStarted = 0;
   private relayed = 0;
+  private relay: Libp2p | null = null;
   /**
    * Pairs of nodes (by node id) whose tensors go through the coordinator for the rest of the run: one could
    * not reach the other, or they disputed a tensor sent peer to peer (the next lie about them is then seen,
@@ -202,6 +212,7 @@ export class Coordinator extends EventEmitter {
       onJoin: () => this.wake(),
       onBadInput: (peer, message) => this.onBadInput(peer, message),
       onSendFailed: (peer, message) => this.onSendFailed(peer, message),
+      relayAddrs: () => this.relayAddrs(),
       onWelcomed: (peer) =>
         peer.send(
           this.progress(
@@ -242,6 +253,7 @@ export class Coordinator extends EventEmitter {
     const c = new Coordinator(options);
     c.resume();
     await c.listen();
+    if (options.p2pRelay && options.config.dataPlane === 'p2p') await c.startRelay(options.p2pRelay);
     void c.loop();
     return c;
   }
@@ -332,11 +344,31 @@ export class Coordinator extends EventEmitter {
     for (const client of this.wss.clients) client.terminate();
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await this.relay?.stop();
     this.store.close();
     this.resolveFinished();
   }
 
   // --- startup -------------------------------------------------------------------------------------------
+
+  /** The circuit relay for the run's nodes: only a peer id that is an authenticated node's key may connect. */
+  private async startRelay(listen: string[]): Promise<void> {
+    this.relay = await startP2pHost({
+      seed: randomBytes(32),
+      listen,
+      relayServer: true,
+      allowInbound: (peer) => {
+        const key = peer.publicKey?.raw;
+        return key !== undefined && this.sessions.isAuthenticated(Buffer.from(key).toString('hex'));
+      },
+    });
+    this.log.info({ addrs: this.relayAddrs() }, "circuit relay for the run's nodes");
+  }
+
+  /** Where the coordinator's circuit relay listens, told to nodes in their welcome. */
+  relayAddrs(): string[] {
+    return (this.relay?.getMultiaddrs() ?? []).map((a) => a.toString()).slice(0, 8);
+  }
 
   /** Continues from the database: progress back to the last checkpoint, every receipt kept. */
   private resume(): void {

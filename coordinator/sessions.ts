@@ -90,6 +90,8 @@ export interface SessionsOptions {
   onJoin(): void;
   /** A node says the tensor a peer sent it was bad. */
   onBadInput(peer: Peer, message: Extract<NodeMessage, { type: 'badInput' }>): void;
+  /** Where the coordinator's circuit relay listens (peer-to-peer runs that serve one), for welcomes. */
+  relayAddrs(): string[];
   /** A node says it could not send a peer the tensor it was told to. */
   onSendFailed(peer: Peer, message: Extract<NodeMessage, { type: 'sendFailed' }>): void;
   /** A peer proved its key and got its welcome and receipts; the run's progress follows. */
@@ -123,6 +125,12 @@ export class Sessions {
     let open = 0;
     for (const raw of this.sockets) open += raw.bytesRead + raw.bytesWritten;
     return this.closedBytes + open;
+  }
+
+  /** Whether the node with this key (hex) is connected and has proved it. */
+  isAuthenticated(nodeId: string): boolean {
+    for (const p of this.peers) if (p.authenticated && p.nodeId === nodeId) return true;
+    return false;
   }
 
   get authenticatedCount(): number {
@@ -394,6 +402,7 @@ export class Sessions {
     store.touchNode(peer.nodeId, peer.engine);
     this.options.metrics.nodes.set(this.authenticatedCount);
     const { model, shape } = run;
+    const relay = this.options.relayAddrs();
     peer.send({
       type: 'welcome',
       runId: config.runId,
@@ -405,6 +414,7 @@ export class Sessions {
       dataPlane: config.dataPlane,
       precision: config.precision,
       inputTimeoutMs: Math.min(Math.ceil(config.taskTimeoutMs / 2), DAY_MS),
+      ...(relay.length > 0 ? { p2pRelay: relay } : {}),
     });
     for (const { seq, signed } of store.receiptsSince(peer.nodeId, peer.receiptCursor))
       peer.send({ type: 'receipt', seq, signed });

@@ -1,3 +1,4 @@
+import { multiaddr } from '@multiformats/multiaddr';
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -18,6 +19,7 @@ interface CoordinatorFlags {
   cert?: string;
   key?: string;
   identity?: string;
+  p2pRelay?: string;
   logLevel: string;
 }
 
@@ -40,12 +42,21 @@ export function registerCoordinatorCommand(program: Command): void {
     .option('--cert <pem>', 'TLS certificate: serve wss:// (needs --key)')
     .option('--key <pem>', 'TLS private key')
     .option('--identity <file>', 'coordinator signing key (created when missing)', undefined)
+    .option(
+      '--p2p-relay <multiaddr>',
+      "peer-to-peer runs: serve circuit relay v2 there for the run's nodes (e.g. /ip4/0.0.0.0/tcp/7701)",
+    )
     .option('--log-level <level>', 'pino log level', logLevel, 'info')
     .action(async (flags: CoordinatorFlags) => {
       if (Boolean(flags.cert) !== Boolean(flags.key)) throw new UsageError('--cert and --key go together');
       const log = pino({ name: 'coordinator', level: flags.logLevel });
       // What the flags name is read before anything is created: a wrong path exits 2 and leaves nothing.
       const config = usage(() => loadRunConfig(flags.config));
+      if (flags.p2pRelay !== undefined) {
+        if (config.dataPlane !== 'p2p')
+          throw new UsageError('--p2p-relay serves a run whose config says "dataPlane": "p2p"');
+        usage(() => multiaddr(flags.p2pRelay!), `--p2p-relay ${flags.p2pRelay} is not a multiaddr`);
+      }
       const dataDir = dirname(resolve(flags.db));
       const corpusPath = flags.corpus ?? defaultCorpusPath();
       const corpus = usage(() => Corpus.fromFile(corpusPath), `cannot read --corpus ${corpusPath}`);
@@ -72,6 +83,7 @@ export function registerCoordinatorCommand(program: Command): void {
         port: flags.port,
         tls,
         logger: log,
+        ...(flags.p2pRelay ? { p2pRelay: [flags.p2pRelay] } : {}),
       });
       log.info(
         { url: coordinator.url, corpus: corpusPath, publicKey: coordinator.publicKey },

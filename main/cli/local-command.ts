@@ -123,6 +123,8 @@ export function registerLocalCommand(program: Command): void {
           keys: Ed25519Keys.generate(),
           verify: verifyEd25519,
           logger: log.child({ name: 'coordinator' }),
+          // Peer to peer, a node no neighbour can dial is reached through the coordinator's relay.
+          p2pRelay: ['/ip4/127.0.0.1/tcp/0'],
         });
         // Nodes dial the coordinator through the shaper; each connection gets a link of its own.
         const shaper =

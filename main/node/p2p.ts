@@ -1,14 +1,4 @@
-import { noise } from '@chainsafe/libp2p-noise';
-import { yamux } from '@chainsafe/libp2p-yamux';
-import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2';
-import { generateKeyPairFromSeed } from '@libp2p/crypto/keys';
-import { dcutr } from '@libp2p/dcutr';
-import { identify } from '@libp2p/identify';
 import type { Stream } from '@libp2p/interface';
-import { tcp } from '@libp2p/tcp';
-import { webSockets } from '@libp2p/websockets';
-import type { Multiaddr } from '@multiformats/multiaddr';
-import { createLibp2p, type Libp2p } from 'libp2p';
 import type { Tensor } from '../../shared/protocol/frame.js';
 import type { Outgoing } from '../../shared/protocol/messages.js';
 import {
@@ -21,40 +11,6 @@ import {
 
 /** The libp2p protocol that carries activations and gradients between neighbouring stages. */
 export const TENSOR_PROTOCOL = '/tributary/tensors/1.0.0';
-
-export interface P2pHostOptions {
-  /** The node's ed25519 private key seed (32 bytes): its libp2p peer id is its Tributary identity. */
-  seed: Uint8Array;
-  /** Multiaddrs to listen on; default TCP and WebSockets on 127.0.0.1, free ports. */
-  listen?: string[];
-  /** Serve circuit relay v2 (the coordinator may), for peers that cannot be reached directly. */
-  relayServer?: boolean;
-  /** Rewrites the addresses announced to peers (a listener behind a proxy announces the proxy's). */
-  announceFilter?: (addrs: Multiaddr[]) => Multiaddr[];
-}
-
-/**
- * A node's libp2p host: TCP and WebSockets, Noise, Yamux, identify, circuit relay v2 (client, and server
- * when asked) and DCUtR, composed from js-libp2p's own services.
- */
-export async function startP2pHost(options: P2pHostOptions): Promise<Libp2p> {
-  const privateKey = await generateKeyPairFromSeed('Ed25519', options.seed);
-  // Relayed tensors are the point of the relay here, so its connections get no default data or time cap.
-  const relay = options.relayServer
-    ? { relay: circuitRelayServer({ reservations: { applyDefaultLimit: false } }) }
-    : {};
-  return createLibp2p({
-    privateKey,
-    addresses: {
-      listen: options.listen ?? ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws'],
-      ...(options.announceFilter ? { announceFilter: options.announceFilter } : {}),
-    },
-    transports: [tcp(), webSockets(), circuitRelayTransport()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    services: { identify: identify(), dcutr: dcutr(), ...relay },
-  });
-}
 
 /**
  * Records on a tensor stream: 1 byte kind (0 = a JSON control message, 1 = a tensor frame), 4 bytes length

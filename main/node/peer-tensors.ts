@@ -11,7 +11,8 @@ import {
 } from '../../shared/protocol/messages.js';
 import { ProtocolError, WireReader, defaultWireLimits, type TensorSpec } from '../../shared/protocol/wire.js';
 import { ShapedProxy, unshaped, type LinkShape } from './link-shaping.js';
-import { TENSOR_PROTOCOL, readTensorMessages, sendTensorMessage, startP2pHost } from './p2p.js';
+import { DEFAULT_LISTEN, startP2pHost } from '../../shared/p2p/host.js';
+import { TENSOR_PROTOCOL, readTensorMessages, sendTensorMessage } from './p2p.js';
 
 /** The attempt a waiting task belonged to was aborted: its input will never come, and it is not wanted. */
 export class InputCancelled extends Error {}
@@ -59,6 +60,11 @@ export interface PeerTensorsOptions {
    */
   listen?: string[];
   /**
+   * The coordinator's circuit relay (its multiaddrs): the host also listens through it, so a neighbour that
+   * cannot dial it directly still reaches it peer to peer.
+   */
+  relay?: string[];
+  /**
    * Shape every connection a neighbour dials to this node (a ShapedProxy in front of the TCP listener,
    * which is then the only address announced), as `tributary local --link` shapes the coordinator's.
    */
@@ -71,8 +77,10 @@ export interface PeerTensorsOptions {
 const key = (from: string, m: Omit<PeerTensor, 'v' | 'id' | 'tensors' | 'type'>): string =>
   `${from}/${m.step}/${m.attempt}/${m.microBatch}/${m.direction}`;
 
+const isCircuit = (addr: string): boolean => addr.includes('/p2p-circuit');
+
 const routeOf = (connection: Connection): PeerRoute =>
-  connection.remoteAddr.toString().includes('/p2p-circuit') ? 'relay' : 'direct';
+  isCircuit(connection.remoteAddr.toString()) ? 'relay' : 'direct';
 
 /** How long a host listening through a relay may take to hold a reservation there. */
 const RESERVATION_MS = 15_000;
@@ -108,22 +116,27 @@ export class PeerTensors {
     const shaped = link.bitsPerSecond !== null || link.latencyMs > 0;
     // Behind the proxy only its port is announced (the listener's own is rewritten to it, any other
     // listener left out), so no neighbour can go round the link.
+    // (A neighbour that dials through the coordinator's relay is not shaped: a fallback, not the path.)
     let proxyPort: { from: string; to: string } | null = null;
+    const listen = options.listen ?? (shaped ? ['/ip4/127.0.0.1/tcp/0'] : DEFAULT_LISTEN);
+    const viaRelay = options.relay?.[0] ? [`${options.relay[0]}/p2p-circuit`] : [];
     const host = await startP2pHost({
       seed: options.seed,
-      listen: options.listen ?? (shaped ? ['/ip4/127.0.0.1/tcp/0'] : undefined),
+      listen: [...listen, ...viaRelay],
       announceFilter: (addrs) => {
         const via = proxyPort;
         if (!via) return addrs;
         return addrs
           .map((a) => a.toString())
-          .filter((a) => a.includes(via.from))
-          .map((a) => multiaddr(a.replace(via.from, via.to)));
+          .filter((a) => a.includes(via.from) || isCircuit(a))
+          .map((a) => multiaddr(isCircuit(a) ? a : a.replace(via.from, via.to)));
       },
     });
     let proxy: ShapedProxy | null = null;
     if (shaped) {
-      const tcp = host.getMultiaddrs().find((a) => /\/tcp\/\d+\/p2p\//.test(a.toString()));
+      const tcp = host
+        .getMultiaddrs()
+        .find((a) => /\/tcp\/\d+\/p2p\//.test(a.toString()) && !isCircuit(a.toString()));
       const port = tcp ? Number(/\/tcp\/(\d+)\//.exec(tcp.toString())![1]) : NaN;
       if (!tcp || !Number.isFinite(port)) {
         await host.stop();
@@ -136,7 +149,7 @@ export class PeerTensors {
     await host.handle(TENSOR_PROTOCOL, (stream, connection) => peers.serve(stream, connection, options), {
       runOnLimitedConnection: true,
     });
-    await peers.reachable();
+    await peers.reachable(viaRelay.length > 0);
     return peers;
   }
 
@@ -166,11 +179,20 @@ export class PeerTensors {
     }
   }
 
-  /** A host listening only through a relay has no address until its reservation is held. */
-  private async reachable(): Promise<void> {
+  /**
+   * A host listening only through a relay has no address until its reservation is held. One that also
+   * listens through the coordinator's relay waits for that reservation too, but goes on without it (direct
+   * addresses only, said in the log) rather than not at all.
+   */
+  private async reachable(throughRelay: boolean): Promise<void> {
     const deadline = Date.now() + RESERVATION_MS;
-    while (this.host.getMultiaddrs().length === 0) {
+    const addrs = () => this.host.getMultiaddrs().map((a) => a.toString());
+    while (addrs().length === 0 || (throughRelay && !addrs().some(isCircuit))) {
       if (Date.now() > deadline) {
+        if (addrs().length > 0) {
+          this.log.warn("no reservation on the coordinator's relay; announcing direct addresses only");
+          return;
+        }
         await this.stop();
         throw new Error(`no libp2p address to announce after ${RESERVATION_MS} ms (relay reservation?)`);
       }

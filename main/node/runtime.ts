@@ -165,6 +165,8 @@ interface Session {
   precision: Precision;
   /** Peer to peer: how long a task waits for its input (the coordinator's word; absent from older ones). */
   inputTimeoutMs?: number;
+  /** Peer to peer: the coordinator's circuit relay, if it serves one. */
+  p2pRelay?: string[];
 }
 
 /**
@@ -396,6 +398,7 @@ export class NodeRuntime extends EventEmitter {
           codec,
           precision: message.precision ?? 'fp32',
           inputTimeoutMs: message.inputTimeoutMs,
+          p2pRelay: message.p2pRelay,
         };
         this.backoff = this.options.backoffMs ?? 250;
         this.emit('connected', { runId: message.runId });
@@ -456,6 +459,7 @@ export class NodeRuntime extends EventEmitter {
     this.peerTensors ??= PeerTensors.start({
       seed,
       listen: this.options.p2pListen,
+      relay: this.session?.p2pRelay,
       link: this.options.p2pLink,
       spec: (direction) => this.activationSpec(direction),
       log: this.log,

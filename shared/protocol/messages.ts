@@ -206,6 +206,8 @@ export const welcomeSchema = msg('welcome', {
    * coordinator's task timeout, so the waiting node is never the one found silent.
    */
   inputTimeoutMs: z.number().int().min(1).max(DAY_MS).optional(),
+  /** Peer to peer: the coordinator's circuit relay v2, which a node also listens through. */
+  p2pRelay: z.array(z.string().min(1).max(256)).min(1).max(8).optional(),
 });
 /** Load this stage with the attached state (params, m, v, flattened in parameter order). */
 export const assignSchema = msg('assign', {

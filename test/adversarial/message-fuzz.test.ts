@@ -16,7 +16,8 @@ import { seedState } from '../../gpu/model/flat-state.js';
 import type { Libp2p } from '@libp2p/interface';
 import { multiaddr } from '@multiformats/multiaddr';
 import { Ed25519Keys } from '../../main/identity/ed25519.js';
-import { TENSOR_PROTOCOL, startP2pHost } from '../../main/node/p2p.js';
+import { TENSOR_PROTOCOL } from '../../main/node/p2p.js';
+import { startP2pHost } from '../../shared/p2p/host.js';
 import { PeerRefused, PeerTensors } from '../../main/node/peer-tensors.js';
 import { openEngine } from '../../main/node/stage-factory.js';
 import {

@@ -1,7 +1,7 @@
 import type { Libp2p } from '@libp2p/interface';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Ed25519Keys } from '../../main/identity/ed25519.js';
-import { startP2pHost } from '../../main/node/p2p.js';
+import { startP2pHost } from '../../shared/p2p/host.js';
 import type { PeerTensors } from '../../main/node/peer-tensors.js';
 import type { NodeRuntime } from '../../main/node/runtime.js';
 import type { Tensor } from '../../shared/protocol/frame.js';
@@ -16,6 +16,24 @@ function closes(node: NodeRuntime): string[] {
   const seen: string[] = [];
   node.on('disconnected', (e: { code: number; reason: string }) => seen.push(`${e.code} ${e.reason}`));
   return seen;
+}
+
+/**
+ * Makes `node` announce, in its join, a direct address that leads nowhere (a port nothing listens on) and
+ * of its own addresses only those `keep` returns: it can dial out, but no neighbour can dial it directly.
+ * (A connection it dialled itself would still carry tensors back.)
+ */
+function unreachableDirectly(node: NodeRuntime, keep: (addrs: string[]) => string[] = () => []): void {
+  const internals = node as unknown as { startPeerTensors(): Promise<PeerTensors> };
+  const start = internals.startPeerTensors.bind(node);
+  // Before its join (sent once its host is up) announces the address.
+  internals.startPeerTensors = () =>
+    start().then((peers) => {
+      const { peerId, addrs } = peers.address;
+      const announced = { peerId, addrs: [`/ip4/127.0.0.1/tcp/1/p2p/${peerId}`, ...keep(addrs)] };
+      Object.defineProperty(peers, 'address', { get: () => announced, configurable: true });
+      return peers;
+    });
 }
 
 describe('peer to peer past what cannot be dialled, and past what breaks the protocol', () => {
@@ -95,18 +113,7 @@ describe('peer to peer past what cannot be dialled, and past what breaks the pro
     // Stage 2 can dial out, but the address it announces leads nowhere (a port nothing listens on): its
     // producer's first tensor finds no way in. (A connection it dialled itself would carry tensors back.)
     const behindNat = startNode(coordinator.url, 'cpu');
-    const internals = behindNat as unknown as { startPeerTensors(): Promise<PeerTensors> };
-    const start = internals.startPeerTensors.bind(behindNat);
-    // Before its join (sent once its host is up) announces the address.
-    internals.startPeerTensors = () =>
-      start().then((peers) => {
-        const { peerId } = peers.address;
-        Object.defineProperty(peers, 'address', {
-          get: () => ({ peerId, addrs: [`/ip4/127.0.0.1/tcp/1/p2p/${peerId}`] }),
-          configurable: true,
-        });
-        return peers;
-      });
+    unreachableDirectly(behindNat);
     const others = [first];
     const all = [behindNat, ...others];
     const seen = all.map(closes);
@@ -125,4 +132,49 @@ describe('peer to peer past what cannot be dialled, and past what breaks the pro
       await coordinator.close();
     }
   }, 120_000);
+
+  it("with the coordinator's circuit relay, a node no neighbour can dial directly is still reached peer to peer through it, and its status says so", async () => {
+    const coordinator = await startCoordinator(
+      tinyConfig({ steps: 3, dataPlane: 'p2p', banMs: 600_000 }),
+      `${dir}/coordinator-relay`,
+      { p2pRelay: ['/ip4/127.0.0.1/tcp/0'] },
+    );
+    const first = startNode(coordinator.url, 'cpu');
+    await until('the first node is placed on stage 1', () => first.status.stage !== null, 60_000);
+    const behindNat = startNode(coordinator.url, 'cpu');
+    unreachableDirectly(behindNat, (addrs) => addrs.filter((a) => a.includes('/p2p-circuit')));
+    const all = [first, behindNat];
+    const seen = all.map(closes);
+    try {
+      await coordinator.finished;
+      expect(seen.flat()).toEqual([]);
+      // No pair fell back to the coordinator's WebSocket: the tensors went through its libp2p relay.
+      expect(coordinator.status()).toMatchObject({
+        state: 'done',
+        step: 3,
+        relayedBytes: 0,
+        relayedPairs: 0,
+      });
+      expect(behindNat.status.peerLinks?.[first.status.p2p!.peerId]?.in).toBe('relay');
+      expect(first.status.peerLinks?.[behindNat.status.p2p!.peerId]?.out).toBe('relay');
+    } finally {
+      await Promise.all(all.map((n) => n.stop()));
+      await coordinator.close();
+    }
+  }, 120_000);
+
+  it("the coordinator's circuit relay serves the run's nodes only: a stranger's reservation is refused", async () => {
+    const coordinator = await startCoordinator(
+      tinyConfig({ steps: 1, dataPlane: 'p2p' }),
+      `${dir}/relay-stranger`,
+      { p2pRelay: ['/ip4/127.0.0.1/tcp/0'] },
+    );
+    const relay = coordinator.relayAddrs()[0]!;
+    // A stranger asks to listen only through it (a node, whose reservation the test above shows held, also
+    // listens directly and goes on without one that is refused).
+    await expect(
+      startP2pHost({ seed: Ed25519Keys.generate().seed(), listen: [`${relay}/p2p-circuit`] }),
+    ).rejects.toThrow(/p2p-circuit/);
+    await coordinator.close();
+  }, 60_000);
 });
