@@ -47,6 +47,8 @@ test(
     try {
       // One node on the only stage: after its second micro-batch of four it is held, mid step 0.
       await until('the node held after two micro-batches', () => gate.holding, 60_000);
+      // The node holds once its second result is sent; the coordinator counts it when it arrives.
+      await until('the coordinator counts both', () => coordinator.status().microBatches.done === 2, 10_000);
       expect(coordinator.status()).toMatchObject({ step: 0, microBatches: { done: 2, total: 4 } });
       await until(
         'the dashboard at half a step',
@@ -65,6 +67,8 @@ test(
       );
       expect(agent.snapshot().loss.map((p) => p.step)).toEqual([0, 1]);
     } finally {
+      // A failed expectation must not leave the node held: its stop waits for the work in hand.
+      gate.release();
       unfollow();
       await node.stop();
       await agent.stop();
