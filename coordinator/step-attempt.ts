@@ -58,7 +58,7 @@ interface AttemptContext {
   onDispute(reason: string, part: CheckedPart): void;
   /** Asks `peer` for the tensor it sent peer to peer for `microBatch` (null when it no longer has it). */
   fetch(peer: Peer, microBatch: number, direction: Direction): Promise<Tensor | null>;
-  /** Peer to peer: whether tensors between these two go through the coordinator (they disputed one). */
+  /** Peer to peer: whether tensors between these two go through the coordinator (unreachable, disputed). */
   relays(a: Peer, b: Peer): boolean;
 }
 
@@ -150,7 +150,6 @@ export class StepAttempt {
   private readonly routed = new Set<Peer>();
   private remaining: number;
   private settled = false;
-  /** Checks of sampled forwards by `stage/microBatch`, with the input both replicas were sent. */
   /**
    * Open checks by `stage/mb` (a forward) or `stage/mb/backward`: what the recompute is given, and which
    * task kind recomputes it.
@@ -489,8 +488,7 @@ export class StepAttempt {
     // A node that left after its answer is no longer part of the attempt: nothing else would notice.
     if (peer.channel.isClosed) return this.fail(`node ${peer.shortId} left before its recompute`);
     const { input, kind } = this.checks.get(key)!;
-    const stage = peer.stage!;
-    const mb = Number(key.split('/')[1]);
+    const [stage, mb] = key.split('/').map(Number) as [number, number];
     peer.forwards.push(() => this.send(peer, kind, mb, input, this.activationSpec(stage, kind, true), true));
     this.dispatch(peer);
   }
