@@ -56,4 +56,16 @@ export const fp16Codec: ActivationCodec = {
     for (let i = 0; i < half.length; i++) out[i] = fromHalfBits(half[i]!);
     return { data: out, tokens: null };
   },
+  magnitudeBound(payload, shape, direction) {
+    checkPayload(fp16Codec, payload, shape, direction);
+    const half = new Uint16Array(aligned(payload, 2));
+    // With the sign bit cleared, binary16 bit patterns order as their magnitudes do: the largest pattern
+    // is the largest magnitude, exactly, and an exponent of all ones is Inf or NaN.
+    let most = 0;
+    for (let i = 0; i < half.length; i++) {
+      const m = half[i]! & 0x7fff;
+      if (m > most) most = m;
+    }
+    return most >= 0x7c00 ? Infinity : fromHalfBits(most);
+  },
 };

@@ -38,4 +38,18 @@ export const int8Codec: ActivationCodec = {
     }
     return { data: out, tokens: null };
   },
+  magnitudeBound(payload, shape, direction) {
+    checkPayload(int8Codec, payload, shape, direction);
+    const rows = shape.batch * shape.seq;
+    const scales = new Float32Array(aligned(payload, 4), 0, rows);
+    // A number is its byte (at most 128 in magnitude; an honest encoder writes at most 127) times its row's
+    // scale: the scales alone bound every value, without reading the bytes.
+    let most = 0;
+    for (let r = 0; r < rows; r++) {
+      const scale = scales[r]!;
+      if (!(scale >= 0 && scale < Infinity)) throw new CodecError(`int8: row ${r} has the scale ${scale}`);
+      if (scale > most) most = scale;
+    }
+    return 128 * most;
+  },
 };

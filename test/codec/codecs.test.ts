@@ -64,6 +64,49 @@ describe('baseline codecs', () => {
     expect(() => codec.decode(payload, shape, 'forward')).toThrow(/row 3 has the scale NaN/);
   });
 
+  test("fp16 and int8: the coordinator's check bounds the values without decoding them, and refuses what decoding would", () => {
+    const tensor = (payload: Uint8Array) => ({ dtype: 'f32' as const, shape: [2, 8, 64], data: payload });
+    for (const name of ['fp16', 'int8']) {
+      const codec = resolveCodec(name);
+      const run = { codec, shape: { batch: shape.batch, seq: shape.seq }, model: { width: shape.width } };
+      const x = activations(11, 7);
+      const payload = codec.encode(x, shape, 'forward');
+      const decoded = codec.decode(payload, shape, 'forward').data;
+      const most = decoded.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      const bound = codec.magnitudeBound!(payload, shape, 'forward');
+      expect(bound, name).toBeGreaterThanOrEqual(most);
+      // fp16: exactly the largest value; int8: 128/127 of it at most.
+      expect(bound, name).toBeLessThanOrEqual(name === 'fp16' ? most : (most * 128) / 127 + 1e-6);
+      expect(boundaryProblem(run, tensor(payload), 'forward')).toBeNull();
+      expect(boundaryProblem(run, tensor(payload.subarray(0, 10)), 'forward')).toMatch(/do not decode/);
+    }
+    const fp16 = resolveCodec('fp16');
+    // (No finite half reaches the absurd limit: fp16 tops out at 65504.)
+    const fp16Run = { codec: fp16, shape: { batch: 2, seq: 8 }, model: { width: 64 } };
+    for (const [bits, problem] of [
+      [0x7c00, /non-finite|Infinity/], // +Inf
+      [0xfe00, /non-finite|NaN/], // NaN, sign set
+    ] as const) {
+      const payload = fp16.encode(activations(12), shape, 'forward');
+      new Uint16Array(payload.buffer)[77] = bits;
+      expect(boundaryProblem(fp16Run, tensor(payload), 'forward')).toMatch(problem);
+      const decodedVerdict = boundaryProblem(
+        { ...fp16Run, codec: { ...fp16, magnitudeBound: undefined } },
+        tensor(payload),
+        'forward',
+      );
+      expect(decodedVerdict).toMatch(problem);
+    }
+    const int8 = resolveCodec('int8');
+    const int8Run = { codec: int8, shape: { batch: 2, seq: 8 }, model: { width: 64 } };
+    const payload = int8.encode(activations(13), shape, 'forward');
+    const scales = new Float32Array(payload.buffer, 0, rows);
+    scales[2] = Infinity;
+    expect(boundaryProblem(int8Run, tensor(payload), 'forward')).toMatch(/do not decode: int8: row 2/);
+    scales[2] = 1e5;
+    expect(boundaryProblem(int8Run, tensor(payload), 'forward')).toMatch(/beyond any honest value/);
+  });
+
   test('a payload of the wrong length is refused before decoding', () => {
     for (const name of ['none', 'fp16', 'int8']) {
       const codec = resolveCodec(name);
