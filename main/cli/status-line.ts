@@ -20,8 +20,17 @@ function describe(snapshot: AgentSnapshot, node: NodeStatus): { headline: string
       : `  ${tokensPerSecond.toFixed(1)} tok/s  ${(flopsPerHour / 1e12).toFixed(2)} TFLOP/h`;
   const detail =
     `${stage}  ${progress}${loss ? `  loss ${loss.loss.toFixed(3)}` : ''}  duty ${snapshot.dutyCyclePct.toFixed(0)}%${temp}` +
-    `  ${node.receipts} receipts  ${(node.creditedFlops / 1e12).toFixed(3)} TFLOP${rate}`;
+    `  ${node.receipts} receipts  ${(node.creditedFlops / 1e12).toFixed(3)} TFLOP${rate}${peers(node)}`;
   return { headline, detail };
+}
+
+/** Peer to peer: how many neighbours this node reaches directly and how many only through a relay. */
+function peers(node: NodeStatus): string {
+  const links = Object.values(node.peerLinks ?? {});
+  if (links.length === 0) return '';
+  const relayed = links.filter((l) => l.in === 'relay' || l.out === 'relay').length;
+  const direct = links.length - relayed;
+  return `  peers: ${direct} direct${relayed > 0 ? `, ${relayed} through a relay` : ''}`;
 }
 
 export interface StatusLineOptions {

@@ -49,6 +49,17 @@ describe('the node status line without a terminal', () => {
     expect(lines).toHaveLength(3);
   });
 
+  it('says, peer to peer, how many neighbours it reaches directly and how many through a relay', () => {
+    const { lines, out } = pipe();
+    const line = statusLine(out, { everyMs: 0 });
+    line.update(snapshot, { ...node, peerLinks: { a: { in: 'direct', out: 'direct' } } });
+    line.update(snapshot, { ...node, peerLinks: { a: { in: 'direct' }, b: { out: 'relay' } } });
+    expect(lines.map((l) => l.slice(l.indexOf('TFLOP') + 5).trim())).toEqual([
+      'peers: 1 direct',
+      'peers: 1 direct, 1 through a relay',
+    ]);
+  });
+
   it("prints the agent's one combined state, and the node's pace once it is measured", () => {
     const { lines, out } = pipe();
     statusLine(out).update(
