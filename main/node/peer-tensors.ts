@@ -64,6 +64,8 @@ export interface PeerTensorsOptions {
    * cannot dial it directly still reaches it peer to peer.
    */
   relay?: string[];
+  /** The coordinator's host name or address, as the node dials it: picks which of the relay's addresses. */
+  coordinatorHost?: string;
   /**
    * Shape every connection a neighbour dials to this node (a ShapedProxy in front of the TCP listener,
    * which is then the only address announced), as `tributary local --link` shapes the coordinator's.
@@ -78,6 +80,21 @@ const key = (from: string, m: Omit<PeerTensor, 'v' | 'id' | 'tensors' | 'type'>)
   `${from}/${m.step}/${m.attempt}/${m.microBatch}/${m.direction}`;
 
 const isCircuit = (addr: string): boolean => addr.includes('/p2p-circuit');
+
+/**
+ * Which of the relay's addresses (its listeners', one per interface when it listens on all) to listen
+ * through: one on the host this node reaches the coordinator at, else one not on loopback, else the first.
+ */
+export function relayAddress(addrs: string[], coordinatorHost: string | undefined): string | null {
+  const host = (a: string): string | undefined => /^\/(?:ip4|ip6|dns4|dns6|dns)\/([^/]+)/.exec(a)?.[1];
+  const loopback = (h: string | undefined): boolean => h === 'localhost' || /^(127\.|::1$)/.test(h ?? '');
+  return (
+    addrs.find((a) => coordinatorHost !== undefined && host(a) === coordinatorHost) ??
+    addrs.find((a) => !loopback(host(a))) ??
+    addrs[0] ??
+    null
+  );
+}
 
 const routeOf = (connection: Connection): PeerRoute =>
   isCircuit(connection.remoteAddr.toString()) ? 'relay' : 'direct';
@@ -119,7 +136,8 @@ export class PeerTensors {
     // (A neighbour that dials through the coordinator's relay is not shaped: a fallback, not the path.)
     let proxyPort: { from: string; to: string } | null = null;
     const listen = options.listen ?? (shaped ? ['/ip4/127.0.0.1/tcp/0'] : DEFAULT_LISTEN);
-    const viaRelay = options.relay?.[0] ? [`${options.relay[0]}/p2p-circuit`] : [];
+    const relay = options.relay ? relayAddress(options.relay, options.coordinatorHost) : null;
+    const viaRelay = relay ? [`${relay}/p2p-circuit`] : [];
     const host = await startP2pHost({
       seed: options.seed,
       listen: [...listen, ...viaRelay],

@@ -134,6 +134,15 @@ export interface NodeStatus {
 /** 1F1B holds at most S micro-batches on a stage; more would only be memory nobody uses. */
 const MAX_STASHES = 64;
 
+/** The host a coordinator URL names (brackets of an IPv6 literal dropped); undefined when it does not parse. */
+function hostnameOf(url: string): string | undefined {
+  try {
+    return new URL(url).hostname.replace(/^\[(.*)\]$/, '$1');
+  } catch {
+    return undefined;
+  }
+}
+
 /** Past this a peer's tensor is reported missing, where the coordinator does not say: half its default task timeout. */
 const P2P_INPUT_TIMEOUT_MS = 15_000;
 
@@ -460,6 +469,7 @@ export class NodeRuntime extends EventEmitter {
       seed,
       listen: this.options.p2pListen,
       relay: this.session?.p2pRelay,
+      coordinatorHost: hostnameOf(this.options.coordinatorUrl),
       link: this.options.p2pLink,
       spec: (direction) => this.activationSpec(direction),
       log: this.log,

@@ -4,7 +4,7 @@ import { Ed25519Keys } from '../../main/identity/ed25519.js';
 import type { LinkShape } from '../../main/node/link-shaping.js';
 import { TENSOR_PROTOCOL, readTensorMessages } from '../../main/node/p2p.js';
 import { startP2pHost } from '../../shared/p2p/host.js';
-import { PeerRefused, PeerTensors } from '../../main/node/peer-tensors.js';
+import { PeerRefused, PeerTensors, relayAddress } from '../../main/node/peer-tensors.js';
 import type { Tensor } from '../../shared/protocol/frame.js';
 import { peerTensorSchema, type PeerTensor } from '../../shared/protocol/messages.js';
 import { WireReader, defaultWireLimits, type TensorSpec } from '../../shared/protocol/wire.js';
@@ -154,5 +154,24 @@ describe('tensor streams between neighbours', () => {
       await a.receive(b.address.peerId, unit(i, 'backward'), 10_000);
       expect(performance.now() - started).toBeGreaterThanOrEqual(2 * (link.latencyMs + serialisationMs));
     }
+  });
+});
+
+describe("which of the coordinator relay's addresses a node listens through", () => {
+  const id = '12D3KooWEDc9TzDp7RgrjTCBYmaFxpEjNMgpAY4HcN9YvJt8GFk5';
+  // A relay listening on every interface reports one address per interface, loopback first.
+  const addrs = [
+    `/ip4/127.0.0.1/tcp/7701/p2p/${id}`,
+    `/ip4/10.0.0.5/tcp/7701/p2p/${id}`,
+    `/ip4/192.168.1.20/tcp/7701/p2p/${id}`,
+  ];
+  it('the one on the host the node reaches the coordinator at', () => {
+    expect(relayAddress(addrs, '192.168.1.20')).toBe(addrs[2]);
+    expect(relayAddress(addrs, '127.0.0.1')).toBe(addrs[0]);
+  });
+  it('else the first not on loopback, else the first', () => {
+    expect(relayAddress(addrs, 'coordinator.example.org')).toBe(addrs[1]);
+    expect(relayAddress([addrs[0]!], 'coordinator.example.org')).toBe(addrs[0]);
+    expect(relayAddress([], undefined)).toBeNull();
   });
 });
