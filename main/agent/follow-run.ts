@@ -2,12 +2,14 @@ import type { EventEmitter } from 'node:events';
 import type { StageRange } from '../../gpu/model/config.js';
 import type { NetworkPhase, NetworkSnapshot } from '../../shared/dashboard/contract.js';
 import type { RunProgress } from '../../shared/protocol/messages.js';
+import type { PeerLink } from '../node/peer-tensors.js';
 import { stageLabel } from '../../shared/stage-label.js';
 import type { Agent } from './agent.js';
 
 /**
  * The node runtime as seen from here. Its events: `connected`, `retrying` ({ delayMs, code, reason }),
- * `refused` (reason), `runState` ({ state, reason }), `progress` (RunProgress), `assigned` (range, spec).
+ * `refused` (reason), `runState` ({ state, reason }), `progress` (RunProgress), `assigned` (range, spec),
+ * `peerLinks` (each neighbour's route, peer to peer).
  */
 export type RunEvents = Pick<EventEmitter, 'on' | 'off'>;
 type Listener = Parameters<EventEmitter['on']>[1];
@@ -33,7 +35,10 @@ export function followRun(
   let stage: StageRange | null = null;
   let runState: { state: 'waiting' | 'training' | 'done'; reason: string } | null = null;
   let tokensPerSecond: number | null = null;
+  let relayedNeighbours = 0;
+  let phaseNow: NetworkPhase | null = null;
   const set = (phase: NetworkPhase, detail: string, retryAt: number | null = null): void => {
+    phaseNow = phase;
     const snapshot: NetworkSnapshot = {
       url: network.url,
       coordinatorKey: network.coordinatorKey,
@@ -47,8 +52,13 @@ export function followRun(
   /** Connected: what the run and this node's stage say. */
   const settle = (): void => {
     if (runState?.state === 'done') return set('run-finished', `The run finished: ${runState.reason}`);
-    if (stage && runState?.state !== 'waiting')
-      return set('training', `Training ${stageLabel({ ...stage, lastBlock: stage.endBlock - 1 })}`);
+    if (stage && runState?.state !== 'waiting') {
+      const relayed =
+        relayedNeighbours === 0
+          ? ''
+          : `; ${relayedNeighbours} neighbour${relayedNeighbours === 1 ? '' : 's'} reached only through a relay`;
+      return set('training', `Training ${stageLabel({ ...stage, lastBlock: stage.endBlock - 1 })}${relayed}`);
+    }
     const why = runState?.reason ? `: ${runState.reason}` : '';
     set('waiting-for-stage', `Connected; waiting for a stage${why}`);
   };
@@ -81,6 +91,11 @@ export function followRun(
       for (const point of p.validation ?? []) agent.addValidationLoss(point.step, point.loss);
       if (p.steps > 0 && p.step >= p.steps) runState = { state: 'done', reason: `all ${p.steps} steps done` };
       settle();
+    },
+    peerLinks: (links: Record<string, PeerLink>) => {
+      relayedNeighbours = Object.values(links).filter((l) => l.in === 'relay' || l.out === 'relay').length;
+      // Said while training; a route learnt late does not undo a disconnection already shown.
+      if (phaseNow === 'training') settle();
     },
     // The stage and its memory reached the agent through the host's admitStage, before it was allocated.
     assigned: (range: StageRange) => {

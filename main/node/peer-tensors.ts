@@ -71,6 +71,8 @@ export interface PeerTensorsOptions {
    * which is then the only address announced), as `tributary local --link` shapes the coordinator's.
    */
   link?: LinkShape;
+  /** Told when the route to or from a neighbour is first known or changes. */
+  onLinks?: (links: Readonly<Record<string, PeerLink>>) => void;
   /** The dtype and shape of the boundary tensor each direction carries. */
   spec(direction: Direction): TensorSpec;
   log: Logger;
@@ -126,6 +128,7 @@ export class PeerTensors {
     private readonly host: Libp2p,
     private readonly proxy: ShapedProxy | null,
     private readonly log: Logger,
+    private readonly onLinks: PeerTensorsOptions['onLinks'],
   ) {}
 
   static async start(options: PeerTensorsOptions): Promise<PeerTensors> {
@@ -163,7 +166,7 @@ export class PeerTensors {
       proxy = await ShapedProxy.start({ port }, link);
       proxyPort = { from: `/tcp/${port}/`, to: `/tcp/${proxy.port}/` };
     }
-    const peers = new PeerTensors(host, proxy, log);
+    const peers = new PeerTensors(host, proxy, log, options.onLinks);
     await host.handle(TENSOR_PROTOCOL, (stream, connection) => peers.serve(stream, connection, options), {
       runOnLimitedConnection: true,
     });
@@ -174,7 +177,7 @@ export class PeerTensors {
   /** Reads one neighbour's stream for as long as it stays open; a violation refuses the stream and its sender. */
   private async serve(stream: Stream, connection: Connection, options: PeerTensorsOptions): Promise<void> {
     const from = connection.remotePeer.toString();
-    (this.links[from] ??= {}).in = routeOf(connection);
+    this.setRoute(from, 'in', routeOf(connection));
     const reader = new WireReader<PeerTensor>(
       peerTensorSchema,
       (m) => [options.spec(m.direction)],
@@ -222,6 +225,13 @@ export class PeerTensors {
   get address(): P2pAddress {
     const addrs = this.host.getMultiaddrs().map((m) => m.toString());
     return { peerId: this.host.peerId.toString(), addrs: addrs.slice(0, 8) };
+  }
+
+  private setRoute(peer: string, way: keyof PeerLink, route: PeerRoute): void {
+    const link = (this.links[peer] ??= {});
+    if (link[way] === route) return;
+    link[way] = route;
+    this.onLinks?.(this.links);
   }
 
   private deliver(from: string, m: PeerTensor, tensor: Tensor): void {
@@ -278,7 +288,7 @@ export class PeerTensors {
     const stream = (async (): Promise<Stream> => {
       const connection = await this.host.dial(to.addrs.map((a) => multiaddr(a)));
       const opened = await connection.newStream(TENSOR_PROTOCOL, { runOnLimitedConnection: true });
-      (this.links[to.peerId] ??= {}).out = routeOf(connection);
+      this.setRoute(to.peerId, 'out', routeOf(connection));
       return opened;
     })();
     this.outbound.set(to.peerId, stream);

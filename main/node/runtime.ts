@@ -470,6 +470,7 @@ export class NodeRuntime extends EventEmitter {
       listen: this.options.p2pListen,
       relay: this.session?.p2pRelay,
       coordinatorHost: hostnameOf(this.options.coordinatorUrl),
+      onLinks: (links) => this.emit('peerLinks', { ...links }),
       link: this.options.p2pLink,
       spec: (direction) => this.activationSpec(direction),
       log: this.log,

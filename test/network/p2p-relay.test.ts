@@ -143,6 +143,9 @@ describe('peer to peer past what cannot be dialled, and past what breaks the pro
     await until('the first node is placed on stage 1', () => first.status.stage !== null, 60_000);
     const behindNat = startNode(coordinator.url, 'cpu');
     unreachableDirectly(behindNat, (addrs) => addrs.filter((a) => a.includes('/p2p-circuit')));
+    // What the agent is told (follow-run.ts): each neighbour's route as it becomes known.
+    const told: Array<Record<string, { in?: string; out?: string }>> = [];
+    behindNat.on('peerLinks', (links: (typeof told)[number]) => told.push(links));
     const all = [first, behindNat];
     const seen = all.map(closes);
     try {
@@ -156,6 +159,7 @@ describe('peer to peer past what cannot be dialled, and past what breaks the pro
         relayedPairs: 0,
       });
       expect(behindNat.status.peerLinks?.[first.status.p2p!.peerId]?.in).toBe('relay');
+      expect(told.at(-1)?.[first.status.p2p!.peerId]?.in).toBe('relay');
       expect(first.status.peerLinks?.[behindNat.status.p2p!.peerId]?.out).toBe('relay');
     } finally {
       await Promise.all(all.map((n) => n.stop()));
