@@ -67,6 +67,13 @@ async function run(
   }
 }
 
+/** One pair per honest neighbour the liar exchanged tensors with: placement decides how many (of 3). */
+function expectDisputedPairs(metrics: string): void {
+  const pairs = Number(/^tributary_relayed_pairs_total\{reason="dispute"\} (\d+)$/m.exec(metrics)?.[1] ?? 0);
+  expect(pairs).toBeGreaterThanOrEqual(1);
+  expect(pairs).toBeLessThanOrEqual(3);
+}
+
 describe('peer to peer, a node is never dropped on its neighbour’s word alone', () => {
   it('a consumer that says every tensor sent to it was bad gets its neighbours relayed, not dropped, and is dropped when it says so of a tensor the coordinator saw', async () => {
     const { status, liar, honest } = await run('lying-consumer', 1, (node) => {
@@ -89,7 +96,7 @@ describe('peer to peer, a node is never dropped on its neighbour’s word alone'
     expect([...liar, ...honest]).toEqual([]);
     expect(status).toMatchObject({ state: 'done', step: 3 });
     expect(status.relayedBytes).toBeGreaterThan(0);
-    expect(metrics).toMatch(/^tributary_relayed_pairs_total\{reason="dispute"\} [12]$/m);
+    expectDisputedPairs(metrics);
   }, 120_000);
 
   it('a report against an honest producer is settled by what the producer hands back: no one dropped, and the run goes on', async () => {
@@ -103,6 +110,6 @@ describe('peer to peer, a node is never dropped on its neighbour’s word alone'
     });
     expect([...liar, ...honest]).toEqual([]);
     expect(status).toMatchObject({ state: 'done', step: 3 });
-    expect(metrics).toMatch(/^tributary_relayed_pairs_total\{reason="dispute"\} [12]$/m);
+    expectDisputedPairs(metrics);
   }, 120_000);
 });
