@@ -2,7 +2,7 @@ import type { EventEmitter } from 'node:events';
 import type { StageRange } from '../../gpu/model/config.js';
 import type { NetworkPhase, NetworkSnapshot } from '../../shared/dashboard/contract.js';
 import type { RunProgress } from '../../shared/protocol/messages.js';
-import type { PeerLink } from '../node/peer-tensors.js';
+import { relayedNeighbours, type PeerLink } from '../node/peer-tensors.js';
 import { stageLabel } from '../../shared/stage-label.js';
 import type { Agent } from './agent.js';
 
@@ -35,7 +35,7 @@ export function followRun(
   let stage: StageRange | null = null;
   let runState: { state: 'waiting' | 'training' | 'done'; reason: string } | null = null;
   let tokensPerSecond: number | null = null;
-  let relayedNeighbours = 0;
+  let throughRelay = 0;
   let phaseNow: NetworkPhase | null = null;
   const set = (phase: NetworkPhase, detail: string, retryAt: number | null = null): void => {
     phaseNow = phase;
@@ -54,9 +54,9 @@ export function followRun(
     if (runState?.state === 'done') return set('run-finished', `The run finished: ${runState.reason}`);
     if (stage && runState?.state !== 'waiting') {
       const relayed =
-        relayedNeighbours === 0
+        throughRelay === 0
           ? ''
-          : `; ${relayedNeighbours} neighbour${relayedNeighbours === 1 ? '' : 's'} reached only through a relay`;
+          : `; ${throughRelay} neighbour${throughRelay === 1 ? '' : 's'} reached only through a relay`;
       return set('training', `Training ${stageLabel({ ...stage, lastBlock: stage.endBlock - 1 })}${relayed}`);
     }
     const why = runState?.reason ? `: ${runState.reason}` : '';
@@ -93,7 +93,7 @@ export function followRun(
       settle();
     },
     peerLinks: (links: Record<string, PeerLink>) => {
-      relayedNeighbours = Object.values(links).filter((l) => l.in === 'relay' || l.out === 'relay').length;
+      throughRelay = relayedNeighbours(links);
       // Said while training; a route learnt late does not undo a disconnection already shown.
       if (phaseNow === 'training') settle();
     },

@@ -1,5 +1,6 @@
 import type { AgentSnapshot } from '../../shared/dashboard/contract.js';
 import { stageLabel } from '../../shared/stage-label.js';
+import { relayedNeighbours } from '../node/peer-tensors.js';
 import type { NodeStatus } from '../node/runtime.js';
 
 function describe(snapshot: AgentSnapshot, node: NodeStatus): { headline: string; detail: string } {
@@ -26,10 +27,11 @@ function describe(snapshot: AgentSnapshot, node: NodeStatus): { headline: string
 
 /** Peer to peer: how many neighbours this node reaches directly and how many only through a relay. */
 function peers(node: NodeStatus): string {
-  const links = Object.values(node.peerLinks ?? {});
-  if (links.length === 0) return '';
-  const relayed = links.filter((l) => l.in === 'relay' || l.out === 'relay').length;
-  const direct = links.length - relayed;
+  const links = node.peerLinks ?? {};
+  const total = Object.keys(links).length;
+  if (total === 0) return '';
+  const relayed = relayedNeighbours(links);
+  const direct = total - relayed;
   return `  peers: ${direct} direct${relayed > 0 ? `, ${relayed} through a relay` : ''}`;
 }
 

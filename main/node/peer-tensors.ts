@@ -11,7 +11,7 @@ import {
 } from '../../shared/protocol/messages.js';
 import { ProtocolError, WireReader, defaultWireLimits, type TensorSpec } from '../../shared/protocol/wire.js';
 import { ShapedProxy, unshaped, type LinkShape } from './link-shaping.js';
-import { DEFAULT_LISTEN, startP2pHost } from '../../shared/p2p/host.js';
+import { DEFAULT_LISTEN, isCircuit, startP2pHost } from '../../shared/p2p/host.js';
 import { TENSOR_PROTOCOL, readTensorMessages, sendTensorMessage } from './p2p.js';
 
 /** The attempt a waiting task belonged to was aborted: its input will never come, and it is not wanted. */
@@ -44,6 +44,11 @@ export function summarize(data: Float32Array): { finite: boolean; maxAbs: number
 
 /** How tensors travel to or from a neighbour: straight between the two hosts, or through a circuit relay. */
 export type PeerRoute = 'direct' | 'relay';
+
+/** How many of these neighbours tensors reach or leave only through a relay. */
+export function relayedNeighbours(links: Readonly<Record<string, PeerLink>>): number {
+  return Object.values(links).filter((l) => l.in === 'relay' || l.out === 'relay').length;
+}
 
 /** The routes the latest tensor stream to (`out`) and from (`in`) a neighbour took. */
 export interface PeerLink {
@@ -80,8 +85,6 @@ export interface PeerTensorsOptions {
 
 const key = (from: string, m: Omit<PeerTensor, 'v' | 'id' | 'tensors' | 'type'>): string =>
   `${from}/${m.step}/${m.attempt}/${m.microBatch}/${m.direction}`;
-
-const isCircuit = (addr: string): boolean => addr.includes('/p2p-circuit');
 
 /**
  * Which of the relay's addresses (its listeners', one per interface when it listens on all) to listen
@@ -207,10 +210,11 @@ export class PeerTensors {
    */
   private async reachable(throughRelay: boolean): Promise<void> {
     const deadline = Date.now() + RESERVATION_MS;
-    const addrs = () => this.host.getMultiaddrs().map((a) => a.toString());
-    while (addrs().length === 0 || (throughRelay && !addrs().some(isCircuit))) {
+    for (;;) {
+      const addrs = this.host.getMultiaddrs().map((a) => a.toString());
+      if (addrs.length > 0 && (!throughRelay || addrs.some(isCircuit))) return;
       if (Date.now() > deadline) {
-        if (addrs().length > 0) {
+        if (addrs.length > 0) {
           this.log.warn("no reservation on the coordinator's relay; announcing direct addresses only");
           return;
         }

@@ -10,6 +10,9 @@ import { webSockets } from '@libp2p/websockets';
 import type { Multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p, type Libp2p } from 'libp2p';
 
+/** Whether a multiaddr goes through a circuit relay (`.../p2p-circuit/...`). */
+export const isCircuit = (addr: string): boolean => addr.includes('/p2p-circuit');
+
 /** Where a host listens unless told: TCP and WebSockets on 127.0.0.1, free ports. */
 export const DEFAULT_LISTEN = ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws'];
 
@@ -38,9 +41,8 @@ export async function startP2pHost(options: P2pHostOptions): Promise<Libp2p> {
     ? { relay: circuitRelayServer({ reservations: { applyDefaultLimit: false } }) }
     : {};
   const listen = options.listen ?? DEFAULT_LISTEN;
-  const circuit = (a: string): boolean => a.includes('/p2p-circuit');
   // A relay's reservation beside direct listeners is a fallback: the host starts without it if refused.
-  const fallback = listen.some(circuit) && !listen.every(circuit);
+  const fallback = listen.some(isCircuit) && !listen.every(isCircuit);
   return createLibp2p({
     privateKey,
     addresses: {
