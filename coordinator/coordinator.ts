@@ -17,7 +17,9 @@ import {
   type RunProgress,
 } from '../shared/protocol/messages.js';
 import { startP2pHost } from '../shared/p2p/host.js';
+import type { Direction } from '../shared/protocol/codec.js';
 import type { SignedCreditStatement } from '../shared/protocol/credit-statement.js';
+import type { Tensor } from '../shared/protocol/frame.js';
 import type { SignedReceipt } from '../shared/protocol/receipt.js';
 import { waitingForStages } from '../shared/stage-label.js';
 import { defaultWireLimits, type Received, type WireLimits } from '../shared/protocol/wire.js';
@@ -43,9 +45,8 @@ import { CoordinatorStore, type StoredReceipt } from './store.js';
 import { SplitCorpus, ValidationHistory, validationDue } from './validation.js';
 import { LossScaler } from '../gpu/train/loss-scaler.js';
 import {
-  ABSURD_MAGNITUDE,
+  boundaryLimit,
   boundaryProblem,
-  gradientLimit,
   lossProblem,
   Misbehaviour,
   Overflow,
@@ -424,7 +425,7 @@ export class Coordinator extends EventEmitter {
     const attempt = this.attempt;
     if (!attempt || task.attempt !== this.attemptNo || task.step !== this.step) return;
     const direction = task.kind === 'forward' ? 'forward' : 'backward';
-    const limit = direction === 'backward' ? gradientLimit(this.lossScale) : ABSURD_MAGNITUDE;
+    const limit = boundaryLimit(direction, this.lossScale);
     // Values, not only shapes: NaN, Inf or absurd numbers stop here, and their sender goes, not the stage
     // that would have received them.
     const bad =
@@ -477,20 +478,22 @@ export class Coordinator extends EventEmitter {
         'dispute',
         `node ${peer.shortId} reports node ${sender.shortId}'s ${what} bad (${message.reason}) and ${why}`,
       );
-    this.sessions
-      .fetch(sender, this.step, this.attemptNo, task.microBatch, direction, boundarySpec(this.run, direction))
-      .then(
-        (tensor) => {
-          if (!tensor) return unproven('the sender no longer holds it');
-          this.countRelayed(tensor.data.byteLength);
-          const limit = direction === 'backward' ? gradientLimit(this.lossScale) : ABSURD_MAGNITUDE;
-          const problem = boundaryProblem(this.run, tensor, direction, limit);
-          if (problem)
-            return this.sessions.drop(sender, `${problem} (found by node ${peer.shortId}, confirmed)`);
-          unproven('what the sender hands back is sound');
-        },
-        (err: Error) => unproven(`the sender could not hand it back (${err.message})`),
-      );
+    this.fetchSent(sender, this.attemptNo, task.microBatch, direction).then(
+      (tensor) => {
+        if (!tensor) return unproven('the sender no longer holds it');
+        this.countRelayed(tensor.data.byteLength);
+        const problem = boundaryProblem(
+          this.run,
+          tensor,
+          direction,
+          boundaryLimit(direction, this.lossScale),
+        );
+        if (problem)
+          return this.sessions.drop(sender, `${problem} (found by node ${peer.shortId}, confirmed)`);
+        unproven('what the sender hands back is sound');
+      },
+      (err: Error) => unproven(`the sender could not hand it back (${err.message})`),
+    );
   }
 
   /**
@@ -532,6 +535,17 @@ export class Coordinator extends EventEmitter {
     const reason = `${what}: tensors between the two now go through the coordinator`;
     this.log.warn({ step: this.step, nodes: [a.shortId, b.shortId] }, reason);
     attempt.fail(reason);
+  }
+
+  /** Asks `peer` for the tensor it sent peer to peer in this step's attempt `attemptNo`. */
+  private fetchSent(
+    peer: Peer,
+    attemptNo: number,
+    microBatch: number,
+    direction: Direction,
+  ): Promise<Tensor | null> {
+    const spec = boundarySpec(this.run, direction);
+    return this.sessions.fetch(peer, this.step, attemptNo, microBatch, direction, spec);
   }
 
   private countRelayed(bytes: number): void {
@@ -689,15 +703,7 @@ export class Coordinator extends EventEmitter {
         onRelay: (bytes) => this.countRelayed(bytes),
         verification: this.config.verification,
         onProvenWrong: (peer, reason, part) => this.provenWrong(peer, reason, part),
-        fetch: (peer, microBatch, direction) =>
-          this.sessions.fetch(
-            peer,
-            this.step,
-            attemptNo,
-            microBatch,
-            direction,
-            boundarySpec(this.run, direction),
-          ),
+        fetch: (peer, microBatch, direction) => this.fetchSent(peer, attemptNo, microBatch, direction),
         relays: (a, b) => this.relayedPairs.has(pairKey(a, b)),
         onDispute: (reason, part) => {
           this.metrics.verifications.inc({ verdict: 'disputed', part });

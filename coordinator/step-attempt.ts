@@ -1,7 +1,7 @@
 import type { Direction } from '../shared/protocol/codec.js';
 import type { Tensor } from '../shared/protocol/frame.js';
 import type { P2pAddress, TaskKind } from '../shared/protocol/messages.js';
-import { boundaryProblem, gradientLimit } from '../shared/protocol/tensor-values.js';
+import { boundaryLimit, boundaryProblem } from '../shared/protocol/tensor-values.js';
 import type { TensorSpec } from '../shared/protocol/wire.js';
 import type { MicroBatch } from './data.js';
 import { pickPeer, type Peer, type SentTask } from './peer.js';
@@ -330,7 +330,7 @@ export class StepAttempt {
       (tensor) => {
         if (this.settled) return;
         if (!tensor) return this.fail(`node ${from.shortId} no longer holds micro-batch ${mb}'s ${what}`);
-        const limit = direction === 'backward' ? gradientLimit(this.ctx.lossScale) : undefined;
+        const limit = boundaryLimit(direction, this.ctx.lossScale);
         const problem = boundaryProblem(this.ctx.run, tensor, direction, limit);
         if (problem) return this.fail(`node ${from.shortId} ${problem}`);
         this.ctx.onRelay(tensor.data.byteLength);

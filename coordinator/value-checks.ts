@@ -5,6 +5,7 @@ import { AttemptFailed } from './step-attempt.js';
 
 export {
   ABSURD_MAGNITUDE,
+  boundaryLimit,
   boundaryProblem,
   gradientLimit,
   sentProblem,

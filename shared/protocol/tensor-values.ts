@@ -21,6 +21,11 @@ export function gradientLimit(lossScale: number): number {
   return ABSURD_MAGNITUDE * lossScale;
 }
 
+/** The limit for a boundary tensor going `direction` at this loss scale: only gradients carry the scale. */
+export function boundaryLimit(direction: Direction, lossScale: number): number {
+  return direction === 'backward' ? gradientLimit(lossScale) : ABSURD_MAGNITUDE;
+}
+
 /** What is wrong with a block of numbers (the first bad one), or null. */
 export function valuesProblem(what: string, data: Float32Array, limit = ABSURD_MAGNITUDE): string | null {
   for (let i = 0; i < data.length; i++) {
