@@ -25,9 +25,6 @@ export interface AttemptResult {
   backwardsVerified: number;
 }
 
-/** Which pass of a micro-batch a check recomputed. */
-export type CheckedPart = 'forward' | 'backward';
-
 export class AttemptFailed extends Error {
   constructor(reason: string) {
     super(reason);
@@ -62,9 +59,26 @@ interface AttemptContext {
   relays(a: Peer, b: Peer): boolean;
 }
 
+/** Which pass of a micro-batch a check recomputes. */
+export type CheckedPart = 'forward' | 'backward';
+
+/** Which pass a check's recompute task redoes: a backward, or the last stage's forward and backward. */
+const partOf = (kind: TaskKind): CheckedPart =>
+  kind === 'backward' || kind === 'forwardBackward' ? 'backward' : 'forward';
+
 /** The key of a check: a stage's forward of a micro-batch, or its backward. */
-const checkKey = (stage: number, mb: number, backward: boolean): string =>
-  `${stage}/${mb}${backward ? '/backward' : ''}`;
+const checkKey = (stage: number, mb: number, part: CheckedPart): string =>
+  `${stage}/${mb}${part === 'backward' ? '/backward' : ''}`;
+
+/** A check waiting for its answers: the task kind that recomputes it, and what that task is given. */
+interface OpenCheck {
+  check: RecomputeCheck;
+  stage: number;
+  mb: number;
+  part: CheckedPart;
+  kind: TaskKind;
+  input: Tensor[];
+}
 
 /** Tasks kept out at a peer at least (one running, one waiting there), and at most. */
 const MIN_OUTSTANDING = 2;
@@ -150,14 +164,13 @@ export class StepAttempt {
   private readonly routed = new Set<Peer>();
   private remaining: number;
   private settled = false;
-  /**
-   * Open checks by `stage/mb` (a forward) or `stage/mb/backward`: what the recompute is given, and which
-   * task kind recomputes it.
-   */
-  private readonly checks = new Map<string, { check: RecomputeCheck; input: Tensor[]; kind: TaskKind }>();
+  /** Open checks by `checkKey`: which pass of which micro-batch, and what its recompute is given. */
+  private readonly checks = new Map<string, OpenCheck>();
   /** Each sampled forward's recomputing replica, by `stage/mb`: its backward is checked by the same one. */
   private readonly checkedBy = new Map<string, Peer>();
+  /** Forwards whose check agreed, by `checkKey`; and how many backwards' checks agreed. */
   private readonly verified = new Set<string>();
+  private backwardsVerified = 0;
   private openChecks = 0;
   /** Redone tasks of a rerouted peer's work not yet answered (a restash's backward counts anew). */
   private redos = 0;
@@ -246,14 +259,13 @@ export class StepAttempt {
     const state = this.states[mb]!;
     peer.outstanding--;
     if (task.verifyOnly) {
-      const backward = task.kind === 'backward' || task.kind === 'forwardBackward';
-      this.checkAnswer(peer, checkKey(stage, mb, backward), loss, tensors);
+      this.checkAnswer(peer, checkKey(stage, mb, partOf(task.kind)), loss, tensors);
       this.dispatch(peer);
       return;
     }
-    if (task.kind !== 'backward') this.checkAnswer(peer, checkKey(stage, mb, false), loss, tensors);
+    if (task.kind !== 'backward') this.checkAnswer(peer, checkKey(stage, mb, 'forward'), loss, tensors);
     if (task.kind === 'backward' || task.kind === 'forwardBackward')
-      this.checkAnswer(peer, checkKey(stage, mb, true), undefined, tensors);
+      this.checkAnswer(peer, checkKey(stage, mb, 'backward'), undefined, tensors);
     if (this.settled) return;
     if (task.redo) return this.onRedone(peer, task, stage);
     if (task.kind === 'forward') {
@@ -302,7 +314,7 @@ export class StepAttempt {
       const sendTo = stage > 0 && !redo ? this.gradientTo(peer, stage, mb) : undefined;
       if (sendTo) state.gradSentTo[stage - 1] = state.path[stage - 1]!;
       // The replica that recomputed this forward recomputes its backward too, from the same gradient.
-      const duplicate = this.checkedBy.get(`${stage}/${mb}`);
+      const duplicate = this.checkedBy.get(checkKey(stage, mb, 'forward'));
       if (duplicate && gradient && stage > 0 && !redo)
         this.openCheck(peer, duplicate, stage, mb, 'backward', [...state.inputs[stage]!, gradient]);
       this.send(
@@ -456,9 +468,13 @@ export class StepAttempt {
   private finishWhenDone(): void {
     if (this.settled || this.remaining > 0 || this.openChecks > 0 || this.redos > 0) return;
     this.settled = true;
-    for (const unit of this.units) unit.verified = this.verified.has(`${unit.stage}/${unit.microBatch}`);
-    const backwardsVerified = [...this.verified].filter((key) => key.endsWith('/backward')).length;
-    this.resolve({ losses: this.states.map((s) => s.loss!), units: this.units, backwardsVerified });
+    for (const unit of this.units)
+      unit.verified = this.verified.has(checkKey(unit.stage, unit.microBatch, 'forward'));
+    this.resolve({
+      losses: this.states.map((s) => s.loss!),
+      units: this.units,
+      backwardsVerified: this.backwardsVerified,
+    });
   }
 
   /**
@@ -474,21 +490,20 @@ export class StepAttempt {
     input: Tensor[],
   ): void {
     const check = new RecomputeCheck(this.ctx.run, this.ctx.verification.tolerance, primary, duplicate);
-    const key = checkKey(stage, mb, kind === 'backward' || kind === 'forwardBackward');
-    this.checks.set(key, { check, input, kind });
+    const part = partOf(kind);
+    const entry = { check, stage, mb, part, kind, input };
+    this.checks.set(checkKey(stage, mb, part), entry);
     this.openChecks++;
-    this.sendRecompute(duplicate, key);
+    this.sendRecompute(duplicate, entry);
   }
 
   /**
    * Queues a check's recompute at `peer`: compared, never forwarded or stashed. It runs in the working set,
    * so it waits with the forwards for the peer's stash room.
    */
-  private sendRecompute(peer: Peer, key: string): void {
+  private sendRecompute(peer: Peer, { stage, mb, kind, input }: OpenCheck): void {
     // A node that left after its answer is no longer part of the attempt: nothing else would notice.
     if (peer.channel.isClosed) return this.fail(`node ${peer.shortId} left before its recompute`);
-    const { input, kind } = this.checks.get(key)!;
-    const [stage, mb] = key.split('/').map(Number) as [number, number];
     peer.forwards.push(() => this.send(peer, kind, mb, input, this.activationSpec(stage, kind, true), true));
     this.dispatch(peer);
   }
@@ -497,27 +512,28 @@ export class StepAttempt {
   private checkAnswer(peer: Peer, key: string, loss: number | undefined, tensors: Tensor[]): void {
     const entry = this.checks.get(key);
     if (!entry) return;
-    const [stage, mb] = key.split('/').map(Number) as [number, number];
-    const output: StageOutput = key.endsWith('/backward')
-      ? { kind: 'gradient', tensor: tensors[0]! }
-      : loss !== undefined
-        ? { kind: 'loss', loss }
-        : { kind: 'activations', tensor: tensors[0]! };
+    const { stage, mb, part } = entry;
+    const output: StageOutput =
+      part === 'backward'
+        ? { kind: 'gradient', tensor: tensors[0]! }
+        : loss !== undefined
+          ? { kind: 'loss', loss }
+          : { kind: 'activations', tensor: tensors[0]! };
     const live = this.ctx.members[stage]!.filter((p) => !p.channel.isClosed);
     const verdict = entry.check.answer(peer, output, live);
     if (!verdict) return;
     if ('need' in verdict) {
-      if (verdict.need === 'referee') return this.sendRecompute(verdict.peer, key);
-      this.sendRecompute(entry.check.primary, key);
-      return this.sendRecompute(entry.check.duplicate, key);
+      if (verdict.need === 'referee') return this.sendRecompute(verdict.peer, entry);
+      this.sendRecompute(entry.check.primary, entry);
+      return this.sendRecompute(entry.check.duplicate, entry);
     }
     this.checks.delete(key);
     this.openChecks--;
-    const part: CheckedPart = key.endsWith('/backward') ? 'backward' : 'forward';
     const what = part === 'backward' ? 'the backward of ' : '';
     const where = `${what}micro-batch ${mb} of step ${this.ctx.step + 1} on stage ${stage + 1}`;
     if (verdict.kind === 'agreed') {
-      this.verified.add(key);
+      if (part === 'forward') this.verified.add(key);
+      else this.backwardsVerified++;
       return this.finishWhenDone();
     }
     if (verdict.kind === 'wrong') {
@@ -600,8 +616,8 @@ export class StepAttempt {
     // Known before the task goes: where its gradient goes depends on it (gradientTo).
     const duplicate = sampled ? pickPeer(sampled.others, Date.now(), sampled.fallback)! : null;
     // Routed again (its peer left first), a micro-batch's check is decided anew.
-    if (duplicate) this.checkedBy.set(`${stage}/${mb}`, duplicate);
-    else this.checkedBy.delete(`${stage}/${mb}`);
+    if (duplicate) this.checkedBy.set(checkKey(stage, mb, 'forward'), duplicate);
+    else this.checkedBy.delete(checkKey(stage, mb, 'forward'));
     peer.forwards.push(() => {
       if (!last) peer.resident.add(mb);
       const kind: TaskKind = !last ? 'forward' : this.mode === 'evaluate' ? 'evaluate' : 'forwardBackward';
@@ -639,7 +655,7 @@ export class StepAttempt {
    * 1's backward has no input gradient to check).
    */
   private gradientTo(peer: Peer, stage: number, mb: number): P2pAddress | undefined {
-    const checked = (s: number): boolean => s > 0 && this.checkedBy.has(`${s}/${mb}`);
+    const checked = (s: number): boolean => s > 0 && this.checkedBy.has(checkKey(s, mb, 'forward'));
     if (checked(stage) || checked(stage - 1)) return undefined;
     return this.p2pAddress(peer, this.states[mb]!.path[stage - 1]!);
   }
