@@ -3,7 +3,6 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
-import { Agent } from '../../main/agent/agent.js';
 import { FileCoordinatorPins } from '../../main/identity/coordinator-pins.js';
 import { Ed25519Keys } from '../../main/identity/ed25519.js';
 import { coordinatorProofBytes } from '../../shared/protocol/auth.js';
@@ -12,6 +11,7 @@ import { encodeMessage, WireReader } from '../../shared/protocol/wire.js';
 import type { NodeRuntime } from '../../main/node/runtime.js';
 import { testCoordinator, testReceipt } from '../agent/signing.js';
 import { quiet, startCoordinator, startNode, tempDir, tinyConfig } from '../network/helpers.js';
+import { openQuietAgent } from '../helpers/agent.js';
 
 const { dir, cleanup } = tempDir('tributary-pins-');
 afterAll(cleanup);
@@ -95,12 +95,8 @@ describe('coordinator key pinned on first contact', () => {
   it('keeps receipts signed by a key it has not pinned out of the ledger', async () => {
     const pinned = testCoordinator();
     const other = testCoordinator();
-    const agent = await Agent.open({
+    const agent = await openQuietAgent({
       dataDir: join(dir, 'agent'),
-      tickMs: 0,
-      pollHost: false,
-      hostSensors: false,
-      telemetrySources: [],
       logger: quiet,
     });
     try {

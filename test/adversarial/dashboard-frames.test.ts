@@ -4,9 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { Agent } from '../../main/agent/agent.js';
+import type { Agent } from '../../main/agent/agent.js';
 import type { DashboardServer } from '../../main/agent/dashboard/server.js';
 import { defaultSettings } from '../../shared/dashboard/settings.js';
+import { openQuietAgent } from '../helpers/agent.js';
 
 /** A local client that holds the dashboard token sends frames the server must survive. */
 describe('dashboard WebSocket under bad frames', () => {
@@ -18,13 +19,9 @@ describe('dashboard WebSocket under bad frames', () => {
 
   beforeAll(async () => {
     //process.on('uncaughtException', record);
-    agent = await Agent.open({
+    agent = await openQuietAgent({
       dataDir: dir,
       settings: { ...defaultSettings, runWhen: 'always' },
-      telemetrySources: [],
-      hostSensors: false,
-      tickMs: 0,
-      pollHost: false,
     });
     server = await agent.startDashboard({ staticDir: null, port: 0 });
   });

@@ -8,7 +8,7 @@ import { stageParamCount } from '../../gpu/model/params.js';
 import { coordinatorProofBytes } from '../../shared/protocol/auth.js';
 import { encodeFrame, type Tensor } from '../../shared/protocol/frame.js';
 import { runShape } from '../../coordinator/run-config.js';
-import { Agent } from '../../main/agent/agent.js';
+import type { Agent } from '../../main/agent/agent.js';
 import type { DashboardServer } from '../../main/agent/dashboard/server.js';
 import { agentCommandSchema, clientMessageSchema } from '../../shared/dashboard/contract.js';
 import { defaultSettings } from '../../shared/dashboard/settings.js';
@@ -48,6 +48,7 @@ import {
   type FrameFault,
   type Mutation,
 } from './fuzz-kit.js';
+import { openQuietAgent } from '../helpers/agent.js';
 
 /**
  * Property tests over every message type of the protocol, both ways, at real sockets on 127.0.0.1. The
@@ -741,13 +742,9 @@ describe('the dashboard WebSocket fuzzed by a local client holding the token', (
   const commandTypes = unionTypes(agentCommandSchema);
 
   beforeAll(async () => {
-    agent = await Agent.open({
+    agent = await openQuietAgent({
       dataDir: dir,
       settings: { ...defaultSettings, runWhen: 'always' },
-      telemetrySources: [],
-      hostSensors: false,
-      tickMs: 0,
-      pollHost: false,
     });
     server = await agent.startDashboard({ staticDir: null, port: 0 });
   });

@@ -1,10 +1,9 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import type { CoordinatorStatus } from '../../coordinator/coordinator.js';
-import type { PeerTensors } from '../../main/node/peer-tensors.js';
 import { PeerRefused } from '../../main/node/peer-tensors.js';
 import type { NodeRuntime } from '../../main/node/runtime.js';
 import type { CoordinatorMessage, NodeMessage } from '../../shared/protocol/messages.js';
-import { startCoordinator, startNode, tempDir, tinyConfig } from '../network/helpers.js';
+import { startCoordinator, startNode, tamperPeerTensors, tempDir, tinyConfig } from '../network/helpers.js';
 import { until } from '../network/processes.js';
 import { closes } from './misbehaving-stage.js';
 
@@ -13,7 +12,6 @@ afterAll(cleanup);
 
 type Task = Extract<CoordinatorMessage, { type: 'task' }>;
 interface Internals {
-  startPeerTensors(): Promise<PeerTensors>;
   runTask(channel: { send(m: NodeMessage): void }, task: Task): Promise<void>;
 }
 const internals = (node: NodeRuntime) => node as unknown as Internals;
@@ -87,11 +85,9 @@ describe('peer to peer, a node is never dropped on its neighbour’s word alone'
 
   it('a producer that says it sent its tensors but never does costs one replay per neighbour: their tensors are relayed and the run finishes, no one dropped', async () => {
     const { status, metrics, liar, honest } = await run('silent-producer', 0, (node) => {
-      void internals(node)
-        .startPeerTensors()
-        .then((peers) => {
-          peers.send = async () => {};
-        });
+      tamperPeerTensors(node, (peers) => {
+        peers.send = async () => {};
+      });
     });
     expect([...liar, ...honest]).toEqual([]);
     expect(status).toMatchObject({ state: 'done', step: 3 });
@@ -102,11 +98,9 @@ describe('peer to peer, a node is never dropped on its neighbour’s word alone'
   it('a report against an honest producer is settled by what the producer hands back: no one dropped, and the run goes on', async () => {
     // The liar's own tensors are fine; it turns every input it is sent peer to peer into a refusal.
     const { status, metrics, liar, honest } = await run('false-report', 1, (node) => {
-      void internals(node)
-        .startPeerTensors()
-        .then((peers) => {
-          peers.receive = () => Promise.reject(new PeerRefused('tensor 0 holds NaN'));
-        });
+      tamperPeerTensors(node, (peers) => {
+        peers.receive = () => Promise.reject(new PeerRefused('tensor 0 holds NaN'));
+      });
     });
     expect([...liar, ...honest]).toEqual([]);
     expect(status).toMatchObject({ state: 'done', step: 3 });

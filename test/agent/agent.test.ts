@@ -2,11 +2,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Agent } from '../../main/agent/agent.js';
+import type { Agent } from '../../main/agent/agent.js';
 import { agentSnapshotSchema } from '../../shared/dashboard/contract.js';
 import { defaultSettings } from '../../shared/dashboard/settings.js';
 import { FakeClock } from './fake-clock.js';
 import { NODE_ID, testCoordinator, testReceipt } from './signing.js';
+import { openQuietAgent } from '../helpers/agent.js';
 
 describe('Agent', () => {
   let dir: string;
@@ -14,13 +15,9 @@ describe('Agent', () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
   const coordinator = testCoordinator();
   const open = (clock = new FakeClock()): Promise<Agent> =>
-    Agent.open({
+    openQuietAgent({
       dataDir: dir,
       clock,
-      telemetrySources: [],
-      hostSensors: false,
-      pollHost: false,
-      tickMs: 0,
       trustedCoordinatorKeys: [coordinator.keyHex],
       nodeId: NODE_ID,
     });
@@ -115,13 +112,9 @@ describe('Agent', () => {
   });
 
   it('closes the gate on stop, so no new work starts', async () => {
-    const agent = await Agent.open({
+    const agent = await openQuietAgent({
       dataDir: dir,
       settings: { ...defaultSettings, runWhen: 'always' },
-      telemetrySources: [],
-      hostSensors: false,
-      pollHost: false,
-      tickMs: 0,
     });
     await agent.gate.waitUntilAllowed();
     await agent.stop();

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { Agent } from '../../main/agent/agent.js';
+import type { Agent } from '../../main/agent/agent.js';
 import type { DashboardServer } from '../../main/agent/dashboard/server.js';
 import {
   agentSnapshotSchema,
@@ -13,6 +13,7 @@ import {
 } from '../../shared/dashboard/contract.js';
 import { defaultSettings } from '../../shared/dashboard/settings.js';
 import { applySnapshotChanges } from '../../shared/dashboard/snapshot-changes.js';
+import { openQuietAgent } from '../helpers/agent.js';
 
 interface Reply {
   status: number;
@@ -36,13 +37,9 @@ describe('local dashboard server on 127.0.0.1', () => {
     );
     writeFileSync(join(web, 'app.js'), 'console.log("hi")');
     writeFileSync(join(dir, 'secret.txt'), 'do not serve');
-    agent = await Agent.open({
+    agent = await openQuietAgent({
       dataDir: join(dir, 'data'),
       settings: { ...defaultSettings, runWhen: 'always' },
-      telemetrySources: [],
-      hostSensors: false,
-      tickMs: 0,
-      pollHost: false,
     });
     server = await agent.startDashboard({ staticDir: web, port: 0 });
     token = new URL(server.url).searchParams.get('token')!;

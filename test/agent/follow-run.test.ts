@@ -3,19 +3,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
-import { Agent } from '../../main/agent/agent.js';
 import { followRun } from '../../main/agent/follow-run.js';
+import { openQuietAgent } from '../helpers/agent.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tributary-follow-run-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 it('while training, the network line says how many neighbours are reached only through a relay', async () => {
-  const agent = await Agent.open({
+  const agent = await openQuietAgent({
     dataDir: dir,
-    telemetrySources: [],
-    hostSensors: false,
-    pollHost: false,
-    tickMs: 0,
   });
   const runtime = new EventEmitter();
   const unfollow = followRun(agent, runtime, { url: 'ws://127.0.0.1:7700', coordinatorKey: null });

@@ -1,9 +1,9 @@
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Agent } from '../../main/agent/agent.js';
 import { Ed25519Keys } from '../../main/identity/ed25519.js';
 import { quiet, startCoordinator, startNode, tempDir, tinyConfig } from '../network/helpers.js';
 import { until } from '../network/processes.js';
+import { openQuietAgent } from '../helpers/agent.js';
 
 const { dir, cleanup } = tempDir('tributary-credit-');
 afterAll(cleanup);
@@ -17,15 +17,11 @@ describe('credit confirmation', () => {
   it('confirms every committed receipt with a signed statement and registers the payout address', async () => {
     const coordinator = await startCoordinator(tinyConfig({ stages: 1, steps: 3 }), join(dir, 'coordinator'));
     const keys = Ed25519Keys.generate();
-    const agent = await Agent.open({
+    const agent = await openQuietAgent({
       dataDir: join(dir, 'node'),
       nodeId: keys.publicKeyHex,
       headSigner: keys,
       trustedCoordinatorKeys: [coordinator.publicKey],
-      tickMs: 0,
-      pollHost: false,
-      hostSensors: false,
-      telemetrySources: [],
       logger: quiet,
     });
     const address = '0x52908400098527886E0F7030069857D2E4169EE7';

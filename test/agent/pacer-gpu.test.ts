@@ -6,6 +6,7 @@ import { Agent } from '../../main/agent/agent.js';
 import { defaultSettings } from '../../shared/dashboard/settings.js';
 import { testDevice } from '../helpers/gpu.js';
 import { createGpuWork, pacedBusyFraction, type GpuWork } from './gpu-work.js';
+import { openQuietAgent } from '../helpers/agent.js';
 
 describe('duty-cycle pacing of real GPU work (dawn.node)', () => {
   let device: GPUDevice;
@@ -43,13 +44,9 @@ describe('duty-cycle pacing of real GPU work (dawn.node)', () => {
   });
 
   it('a paused agent holds the next unit until resumed, and the unit in flight completes', async () => {
-    const agent = await Agent.open({
+    const agent = await openQuietAgent({
       dataDir: dir,
       settings: { ...defaultSettings, runWhen: 'always' },
-      telemetrySources: [],
-      hostSensors: false,
-      tickMs: 0,
-      pollHost: false,
     });
     await agent.gate.waitUntilAllowed();
     const inFlight = work.unit();

@@ -2,8 +2,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Agent } from '../../main/agent/agent.js';
+import type { Agent } from '../../main/agent/agent.js';
 import { defaultSettings, type AgentSettings } from '../../shared/dashboard/settings.js';
+import { openQuietAgent } from '../helpers/agent.js';
 
 describe('settings saved from the dashboard', () => {
   let dir: string;
@@ -11,13 +12,9 @@ describe('settings saved from the dashboard', () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   const open = (overrides: Partial<AgentSettings>): Promise<Agent> =>
-    Agent.open({
+    openQuietAgent({
       dataDir: dir,
       overrides,
-      telemetrySources: [],
-      hostSensors: false,
-      pollHost: false,
-      tickMs: 0,
     });
   const stored = (): AgentSettings =>
     JSON.parse(readFileSync(join(dir, 'settings.json'), 'utf8')) as AgentSettings;

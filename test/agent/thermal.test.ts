@@ -2,10 +2,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Agent } from '../../main/agent/agent.js';
+import type { Agent } from '../../main/agent/agent.js';
 import { SimulatedGpuSensor, type SimulatedGpuOptions } from '../../main/agent/telemetry/simulated.js';
 import { defaultSettings } from '../../shared/dashboard/settings.js';
 import { FakeClock } from './fake-clock.js';
+import { openQuietAgent } from '../helpers/agent.js';
 
 interface Trace {
   temps: number[];
@@ -23,14 +24,10 @@ class Simulation {
 
   static async start(dir: string, options: SimulatedGpuOptions, startC?: number): Promise<Simulation> {
     const clock = new FakeClock();
-    const agent = await Agent.open({
+    const agent = await openQuietAgent({
       dataDir: dir,
       clock,
       settings: { ...defaultSettings, runWhen: 'always' },
-      telemetrySources: [],
-      hostSensors: false,
-      pollHost: false,
-      tickMs: 0,
     });
     const sensor = new SimulatedGpuSensor(options);
     // Start from the steady state of whatever load brought the GPU to startC (a game, say).

@@ -2,10 +2,10 @@ import { afterAll, describe, expect, test } from 'vitest';
 import { Corpus } from '../../coordinator/data.js';
 import { CoordinatorStore } from '../../coordinator/store.js';
 import { SplitCorpus, validationDue } from '../../coordinator/validation.js';
-import { Agent } from '../../main/agent/agent.js';
 import type { RunProgress } from '../../shared/protocol/messages.js';
 import { startCoordinator, startNode, tempDir, tinyConfig } from '../network/helpers.js';
 import { until } from '../network/processes.js';
+import { openQuietAgent } from '../helpers/agent.js';
 
 const { dir, cleanup } = tempDir();
 afterAll(cleanup);
@@ -95,12 +95,8 @@ test(
       // Nodes get each evaluation pushed, at the index of the step it followed (the dashboard's x), and
       // the agent shows it beside that step's training loss.
       expect(pushed).toEqual(seen.map((loss, i) => ({ step: 10 * (i + 1) - 1, loss })));
-      const agent = await Agent.open({
+      const agent = await openQuietAgent({
         dataDir: `${dir}/agent`,
-        telemetrySources: [],
-        hostSensors: false,
-        pollHost: false,
-        tickMs: 0,
       });
       try {
         for (const step of [8, 9, 10]) agent.addLoss(step, 4);

@@ -2,7 +2,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Agent } from '../../main/agent/agent.js';
 import { systemClock } from '../../main/agent/clock.js';
 import type { AgentCommand, AgentSnapshot, CommandResult } from '../../shared/dashboard/contract.js';
 import { defaultSettings } from '../../shared/dashboard/settings.js';
@@ -18,6 +17,7 @@ import {
 import { createPreloadBridge, type IpcRendererLike } from '../../main/electron/preload-bridge.js';
 import { isTrustedRendererFrame } from '../../main/electron/sender-check.js';
 import { sampleSnapshot } from '../e2e/renderer-fixtures/snapshot.js';
+import { openQuietAgent } from '../helpers/agent.js';
 
 type Handler = (event: InvokeEventLike, ...args: unknown[]) => unknown;
 
@@ -237,14 +237,10 @@ describe('agent IPC in Electron main', () => {
   });
 
   it("carries the real agent's snapshots through main and the preload unchanged", async () => {
-    const agent = await Agent.open({
+    const agent = await openQuietAgent({
       dataDir: dir,
       settings: { ...defaultSettings, runWhen: 'always' },
       clock: { now: () => now, sleep: systemClock.sleep },
-      telemetrySources: [],
-      hostSensors: false,
-      pollHost: false,
-      tickMs: 0,
     });
     const ipc = new FakeIpcMain();
     registerAgentIpc(ipc, agent, isTrustedRendererFrame);

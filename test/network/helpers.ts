@@ -10,6 +10,7 @@ import { Trainer } from '../../gpu/train/trainer.js';
 import { Corpus } from '../../coordinator/data.js';
 import { parseRunConfig, type RunConfig } from '../../coordinator/run-config.js';
 import { Ed25519Keys, verifyEd25519 } from '../../main/identity/ed25519.js';
+import type { PeerTensors } from '../../main/node/peer-tensors.js';
 import { NodeRuntime, type NodeRuntimeOptions } from '../../main/node/runtime.js';
 import type { EngineKind } from '../../shared/protocol/messages.js';
 
@@ -74,6 +75,21 @@ export function startNode(
   });
   node.start();
   return node;
+}
+
+/**
+ * Tampers with `node`'s peer-to-peer data plane once, as it starts and before its join announces it: how
+ * tests make a contributor that lies on the libp2p streams or cannot be reached.
+ */
+export function tamperPeerTensors(node: NodeRuntime, tamper: (peers: PeerTensors) => void): void {
+  const internals = node as unknown as { startPeerTensors(): Promise<PeerTensors> };
+  const start = internals.startPeerTensors.bind(node);
+  let tampered: Promise<PeerTensors> | null = null;
+  internals.startPeerTensors = () =>
+    (tampered ??= start().then((peers) => {
+      tamper(peers);
+      return peers;
+    }));
 }
 
 /** The single-process trainer for a run config, on one device, fed the run's micro-batches by `trainStep`. */

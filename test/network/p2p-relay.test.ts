@@ -2,10 +2,9 @@ import type { Libp2p } from '@libp2p/interface';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Ed25519Keys } from '../../main/identity/ed25519.js';
 import { startP2pHost } from '../../shared/p2p/host.js';
-import type { PeerTensors } from '../../main/node/peer-tensors.js';
 import type { NodeRuntime } from '../../main/node/runtime.js';
 import type { Tensor } from '../../shared/protocol/frame.js';
-import { startCoordinator, startNode, tempDir, tinyConfig } from './helpers.js';
+import { startCoordinator, startNode, tamperPeerTensors, tempDir, tinyConfig } from './helpers.js';
 import { until } from './processes.js';
 
 const { dir, cleanup } = tempDir('tributary-p2p-relay-');
@@ -24,16 +23,11 @@ function closes(node: NodeRuntime): string[] {
  * (A connection it dialled itself would still carry tensors back.)
  */
 function unreachableDirectly(node: NodeRuntime, keep: (addrs: string[]) => string[] = () => []): void {
-  const internals = node as unknown as { startPeerTensors(): Promise<PeerTensors> };
-  const start = internals.startPeerTensors.bind(node);
-  // Before its join (sent once its host is up) announces the address.
-  internals.startPeerTensors = () =>
-    start().then((peers) => {
-      const { peerId, addrs } = peers.address;
-      const announced = { peerId, addrs: [`/ip4/127.0.0.1/tcp/1/p2p/${peerId}`, ...keep(addrs)] };
-      Object.defineProperty(peers, 'address', { get: () => announced, configurable: true });
-      return peers;
-    });
+  tamperPeerTensors(node, (peers) => {
+    const { peerId, addrs } = peers.address;
+    const announced = { peerId, addrs: [`/ip4/127.0.0.1/tcp/1/p2p/${peerId}`, ...keep(addrs)] };
+    Object.defineProperty(peers, 'address', { get: () => announced });
+  });
 }
 
 describe('peer to peer past what cannot be dialled, and past what breaks the protocol', () => {
@@ -74,13 +68,11 @@ describe('peer to peer past what cannot be dialled, and past what breaks the pro
     const liarCloses = closes(liar);
     // The lie on the libp2p stream only: the summary the coordinator gets is honest, and so is what the
     // liar hands back when asked, so the coordinator cannot tell which of the two is lying.
-    void (liar as unknown as { startPeerTensors(): Promise<PeerTensors> })
-      .startPeerTensors()
-      .then((peers) => {
-        const send = peers.send.bind(peers);
-        peers.send = (to, message, _tensor: Tensor) =>
-          send(to, message, { dtype: 'f32', shape: [1, 2, 3], data: new Float32Array(6) });
-      });
+    tamperPeerTensors(liar, (peers) => {
+      const send = peers.send.bind(peers);
+      peers.send = (to, message, _tensor: Tensor) =>
+        send(to, message, { dtype: 'f32', shape: [1, 2, 3], data: new Float32Array(6) });
+    });
     await until('the liar is placed on stage 1', () => liar.status.stage !== null, 60_000);
     const honest = [startNode(coordinator.url, 'cpu'), startNode(coordinator.url, 'cpu')];
     const honestCloses = honest.map(closes);

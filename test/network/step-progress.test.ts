@@ -1,9 +1,9 @@
 import { afterAll, expect, test } from 'vitest';
-import { Agent } from '../../main/agent/agent.js';
 import { followRun } from '../../main/agent/follow-run.js';
 import type { WorkGate } from '../../main/node/hooks.js';
 import { startCoordinator, startNode, tempDir, tinyConfig } from './helpers.js';
 import { until } from './processes.js';
+import { openQuietAgent } from '../helpers/agent.js';
 
 const { dir, cleanup } = tempDir();
 afterAll(cleanup);
@@ -36,12 +36,8 @@ test(
     const coordinator = await startCoordinator(tinyConfig({ stages: 1, steps: 2 }), dir);
     const gate = new HoldingGate(2);
     const node = startNode(coordinator.url, 'cpu', { gate });
-    const agent = await Agent.open({
+    const agent = await openQuietAgent({
       dataDir: dir,
-      telemetrySources: [],
-      hostSensors: false,
-      pollHost: false,
-      tickMs: 0,
     });
     const unfollow = followRun(agent, node, { url: coordinator.url, coordinatorKey: coordinator.publicKey });
     try {
