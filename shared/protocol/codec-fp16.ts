@@ -1,4 +1,11 @@
-import { aligned, checkEncodeInput, checkPayload, type ActivationCodec } from './codec.js';
+import {
+  aligned,
+  checkEncodeInput,
+  checkPayload,
+  type ActivationCodec,
+  type BoundaryShape,
+  type Direction,
+} from './codec.js';
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
@@ -39,6 +46,12 @@ export function fromHalfBits(h: number): number {
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
+/** A payload's binary16 bit patterns, once its length is checked. */
+function halves(payload: Uint8Array, shape: BoundaryShape, direction: Direction): Uint16Array {
+  checkPayload(fp16Codec, payload, shape, direction);
+  return new Uint16Array(aligned(payload, 2));
+}
+
 /** IEEE half precision: 2 bytes a number, relative error at most 2^-11 in the normal range (6e-5 to 65504). */
 export const fp16Codec: ActivationCodec = {
   name: 'fp16',
@@ -50,15 +63,13 @@ export const fp16Codec: ActivationCodec = {
     return new Uint8Array(half.buffer);
   },
   decode(payload, shape, direction) {
-    checkPayload(fp16Codec, payload, shape, direction);
-    const half = new Uint16Array(aligned(payload, 2));
+    const half = halves(payload, shape, direction);
     const out = new Float32Array(half.length);
     for (let i = 0; i < half.length; i++) out[i] = fromHalfBits(half[i]!);
     return { data: out, tokens: null };
   },
   magnitudeBound(payload, shape, direction) {
-    checkPayload(fp16Codec, payload, shape, direction);
-    const half = new Uint16Array(aligned(payload, 2));
+    const half = halves(payload, shape, direction);
     // With the sign bit cleared, binary16 bit patterns order as their magnitudes do: the largest pattern
     // is the largest magnitude, exactly, and an exponent of all ones is Inf or NaN.
     let most = 0;
