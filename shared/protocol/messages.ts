@@ -22,6 +22,13 @@ const positive = z
   .min(1)
   .max(1 << 20);
 const finite = z.number().finite();
+/** Which boundary tensor of the run: a micro-batch's activations (forward) or gradient (backward). */
+const boundaryTensor = {
+  step: count,
+  attempt: count,
+  microBatch: count,
+  direction: z.enum(['forward', 'backward']),
+};
 /** A day in ms: the longest wait the protocol names. */
 export const DAY_MS = 86_400_000;
 
@@ -142,10 +149,7 @@ export const badInputSchema = msg('badInput', { taskId: count, reason: z.string(
  * reached): the coordinator relays the two nodes' tensors from then on.
  */
 export const sendFailedSchema = msg('sendFailed', {
-  step: count,
-  attempt: count,
-  microBatch: count,
-  direction: z.enum(['forward', 'backward']),
+  ...boundaryTensor,
   reason: z.string().max(500),
 });
 /**
@@ -153,10 +157,7 @@ export const sendFailedSchema = msg('sendFailed', {
  * holds it (`held`); asked for when its consumer left and a replica redoes the consumer's part.
  */
 export const fetchedSchema = msg('fetched', {
-  step: count,
-  attempt: count,
-  microBatch: count,
-  direction: z.enum(['forward', 'backward']),
+  ...boundaryTensor,
   held: z.boolean(),
 });
 /**
@@ -253,12 +254,7 @@ export const applySchema = msg('apply', {
 });
 export const stateRequestSchema = msg('stateRequest', { requestId: count });
 /** Send back the tensor sent peer to peer for this micro-batch (answered with `fetched`). */
-export const fetchSchema = msg('fetch', {
-  step: count,
-  attempt: count,
-  microBatch: count,
-  direction: z.enum(['forward', 'backward']),
-});
+export const fetchSchema = msg('fetch', boundaryTensor);
 export const receiptMessageSchema = msg('receipt', { seq: count, signed: signedReceiptSchema });
 /** The coordinator's signed credit statement: receipts it confirmed or revoked (credit-statement.ts). */
 export const creditsMessageSchema = msg('credits', { signed: signedCreditStatementSchema });
@@ -334,12 +330,7 @@ export const coordinatorMessageSchema = z.discriminatedUnion('type', [
 export type CoordinatorMessage = z.infer<typeof coordinatorMessageSchema>;
 
 /** What travels on a libp2p tensor stream: one boundary tensor of one micro-batch. */
-export const peerTensorSchema = msg('tensor', {
-  step: count,
-  attempt: count,
-  microBatch: count,
-  direction: z.enum(['forward', 'backward']),
-});
+export const peerTensorSchema = msg('tensor', boundaryTensor);
 export type PeerTensor = z.infer<typeof peerTensorSchema>;
 
 /** A message as a sender writes it: the envelope (v, id, tensors) is filled in by the encoder. */
