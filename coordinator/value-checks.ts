@@ -17,30 +17,25 @@ export {
 /** A cross-entropy loss is at least 0; far above ln(vocabulary) a model has diverged or a node lies. */
 const MAX_LOSS = 1e3;
 
-/** A node sent numbers that must never reach another node or the weights: it is dropped, the attempt replayed. */
-export class Misbehaviour extends AttemptFailed {
+/** An attempt failed because of what one node sent: the caller decides what becomes of `peer`. */
+abstract class NodeFault extends AttemptFailed {
   constructor(
     readonly peer: Peer,
     reason: string,
   ) {
     super(`node ${peer.shortId} ${reason}`);
-    this.name = 'Misbehaviour';
+    this.name = new.target.name;
   }
 }
+
+/** A node sent numbers that must never reach another node or the weights: it is dropped, the attempt replayed. */
+export class Misbehaviour extends NodeFault {}
 
 /**
  * Mixed precision: `peer`'s scaled backward overflowed f16. Not its fault while the loss scale can still
  * halve (the step replays with half the scale); at the smallest scale it is treated as misbehaviour.
  */
-export class Overflow extends AttemptFailed {
-  constructor(
-    readonly peer: Peer,
-    reason: string,
-  ) {
-    super(`node ${peer.shortId} ${reason}`);
-    this.name = 'Overflow';
-  }
-}
+export class Overflow extends NodeFault {}
 
 export function lossProblem(loss: number): string | null {
   if (!Number.isFinite(loss) || loss < 0 || loss > MAX_LOSS)
